@@ -1,0 +1,16 @@
+//! ringsync: leaderless anti-entropy sync of a replicated key-value dataset
+//! around a fixed ring, falling back to random push-pull gossip when a ring
+//! member fails.
+//!
+//! - [`core`] is the protocol, sans-IO: time, randomness and messages come in
+//!   as arguments, messages to send come out. No sockets, clocks or tasks.
+//! - [`store`] holds the data: redb for the service, memory for the simulator.
+//! - [`topology`] reads and checks the topology file.
+//! - [`sim`] drives many cores with a virtual clock and a simulated network.
+//! - [`http`] is the only module that knows tide and surf; [`service`] is the
+//!   thin shell that runs one node with a timer, a store and that transport.
+#![forbid(unsafe_code)]
+
+pub mod core;
+pub mod store;
+pub mod topology;

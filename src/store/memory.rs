@@ -1,0 +1,185 @@
+//! An in-memory [`Store`], for the simulator and tests. It can be told to
+//! fail, to show that a failed commit changes nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{bucket_of, Merged, Store, StoreError, WriteBatch};
+use crate::core::entry::{Entry, Origin, Version};
+
+/// A [`Store`] held in memory.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStore {
+    kv: BTreeMap<String, (Version, Option<Vec<u8>>)>,
+    origin: BTreeSet<(Origin, Version, String)>,
+    tombs: BTreeSet<(u64, Version, String)>,
+    meta: BTreeMap<String, Vec<u8>>,
+    /// When set, the next commit fails with this message and changes nothing.
+    pub fail_next_commit: Option<String>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of stored entries, tombstones included.
+    pub fn len(&self) -> usize {
+        self.kv.len()
+    }
+
+    /// True when nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.kv.is_empty()
+    }
+
+    /// Removes a key behind the protocol's back, as a damaged disk would:
+    /// used to test that the digest notices.
+    pub fn lose(&mut self, key: &str) -> Option<Entry> {
+        let (version, value) = self.kv.remove(key)?;
+        self.origin
+            .remove(&(version.origin, version, key.to_string()));
+        self.tombs.remove(&(version.ms, version, key.to_string()));
+        Some(Entry {
+            key: key.to_string(),
+            value,
+            version,
+        })
+    }
+
+    fn unindex(&mut self, key: &str, version: Version, tombstone: bool) {
+        self.origin.remove(&(version.origin, version, key.to_string()));
+        if tombstone {
+            self.tombs.remove(&(version.ms, version, key.to_string()));
+        }
+    }
+
+    fn merge_one(&mut self, e: &Entry) -> Merged {
+        let replaced = match self.kv.get(&e.key) {
+            Some((v, _)) if !e.wins_over(v) => return Merged::Ignored,
+            Some((v, val)) => Some((*v, val.is_none())),
+            None => None,
+        };
+        if let Some((v, tomb)) = replaced {
+            self.unindex(&e.key, v, tomb);
+        }
+        self.kv
+            .insert(e.key.clone(), (e.version, e.value.clone()));
+        self.origin
+            .insert((e.version.origin, e.version, e.key.clone()));
+        if e.is_tombstone() {
+            self.tombs.insert((e.version.ms, e.version, e.key.clone()));
+        }
+        Merged::Applied { replaced }
+    }
+}
+
+fn entry(key: &str, v: &(Version, Option<Vec<u8>>)) -> Entry {
+    Entry {
+        key: key.to_string(),
+        value: v.1.clone(),
+        version: v.0,
+    }
+}
+
+impl Store for MemoryStore {
+    fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        Ok(self.kv.get(key).map(|v| entry(key, v)))
+    }
+
+    fn commit(&mut self, batch: WriteBatch) -> Result<Vec<Merged>, StoreError> {
+        if let Some(msg) = self.fail_next_commit.take() {
+            return Err(StoreError(msg));
+        }
+        if batch.clear_first {
+            self.kv.clear();
+            self.origin.clear();
+            self.tombs.clear();
+        }
+        let out = batch.entries.iter().map(|e| self.merge_one(e)).collect();
+        for (key, version) in &batch.collect {
+            if matches!(self.kv.get(key), Some((v, None)) if v == version) {
+                self.kv.remove(key);
+                self.unindex(key, *version, true);
+            }
+        }
+        for (k, v) in batch.meta {
+            self.meta.insert(k, v);
+        }
+        Ok(out)
+    }
+
+    fn range(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a.to_string()),
+            _ => Bound::Included(prefix.to_string()),
+        };
+        Ok(self
+            .kv
+            .range((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| entry(k, v))
+            .collect())
+    }
+
+    fn by_origin(
+        &self,
+        origin: Origin,
+        after: Version,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        use std::ops::Bound;
+        let start = Bound::Included((origin, after, String::new()));
+        Ok(self
+            .origin
+            .range((start, Bound::Unbounded))
+            .take_while(|(o, _, _)| *o == origin)
+            .filter(|(_, v, _)| *v > after)
+            .take(limit)
+            .filter_map(|(_, _, k)| self.kv.get(k).map(|v| entry(k, v)))
+            .collect())
+    }
+
+    fn bucket(&self, bucket: u32, bits: u32) -> Result<Vec<Entry>, StoreError> {
+        // A linear scan: the memory store serves the simulator, whose nodes
+        // hold few keys; the durable store keeps a real bucket index.
+        Ok(self
+            .kv
+            .iter()
+            .filter(|(k, _)| bucket_of(k, bits) == bucket)
+            .map(|(k, v)| entry(k, v))
+            .collect())
+    }
+
+    fn old_tombstones(
+        &self,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(String, Version)>, StoreError> {
+        Ok(self
+            .tombs
+            .iter()
+            .take_while(|(ms, _, _)| *ms < before_ms)
+            .take(limit)
+            .map(|(_, v, k)| (k.clone(), *v))
+            .collect())
+    }
+
+    fn for_each(&self, f: &mut dyn FnMut(&Entry)) -> Result<(), StoreError> {
+        for (k, v) in &self.kv {
+            f(&entry(k, v));
+        }
+        Ok(())
+    }
+
+    fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.meta.get(name).cloned())
+    }
+}
