@@ -12,5 +12,6 @@
 #![forbid(unsafe_code)]
 
 pub mod core;
+pub mod sim;
 pub mod store;
 pub mod topology;

@@ -1,6 +1,20 @@
 //! The protocol core: plain, deterministic code with no I/O.
+//!
+//! Time comes in as `now_ms` arguments, randomness as a seeded [`rng::Rng`],
+//! messages as bytes; requests to send come out of [`node::Node`] as
+//! [`node::Transmit`]s. The service and the simulator drive the same code.
 
+pub mod config;
 pub mod entry;
 pub mod hlc;
+pub mod message;
+pub mod node;
 pub mod rng;
 pub mod schedule;
+pub mod stats;
+pub mod tree;
+
+pub use config::Config;
+pub use entry::{Entry, Version};
+pub use node::{Event, Node, Transmit, WriteError};
+pub use schedule::Schedule;

@@ -100,14 +100,25 @@ mod tests {
 
     #[test]
     fn log2_ceil_matches_definition() {
-        for (n, l) in [(2, 1), (3, 2), (4, 2), (5, 3), (8, 3), (9, 4), (1000, 10), (1024, 10)] {
+        for (n, l) in [
+            (2, 1),
+            (3, 2),
+            (4, 2),
+            (5, 3),
+            (8, 3),
+            (9, 4),
+            (1000, 10),
+            (1024, 10),
+        ] {
             assert_eq!(log2_ceil(n), l, "n={n}");
         }
     }
 
     #[test]
     fn doubling_offsets_cycle_through_powers_of_two() {
-        let offs: Vec<u32> = (0..6).map(|c| ring_offset(Schedule::Doubling, 5, c)).collect();
+        let offs: Vec<u32> = (0..6)
+            .map(|c| ring_offset(Schedule::Doubling, 5, c))
+            .collect();
         assert_eq!(offs, vec![1, 2, 4, 1, 2, 4]);
         assert_eq!(ring_target(Schedule::Successor, 5, 4, 9), 0);
     }
@@ -122,6 +133,9 @@ mod tests {
             seen[p as usize] += 1;
         }
         assert_eq!(seen[2], 0);
-        assert!(seen.iter().enumerate().all(|(i, &c)| i == 2 || c > 50), "{seen:?}");
+        assert!(
+            seen.iter().enumerate().all(|(i, &c)| i == 2 || c > 50),
+            "{seen:?}"
+        );
     }
 }

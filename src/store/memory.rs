@@ -48,7 +48,8 @@ impl MemoryStore {
     }
 
     fn unindex(&mut self, key: &str, version: Version, tombstone: bool) {
-        self.origin.remove(&(version.origin, version, key.to_string()));
+        self.origin
+            .remove(&(version.origin, version, key.to_string()));
         if tombstone {
             self.tombs.remove(&(version.ms, version, key.to_string()));
         }
@@ -63,8 +64,7 @@ impl MemoryStore {
         if let Some((v, tomb)) = replaced {
             self.unindex(&e.key, v, tomb);
         }
-        self.kv
-            .insert(e.key.clone(), (e.version, e.value.clone()));
+        self.kv.insert(e.key.clone(), (e.version, e.value.clone()));
         self.origin
             .insert((e.version.origin, e.version, e.key.clone()));
         if e.is_tombstone() {

@@ -75,21 +75,32 @@ pub trait Store {
 
     /// Entries in key order, after `after` (exclusive), whose key starts with
     /// `prefix`, at most `limit`. Tombstones are included; callers filter.
-    fn range(&self, prefix: &str, after: Option<&str>, limit: usize)
-        -> Result<Vec<Entry>, StoreError>;
+    fn range(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError>;
 
     /// Entries written by `origin` with a version above `after`, in version
     /// order, at most `limit`.
-    fn by_origin(&self, origin: Origin, after: Version, limit: usize)
-        -> Result<Vec<Entry>, StoreError>;
+    fn by_origin(
+        &self,
+        origin: Origin,
+        after: Version,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError>;
 
     /// The entries of one bucket (see [`bucket_of`] with `bits`), in key order.
     fn bucket(&self, bucket: u32, bits: u32) -> Result<Vec<Entry>, StoreError>;
 
     /// Tombstones whose version's physical time is below `before_ms`, oldest
     /// first, at most `limit`.
-    fn old_tombstones(&self, before_ms: u64, limit: usize)
-        -> Result<Vec<(String, Version)>, StoreError>;
+    fn old_tombstones(
+        &self,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(String, Version)>, StoreError>;
 
     /// Calls `f` on every stored entry, once, in any order (used once at open
     /// to rebuild the in-memory digest).

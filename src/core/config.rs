@@ -1,0 +1,54 @@
+//! The core's settings: plain numbers, no files or durations parsing here.
+
+use super::schedule::Schedule;
+
+/// Settings of one node's protocol core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Fingerprint of the topology: peers with another one are refused.
+    pub cluster: u64,
+    /// Nodes in the ring.
+    pub n: u32,
+    /// This node's ring position.
+    pub me: u32,
+    /// The configured schedule.
+    pub schedule: Schedule,
+    /// Cycle length in ms; cycle c is `floor(unix_ms / interval_ms)`.
+    pub interval_ms: u64,
+    /// Longest value accepted, in bytes (the brief's default: 1 MiB).
+    pub max_value: usize,
+    /// How far ahead of our clock a version may be (default 5 s).
+    pub max_drift_ms: u64,
+    /// How long tombstones are kept before collection (default 7 days).
+    pub tombstone_lifetime_ms: u64,
+    /// Entries in one message at most; more is refused as invalid.
+    pub batch_entries: usize,
+    /// Bytes of entries one message aims not to exceed (one entry may).
+    pub batch_bytes: usize,
+    /// Entries waiting to be relayed along the ring, at most; the oldest
+    /// beyond it are left to digest repair.
+    pub relay_queue_max: usize,
+    /// Leaf level of the digest tree: 16^depth buckets. 5 gives about a
+    /// million buckets, one or two keys each at a million keys.
+    pub tree_depth: u32,
+}
+
+impl Config {
+    /// Defaults for everything but the ring itself.
+    pub fn new(cluster: u64, n: u32, me: u32, schedule: Schedule, interval_ms: u64) -> Self {
+        Config {
+            cluster,
+            n,
+            me,
+            schedule,
+            interval_ms: interval_ms.max(1),
+            max_value: 1 << 20,
+            max_drift_ms: 5_000,
+            tombstone_lifetime_ms: 7 * 24 * 3600 * 1000,
+            batch_entries: 4096,
+            batch_bytes: 1 << 20,
+            relay_queue_max: 100_000,
+            tree_depth: 5,
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Peer messages: typed, versioned on the wire, decoded and validated whole
+//! before anything is applied.
+//!
+//! Every request gets exactly one reply. On the wire a message is one byte of
+//! format version ([`WIRE_VERSION`]) followed by the postcard encoding of
+//! [`Message`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::entry::{Entry, Origin, Version};
+
+/// The wire format version this build speaks.
+pub const WIRE_VERSION: u8 = 1;
+
+/// What a node knows, in a few dozen bytes plus one watermark per origin.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Digest {
+    /// The highest version seen from each origin that has written.
+    pub hints: BTreeMap<Origin, Version>,
+    /// For each origin, the highest version of a tombstone this node has
+    /// collected: a peer that knows less of that origin may hold keys whose
+    /// delete is forgotten, and must resync from scratch.
+    pub gc_floors: BTreeMap<Origin, Version>,
+    /// XOR of every entry's hash: equal data, equal root.
+    pub root: u64,
+    /// Stored entries that are values.
+    pub keys: u64,
+    /// Stored entries that are tombstones.
+    pub tombstones: u64,
+    /// Nothing is still travelling the schedule's dissemination path through
+    /// this node, so a difference of roots at equal hints is real divergence.
+    pub quiet: bool,
+    /// This node was wiped to resync and has not yet had a complete transfer.
+    pub resyncing: bool,
+}
+
+/// Why a push is sent; it decides what follows its acknowledgement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PushKind {
+    /// The cycle's push along the schedule.
+    Cycle,
+    /// Entries the peer's digest showed it lacked.
+    Repair,
+    /// The second half of a random push-pull exchange.
+    PushPull,
+    /// A manual sync hop: everything the peer lacks, whatever is in flight.
+    Sync,
+}
+
+/// A request's body, or a reply's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// Request: the sender's digest and entries the receiver lacks.
+    Push {
+        /// Why it was sent.
+        kind: PushKind,
+        /// The sender's digest, before these entries are applied.
+        digest: Digest,
+        /// Entries, in version order per origin.
+        entries: Vec<Entry>,
+        /// True when these are all the sender has beyond the receiver's
+        /// hints (no batch follows).
+        complete: bool,
+    },
+    /// Reply to a push: the receiver's digest after applying it.
+    Ack {
+        /// The digest.
+        digest: Digest,
+    },
+    /// Request (random push-pull): the initiator's digest.
+    Syn {
+        /// The digest.
+        digest: Digest,
+    },
+    /// Reply to a syn: the responder's digest and what the initiator lacks.
+    SynAck {
+        /// The responder's digest.
+        digest: Digest,
+        /// Entries the initiator lacks, in version order per origin.
+        entries: Vec<Entry>,
+        /// True when no more remain.
+        complete: bool,
+    },
+    /// Request: the 16 child hashes of these nodes of the digest tree.
+    TreeQuery {
+        /// Level of the nodes named.
+        level: u8,
+        /// Their indexes.
+        nodes: Vec<u32>,
+    },
+    /// Reply: one array of child hashes per queried node, in order.
+    TreeReply {
+        /// Level of the queried nodes.
+        level: u8,
+        /// The child hashes.
+        children: Vec<[u64; 16]>,
+    },
+    /// Request: the asker's entry hashes in these leaf buckets.
+    BucketQuery {
+        /// (bucket, sorted entry hashes the asker holds there).
+        buckets: Vec<(u32, Vec<u64>)>,
+    },
+    /// Reply: entries the asker does not hold, and hashes it holds that the
+    /// replier does not.
+    BucketReply {
+        /// The replier's entries missing at the asker.
+        entries: Vec<Entry>,
+        /// The asker's entry hashes missing at the replier.
+        want: Vec<u64>,
+    },
+    /// Reply: the request was refused and nothing of it was applied.
+    Refused {
+        /// Why.
+        reason: Refusal,
+        /// The refuser's digest, when the refusal is about the sender's state.
+        digest: Option<Digest>,
+    },
+}
+
+/// One message between peers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Fingerprint of the sender's topology: only the same cluster may talk.
+    pub cluster: u64,
+    /// The sender's ring position.
+    pub from: u32,
+    /// The body.
+    pub body: Body,
+}
+
+/// Why a request was refused. In every case nothing of it was applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Refusal {
+    /// The bytes are not a message of this wire version.
+    Malformed,
+    /// The sender's topology differs from ours.
+    WrongCluster,
+    /// The sender's ring position is not in our ring, or is ours.
+    UnknownPeer,
+    /// An entry's version is further ahead of our clock than the drift limit.
+    FutureVersion,
+    /// An entry breaks a limit (key, value, count).
+    InvalidEntry,
+    /// The sender may hold keys whose deletes we have collected: it must
+    /// resync from scratch before its data is taken.
+    StaleSender,
+    /// The store failed; try again later.
+    StoreFailed,
+    /// This node is shutting down.
+    ShuttingDown,
+}
+
+impl Refusal {
+    /// A short stable name, for logs, metrics and HTTP bodies.
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::Malformed => "malformed",
+            Refusal::WrongCluster => "wrong_cluster",
+            Refusal::UnknownPeer => "unknown_peer",
+            Refusal::FutureVersion => "future_version",
+            Refusal::InvalidEntry => "invalid_entry",
+            Refusal::StaleSender => "stale_sender",
+            Refusal::StoreFailed => "store_failed",
+            Refusal::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Encodes a message for the wire.
+pub fn encode(msg: &Message) -> Vec<u8> {
+    let mut out = vec![WIRE_VERSION];
+    // Serializing plain owned data into a Vec cannot fail.
+    out.extend(postcard::to_stdvec(msg).unwrap_or_default());
+    out
+}
+
+/// Decodes a message from the wire. Any error means: nothing was read.
+pub fn decode(bytes: &[u8]) -> Result<Message, String> {
+    match bytes.split_first() {
+        None => Err("empty message".into()),
+        Some((&WIRE_VERSION, rest)) => {
+            let (msg, tail) = postcard::take_from_bytes::<Message>(rest)
+                .map_err(|e| format!("malformed message: {e}"))?;
+            if tail.is_empty() {
+                Ok(msg)
+            } else {
+                Err(format!("{} trailing bytes after the message", tail.len()))
+            }
+        }
+        Some((v, _)) => Err(format!(
+            "wire version {v} is not spoken here (this build speaks {WIRE_VERSION})"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_garbage_is_refused() {
+        let m = Message {
+            cluster: 9,
+            from: 2,
+            body: Body::Syn {
+                digest: Digest::default(),
+            },
+        };
+        let bytes = encode(&m);
+        assert_eq!(decode(&bytes), Ok(m));
+        assert!(decode(&[]).is_err());
+        assert!(decode(&[2, 0, 0]).unwrap_err().contains("wire version 2"));
+        assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode(&longer).unwrap_err().contains("trailing"));
+    }
+}

@@ -1,0 +1,1186 @@
+//! One node's protocol state machine.
+//!
+//! Inputs: [`Node::handle_timeout`] (time passes), [`Node::handle_request`]
+//! (a peer's request arrives), [`Node::handle_reply`] and
+//! [`Node::handle_failure`] (what became of our own requests), and
+//! [`Node::write`] (a client write). Outputs are pulled: [`Node::poll_transmit`]
+//! gives requests to deliver, [`Node::poll_event`] what finished, and
+//! [`Node::next_timeout`] when to call again. Nothing here reads a clock,
+//! sleeps, touches a socket or draws from a global generator.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use super::config::Config;
+use super::entry::{entry_hash, key_hash, validate, Entry, InvalidEntry, Origin, Version};
+use super::hlc::Hlc;
+use super::message::{decode, encode, Body, Digest, Message, PushKind, Refusal};
+use super::rng::Rng;
+use super::schedule::{distance, log2_ceil, random_peer, ring_offset, Schedule};
+use super::stats::Stats;
+use super::tree::{child, Tree, FANOUT};
+use crate::store::{Merged, Store, StoreError, WriteBatch};
+
+const META_GC_FLOORS: &str = "gc_floors";
+const META_RESYNCING: &str = "resyncing";
+
+/// Tree nodes asked for in one query, and buckets compared in one message:
+/// bounds a repair message to a few hundred KiB whatever the divergence.
+const MAX_TREE_NODES: usize = 4096;
+const MAX_BUCKETS: usize = 1024;
+
+/// A request for the shell to deliver, and to answer with
+/// [`Node::handle_reply`] or [`Node::handle_failure`] under the same `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Request id, unique within this node.
+    pub id: u64,
+    /// The peer's ring position.
+    pub to: u32,
+    /// The encoded request.
+    pub payload: Vec<u8>,
+}
+
+/// Something the shell may want to know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// An exchange with a peer ended (no more requests will follow in it).
+    ExchangeDone {
+        /// The exchange's id.
+        exchange: u64,
+        /// The peer.
+        peer: u32,
+        /// False if a request failed, timed out or was refused.
+        ok: bool,
+    },
+    /// A request was refused by us or by a peer; the reason was counted.
+    Refused {
+        /// The other side.
+        peer: u32,
+        /// Why.
+        reason: Refusal,
+        /// True if we refused, false if the peer refused us.
+        by_us: bool,
+    },
+    /// This node found itself stale (away longer than the tombstone lifetime)
+    /// and wiped its data to resync from scratch.
+    Wiped {
+        /// The peer whose digest showed it.
+        peer: u32,
+    },
+}
+
+/// Why a client write was refused. Nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    /// The key or value breaks a limit.
+    Invalid(InvalidEntry),
+    /// The store failed to commit.
+    Store(StoreError),
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::Invalid(e) => write!(f, "{e}"),
+            WriteError::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for WriteError {}
+
+/// What the last contact with a peer was, for status pages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerSeen {
+    /// Last request of ours the peer answered: (ms, cycle).
+    pub push_ok: Option<(u64, u64)>,
+    /// Last request the peer sent us: (ms, cycle).
+    pub received: Option<(u64, u64)>,
+    /// Requests to it that failed in a row.
+    pub failures: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Exchange {
+    peer: u32,
+    kind: PushKind,
+    /// Requests of this exchange still awaiting their replies.
+    in_flight: u32,
+    ok: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Awaiting {
+    /// A push; for a successor cycle push, how many relay-queue items it took.
+    Push {
+        kind: PushKind,
+        relay_taken: usize,
+    },
+    Syn,
+    Tree {
+        level: u8,
+        nodes: Vec<u32>,
+    },
+    Bucket {
+        buckets: Vec<u32>,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Outstanding {
+    exchange: u64,
+    to: u32,
+    what: Awaiting,
+}
+
+/// One node of the cluster.
+pub struct Node<S: Store> {
+    cfg: Config,
+    store: S,
+    hlc: Hlc,
+    tree: Tree,
+    hints: BTreeMap<Origin, Version>,
+    gc_floors: BTreeMap<Origin, Version>,
+    keys: u64,
+    tombstones: u64,
+    resyncing: bool,
+    cycle: Option<u64>,
+    /// Entries to pass on along the ring, in arrival order, with the cycle
+    /// (by time) in which they arrived: for successor, those not yet
+    /// acknowledged by the successor; for doubling, those still in their
+    /// dissemination window. An entry is passed on only in a cycle after the
+    /// one it arrived in, so that each hop of the doubling tree uses its own
+    /// cycle's offset.
+    relay: VecDeque<(String, Version, u64)>,
+    next_id: u64,
+    outstanding: HashMap<u64, Outstanding>,
+    exchanges: HashMap<u64, Exchange>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    peers: Vec<PeerSeen>,
+    stats: Stats,
+    rng: Rng,
+}
+
+impl<S: Store> Node<S> {
+    /// Opens a node over `store`, rebuilding the in-memory digest from it.
+    /// `seed` seeds this node's generator (peer choice in random mode).
+    pub fn open(cfg: Config, store: S, seed: u64) -> Result<Self, StoreError> {
+        let mut tree = Tree::new(cfg.tree_depth);
+        let mut hints: BTreeMap<Origin, Version> = BTreeMap::new();
+        let (mut keys, mut tombstones) = (0u64, 0u64);
+        store.for_each(&mut |e: &Entry| {
+            tree.toggle(key_hash(&e.key), e.hash64());
+            bump(&mut hints, e.version);
+            if e.is_tombstone() {
+                tombstones += 1;
+            } else {
+                keys += 1;
+            }
+        })?;
+        let gc_floors = match store.meta(META_GC_FLOORS)? {
+            Some(bytes) => postcard::from_bytes(&bytes)
+                .map_err(|e| StoreError(format!("meta {META_GC_FLOORS} is unreadable: {e}")))?,
+            None => BTreeMap::new(),
+        };
+        let resyncing = store.meta(META_RESYNCING)?.is_some_and(|v| v == [1]);
+        let mut hlc = Hlc::new(cfg.me);
+        for v in hints.values() {
+            hlc.observe(*v);
+        }
+        let n = cfg.n as usize;
+        Ok(Node {
+            cfg,
+            store,
+            hlc,
+            tree,
+            hints,
+            gc_floors,
+            keys,
+            tombstones,
+            resyncing,
+            cycle: None,
+            relay: VecDeque::new(),
+            next_id: 1,
+            outstanding: HashMap::new(),
+            exchanges: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            peers: vec![PeerSeen::default(); n],
+            stats: Stats::default(),
+            rng: Rng::new(seed),
+        })
+    }
+
+    // ----- reading ---------------------------------------------------------
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The store, for reads.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The store, mutably: for tests that damage it on purpose. Writes made
+    /// here bypass the digest, exactly like a damaged disk would.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The last cycle run, if any.
+    pub fn cycle(&self) -> Option<u64> {
+        self.cycle
+    }
+
+    /// What we know of each peer, by ring position.
+    pub fn peers(&self) -> &[PeerSeen] {
+        &self.peers
+    }
+
+    /// The stored entry of `key`, tombstones included.
+    pub fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        self.store.get(key)
+    }
+
+    /// This node's digest now.
+    pub fn digest(&self) -> Digest {
+        Digest {
+            hints: self.hints.clone(),
+            gc_floors: self.gc_floors.clone(),
+            root: self.tree.root(),
+            keys: self.keys,
+            tombstones: self.tombstones,
+            quiet: self.relay.is_empty(),
+            resyncing: self.resyncing,
+        }
+    }
+
+    /// The root of the digest tree: equal roots, equal data.
+    pub fn root(&self) -> u64 {
+        self.tree.root()
+    }
+
+    /// (values, tombstones) stored.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.keys, self.tombstones)
+    }
+
+    /// True when a request of ours still awaits its reply.
+    pub fn busy(&self) -> bool {
+        !self.outstanding.is_empty()
+    }
+
+    // ----- outputs ---------------------------------------------------------
+
+    /// The next request to deliver.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When the next cycle starts, in ms: call [`Node::handle_timeout`] then.
+    pub fn next_timeout(&self, now_ms: u64) -> u64 {
+        (now_ms / self.cfg.interval_ms + 1) * self.cfg.interval_ms
+    }
+
+    // ----- inputs: the client ----------------------------------------------
+
+    /// A client write (`None` deletes). Returns once it is durable.
+    pub fn write(
+        &mut self,
+        now_ms: u64,
+        key: &str,
+        value: Option<Vec<u8>>,
+    ) -> Result<Entry, WriteError> {
+        validate(key, value.as_deref(), self.cfg.max_value).map_err(WriteError::Invalid)?;
+        let mut clock = self.hlc.clone();
+        let entry = Entry {
+            key: key.to_string(),
+            value,
+            version: clock.tick(now_ms),
+        };
+        self.apply(now_ms, vec![entry.clone()], false, Vec::new())
+            .map_err(WriteError::Store)?;
+        self.hlc = clock;
+        Ok(entry)
+    }
+
+    // ----- inputs: time ----------------------------------------------------
+
+    /// Time has passed: runs a cycle if a new one has begun.
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        let c = now_ms / self.cfg.interval_ms;
+        if self.cycle.is_some_and(|last| last >= c) {
+            return;
+        }
+        self.cycle = Some(c);
+        self.stats.cycles += 1;
+        if let Err(e) = self.collect_garbage(now_ms) {
+            log::warn!("tombstone collection failed, will retry next cycle: {e}");
+        }
+        self.prune_relay(c);
+        let ex = match self.cfg.schedule {
+            Schedule::Random => {
+                let live: Vec<u32> = (0..self.cfg.n).collect();
+                match random_peer(&live, self.cfg.me, &mut self.rng) {
+                    Some(peer) => self.new_exchange(peer, PushKind::PushPull),
+                    None => return,
+                }
+            }
+            schedule => {
+                let peer = (self.cfg.me + ring_offset(schedule, self.cfg.n, c)) % self.cfg.n;
+                self.new_exchange(peer, PushKind::Cycle)
+            }
+        };
+        self.start(ex);
+    }
+
+    /// Starts a manual sync hop now: pushes to `peer` everything it lacks,
+    /// whatever is in flight. Returns the exchange id that a later
+    /// [`Event::ExchangeDone`] names.
+    pub fn sync_with(&mut self, peer: u32) -> u64 {
+        let ex = self.new_exchange(peer, PushKind::Sync);
+        self.start(ex);
+        ex
+    }
+
+    /// Starts a push-pull exchange with `peer` now (the random schedule's
+    /// step, also used by a manual sync among live nodes).
+    pub fn push_pull_with(&mut self, peer: u32) -> u64 {
+        let ex = self.new_exchange(peer, PushKind::PushPull);
+        self.start(ex);
+        ex
+    }
+
+    fn new_exchange(&mut self, peer: u32, kind: PushKind) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.exchanges.insert(
+            id,
+            Exchange {
+                peer,
+                kind,
+                in_flight: 0,
+                ok: true,
+            },
+        );
+        id
+    }
+
+    fn start(&mut self, ex: u64) {
+        let Some(x) = self.exchanges.get(&ex).cloned() else {
+            return;
+        };
+        match x.kind {
+            PushKind::PushPull => {
+                let body = Body::Syn {
+                    digest: self.digest(),
+                };
+                self.send(ex, x.peer, body, Awaiting::Syn);
+            }
+            PushKind::Cycle => {
+                let (entries, relay_taken) = self.relay_batch(x.peer);
+                self.send_push(ex, x.peer, PushKind::Cycle, entries, false, relay_taken);
+            }
+            kind => self.send_push(ex, x.peer, kind, Vec::new(), false, 0),
+        }
+        self.finish_if_idle(ex);
+    }
+
+    // ----- inputs: the network ----------------------------------------------
+
+    /// A peer's request: returns the encoded reply (always one, a refusal
+    /// included). A refused request changes nothing.
+    pub fn handle_request(&mut self, now_ms: u64, bytes: &[u8]) -> Vec<u8> {
+        let body = match decode(bytes) {
+            Err(_) => self.refuse(u32::MAX, Refusal::Malformed, None),
+            Ok(msg) => match self.check_sender(&msg) {
+                Err(reason) => self.refuse(msg.from, reason, None),
+                Ok(()) => {
+                    let from = msg.from;
+                    self.peers[from as usize].received = Some((now_ms, self.cycle.unwrap_or(0)));
+                    self.stats.bytes_received += bytes.len() as u64;
+                    self.request(now_ms, from, msg.body)
+                }
+            },
+        };
+        encode(&self.message(body))
+    }
+
+    /// The reply to our request `id` arrived.
+    pub fn handle_reply(&mut self, now_ms: u64, id: u64, bytes: &[u8]) {
+        let Some(out) = self.outstanding.remove(&id) else {
+            return;
+        };
+        self.stats.bytes_received += bytes.len() as u64;
+        let body = match decode(bytes) {
+            Ok(msg) if msg.from == out.to && msg.cluster == self.cfg.cluster => msg.body,
+            Ok(msg) if msg.cluster != self.cfg.cluster => {
+                self.note_refusal(out.to, Refusal::WrongCluster, true);
+                return self.fail(out);
+            }
+            _ => {
+                self.note_refusal(out.to, Refusal::Malformed, true);
+                return self.fail(out);
+            }
+        };
+        let peer = out.to;
+        let ex = out.exchange;
+        if let Some(x) = self.exchanges.get_mut(&ex) {
+            x.in_flight = x.in_flight.saturating_sub(1);
+        }
+        let p = &mut self.peers[peer as usize];
+        p.failures = 0;
+        p.push_ok = Some((now_ms, self.cycle.unwrap_or(0)));
+        match (out.what, body) {
+            (Awaiting::Push { kind, relay_taken }, Body::Ack { digest }) => {
+                self.stats.pushes_ok += 1;
+                if kind == PushKind::Cycle && self.cfg.schedule == Schedule::Successor {
+                    let taken = relay_taken.min(self.relay.len());
+                    self.relay.drain(..taken);
+                }
+                if !self.check_self_stale(peer, &digest) {
+                    self.follow_up(ex, peer, kind, &digest);
+                }
+            }
+            (
+                Awaiting::Syn,
+                Body::SynAck {
+                    digest,
+                    entries,
+                    complete,
+                },
+            ) => {
+                self.stats.pushes_ok += 1;
+                if self.check_self_stale(peer, &digest) {
+                    // Wiped: the next exchange pulls everything.
+                } else if let Err(reason) = self.accept(now_ms, &entries, complete, &digest) {
+                    self.note_refusal(peer, reason, true);
+                    self.mark_failed(ex);
+                } else {
+                    self.follow_up(ex, peer, PushKind::PushPull, &digest);
+                    if !complete {
+                        // The responder cut its batch: pull the rest.
+                        let body = Body::Syn {
+                            digest: self.digest(),
+                        };
+                        self.send(ex, peer, body, Awaiting::Syn);
+                    }
+                }
+            }
+            (Awaiting::Tree { level, nodes }, Body::TreeReply { level: l, children })
+                if l == level && children.len() == nodes.len() =>
+            {
+                self.descend(ex, peer, level, &nodes, &children);
+            }
+            (Awaiting::Bucket { buckets }, Body::BucketReply { entries, want }) => {
+                let digest = Digest::default();
+                match self.accept(now_ms, &entries, false, &digest) {
+                    Err(reason) => {
+                        self.note_refusal(peer, reason, true);
+                        self.mark_failed(ex);
+                    }
+                    Ok(()) => self.send_wanted(ex, peer, &buckets, &want),
+                }
+            }
+            (_, Body::Refused { reason, digest }) => {
+                self.note_refusal(peer, reason, false);
+                if reason == Refusal::StaleSender {
+                    if let Some(d) = digest {
+                        self.check_self_stale(peer, &d);
+                    }
+                }
+                self.mark_failed(ex);
+            }
+            _ => {
+                self.note_refusal(peer, Refusal::Malformed, true);
+                self.mark_failed(ex);
+            }
+        }
+        self.finish_if_idle(ex);
+    }
+
+    /// Our request `id` failed or timed out.
+    pub fn handle_failure(&mut self, id: u64) {
+        if let Some(out) = self.outstanding.remove(&id) {
+            self.fail(out);
+        }
+    }
+
+    fn fail(&mut self, out: Outstanding) {
+        self.stats.pushes_failed += 1;
+        self.peers[out.to as usize].failures += 1;
+        if let Some(x) = self.exchanges.get_mut(&out.exchange) {
+            x.in_flight = x.in_flight.saturating_sub(1);
+        }
+        self.mark_failed(out.exchange);
+        self.finish_if_idle(out.exchange);
+    }
+
+    // ----- requests ---------------------------------------------------------
+
+    fn check_sender(&self, msg: &Message) -> Result<(), Refusal> {
+        if msg.cluster != self.cfg.cluster {
+            return Err(Refusal::WrongCluster);
+        }
+        if msg.from >= self.cfg.n || msg.from == self.cfg.me {
+            return Err(Refusal::UnknownPeer);
+        }
+        Ok(())
+    }
+
+    fn request(&mut self, now_ms: u64, from: u32, body: Body) -> Body {
+        match body {
+            Body::Push {
+                kind: _,
+                digest,
+                entries,
+                complete,
+            } => {
+                if !entries.is_empty() && self.is_stale(&digest) {
+                    return self.refuse(from, Refusal::StaleSender, Some(self.digest()));
+                }
+                self.check_self_stale(from, &digest);
+                match self.accept(now_ms, &entries, complete, &digest) {
+                    Ok(()) => Body::Ack {
+                        digest: self.digest(),
+                    },
+                    Err(reason) => self.refuse(from, reason, None),
+                }
+            }
+            Body::Syn { digest } => {
+                self.check_self_stale(from, &digest);
+                if self.is_stale(&digest) {
+                    return self.refuse(from, Refusal::StaleSender, Some(self.digest()));
+                }
+                match self.lacking(&digest, None) {
+                    Ok((entries, complete)) => {
+                        self.count_sent(&entries);
+                        Body::SynAck {
+                            digest: self.digest(),
+                            entries,
+                            complete,
+                        }
+                    }
+                    Err(_) => self.refuse(from, Refusal::StoreFailed, None),
+                }
+            }
+            Body::TreeQuery { level, nodes } => {
+                if u32::from(level) >= self.tree.depth() || nodes.len() > MAX_TREE_NODES {
+                    return self.refuse(from, Refusal::Malformed, None);
+                }
+                let children = nodes
+                    .iter()
+                    .map(|&n| self.tree.children(u32::from(level), n))
+                    .collect();
+                Body::TreeReply { level, children }
+            }
+            Body::BucketQuery { buckets } => {
+                if buckets.len() > MAX_BUCKETS {
+                    return self.refuse(from, Refusal::Malformed, None);
+                }
+                match self.compare_buckets(&buckets) {
+                    Ok((entries, want)) => {
+                        self.count_sent(&entries);
+                        Body::BucketReply { entries, want }
+                    }
+                    Err(_) => self.refuse(from, Refusal::StoreFailed, None),
+                }
+            }
+            _ => self.refuse(from, Refusal::Malformed, None),
+        }
+    }
+
+    fn refuse(&mut self, peer: u32, reason: Refusal, digest: Option<Digest>) -> Body {
+        self.note_refusal(peer, reason, true);
+        Body::Refused { reason, digest }
+    }
+
+    fn note_refusal(&mut self, peer: u32, reason: Refusal, by_us: bool) {
+        if by_us {
+            *self.stats.refused.entry(reason.name()).or_default() += 1;
+        } else {
+            *self
+                .stats
+                .refused_by_peers
+                .entry(reason.name())
+                .or_default() += 1;
+        }
+        self.events.push_back(Event::Refused {
+            peer,
+            reason,
+            by_us,
+        });
+    }
+
+    /// Validates `entries` whole, then merges them in one commit.
+    fn accept(
+        &mut self,
+        now_ms: u64,
+        entries: &[Entry],
+        complete: bool,
+        sender: &Digest,
+    ) -> Result<(), Refusal> {
+        if entries.len() > self.cfg.batch_entries {
+            return Err(Refusal::InvalidEntry);
+        }
+        let horizon = now_ms.saturating_add(self.cfg.max_drift_ms);
+        for e in entries {
+            if validate(&e.key, e.value.as_deref(), self.cfg.max_value).is_err()
+                || e.version.origin >= self.cfg.n
+            {
+                return Err(Refusal::InvalidEntry);
+            }
+            if e.version.ms > horizon {
+                return Err(Refusal::FutureVersion);
+            }
+        }
+        self.stats.entries_received += entries.len() as u64;
+        let mut meta = Vec::new();
+        let finishing_resync = complete && self.resyncing;
+        if finishing_resync {
+            meta.push((META_RESYNCING.to_string(), vec![0]));
+            let mut floors = self.gc_floors.clone();
+            for (o, v) in &sender.gc_floors {
+                bump_floor(&mut floors, *o, *v);
+            }
+            meta.push((META_GC_FLOORS.to_string(), encode_floors(&floors)));
+        }
+        self.apply(now_ms, entries.to_vec(), false, meta)
+            .map_err(|e| {
+                log::warn!("merge failed, nothing applied: {e}");
+                Refusal::StoreFailed
+            })?;
+        for e in entries {
+            self.hlc.observe(e.version);
+        }
+        if finishing_resync {
+            self.resyncing = false;
+            for (o, v) in &sender.gc_floors {
+                bump_floor(&mut self.gc_floors, *o, *v);
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits entries (and meta) atomically, then updates the digest.
+    fn apply(
+        &mut self,
+        now_ms: u64,
+        entries: Vec<Entry>,
+        clear_first: bool,
+        meta: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        let merged = self.store.commit(WriteBatch {
+            clear_first,
+            entries: entries.clone(),
+            collect: Vec::new(),
+            meta,
+        })?;
+        let c0_ok = self.cfg.schedule.is_ring();
+        let arrived = now_ms / self.cfg.interval_ms;
+        for (e, m) in entries.into_iter().zip(merged) {
+            bump(&mut self.hints, e.version);
+            let Merged::Applied { replaced } = m else {
+                continue;
+            };
+            self.stats.entries_applied += 1;
+            let kh = key_hash(&e.key);
+            if let Some((old, tomb)) = replaced {
+                self.tree.toggle(kh, entry_hash(&e.key, &old, tomb));
+                self.uncount(tomb);
+            }
+            self.tree.toggle(kh, e.hash64());
+            if e.is_tombstone() {
+                self.tombstones += 1;
+            } else {
+                self.keys += 1;
+            }
+            if c0_ok && self.relays(&e) {
+                self.relay.push_back((e.key, e.version, arrived));
+            }
+        }
+        let cap = self.cfg.relay_queue_max;
+        if self.relay.len() > cap {
+            // Beyond the cap, the oldest are left to digest repair.
+            let extra = self.relay.len() - cap;
+            self.relay.drain(..extra);
+        }
+        Ok(())
+    }
+
+    fn uncount(&mut self, tombstone: bool) {
+        if tombstone {
+            self.tombstones = self.tombstones.saturating_sub(1);
+        } else {
+            self.keys = self.keys.saturating_sub(1);
+        }
+    }
+
+    /// Whether an entry newly held here is still to travel on from here.
+    fn relays(&self, e: &Entry) -> bool {
+        let n = self.cfg.n;
+        let d = distance(n, e.version.origin, self.cfg.me);
+        match self.cfg.schedule {
+            Schedule::Successor => d + 1 < n,
+            Schedule::Doubling => d + 1 < n,
+            Schedule::Random => false,
+        }
+    }
+
+    /// The cycle in which an entry starts its journey: the first after it
+    /// was written. All nodes agree on it, since it comes from the version.
+    fn birth_cycle(&self, v: &Version) -> u64 {
+        v.ms / self.cfg.interval_ms + 1
+    }
+
+    /// Cycles an entry may still be travelling the schedule's path: past
+    /// them, a node that lacks it lost it, and digest repair may send it.
+    fn window(&self) -> u64 {
+        match self.cfg.schedule {
+            Schedule::Successor => u64::from(self.cfg.n.saturating_sub(1)).max(1),
+            Schedule::Doubling => u64::from(log2_ceil(self.cfg.n)),
+            Schedule::Random => 0,
+        }
+    }
+
+    fn prune_relay(&mut self, c: u64) {
+        if self.cfg.schedule == Schedule::Doubling {
+            let w = self.window();
+            let keep: VecDeque<(String, Version, u64)> = self
+                .relay
+                .drain(..)
+                .filter(|(_, v, _)| v.ms / self.cfg.interval_ms + 1 + w > c)
+                .collect();
+            self.relay = keep;
+        }
+    }
+
+    /// The entries of this cycle's push to `peer` and how many relay items
+    /// they consumed (successor).
+    fn relay_batch(&mut self, peer: u32) -> (Vec<Entry>, usize) {
+        let n = self.cfg.n;
+        let me = self.cfg.me;
+        let c = self.cycle.unwrap_or(0);
+        let offset = distance(n, me, peer);
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut taken = 0usize;
+        for (key, version, arrived) in self.relay.iter() {
+            if out.len() >= self.cfg.batch_entries || bytes >= self.cfg.batch_bytes || *arrived >= c
+            {
+                break;
+            }
+            taken += 1;
+            let d = distance(n, version.origin, me);
+            let send = match self.cfg.schedule {
+                Schedule::Successor => d + 1 < n,
+                Schedule::Doubling => {
+                    let b = version.ms / self.cfg.interval_ms + 1;
+                    b <= c && d + offset < n
+                }
+                Schedule::Random => false,
+            };
+            if !send {
+                continue;
+            }
+            match self.store.get(key) {
+                Ok(Some(e)) if e.version == *version => {
+                    bytes += e.wire_len();
+                    out.push(e);
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    log::warn!("relay read of {key:?} failed, left to repair: {err}");
+                }
+            }
+        }
+        (out, taken)
+    }
+
+    /// Entries the holder of `digest` lacks by its hints, oldest first per
+    /// origin, within the byte budget. With `window_at` = Some(cycle), those
+    /// still travelling the schedule's path are left out. The flag is true
+    /// when nothing was left out or cut.
+    fn lacking(
+        &self,
+        digest: &Digest,
+        window_at: Option<u64>,
+    ) -> Result<(Vec<Entry>, bool), StoreError> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut complete = true;
+        let w = self.window();
+        for (&origin, &mine) in &self.hints {
+            let theirs = digest
+                .hints
+                .get(&origin)
+                .copied()
+                .unwrap_or(Version::zero(origin));
+            if mine <= theirs {
+                continue;
+            }
+            let mut after = theirs;
+            loop {
+                let room = self.cfg.batch_entries.saturating_sub(out.len());
+                if room == 0 || bytes >= self.cfg.batch_bytes {
+                    return Ok((out, false));
+                }
+                let chunk = self.store.by_origin(origin, after, room.min(1024))?;
+                let Some(last) = chunk.last() else { break };
+                after = last.version;
+                let short = chunk.len() < room.min(1024);
+                for e in chunk {
+                    if let Some(c) = window_at {
+                        if self.birth_cycle(&e.version) + w > c {
+                            complete = false;
+                            continue;
+                        }
+                    }
+                    bytes += e.wire_len();
+                    out.push(e);
+                }
+                if short {
+                    break;
+                }
+            }
+        }
+        Ok((out, complete))
+    }
+
+    /// After a peer's reply with its digest: send what it still lacks, or,
+    /// when hints agree and both are quiet, compare trees.
+    fn follow_up(&mut self, ex: u64, peer: u32, kind: PushKind, theirs: &Digest) {
+        let ring = self.cfg.schedule.is_ring();
+        let window_at = match kind {
+            PushKind::Cycle | PushKind::Repair if ring && !theirs.resyncing => self.cycle,
+            _ => None,
+        };
+        let (entries, complete) = match self.lacking(theirs, window_at) {
+            Ok(x) => x,
+            Err(e) => {
+                log::warn!("reading the delta for peer {peer} failed: {e}");
+                self.mark_failed(ex);
+                return;
+            }
+        };
+        let next = if kind == PushKind::Sync {
+            PushKind::Sync
+        } else if kind == PushKind::PushPull {
+            PushKind::PushPull
+        } else {
+            PushKind::Repair
+        };
+        if !entries.is_empty() {
+            self.send_push(ex, peer, next, entries, complete, 0);
+            return;
+        }
+        let hints_agree = self.hints == theirs.hints;
+        let quiet = (self.relay.is_empty() && theirs.quiet) || !ring || kind == PushKind::Sync;
+        if hints_agree && quiet && theirs.root != self.tree.root() {
+            self.stats.repairs += 1;
+            self.send(
+                ex,
+                peer,
+                Body::TreeQuery {
+                    level: 0,
+                    nodes: vec![0],
+                },
+                Awaiting::Tree {
+                    level: 0,
+                    nodes: vec![0],
+                },
+            );
+        }
+    }
+
+    fn descend(&mut self, ex: u64, peer: u32, level: u8, nodes: &[u32], theirs: &[[u64; 16]]) {
+        let mut differing = Vec::new();
+        for (&n, their_children) in nodes.iter().zip(theirs) {
+            let mine = self.tree.children(u32::from(level), n);
+            for i in 0..FANOUT {
+                if mine[i] != their_children[i] {
+                    differing.push(child(n, i));
+                }
+            }
+        }
+        if differing.is_empty() {
+            return;
+        }
+        let next = level + 1;
+        if u32::from(next) < self.tree.depth() {
+            differing.truncate(MAX_TREE_NODES);
+            self.send(
+                ex,
+                peer,
+                Body::TreeQuery {
+                    level: next,
+                    nodes: differing.clone(),
+                },
+                Awaiting::Tree {
+                    level: next,
+                    nodes: differing,
+                },
+            );
+        } else {
+            differing.truncate(MAX_BUCKETS);
+            let bits = self.tree.bucket_bits();
+            let mut query = Vec::with_capacity(differing.len());
+            for &b in &differing {
+                match self.store.bucket(b, bits) {
+                    Ok(es) => {
+                        let mut hs: Vec<u64> = es.iter().map(Entry::hash64).collect();
+                        hs.sort_unstable();
+                        query.push((b, hs));
+                    }
+                    Err(e) => {
+                        log::warn!("bucket read failed during repair: {e}");
+                        self.mark_failed(ex);
+                        return;
+                    }
+                }
+            }
+            self.send(
+                ex,
+                peer,
+                Body::BucketQuery { buckets: query },
+                Awaiting::Bucket { buckets: differing },
+            );
+        }
+    }
+
+    fn compare_buckets(
+        &self,
+        buckets: &[(u32, Vec<u64>)],
+    ) -> Result<(Vec<Entry>, Vec<u64>), StoreError> {
+        let bits = self.tree.bucket_bits();
+        let mut entries = Vec::new();
+        let mut want = Vec::new();
+        for (b, theirs) in buckets {
+            let mine = self.store.bucket(*b, bits)?;
+            let mine_hashes: HashSet<u64> = mine.iter().map(Entry::hash64).collect();
+            let their_set: HashSet<u64> = theirs.iter().copied().collect();
+            for e in mine {
+                if !their_set.contains(&e.hash64()) {
+                    entries.push(e);
+                }
+            }
+            want.extend(theirs.iter().filter(|h| !mine_hashes.contains(h)));
+        }
+        Ok((entries, want))
+    }
+
+    fn send_wanted(&mut self, ex: u64, peer: u32, buckets: &[u32], want: &[u64]) {
+        if want.is_empty() {
+            return;
+        }
+        let want: HashSet<u64> = want.iter().copied().collect();
+        let bits = self.tree.bucket_bits();
+        let mut out = Vec::new();
+        for &b in buckets {
+            match self.store.bucket(b, bits) {
+                Ok(es) => out.extend(es.into_iter().filter(|e| want.contains(&e.hash64()))),
+                Err(e) => {
+                    log::warn!("bucket read failed during repair: {e}");
+                    self.mark_failed(ex);
+                    return;
+                }
+            }
+        }
+        if !out.is_empty() {
+            self.send_push(ex, peer, PushKind::Repair, out, false, 0);
+        }
+    }
+
+    // ----- staleness ----------------------------------------------------------
+
+    /// True when the holder of `d` may hold keys whose deletes we collected.
+    fn is_stale(&self, d: &Digest) -> bool {
+        if d.resyncing || d.keys + d.tombstones == 0 {
+            return false;
+        }
+        self.gc_floors.iter().any(|(o, floor)| {
+            let known = d
+                .hints
+                .get(o)
+                .copied()
+                .max(d.gc_floors.get(o).copied())
+                .unwrap_or(Version::zero(*o));
+            *floor > known
+        })
+    }
+
+    /// If a peer's digest shows that we are stale, wipes our data so that we
+    /// resync from scratch instead of bringing deleted keys back.
+    fn check_self_stale(&mut self, peer: u32, theirs: &Digest) -> bool {
+        if self.resyncing || self.keys + self.tombstones == 0 {
+            return false;
+        }
+        let stale = theirs.gc_floors.iter().any(|(o, floor)| {
+            let known = self
+                .hints
+                .get(o)
+                .copied()
+                .max(self.gc_floors.get(o).copied())
+                .unwrap_or(Version::zero(*o));
+            *floor > known
+        });
+        if !stale {
+            return false;
+        }
+        log::warn!(
+            "peer {peer} has collected deletes newer than anything we know: \
+             wiping our data to resync from scratch"
+        );
+        let batch = WriteBatch {
+            clear_first: true,
+            meta: vec![(META_RESYNCING.to_string(), vec![1])],
+            ..WriteBatch::default()
+        };
+        match self.store.commit(batch) {
+            Ok(_) => {
+                self.tree = Tree::new(self.cfg.tree_depth);
+                self.hints.clear();
+                self.keys = 0;
+                self.tombstones = 0;
+                self.relay.clear();
+                self.resyncing = true;
+                self.stats.wipes += 1;
+                self.events.push_back(Event::Wiped { peer });
+                true
+            }
+            Err(e) => {
+                log::warn!("wipe failed, will retry: {e}");
+                false
+            }
+        }
+    }
+
+    fn collect_garbage(&mut self, now_ms: u64) -> Result<(), StoreError> {
+        let before = now_ms.saturating_sub(self.cfg.tombstone_lifetime_ms);
+        let old = self.store.old_tombstones(before, 1024)?;
+        if old.is_empty() {
+            return Ok(());
+        }
+        let mut floors = self.gc_floors.clone();
+        for (_, v) in &old {
+            bump_floor(&mut floors, v.origin, *v);
+        }
+        self.store.commit(WriteBatch {
+            collect: old.clone(),
+            meta: vec![(META_GC_FLOORS.to_string(), encode_floors(&floors))],
+            ..WriteBatch::default()
+        })?;
+        for (key, v) in &old {
+            // Only those still stored were removed; check before unhashing.
+            if self.store.get(key)?.is_none() {
+                self.tree.toggle(key_hash(key), entry_hash(key, v, true));
+                self.tombstones = self.tombstones.saturating_sub(1);
+                self.stats.tombstones_collected += 1;
+            }
+        }
+        self.gc_floors = floors;
+        Ok(())
+    }
+
+    // ----- sending ------------------------------------------------------------
+
+    fn message(&self, body: Body) -> Message {
+        Message {
+            cluster: self.cfg.cluster,
+            from: self.cfg.me,
+            body,
+        }
+    }
+
+    fn count_sent(&mut self, entries: &[Entry]) {
+        self.stats.entries_sent += entries.len() as u64;
+    }
+
+    fn send_push(
+        &mut self,
+        ex: u64,
+        peer: u32,
+        kind: PushKind,
+        entries: Vec<Entry>,
+        complete: bool,
+        relay_taken: usize,
+    ) {
+        self.count_sent(&entries);
+        let body = Body::Push {
+            kind,
+            digest: self.digest(),
+            entries,
+            complete,
+        };
+        self.send(ex, peer, body, Awaiting::Push { kind, relay_taken });
+    }
+
+    fn send(&mut self, ex: u64, to: u32, body: Body, what: Awaiting) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let payload = encode(&self.message(body));
+        self.stats.messages_sent += 1;
+        self.stats.bytes_sent += payload.len() as u64;
+        self.outstanding.insert(
+            id,
+            Outstanding {
+                exchange: ex,
+                to,
+                what,
+            },
+        );
+        if let Some(x) = self.exchanges.get_mut(&ex) {
+            x.in_flight += 1;
+        }
+        self.transmits.push_back(Transmit { id, to, payload });
+    }
+
+    fn mark_failed(&mut self, ex: u64) {
+        if let Some(x) = self.exchanges.get_mut(&ex) {
+            x.ok = false;
+        }
+    }
+
+    fn finish_if_idle(&mut self, ex: u64) {
+        if self.exchanges.get(&ex).is_some_and(|x| x.in_flight == 0) {
+            if let Some(x) = self.exchanges.remove(&ex) {
+                self.events.push_back(Event::ExchangeDone {
+                    exchange: ex,
+                    peer: x.peer,
+                    ok: x.ok,
+                });
+            }
+        }
+    }
+}
+
+fn bump(hints: &mut BTreeMap<Origin, Version>, v: Version) {
+    let slot = hints.entry(v.origin).or_insert(v);
+    if v > *slot {
+        *slot = v;
+    }
+}
+
+fn bump_floor(floors: &mut BTreeMap<Origin, Version>, o: Origin, v: Version) {
+    let slot = floors.entry(o).or_insert(v);
+    if v > *slot {
+        *slot = v;
+    }
+}
+
+fn encode_floors(floors: &BTreeMap<Origin, Version>) -> Vec<u8> {
+    postcard::to_stdvec(floors).unwrap_or_default()
+}

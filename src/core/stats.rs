@@ -1,0 +1,36 @@
+//! Counters kept by the core, read by status pages, metrics and the simulator.
+
+use std::collections::BTreeMap;
+
+/// What a node has done since it opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Cycles run.
+    pub cycles: u64,
+    /// Requests sent.
+    pub messages_sent: u64,
+    /// Bytes of requests sent and of replies to requests we answered.
+    pub bytes_sent: u64,
+    /// Bytes of requests and replies received.
+    pub bytes_received: u64,
+    /// Entries put into messages.
+    pub entries_sent: u64,
+    /// Entries received in accepted messages.
+    pub entries_received: u64,
+    /// Entries that changed our store.
+    pub entries_applied: u64,
+    /// Requests of ours answered.
+    pub pushes_ok: u64,
+    /// Requests of ours that failed or timed out.
+    pub pushes_failed: u64,
+    /// Tree repairs started.
+    pub repairs: u64,
+    /// Tombstones collected.
+    pub tombstones_collected: u64,
+    /// Times this node wiped itself to resync.
+    pub wipes: u64,
+    /// Requests we refused, by reason.
+    pub refused: BTreeMap<&'static str, u64>,
+    /// Our requests that peers refused, by reason.
+    pub refused_by_peers: BTreeMap<&'static str, u64>,
+}

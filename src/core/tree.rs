@@ -1,0 +1,126 @@
+//! The digest tree: a sparse 16-ary hash tree over key-hash buckets, as in
+//! Cassandra's and Riak's repair, with XOR as the combining function so that
+//! every write updates it in O(depth) without reading anything else.
+//!
+//! A node at level `l` (0 is the root) covers the keys whose hash starts with
+//! its `4l`-bit index. Its hash is the XOR of the [`Entry::hash64`] of every
+//! entry below it, so two nodes holding the same entries have equal roots,
+//! and a difference can be found by descending only where hashes differ.
+//!
+//! [`Entry::hash64`]: super::entry::Entry::hash64
+
+use std::collections::HashMap;
+
+/// Children per tree node.
+pub const FANOUT: usize = 16;
+
+/// The digest tree of one node's data.
+#[derive(Debug, Clone)]
+pub struct Tree {
+    depth: u32,
+    levels: Vec<HashMap<u32, u64>>,
+}
+
+impl Tree {
+    /// An empty tree with leaves at `depth` (16^depth buckets).
+    pub fn new(depth: u32) -> Self {
+        let depth = depth.clamp(1, 7);
+        Tree {
+            depth,
+            levels: vec![HashMap::new(); depth as usize + 1],
+        }
+    }
+
+    /// Leaf level; the leaves are the buckets.
+    pub fn depth(&self) -> u32 {
+        self.depth
+    }
+
+    /// Bits of the key hash that name a bucket.
+    pub fn bucket_bits(&self) -> u32 {
+        self.depth * 4
+    }
+
+    /// Adds or removes (XOR is its own inverse) one entry's hash.
+    pub fn toggle(&mut self, key_hash: u64, entry_hash: u64) {
+        for (l, level) in self.levels.iter_mut().enumerate() {
+            let idx = index_at(key_hash, l as u32);
+            let slot = level.entry(idx).or_insert(0);
+            *slot ^= entry_hash;
+            if *slot == 0 {
+                level.remove(&idx);
+            }
+        }
+    }
+
+    /// The root hash: 0 for no data.
+    pub fn root(&self) -> u64 {
+        self.hash(0, 0)
+    }
+
+    /// The hash of node `idx` at `level`.
+    pub fn hash(&self, level: u32, idx: u32) -> u64 {
+        self.levels
+            .get(level as usize)
+            .and_then(|m| m.get(&idx))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The hashes of the 16 children of node `idx` at `level` (< depth).
+    pub fn children(&self, level: u32, idx: u32) -> [u64; FANOUT] {
+        let mut out = [0u64; FANOUT];
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = self.hash(level + 1, child(idx, i));
+        }
+        out
+    }
+}
+
+/// The index of the `i`th child of node `idx`.
+pub fn child(idx: u32, i: usize) -> u32 {
+    (idx << 4) | i as u32
+}
+
+/// The index of the node at `level` that covers `key_hash`.
+pub fn index_at(key_hash: u64, level: u32) -> u32 {
+    if level == 0 {
+        0
+    } else {
+        (key_hash >> (64 - 4 * level)) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_of_toggles_does_not_matter_and_removal_restores() {
+        let mut a = Tree::new(3);
+        let mut b = Tree::new(3);
+        let items = [
+            (0x1234_5678_9abc_def0u64, 11u64),
+            (0xffff_0000_0000_0001, 22),
+            (0x1200_0000_0000_0000, 33),
+        ];
+        for (k, h) in items {
+            a.toggle(k, h);
+        }
+        for (k, h) in items.iter().rev() {
+            b.toggle(*k, *h);
+        }
+        assert_eq!(a.root(), b.root());
+        assert_eq!(a.root(), 11 ^ 22 ^ 33);
+        assert_eq!(a.children(0, 0)[1], 11 ^ 33);
+        a.toggle(items[1].0, items[1].1);
+        assert_eq!(a.root(), 11 ^ 33);
+        a.toggle(items[0].0, items[0].1);
+        a.toggle(items[2].0, items[2].1);
+        assert_eq!(a.root(), 0);
+        assert!(
+            a.levels.iter().all(HashMap::is_empty),
+            "sparse tree keeps no zero nodes"
+        );
+    }
+}

@@ -1,0 +1,110 @@
+//! Summaries of many runs, as a table or JSON.
+
+use serde::Serialize;
+
+use super::Outcome;
+use crate::core::Schedule;
+
+/// Figures for one schedule over many runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// The schedule.
+    pub schedule: String,
+    /// Nodes.
+    pub nodes: u32,
+    /// Runs made.
+    pub runs: usize,
+    /// Runs that converged.
+    pub converged: usize,
+    /// Cycles to convergence: mean, 99th percentile, max.
+    pub cycles_mean: f64,
+    /// 99th percentile.
+    pub cycles_p99: u64,
+    /// Maximum.
+    pub cycles_max: u64,
+    /// Mean messages per run.
+    pub messages: f64,
+    /// Mean entries sent per run.
+    pub entries_sent: f64,
+    /// Mean bytes per run.
+    pub bytes: f64,
+    /// Entries sent over entries needed, over all runs.
+    pub redundancy: f64,
+    /// Seeds of runs that did not converge.
+    pub failed_seeds: Vec<u64>,
+}
+
+/// Sums up `runs` of one schedule.
+pub fn summarize(schedule: Schedule, nodes: u32, runs: &[Outcome]) -> Summary {
+    let k = runs.len().max(1) as f64;
+    let mut cycles: Vec<u64> = runs.iter().map(|r| r.cycles).collect();
+    cycles.sort_unstable();
+    let p99 = cycles
+        .get(((cycles.len() as f64 * 0.99).ceil() as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or(0);
+    let sent: u64 = runs.iter().map(|r| r.entries_sent).sum();
+    let needed: u64 = runs.iter().map(|r| r.entries_needed).sum();
+    Summary {
+        schedule: schedule.name().to_string(),
+        nodes,
+        runs: runs.len(),
+        converged: runs.iter().filter(|r| r.converged).count(),
+        cycles_mean: cycles.iter().sum::<u64>() as f64 / k,
+        cycles_p99: p99,
+        cycles_max: cycles.last().copied().unwrap_or(0),
+        messages: runs.iter().map(|r| r.messages).sum::<u64>() as f64 / k,
+        entries_sent: sent as f64 / k,
+        bytes: runs.iter().map(|r| r.bytes).sum::<u64>() as f64 / k,
+        redundancy: if needed == 0 {
+            1.0
+        } else {
+            sent as f64 / needed as f64
+        },
+        failed_seeds: runs
+            .iter()
+            .filter(|r| !r.converged)
+            .map(|r| r.seed)
+            .collect(),
+    }
+}
+
+/// A plain-text table, one row per schedule.
+pub fn table(rows: &[Summary]) -> String {
+    let mut s = format!(
+        "{:<10} {:>6} {:>9} {:>11} {:>5} {:>5} {:>12} {:>12} {:>14} {:>10}\n",
+        "schedule",
+        "nodes",
+        "converged",
+        "cycles mean",
+        "p99",
+        "max",
+        "messages",
+        "entries",
+        "bytes",
+        "redundancy"
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "{:<10} {:>6} {:>5}/{:<3} {:>11.2} {:>5} {:>5} {:>12.0} {:>12.0} {:>14.0} {:>10.2}\n",
+            r.schedule,
+            r.nodes,
+            r.converged,
+            r.runs,
+            r.cycles_mean,
+            r.cycles_p99,
+            r.cycles_max,
+            r.messages,
+            r.entries_sent,
+            r.bytes,
+            r.redundancy
+        ));
+        if !r.failed_seeds.is_empty() {
+            s.push_str(&format!(
+                "  did not converge; replay with --seed: {:?}\n",
+                r.failed_seeds
+            ));
+        }
+    }
+    s
+}
