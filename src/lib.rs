@@ -11,7 +11,10 @@
 //!   thin shell that runs one node with a timer, a store and that transport.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod core;
+pub mod http;
+pub mod service;
 pub mod sim;
 pub mod store;
 pub mod topology;

@@ -1,1 +1,235 @@
-fn main() {}
+//! The `ringsync` command: run a node, a local demo cluster, the simulator,
+//! or talk to a node's HTTP API.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use ringsync::core::Schedule;
+use ringsync::sim::cli::{Format, SimOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "ringsync",
+    version,
+    about = "Leaderless anti-entropy sync around a ring"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node of a cluster.
+    Node {
+        /// The topology file.
+        #[arg(long)]
+        topology: PathBuf,
+        /// This node's id in the topology file.
+        #[arg(long)]
+        id: String,
+        /// Where the data lives (default: the node's data_dir in the file).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Start every node of a local topology, write, sync, and report.
+    Demo {
+        /// The topology file (all nodes on this machine).
+        #[arg(long, default_value = "topology/local-5.toml")]
+        topology: PathBuf,
+        /// Exit after the report instead of running until Ctrl-C.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Run a manual whole-cluster sync from a node and print its report.
+    Sync {
+        /// The node's base URL, e.g. http://127.0.0.1:7201.
+        #[arg(long)]
+        node: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a node's status.
+    Status {
+        /// The node's base URL.
+        #[arg(long)]
+        node: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read a key.
+    Get {
+        /// The key.
+        key: String,
+        /// The node's base URL.
+        #[arg(long)]
+        node: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a key.
+    Put {
+        /// The key.
+        key: String,
+        /// The value (UTF-8 text).
+        value: String,
+        /// The node's base URL.
+        #[arg(long)]
+        node: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a key.
+    Del {
+        /// The key.
+        key: String,
+        /// The node's base URL.
+        #[arg(long)]
+        node: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Simulate a cluster: many nodes of the real core, one process.
+    Sim {
+        /// Nodes in the ring.
+        #[arg(long, default_value_t = 16)]
+        nodes: u32,
+        /// successor, doubling, random or all.
+        #[arg(long, default_value = "all")]
+        schedule: String,
+        /// Seed of the first run (run k uses seed + k).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Runs per schedule.
+        #[arg(long, default_value_t = 10)]
+        runs: u32,
+        /// Writes made before the run.
+        #[arg(long, default_value_t = 100)]
+        writes: u32,
+        /// Nodes the writes are spread over.
+        #[arg(long, default_value_t = 8)]
+        writers: u32,
+        /// Chance that a message is lost, 0 to 1.
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        /// Nodes down for the whole run.
+        #[arg(long, default_value_t = 0)]
+        crash: u32,
+        /// table or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Topology file tools.
+    Topology {
+        #[command(subcommand)]
+        command: TopologyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopologyCommand {
+    /// Check a topology file and print the ring.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Node {
+            topology,
+            id,
+            data_dir,
+        } => ringsync::service::run_node(&topology, &id, data_dir.as_deref()),
+        Command::Demo { topology, once } => ringsync::cli::demo::run(&topology, once),
+        Command::Sync { node, json } => ringsync::cli::client::sync(&node, json),
+        Command::Status { node, json } => ringsync::cli::client::status(&node, json),
+        Command::Get { key, node, json } => ringsync::cli::client::get(&node, &key, json),
+        Command::Put {
+            key,
+            value,
+            node,
+            json,
+        } => ringsync::cli::client::put(&node, &key, Some(value.into_bytes()), json),
+        Command::Del { key, node, json } => ringsync::cli::client::put(&node, &key, None, json),
+        Command::Sim {
+            nodes,
+            schedule,
+            seed,
+            runs,
+            writes,
+            writers,
+            loss,
+            crash,
+            format,
+        } => sim(
+            nodes, &schedule, seed, runs, writes, writers, loss, crash, &format,
+        ),
+        Command::Topology {
+            command: TopologyCommand::Check { file },
+        } => ringsync::topology::Topology::load(&file)
+            .map(|t| print!("{}", t.describe()))
+            .map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("ringsync: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sim(
+    nodes: u32,
+    schedule: &str,
+    seed: u64,
+    runs: u32,
+    writes: u32,
+    writers: u32,
+    loss: f64,
+    crash: u32,
+    format: &str,
+) -> Result<(), String> {
+    let schedule = match schedule {
+        "all" => None,
+        s => Some(s.parse::<Schedule>()?),
+    };
+    let format = match format {
+        "table" => Format::Table,
+        "json" => Format::Json,
+        other => return Err(format!("unknown format {other:?}: expected table or json")),
+    };
+    if !(0.0..=1.0).contains(&loss) {
+        return Err(format!(
+            "--loss {loss} is not a probability between 0 and 1"
+        ));
+    }
+    if nodes < 2 {
+        return Err(format!("--nodes {nodes}: a ring needs at least 2 nodes"));
+    }
+    let opts = SimOptions {
+        nodes,
+        schedule,
+        seed,
+        runs,
+        writes,
+        writers,
+        loss,
+        crash,
+        format,
+    };
+    let out = ringsync::sim::cli::run(&opts)?;
+    print!("{out}");
+    Ok(())
+}

@@ -51,6 +51,10 @@ pub enum Event {
         peer: u32,
         /// False if a request failed, timed out or was refused.
         ok: bool,
+        /// Entries this exchange sent, both ways.
+        entries: u64,
+        /// Bytes of its requests and replies.
+        bytes: u64,
     },
     /// A request was refused by us or by a peer; the reason was counted.
     Refused {
@@ -107,6 +111,8 @@ struct Exchange {
     /// Requests of this exchange still awaiting their replies.
     in_flight: u32,
     ok: bool,
+    entries: u64,
+    bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -250,6 +256,16 @@ impl<S: Store> Node<S> {
         self.store.get(key)
     }
 
+    /// Entries in key order (see [`Store::range`]).
+    pub fn store_range(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        self.store.range(prefix, after, limit)
+    }
+
     /// This node's digest now.
     pub fn digest(&self) -> Digest {
         Digest {
@@ -374,6 +390,8 @@ impl<S: Store> Node<S> {
                 kind,
                 in_flight: 0,
                 ok: true,
+                entries: 0,
+                bytes: 0,
             },
         );
         id
@@ -410,7 +428,8 @@ impl<S: Store> Node<S> {
                 Err(reason) => self.refuse(msg.from, reason, None),
                 Ok(()) => {
                     let from = msg.from;
-                    self.peers[from as usize].received = Some((now_ms, self.cycle.unwrap_or(0)));
+                    self.peers[from as usize].received =
+                        Some((now_ms, now_ms / self.cfg.interval_ms));
                     self.stats.bytes_received += bytes.len() as u64;
                     self.request(now_ms, from, msg.body)
                 }
@@ -440,10 +459,17 @@ impl<S: Store> Node<S> {
         let ex = out.exchange;
         if let Some(x) = self.exchanges.get_mut(&ex) {
             x.in_flight = x.in_flight.saturating_sub(1);
+            x.bytes += bytes.len() as u64;
+            x.entries += match &body {
+                Body::SynAck { entries, .. } | Body::BucketReply { entries, .. } => {
+                    entries.len() as u64
+                }
+                _ => 0,
+            };
         }
         let p = &mut self.peers[peer as usize];
         p.failures = 0;
-        p.push_ok = Some((now_ms, self.cycle.unwrap_or(0)));
+        p.push_ok = Some((now_ms, now_ms / self.cfg.interval_ms));
         match (out.what, body) {
             (Awaiting::Push { kind, relay_taken }, Body::Ack { digest }) => {
                 self.stats.pushes_ok += 1;
@@ -1129,6 +1155,10 @@ impl<S: Store> Node<S> {
     }
 
     fn send(&mut self, ex: u64, to: u32, body: Body, what: Awaiting) {
+        let pushed = match &body {
+            Body::Push { entries, .. } => entries.len() as u64,
+            _ => 0,
+        };
         let id = self.next_id;
         self.next_id += 1;
         let payload = encode(&self.message(body));
@@ -1144,6 +1174,8 @@ impl<S: Store> Node<S> {
         );
         if let Some(x) = self.exchanges.get_mut(&ex) {
             x.in_flight += 1;
+            x.bytes += payload.len() as u64;
+            x.entries += pushed;
         }
         self.transmits.push_back(Transmit { id, to, payload });
     }
@@ -1161,6 +1193,8 @@ impl<S: Store> Node<S> {
                     exchange: ex,
                     peer: x.peer,
                     ok: x.ok,
+                    entries: x.entries,
+                    bytes: x.bytes,
                 });
             }
         }

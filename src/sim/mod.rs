@@ -2,6 +2,7 @@
 //! virtual clock, a seeded generator and a network that delays, loses and
 //! partitions. One seed fixes the whole run; a failing run prints its seed.
 
+pub mod cli;
 pub mod network;
 pub mod report;
 

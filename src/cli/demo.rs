@@ -1,0 +1,185 @@
+//! `ringsync demo`: a whole local cluster on this machine, written to,
+//! synced and reported.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::client::{status_text, sync_text};
+use crate::http::client::call;
+use crate::http::percent_encode;
+use crate::topology::Topology;
+
+/// Child processes that are killed when this is dropped, whatever happened.
+pub struct Children {
+    procs: Vec<(String, Child)>,
+    dir: PathBuf,
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.procs {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn base(addr: &str) -> String {
+    format!("http://{addr}")
+}
+
+/// Waits until every node answers `/readyz` with 200, or fails naming who.
+fn wait_ready(topo: &Topology, children: &mut Children, deadline: Duration) -> Result<(), String> {
+    let until = Instant::now() + deadline;
+    for n in &topo.nodes {
+        loop {
+            if let Some((id, c)) = children.procs.iter_mut().find(|(id, _)| *id == n.id) {
+                if let Ok(Some(st)) = c.try_wait() {
+                    return Err(format!(
+                        "node {id} exited with {st} before it was ready; its log is in {}",
+                        children.dir.join(format!("{id}.log")).display()
+                    ));
+                }
+            }
+            if let Ok((200, _)) = call(
+                "GET",
+                &base(&n.addr),
+                "/readyz",
+                None,
+                Duration::from_secs(1),
+            ) {
+                break;
+            }
+            if Instant::now() > until {
+                return Err(format!("node {} was not ready within {deadline:?}", n.id));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
+
+/// Runs the demo over the topology at `path`.
+pub fn run(path: &Path, once: bool) -> Result<(), String> {
+    let topo = Topology::load(path).map_err(|e| e.to_string())?;
+    for n in &topo.nodes {
+        let host = n.addr.rsplit_once(':').map_or("", |(h, _)| h);
+        if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+            return Err(format!(
+                "the demo runs every node on this machine, but node {} is at {}: use a topology whose nodes are all on 127.0.0.1, like topology/local-5.toml",
+                n.id, n.addr
+            ));
+        }
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let dir = std::env::temp_dir().join(format!("ringsync-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut children = Children {
+        procs: Vec::new(),
+        dir: dir.clone(),
+    };
+    println!(
+        "starting {} nodes of cluster {:?} (data and logs in {})",
+        topo.nodes.len(),
+        topo.cluster.name,
+        dir.display()
+    );
+    for n in &topo.nodes {
+        let log = std::fs::File::create(dir.join(format!("{}.log", n.id)))
+            .map_err(|e| format!("cannot create a log file in {}: {e}", dir.display()))?;
+        let err = log.try_clone().map_err(|e| e.to_string())?;
+        let child = Command::new(&exe)
+            .arg("node")
+            .arg("--topology")
+            .arg(path)
+            .arg("--id")
+            .arg(&n.id)
+            .arg("--data-dir")
+            .arg(dir.join(&n.id))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("cannot start node {}: {e}", n.id))?;
+        children.procs.push((n.id.clone(), child));
+    }
+    wait_ready(&topo, &mut children, Duration::from_secs(30))?;
+    println!("all nodes ready");
+
+    // Sample writes at several nodes, and a delete.
+    for (i, n) in topo.nodes.iter().enumerate() {
+        for k in 0..3 {
+            let key = format!("demo/{}/{k}", n.id);
+            let value = format!("written at {} (#{k})", n.id);
+            let (st, body) = call(
+                "PUT",
+                &base(&n.addr),
+                &format!("/v1/kv/{}", percent_encode(&key)),
+                Some(value.into_bytes()),
+                Duration::from_secs(5),
+            )?;
+            if st != 200 {
+                return Err(format!(
+                    "write at {} failed: HTTP {st}: {}",
+                    n.id,
+                    String::from_utf8_lossy(&body)
+                ));
+            }
+        }
+        if i == 0 {
+            let key = format!("demo/{}/2", n.id);
+            call(
+                "DELETE",
+                &base(&n.addr),
+                &format!("/v1/kv/{}", percent_encode(&key)),
+                None,
+                Duration::from_secs(5),
+            )?;
+        }
+    }
+    println!("wrote 3 keys at each node and deleted one");
+
+    let first = base(&topo.nodes[0].addr);
+    let (st, body) = call("POST", &first, "/v1/sync", None, Duration::from_secs(300))?;
+    let report: Value = serde_json::from_slice(&body).map_err(|_| {
+        format!(
+            "sync answered HTTP {st}: {}",
+            String::from_utf8_lossy(&body)
+        )
+    })?;
+    println!("\n{}", sync_text(&report));
+    for n in &topo.nodes {
+        if let Ok((200, body)) = call(
+            "GET",
+            &base(&n.addr),
+            "/v1/status",
+            None,
+            Duration::from_secs(5),
+        ) {
+            if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                print!("{}", status_text(&v));
+            }
+        }
+    }
+    let converged = report.get("converged").and_then(Value::as_bool) == Some(true);
+    if once {
+        return if converged {
+            Ok(())
+        } else {
+            Err("the sync did not converge".into())
+        };
+    }
+    println!("\nthe cluster keeps running; try `ringsync status --node {first}`. Ctrl-C stops it.");
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .map_err(|e| format!("cannot watch signals: {e}"))?;
+    signals.forever().next();
+    println!("stopping");
+    Ok(())
+}

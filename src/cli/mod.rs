@@ -1,0 +1,4 @@
+//! The command line's pieces that are more than argument parsing.
+
+pub mod client;
+pub mod demo;

@@ -1,0 +1,319 @@
+//! The manual whole-cluster sync: a coordinated wave of sync hops along the
+//! schedule, then a check that every node's digest matches.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::now_ms;
+use super::runtime::{ExchangeResult, Shared};
+use crate::core::schedule::log2_ceil;
+use crate::core::Schedule;
+
+/// Reports kept for `GET /v1/sync/{id}`.
+const KEPT_REPORTS: usize = 32;
+
+/// A node's digest as the sync report shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeDigest {
+    /// Node id.
+    pub id: String,
+    /// Root of its digest tree, 16 hex digits.
+    pub root: String,
+    /// Values stored.
+    pub keys: u64,
+    /// Tombstones stored.
+    pub tombstones: u64,
+}
+
+/// What a manual sync did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SyncReport {
+    /// The sync's id.
+    pub id: String,
+    /// "running" or "done".
+    pub state: String,
+    /// The schedule whose wave was run.
+    pub schedule: String,
+    /// The node that coordinated it.
+    pub coordinator: String,
+    /// Hops made (successor) or rounds (doubling, random).
+    pub hops: u32,
+    /// Entries moved by the hops.
+    pub entries: u64,
+    /// Bytes moved by the hops.
+    pub bytes: u64,
+    /// Every reachable node's digest after the wave.
+    pub nodes: Vec<NodeDigest>,
+    /// Nodes that could not be reached.
+    pub unreachable: Vec<String>,
+    /// All reachable nodes hold the same data (and none was unreachable).
+    pub converged: bool,
+    /// How long it took, ms.
+    pub duration_ms: u64,
+}
+
+/// Recent reports, by id.
+#[derive(Debug, Default)]
+pub struct SyncReports {
+    reports: VecDeque<SyncReport>,
+}
+
+impl SyncReports {
+    /// The report with this id.
+    pub fn get(&self, id: &str) -> Option<SyncReport> {
+        self.reports.iter().find(|r| r.id == id).cloned()
+    }
+
+    /// Adds or replaces a report.
+    pub fn put(&mut self, r: SyncReport) {
+        if let Some(slot) = self.reports.iter_mut().find(|x| x.id == r.id) {
+            *slot = r;
+            return;
+        }
+        self.reports.push_back(r);
+        while self.reports.len() > KEPT_REPORTS {
+            self.reports.pop_front();
+        }
+    }
+}
+
+static SYNC_SEQ: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh sync id: this node, the time, a counter.
+pub fn new_id(shared: &Shared) -> String {
+    format!(
+        "{}-{}-{}",
+        shared.id(),
+        now_ms(),
+        SYNC_SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// One hop: node `from` runs a sync exchange with node `to`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Hop {
+    /// Ring position of the node that pushes.
+    pub from: u32,
+    /// Ring position of its peer.
+    pub to: u32,
+    /// Push-pull (random rounds) instead of a one-way sync push.
+    pub push_pull: bool,
+}
+
+/// What a hop did, as the hop endpoint answers.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default)]
+pub struct HopResult {
+    /// It completed.
+    pub ok: bool,
+    /// Entries moved.
+    pub entries: u64,
+    /// Bytes moved.
+    pub bytes: u64,
+}
+
+impl From<ExchangeResult> for HopResult {
+    fn from(r: ExchangeResult) -> Self {
+        HopResult {
+            ok: r.ok,
+            entries: r.entries,
+            bytes: r.bytes,
+        }
+    }
+}
+
+/// Runs this node's side of a hop (we are `hop.from`).
+pub async fn local_hop(shared: &Arc<Shared>, hop: Hop) -> HopResult {
+    let deadline = shared.peer_timeout() * 20 + Duration::from_secs(5);
+    let to = hop.to;
+    let r = if hop.push_pull {
+        shared.exchange(|n| n.push_pull_with(to), deadline).await
+    } else {
+        shared.exchange(|n| n.sync_with(to), deadline).await
+    };
+    r.into()
+}
+
+async fn hop(shared: &Arc<Shared>, h: Hop) -> HopResult {
+    if h.from == shared.me {
+        local_hop(shared, h).await
+    } else {
+        crate::http::client::post_hop(shared.addr(h.from), &h, shared.peer_timeout() * 25)
+            .await
+            .unwrap_or_default()
+    }
+}
+
+async fn digest_of(shared: &Arc<Shared>, pos: u32) -> Option<NodeDigest> {
+    if pos == shared.me {
+        let node = shared.lock();
+        let (keys, tombstones) = node.counts();
+        return Some(NodeDigest {
+            id: shared.id().to_string(),
+            root: format!("{:016x}", node.root()),
+            keys,
+            tombstones,
+        });
+    }
+    crate::http::client::get_digest(shared.addr(pos), shared.peer_timeout())
+        .await
+        .ok()
+}
+
+/// The hops of the schedule's wave, starting at `me`, in rounds: hops in
+/// one round run at once.
+pub fn wave(schedule: Schedule, n: u32, me: u32) -> Vec<Vec<Hop>> {
+    match schedule {
+        // Around the ring twice less two hops: the first N-1 gather every
+        // node's data at me-1, the next N-1 carry it to everyone else.
+        Schedule::Successor => (0..2 * n - 2)
+            .map(|k| {
+                let from = (me + k) % n;
+                vec![Hop {
+                    from,
+                    to: (from + 1) % n,
+                    push_pull: false,
+                }]
+            })
+            .collect(),
+        // Recursive doubling: after round r every node holds the data of
+        // the 2^(r+1) nodes behind it.
+        Schedule::Doubling => (0..log2_ceil(n))
+            .map(|r| {
+                (0..n)
+                    .map(|from| Hop {
+                        from,
+                        to: (from + (1 << r)) % n,
+                        push_pull: false,
+                    })
+                    .collect()
+            })
+            .collect(),
+        // Random: handled by rounds of push-pull until digests match.
+        Schedule::Random => Vec::new(),
+    }
+}
+
+/// Runs a whole-cluster sync from this node and returns its report.
+pub async fn run(shared: Arc<Shared>, id: String) -> SyncReport {
+    let started = Instant::now();
+    let n = shared.topology.nodes.len() as u32;
+    let schedule = shared.topology.cluster.schedule;
+    let mut report = SyncReport {
+        id: id.clone(),
+        state: "running".into(),
+        schedule: schedule.name().into(),
+        coordinator: shared.id().to_string(),
+        hops: 0,
+        entries: 0,
+        bytes: 0,
+        nodes: Vec::new(),
+        unreachable: Vec::new(),
+        converged: false,
+        duration_ms: 0,
+    };
+    shared.syncs_put(report.clone());
+    for round in wave(schedule, n, shared.me) {
+        let results = futures_join(&shared, &round).await;
+        for r in results {
+            report.hops += 1;
+            report.entries += r.entries;
+            report.bytes += r.bytes;
+        }
+    }
+    if schedule == Schedule::Random {
+        // Rounds of push-pull: each node with a random... here simply every
+        // node with its successor and the one half-way round, until digests
+        // agree or the configured bound.
+        let max = shared.topology.cluster.sync_max_rounds;
+        for r in 0..max {
+            let round: Vec<Hop> = (0..n)
+                .map(|from| Hop {
+                    from,
+                    to: (from + 1 + (r % (n - 1).max(1))) % n,
+                    push_pull: true,
+                })
+                .collect();
+            for x in futures_join(&shared, &round).await {
+                report.hops += 1;
+                report.entries += x.entries;
+                report.bytes += x.bytes;
+            }
+            if collect_digests(&shared, &mut report).await {
+                break;
+            }
+        }
+    }
+    collect_digests(&shared, &mut report).await;
+    report.state = "done".into();
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    shared.syncs_put(report.clone());
+    report
+}
+
+async fn futures_join(shared: &Arc<Shared>, round: &[Hop]) -> Vec<HopResult> {
+    let tasks: Vec<_> = round
+        .iter()
+        .map(|&h| {
+            let s = Arc::clone(shared);
+            async_std::task::spawn(async move { hop(&s, h).await })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await);
+    }
+    out
+}
+
+/// Fills in every node's digest; true when all were reached and agree.
+async fn collect_digests(shared: &Arc<Shared>, report: &mut SyncReport) -> bool {
+    let n = shared.topology.nodes.len() as u32;
+    report.nodes.clear();
+    report.unreachable.clear();
+    for pos in 0..n {
+        match digest_of(shared, pos).await {
+            Some(d) => report.nodes.push(d),
+            None => report
+                .unreachable
+                .push(shared.topology.nodes[pos as usize].id.clone()),
+        }
+    }
+    report.converged =
+        report.unreachable.is_empty() && report.nodes.windows(2).all(|w| w[0].root == w[1].root);
+    report.converged
+}
+
+impl Shared {
+    fn syncs_put(&self, r: SyncReport) {
+        self.syncs.lock().unwrap_or_else(|p| p.into_inner()).put(r);
+    }
+
+    /// The report of sync `id`, if kept.
+    pub fn sync_report(&self, id: &str) -> Option<SyncReport> {
+        self.syncs.lock().unwrap_or_else(|p| p.into_inner()).get(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn successor_wave_goes_round_twice_less_two_hops() {
+        let w = wave(Schedule::Successor, 4, 2);
+        let hops: Vec<(u32, u32)> = w.iter().map(|r| (r[0].from, r[0].to)).collect();
+        assert_eq!(hops, vec![(2, 3), (3, 0), (0, 1), (1, 2), (2, 3), (3, 0)]);
+    }
+
+    #[test]
+    fn doubling_wave_has_log2_rounds_of_n_hops() {
+        let w = wave(Schedule::Doubling, 5, 0);
+        assert_eq!(w.len(), 3);
+        assert!(w.iter().all(|r| r.len() == 5));
+        assert_eq!(w[2][4].to, (4 + 4) % 5);
+    }
+}
