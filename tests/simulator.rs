@@ -57,3 +57,29 @@ fn same_seed_same_outcome() {
     sc.loss = 0.1;
     assert_eq!(run(&sc, 99), run(&sc, 99));
 }
+
+#[test]
+fn with_a_crashed_member_every_schedule_falls_back_and_the_live_nodes_converge() {
+    for schedule in Schedule::ALL {
+        for n in [3, 5, 8, 33] {
+            for seed in SEEDS {
+                let mut sc = Scenario::new(n, schedule);
+                sc.crashed = vec![n / 2];
+                let out = run(&sc, seed);
+                assert!(out.converged, "{schedule} n={n} seed={seed}: {out:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn twenty_percent_loss_still_converges() {
+    for schedule in Schedule::ALL {
+        for seed in 1..=10 {
+            let mut sc = Scenario::new(16, schedule);
+            sc.loss = 0.2;
+            let out = run(&sc, seed);
+            assert!(out.converged, "{schedule} seed={seed}: {out:?}");
+        }
+    }
+}

@@ -31,6 +31,12 @@ pub struct Config {
     /// Leaf level of the digest tree: 16^depth buckets. 5 gives about a
     /// million buckets, one or two keys each at a million keys.
     pub tree_depth: u32,
+    /// Failed requests in a row after which a peer is marked failed (the
+    /// first failure marks it suspect).
+    pub failure_threshold: u32,
+    /// Begin with a push-pull exchange to catch up before taking part in
+    /// the ring: what a restarted service wants, not a simulation's start.
+    pub catch_up_on_start: bool,
 }
 
 impl Config {
@@ -49,6 +55,8 @@ impl Config {
             batch_bytes: 1 << 20,
             relay_queue_max: 100_000,
             tree_depth: 5,
+            failure_threshold: 3,
+            catch_up_on_start: false,
         }
     }
 }

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::entry::{Entry, Origin, Version};
+use super::membership::News;
 
 /// The wire format version this build speaks.
 pub const WIRE_VERSION: u8 = 1;
@@ -34,6 +35,9 @@ pub struct Digest {
     pub quiet: bool,
     /// This node was wiped to resync and has not yet had a complete transfer.
     pub resyncing: bool,
+    /// Membership news: every member the sender does not believe alive at
+    /// incarnation 0 (see [`super::membership`]).
+    pub news: Vec<News>,
 }
 
 /// Why a push is sent; it decides what follows its acknowledgement.

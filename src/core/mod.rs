@@ -7,6 +7,7 @@
 pub mod config;
 pub mod entry;
 pub mod hlc;
+pub mod membership;
 pub mod message;
 pub mod node;
 pub mod rng;

@@ -13,15 +13,17 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use super::config::Config;
 use super::entry::{entry_hash, key_hash, validate, Entry, InvalidEntry, Origin, Version};
 use super::hlc::Hlc;
+use super::membership::{Change, State, View};
 use super::message::{decode, encode, Body, Digest, Message, PushKind, Refusal};
 use super::rng::Rng;
-use super::schedule::{distance, log2_ceil, random_peer, ring_offset, Schedule};
+use super::schedule::{distance, log2_ceil, ring_offset, Schedule};
 use super::stats::Stats;
 use super::tree::{child, Tree, FANOUT};
 use crate::store::{Merged, Store, StoreError, WriteBatch};
 
 const META_GC_FLOORS: &str = "gc_floors";
 const META_RESYNCING: &str = "resyncing";
+const META_INCARNATION: &str = "incarnation";
 
 /// Tree nodes asked for in one query, and buckets compared in one message:
 /// bounds a repair message to a few hundred KiB whatever the divergence.
@@ -65,12 +67,38 @@ pub enum Event {
         /// True if we refused, false if the peer refused us.
         by_us: bool,
     },
+    /// The node switched between the ring and random fallback.
+    ModeChanged {
+        /// The new mode.
+        mode: Mode,
+        /// Why, in words: which members failed or returned.
+        reason: String,
+    },
     /// This node found itself stale (away longer than the tombstone lifetime)
     /// and wiped its data to resync from scratch.
     Wiped {
         /// The peer whose digest showed it.
         peer: u32,
     },
+}
+
+/// Whether the node follows its configured schedule or falls back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Every member is in the ring: the configured schedule runs.
+    Ring,
+    /// Some member failed: random push-pull among the live members.
+    Fallback,
+}
+
+impl Mode {
+    /// "ring" or "fallback".
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Ring => "ring",
+            Mode::Fallback => "fallback",
+        }
+    }
 }
 
 /// Why a client write was refused. Nothing was changed.
@@ -163,9 +191,16 @@ pub struct Node<S: Store> {
     exchanges: HashMap<u64, Exchange>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
-    peers: Vec<PeerSeen>,
+    /// Only peers we have been in contact with: a dense vector would cost
+    /// O(N) per node, O(N^2) in a simulated ring.
+    peers: HashMap<u32, PeerSeen>,
     stats: Stats,
     rng: Rng,
+    view: View,
+    mode: Mode,
+    mode_since: u64,
+    mode_reason: String,
+    caught_up: bool,
 }
 
 impl<S: Store> Node<S> {
@@ -190,11 +225,30 @@ impl<S: Store> Node<S> {
             None => BTreeMap::new(),
         };
         let resyncing = store.meta(META_RESYNCING)?.is_some_and(|v| v == [1]);
+        // Each start raises the incarnation, so that news of this node's
+        // earlier failure cannot outlive its return.
+        let incarnation = match store.meta(META_INCARNATION)? {
+            Some(b) if b.len() == 8 => {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(&b);
+                u64::from_be_bytes(a) + 1
+            }
+            _ => 0,
+        };
+        let mut store = store;
+        store.commit(WriteBatch {
+            meta: vec![(
+                META_INCARNATION.to_string(),
+                incarnation.to_be_bytes().to_vec(),
+            )],
+            ..WriteBatch::default()
+        })?;
         let mut hlc = Hlc::new(cfg.me);
         for v in hints.values() {
             hlc.observe(*v);
         }
-        let n = cfg.n as usize;
+        let view = View::new(cfg.n, cfg.me, incarnation);
+        let caught_up = !cfg.catch_up_on_start;
         Ok(Node {
             cfg,
             store,
@@ -212,9 +266,14 @@ impl<S: Store> Node<S> {
             exchanges: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
-            peers: vec![PeerSeen::default(); n],
+            peers: HashMap::new(),
             stats: Stats::default(),
             rng: Rng::new(seed),
+            view,
+            mode: Mode::Ring,
+            mode_since: 0,
+            mode_reason: String::from("started"),
+            caught_up,
         })
     }
 
@@ -246,9 +305,11 @@ impl<S: Store> Node<S> {
         self.cycle
     }
 
-    /// What we know of each peer, by ring position.
-    pub fn peers(&self) -> &[PeerSeen] {
-        &self.peers
+    /// What we know of each peer, by ring position (built on each call).
+    pub fn peers(&self) -> Vec<PeerSeen> {
+        (0..self.cfg.n)
+            .map(|p| self.peers.get(&p).copied().unwrap_or_default())
+            .collect()
     }
 
     /// The stored entry of `key`, tombstones included.
@@ -276,7 +337,18 @@ impl<S: Store> Node<S> {
             tombstones: self.tombstones,
             quiet: self.relay.is_empty(),
             resyncing: self.resyncing,
+            news: self.view.news(),
         }
+    }
+
+    /// Ring or fallback, since which cycle, and why.
+    pub fn mode(&self) -> (Mode, u64, &str) {
+        (self.mode, self.mode_since, &self.mode_reason)
+    }
+
+    /// This node's view of the ring's members.
+    pub fn view(&self) -> &View {
+        &self.view
     }
 
     /// The root of the digest tree: equal roots, equal data.
@@ -347,20 +419,94 @@ impl<S: Store> Node<S> {
             log::warn!("tombstone collection failed, will retry next cycle: {e}");
         }
         self.prune_relay(c);
-        let ex = match self.cfg.schedule {
-            Schedule::Random => {
-                let live: Vec<u32> = (0..self.cfg.n).collect();
-                match random_peer(&live, self.cfg.me, &mut self.rng) {
-                    Some(peer) => self.new_exchange(peer, PushKind::PushPull),
-                    None => return,
+        let n = self.cfg.n;
+        let me = self.cfg.me;
+        if !self.caught_up {
+            // Restarted: first pull what was missed from the predecessor
+            // (or any live member), then take part in the ring.
+            let pred = (me + n - 1) % n;
+            let peer = if self.view.is_failed(pred) {
+                self.view.random_live(&mut self.rng)
+            } else {
+                Some(pred)
+            };
+            if let Some(peer) = peer {
+                let ex = self.new_exchange(peer, PushKind::PushPull);
+                self.start(ex);
+            }
+            return;
+        }
+        if self.mode == Mode::Fallback || self.cfg.schedule == Schedule::Random {
+            if let Some(peer) = self.view.random_live(&mut self.rng) {
+                let ex = self.new_exchange(peer, PushKind::PushPull);
+                self.start(ex);
+            }
+            // Probe each failed member: an answer carries its refutation,
+            // and the exchange catches it up.
+            for peer in self.view.failed() {
+                let ex = self.new_exchange(peer, PushKind::PushPull);
+                self.start(ex);
+            }
+            return;
+        }
+        let peer = (me + ring_offset(self.cfg.schedule, n, c)) % n;
+        let ex = self.new_exchange(peer, PushKind::Cycle);
+        self.start(ex);
+    }
+
+    /// Takes in a peer's membership news.
+    fn hear(&mut self, d: &Digest) {
+        match self.view.merge(&d.news) {
+            Change::None => {}
+            Change::Changed => self.update_mode(),
+            Change::Refuted => {
+                let inc = self.view.incarnation();
+                log::info!("a peer believed this node down: refuting with incarnation {inc}");
+                if let Err(e) = self.store.commit(WriteBatch {
+                    meta: vec![(META_INCARNATION.to_string(), inc.to_be_bytes().to_vec())],
+                    ..WriteBatch::default()
+                }) {
+                    log::warn!("could not persist incarnation {inc}: {e}");
                 }
             }
-            schedule => {
-                let peer = (self.cfg.me + ring_offset(schedule, self.cfg.n, c)) % self.cfg.n;
-                self.new_exchange(peer, PushKind::Cycle)
-            }
+        }
+    }
+
+    /// Judges a peer that did not answer our request: suspect at the first
+    /// miss, failed after `failure_threshold` in a row.
+    fn judge_missed(&mut self, peer: u32) {
+        let failures = self.peers.get(&peer).map_or(0, |p| p.failures);
+        let state = if failures >= self.cfg.failure_threshold {
+            State::Failed
+        } else {
+            State::Suspect
         };
-        self.start(ex);
+        if self.view.judge(peer, state) {
+            self.update_mode();
+        }
+    }
+
+    fn update_mode(&mut self) {
+        let failed = self.view.failed();
+        let mode = if failed.is_empty() {
+            Mode::Ring
+        } else {
+            Mode::Fallback
+        };
+        if mode == self.mode {
+            return;
+        }
+        let reason = if failed.is_empty() {
+            "every member is live again".to_string()
+        } else {
+            let names: Vec<String> = failed.iter().map(u32::to_string).collect();
+            format!("ring position(s) {} failed", names.join(", "))
+        };
+        self.mode = mode;
+        self.mode_since = self.cycle.unwrap_or(0);
+        self.mode_reason = reason.clone();
+        self.relay.clear();
+        self.events.push_back(Event::ModeChanged { mode, reason });
     }
 
     /// Starts a manual sync hop now: pushes to `peer` everything it lacks,
@@ -428,7 +574,7 @@ impl<S: Store> Node<S> {
                 Err(reason) => self.refuse(msg.from, reason, None),
                 Ok(()) => {
                     let from = msg.from;
-                    self.peers[from as usize].received =
+                    self.peers.entry(from).or_default().received =
                         Some((now_ms, now_ms / self.cfg.interval_ms));
                     self.stats.bytes_received += bytes.len() as u64;
                     self.request(now_ms, from, msg.body)
@@ -467,7 +613,16 @@ impl<S: Store> Node<S> {
                 _ => 0,
             };
         }
-        let p = &mut self.peers[peer as usize];
+        if !self.caught_up
+            && self
+                .exchanges
+                .get(&ex)
+                .is_some_and(|x| x.kind == PushKind::PushPull)
+            && !matches!(body, Body::Refused { .. })
+        {
+            self.caught_up = true;
+        }
+        let p = self.peers.entry(peer).or_default();
         p.failures = 0;
         p.push_ok = Some((now_ms, now_ms / self.cfg.interval_ms));
         match (out.what, body) {
@@ -477,6 +632,7 @@ impl<S: Store> Node<S> {
                     let taken = relay_taken.min(self.relay.len());
                     self.relay.drain(..taken);
                 }
+                self.hear(&digest);
                 if !self.check_self_stale(peer, &digest) {
                     self.follow_up(ex, peer, kind, &digest);
                 }
@@ -490,6 +646,7 @@ impl<S: Store> Node<S> {
                 },
             ) => {
                 self.stats.pushes_ok += 1;
+                self.hear(&digest);
                 if self.check_self_stale(peer, &digest) {
                     // Wiped: the next exchange pulls everything.
                 } else if let Err(reason) = self.accept(now_ms, &entries, complete, &digest) {
@@ -525,6 +682,7 @@ impl<S: Store> Node<S> {
                 self.note_refusal(peer, reason, false);
                 if reason == Refusal::StaleSender {
                     if let Some(d) = digest {
+                        self.hear(&d);
                         self.check_self_stale(peer, &d);
                     }
                 }
@@ -547,7 +705,8 @@ impl<S: Store> Node<S> {
 
     fn fail(&mut self, out: Outstanding) {
         self.stats.pushes_failed += 1;
-        self.peers[out.to as usize].failures += 1;
+        self.peers.entry(out.to).or_default().failures += 1;
+        self.judge_missed(out.to);
         if let Some(x) = self.exchanges.get_mut(&out.exchange) {
             x.in_flight = x.in_flight.saturating_sub(1);
         }
@@ -578,6 +737,7 @@ impl<S: Store> Node<S> {
                 if !entries.is_empty() && self.is_stale(&digest) {
                     return self.refuse(from, Refusal::StaleSender, Some(self.digest()));
                 }
+                self.hear(&digest);
                 self.check_self_stale(from, &digest);
                 match self.accept(now_ms, &entries, complete, &digest) {
                     Ok(()) => Body::Ack {
@@ -587,6 +747,7 @@ impl<S: Store> Node<S> {
                 }
             }
             Body::Syn { digest } => {
+                self.hear(&digest);
                 self.check_self_stale(from, &digest);
                 if self.is_stale(&digest) {
                     return self.refuse(from, Refusal::StaleSender, Some(self.digest()));
@@ -715,7 +876,7 @@ impl<S: Store> Node<S> {
             collect: Vec::new(),
             meta,
         })?;
-        let c0_ok = self.cfg.schedule.is_ring();
+        let c0_ok = self.cfg.schedule.is_ring() && self.mode == Mode::Ring;
         let arrived = now_ms / self.cfg.interval_ms;
         for (e, m) in entries.into_iter().zip(merged) {
             bump(&mut self.hints, e.version);
@@ -889,7 +1050,7 @@ impl<S: Store> Node<S> {
     /// After a peer's reply with its digest: send what it still lacks, or,
     /// when hints agree and both are quiet, compare trees.
     fn follow_up(&mut self, ex: u64, peer: u32, kind: PushKind, theirs: &Digest) {
-        let ring = self.cfg.schedule.is_ring();
+        let ring = self.cfg.schedule.is_ring() && self.mode == Mode::Ring;
         let window_at = match kind {
             PushKind::Cycle | PushKind::Repair if ring && !theirs.resyncing => self.cycle,
             _ => None,

@@ -132,6 +132,10 @@ pub struct PeerStatus {
     pub last_received_cycle: Option<u64>,
     /// Requests to it that failed in a row.
     pub failures: u32,
+    /// alive, suspect or failed.
+    pub state: String,
+    /// Its incarnation as we know it.
+    pub incarnation: u64,
 }
 
 /// `/v1/status`.
@@ -149,6 +153,10 @@ pub struct Status {
     pub schedule: String,
     /// "ring" or "fallback".
     pub mode: String,
+    /// The cycle in which the mode last changed.
+    pub mode_since_cycle: u64,
+    /// Why the mode is what it is.
+    pub mode_reason: String,
     /// Current cycle (floor(unix ms / interval)).
     pub cycle: u64,
     /// Cycles this node has run since it started.
@@ -187,6 +195,8 @@ async fn status(req: Req) -> tide::Result {
                 last_received_ms: p.received.map(|x| x.0),
                 last_received_cycle: p.received.map(|x| x.1),
                 failures: p.failures,
+                state: node.view().get(i as u32).state.name().to_string(),
+                incarnation: node.view().get(i as u32).incarnation,
             })
             .collect();
         Status {
@@ -195,7 +205,9 @@ async fn status(req: Req) -> tide::Result {
             position: s.me,
             successor: topo.nodes[((s.me + 1) % n) as usize].id.clone(),
             schedule: topo.cluster.schedule.name().to_string(),
-            mode: "ring".into(),
+            mode: node.mode().0.name().into(),
+            mode_since_cycle: node.mode().1,
+            mode_reason: node.mode().2.to_string(),
             cycle: now_ms() / (topo.cluster.interval.as_millis() as u64).max(1),
             cycles_run: node.stats().cycles,
             digest_root: format!("{:016x}", node.root()),

@@ -62,6 +62,8 @@ impl Shared {
         cfg.max_value = c.max_value_size;
         cfg.max_drift_ms = c.max_clock_drift.as_millis() as u64;
         cfg.tombstone_lifetime_ms = c.tombstone_lifetime.as_millis() as u64;
+        cfg.failure_threshold = c.failure_threshold;
+        cfg.catch_up_on_start = true;
         let node = Node::open(cfg, store, now_ms() ^ u64::from(std::process::id()))
             .map_err(|e| format!("cannot read the store in {}: {e}", data_dir.display()))?;
         Ok(Arc::new(Shared {
@@ -172,6 +174,9 @@ impl Shared {
                     } else {
                         log::warn!("{who} refused our request: {reason}");
                     }
+                }
+                Event::ModeChanged { mode, reason } => {
+                    log::warn!("mode is now {}: {reason}", mode.name());
                 }
                 Event::Wiped { peer } => {
                     log::warn!(
