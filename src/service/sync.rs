@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::now_ms;
 use super::runtime::{ExchangeResult, Shared};
+use crate::core::node::Mode;
 use crate::core::schedule::log2_ceil;
 use crate::core::Schedule;
 
@@ -48,9 +49,9 @@ pub struct SyncReport {
     pub bytes: u64,
     /// Every reachable node's digest after the wave.
     pub nodes: Vec<NodeDigest>,
-    /// Nodes that could not be reached.
+    /// Nodes that could not be reached: left out of the sync.
     pub unreachable: Vec<String>,
-    /// All reachable nodes hold the same data (and none was unreachable).
+    /// Every reachable node holds the same data.
     pub converged: bool,
     /// How long it took, ms.
     pub duration_ms: u64,
@@ -198,6 +199,11 @@ pub fn wave(schedule: Schedule, n: u32, me: u32) -> Vec<Vec<Hop>> {
 }
 
 /// Runs a whole-cluster sync from this node and returns its report.
+///
+/// With every node reachable and the ring whole, it runs the schedule's
+/// wave. Otherwise it leaves out the nodes it cannot reach, says so, and runs
+/// push-pull rounds among the others until their digests agree (at most
+/// `sync_max_rounds`): `converged` then speaks for the reachable set.
 pub async fn run(shared: Arc<Shared>, id: String) -> SyncReport {
     let started = Instant::now();
     let n = shared.topology.nodes.len() as u32;
@@ -216,42 +222,52 @@ pub async fn run(shared: Arc<Shared>, id: String) -> SyncReport {
         duration_ms: 0,
     };
     shared.syncs_put(report.clone());
-    for round in wave(schedule, n, shared.me) {
-        let results = futures_join(&shared, &round).await;
-        for r in results {
-            report.hops += 1;
-            report.entries += r.entries;
-            report.bytes += r.bytes;
+    let live = collect_digests(&shared, &mut report).await;
+    let whole = live.len() as u32 == n && shared.lock().mode().0 == Mode::Ring;
+    if whole && schedule != Schedule::Random {
+        for round in wave(schedule, n, shared.me) {
+            tally(&mut report, futures_join(&shared, &round).await);
         }
+        collect_digests(&shared, &mut report).await;
     }
-    if schedule == Schedule::Random {
-        // Rounds of push-pull: each node with a random... here simply every
-        // node with its successor and the one half-way round, until digests
-        // agree or the configured bound.
-        let max = shared.topology.cluster.sync_max_rounds;
-        for r in 0..max {
-            let round: Vec<Hop> = (0..n)
-                .map(|from| Hop {
-                    from,
-                    to: (from + 1 + (r % (n - 1).max(1))) % n,
+    if !report.converged && live.len() > 1 {
+        if !whole {
+            report.schedule = format!(
+                "{} (fallback: push-pull among reachable nodes)",
+                schedule.name()
+            );
+        }
+        let k = live.len();
+        for r in 0..shared.topology.cluster.sync_max_rounds as usize {
+            // Round r pairs each reachable node with the one r+1 places on
+            // among them: every pair meets within k-1 rounds.
+            let step = 1 + r % (k - 1);
+            let round: Vec<Hop> = (0..k)
+                .map(|i| Hop {
+                    from: live[i],
+                    to: live[(i + step) % k],
                     push_pull: true,
                 })
                 .collect();
-            for x in futures_join(&shared, &round).await {
-                report.hops += 1;
-                report.entries += x.entries;
-                report.bytes += x.bytes;
-            }
-            if collect_digests(&shared, &mut report).await {
+            tally(&mut report, futures_join(&shared, &round).await);
+            collect_digests(&shared, &mut report).await;
+            if report.converged {
                 break;
             }
         }
     }
-    collect_digests(&shared, &mut report).await;
     report.state = "done".into();
     report.duration_ms = started.elapsed().as_millis() as u64;
     shared.syncs_put(report.clone());
     report
+}
+
+fn tally(report: &mut SyncReport, results: Vec<HopResult>) {
+    for r in results {
+        report.hops += 1;
+        report.entries += r.entries;
+        report.bytes += r.bytes;
+    }
 }
 
 async fn futures_join(shared: &Arc<Shared>, round: &[Hop]) -> Vec<HopResult> {
@@ -269,22 +285,27 @@ async fn futures_join(shared: &Arc<Shared>, round: &[Hop]) -> Vec<HopResult> {
     out
 }
 
-/// Fills in every node's digest; true when all were reached and agree.
-async fn collect_digests(shared: &Arc<Shared>, report: &mut SyncReport) -> bool {
+/// Fills in every node's digest and whether the reachable ones agree;
+/// returns the reachable ring positions.
+async fn collect_digests(shared: &Arc<Shared>, report: &mut SyncReport) -> Vec<u32> {
     let n = shared.topology.nodes.len() as u32;
     report.nodes.clear();
     report.unreachable.clear();
+    let mut live = Vec::new();
     for pos in 0..n {
         match digest_of(shared, pos).await {
-            Some(d) => report.nodes.push(d),
+            Some(d) => {
+                report.nodes.push(d);
+                live.push(pos);
+            }
             None => report
                 .unreachable
                 .push(shared.topology.nodes[pos as usize].id.clone()),
         }
     }
     report.converged =
-        report.unreachable.is_empty() && report.nodes.windows(2).all(|w| w[0].root == w[1].root);
-    report.converged
+        !report.nodes.is_empty() && report.nodes.windows(2).all(|w| w[0].root == w[1].root);
+    live
 }
 
 impl Shared {
