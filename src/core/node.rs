@@ -568,6 +568,7 @@ impl<S: Store> Node<S> {
     /// A peer's request: returns the encoded reply (always one, a refusal
     /// included). A refused request changes nothing.
     pub fn handle_request(&mut self, now_ms: u64, bytes: &[u8]) -> Vec<u8> {
+        self.stats.bytes_received += bytes.len() as u64;
         let body = match decode(bytes) {
             Err(_) => self.refuse(u32::MAX, Refusal::Malformed, None),
             Ok(msg) => match self.check_sender(&msg) {
@@ -576,12 +577,13 @@ impl<S: Store> Node<S> {
                     let from = msg.from;
                     self.peers.entry(from).or_default().received =
                         Some((now_ms, now_ms / self.cfg.interval_ms));
-                    self.stats.bytes_received += bytes.len() as u64;
                     self.request(now_ms, from, msg.body)
                 }
             },
         };
-        encode(&self.message(body))
+        let reply = encode(&self.message(body));
+        self.stats.bytes_sent += reply.len() as u64;
+        reply
     }
 
     /// The reply to our request `id` arrived.
@@ -895,7 +897,7 @@ impl<S: Store> Node<S> {
             } else {
                 self.keys += 1;
             }
-            if c0_ok && self.relays(&e) {
+            if c0_ok && self.relays(&e, arrived) {
                 self.relay.push_back((e.key, e.version, arrived));
             }
         }
@@ -917,9 +919,17 @@ impl<S: Store> Node<S> {
     }
 
     /// Whether an entry newly held here is still to travel on from here.
-    fn relays(&self, e: &Entry) -> bool {
+    /// Past its window an entry no longer travels the path (see
+    /// [`Node::window`]): one arriving that late came by repair, and relaying
+    /// it would resend it to peers that hold it, and keep this node from
+    /// being quiet, which holds back the tree comparison that finds what
+    /// else was lost.
+    fn relays(&self, e: &Entry, arrived: u64) -> bool {
         let n = self.cfg.n;
         let d = distance(n, e.version.origin, self.cfg.me);
+        if self.birth_cycle(&e.version) + self.window() <= arrived {
+            return false;
+        }
         match self.cfg.schedule {
             Schedule::Successor => d + 1 < n,
             Schedule::Doubling => d + 1 < n,

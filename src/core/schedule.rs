@@ -89,18 +89,6 @@ pub fn random_peer(live: &[u32], me: u32, rng: &mut Rng) -> Option<u32> {
     live.iter().copied().filter(|&p| p != me).nth(pick)
 }
 
-/// A uniformly random ring position in `0..n` other than `me`, if there is
-/// one: the same pick as [`random_peer`] over the whole ring, in O(1) rather
-/// than O(n), which matters when a simulation runs thousands of nodes.
-pub fn random_other(n: u32, me: u32, rng: &mut Rng) -> Option<u32> {
-    let others = u64::from(n) - u64::from(me < n);
-    if others == 0 {
-        return None;
-    }
-    let pick = rng.below(others) as u32;
-    Some(if me < n && pick >= me { pick + 1 } else { pick })
-}
-
 /// How far `to` lies along the ring after `from`, in 0..n.
 pub fn distance(n: u32, from: u32, to: u32) -> u32 {
     (to + n - from % n) % n
@@ -149,21 +137,5 @@ mod tests {
             seen.iter().enumerate().all(|(i, &c)| i == 2 || c > 50),
             "{seen:?}"
         );
-    }
-
-    #[test]
-    fn random_other_picks_as_random_peer_does_over_the_whole_ring() {
-        for n in [1u32, 2, 3, 7, 64] {
-            let all: Vec<u32> = (0..n).collect();
-            for me in 0..n {
-                let (mut a, mut b) = (
-                    Rng::new(u64::from(n * 100 + me)),
-                    Rng::new(u64::from(n * 100 + me)),
-                );
-                for _ in 0..50 {
-                    assert_eq!(random_other(n, me, &mut a), random_peer(&all, me, &mut b));
-                }
-            }
-        }
     }
 }
