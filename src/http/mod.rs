@@ -5,6 +5,7 @@
 //! swap one module's work. Handlers are short: decode, call, encode.
 
 pub mod client;
+pub mod metrics;
 pub mod server;
 
 /// Percent-decodes a URL path segment into UTF-8.

@@ -25,6 +25,7 @@ pub fn app(shared: Arc<Shared>) -> tide::Server<Arc<Shared>> {
     let mut app = tide::with_state(shared);
     app.at("/livez").get(|_| async { Ok("ok\n") });
     app.at("/readyz").get(readyz);
+    app.at("/metrics").get(super::metrics::handle);
     app.at("/v1/status").get(status);
     app.at("/v1/kv").get(list);
     app.at("/v1/kv/*key").get(get).put(put).delete(delete);

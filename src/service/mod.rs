@@ -6,6 +6,8 @@
 //! knows the HTTP libraries).
 
 pub mod logging;
+pub mod notify;
+pub mod reload;
 pub mod runtime;
 pub mod sync;
 

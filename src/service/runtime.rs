@@ -3,12 +3,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use async_std::channel::{bounded, Sender};
 
+use super::notify::{self, Notifier};
 use super::now_ms;
+use super::reload::{self, Plan, Settings};
 use super::sync::SyncReports;
 use crate::core::rng::Rng;
 use crate::core::{Config, Event, Node, Transmit};
@@ -43,6 +45,8 @@ pub struct Shared {
     waiters: Mutex<HashMap<u64, Sender<ExchangeResult>>>,
     /// Manual sync reports, newest last.
     pub syncs: Mutex<SyncReports>,
+    /// Settings a SIGHUP may change while the node runs.
+    settings: RwLock<Settings>,
 }
 
 impl Shared {
@@ -68,12 +72,13 @@ impl Shared {
             .map_err(|e| format!("cannot read the store in {}: {e}", data_dir.display()))?;
         Ok(Arc::new(Shared {
             node: Mutex::new(node),
-            topology,
             me,
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             waiters: Mutex::new(HashMap::new()),
             syncs: Mutex::new(SyncReports::default()),
+            settings: RwLock::new(Settings::of(&topology)),
+            topology,
         }))
     }
 
@@ -96,7 +101,15 @@ impl Shared {
 
     /// How long to wait for a peer's reply.
     pub fn peer_timeout(&self) -> Duration {
-        self.topology.cluster.peer_timeout
+        self.settings().peer_timeout
+    }
+
+    /// The reloadable settings in force.
+    pub fn settings(&self) -> Settings {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Runs `f` on the core, then sends what it asked to send.
@@ -214,12 +227,13 @@ async fn deliver(shared: Arc<Shared>, t: Transmit) {
     });
 }
 
-/// Drives cycles until the node stops.
-async fn cycles(shared: Arc<Shared>) {
+/// Drives cycles until the node stops, and tells systemd how it goes.
+async fn cycles(shared: Arc<Shared>, notifier: Arc<Notifier>) {
     let mut rng = Rng::new(now_ms() ^ (u64::from(std::process::id()) << 20));
     let interval = shared.topology.cluster.interval.as_millis() as u64;
     // A little jitter keeps all nodes from pushing in the same millisecond.
     let jitter = (interval / 20).max(1);
+    let mut status = notify::StatusUpdates::default();
     loop {
         if shared.stopping.load(Ordering::SeqCst) {
             return;
@@ -230,7 +244,24 @@ async fn cycles(shared: Arc<Shared>) {
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
-        shared.with_node(|node| node.handle_timeout(now_ms()));
+        let line = shared.with_node(|node| {
+            node.handle_timeout(now_ms());
+            notify::status_line(node)
+        });
+        if let Some(line) = status.due(line, std::time::Instant::now()) {
+            notifier.status(&line);
+        }
+    }
+}
+
+/// `WATCHDOG=1` while the node works: each ping needs the executor to run
+/// this task and the core's lock to be free, so a wedged node goes quiet and
+/// systemd restarts it.
+async fn watchdog(shared: Arc<Shared>, notifier: Arc<Notifier>, every: Duration) {
+    loop {
+        drop(shared.lock());
+        notifier.watchdog();
+        async_std::task::sleep(every).await;
     }
 }
 
@@ -257,7 +288,8 @@ pub fn run_node(topology_path: &Path, id: &str, data_dir: Option<&Path>) -> Resu
         shared.topology.cluster.schedule,
         dir.display()
     );
-    watch_signals(Arc::clone(&shared))?;
+    let notifier = Arc::new(Notifier::from_env());
+    watch_signals(Arc::clone(&shared), Arc::clone(&notifier), topology_path)?;
     async_std::task::block_on(async move {
         let app = crate::http::server::app(Arc::clone(&shared));
         let mut listener = app
@@ -266,7 +298,11 @@ pub fn run_node(topology_path: &Path, id: &str, data_dir: Option<&Path>) -> Resu
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         shared.ready.store(true, Ordering::SeqCst);
         log::info!("node {id} ready on {addr}");
-        async_std::task::spawn(cycles(Arc::clone(&shared)));
+        notifier.ready(&shared.with_node(|n| notify::status_line(n)));
+        if let Some(every) = notify::watchdog_interval_from_env() {
+            async_std::task::spawn(watchdog(Arc::clone(&shared), Arc::clone(&notifier), every));
+        }
+        async_std::task::spawn(cycles(Arc::clone(&shared), notifier));
         use tide::listener::Listener;
         listener
             .accept()
@@ -278,13 +314,32 @@ pub fn run_node(topology_path: &Path, id: &str, data_dir: Option<&Path>) -> Resu
 /// SIGTERM/SIGINT: refuse new writes, let the commit in progress finish
 /// (commits run under the core's lock, so taking the lock waits for it),
 /// then exit 0. The store is consistent after every commit.
-fn watch_signals(shared: Arc<Shared>) -> Result<(), String> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+/// SIGHUP: re-read the topology file (see [`reload`]).
+fn watch_signals(
+    shared: Arc<Shared>,
+    notifier: Arc<Notifier>,
+    topology_path: &Path,
+) -> Result<(), String> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| format!("cannot watch signals: {e}"))?;
+    let path = topology_path.to_path_buf();
     std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
+        for sig in signals.forever() {
+            if sig == SIGHUP {
+                // Before READY=1, a reload must not tell systemd "ready".
+                let serving = shared.ready.load(Ordering::SeqCst);
+                if serving {
+                    notifier.reloading();
+                }
+                let outcome = reload_topology(&shared, &path);
+                if serving {
+                    notifier.reloaded(&outcome);
+                }
+                continue;
+            }
             log::info!("signal {sig}: stopping");
+            notifier.stopping();
             shared.stopping.store(true, Ordering::SeqCst);
             let _held = shared.lock();
             log::info!("stopped cleanly");
@@ -292,4 +347,43 @@ fn watch_signals(shared: Arc<Shared>) -> Result<(), String> {
         }
     });
     Ok(())
+}
+
+/// Re-reads the topology file and applies what may change in place; logs
+/// what it did and returns it as a status line.
+fn reload_topology(shared: &Shared, path: &Path) -> String {
+    let new = match Topology::load(path) {
+        Ok(t) => t,
+        Err(e) => {
+            log::error!("reload: the topology file is invalid, keeping the one in force: {e}");
+            return format!("reload failed, topology kept: {e}");
+        }
+    };
+    let current = shared.settings();
+    match reload::plan(&shared.topology, &current, &new, shared.id()) {
+        Plan::Refuse(why) => {
+            log::error!("reload: {why}");
+            "reload refused: the ring changed; restart every node".to_string()
+        }
+        Plan::Apply {
+            settings,
+            changed,
+            need_restart,
+        } => {
+            *shared.settings.write().unwrap_or_else(|p| p.into_inner()) = settings;
+            if !need_restart.is_empty() {
+                log::warn!(
+                    "reload: these changes take effect only when this node restarts, kept as they were: {}",
+                    need_restart.join(", ")
+                );
+            }
+            if changed.is_empty() {
+                log::info!("reload: {} read, nothing to change", path.display());
+                "reloaded, nothing changed".to_string()
+            } else {
+                log::info!("reload: applied {}", changed.join(", "));
+                format!("reloaded: {}", changed.join(", "))
+            }
+        }
+    }
 }

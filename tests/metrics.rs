@@ -1,0 +1,374 @@
+//! `GET /metrics`: rendered from real cores that exchanged real messages,
+//! checked for content and by `promtool check metrics`, and served by the
+//! tide app in-process.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use ringsync::core::{Config, Node, Schedule};
+use ringsync::http::metrics::{render, CONTENT_TYPE};
+use ringsync::service::Shared;
+use ringsync::store::MemoryStore;
+use ringsync::topology::Topology;
+
+const INTERVAL_MS: u64 = 1000;
+/// Start of the simulated time: any cycle boundary far from zero.
+const T0: u64 = 1_700_000_000_000;
+
+fn ids() -> Vec<String> {
+    ["a", "b", "c"].iter().map(|s| s.to_string()).collect()
+}
+
+fn node(me: u32) -> Node<MemoryStore> {
+    let cfg = Config::new(7, 3, me, Schedule::Successor, INTERVAL_MS);
+    Node::open(cfg, MemoryStore::new(), u64::from(me) + 1).expect("open a memory node")
+}
+
+/// Delivers every request between `a` (position 0) and `b` (position 1)
+/// until none is left; requests to `c` (position 2, which is down) fail.
+fn deliver(nodes: &mut [Node<MemoryStore>; 2], now: u64) {
+    for _ in 0..100 {
+        let mut moved = false;
+        for from in 0..2 {
+            while let Some(t) = nodes[from].poll_transmit() {
+                moved = true;
+                if t.to == 2 {
+                    nodes[from].handle_failure(t.id);
+                    continue;
+                }
+                let reply = nodes[t.to as usize].handle_request(now, &t.payload);
+                nodes[from].handle_reply(now, t.id, &reply);
+            }
+            while nodes[from].poll_event().is_some() {}
+        }
+        if !moved {
+            return;
+        }
+    }
+    panic!("requests kept coming after 100 rounds");
+}
+
+/// a and b run cycles; c never answers, so b's pushes to it fail and b
+/// falls back to random push-pull after the failure threshold.
+fn exercised() -> ([Node<MemoryStore>; 2], u64) {
+    let mut nodes = [node(0), node(1)];
+    for i in 0..5 {
+        nodes[0]
+            .write(T0, &format!("key{i}"), Some(b"value".to_vec()))
+            .expect("write");
+    }
+    nodes[0].write(T0, "key0", None).expect("delete");
+    let mut now = T0;
+    for _ in 0..6 {
+        now += INTERVAL_MS;
+        for n in nodes.iter_mut() {
+            n.handle_timeout(now);
+        }
+        deliver(&mut nodes, now);
+    }
+    (nodes, now)
+}
+
+/// `name{labels} value` lines as (name, labels, value).
+fn samples(text: &str) -> Vec<(String, String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').expect("a sample has a value");
+            let (name, labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let value: f64 = value.parse().unwrap_or_else(|e| panic!("{l}: {e}"));
+            (name.to_string(), labels.to_string(), value)
+        })
+        .collect()
+}
+
+fn value(text: &str, name: &str, labels: &str) -> f64 {
+    samples(text)
+        .into_iter()
+        .find(|(n, l, _)| n == name && l == labels)
+        .map(|(_, _, v)| v)
+        .unwrap_or_else(|| panic!("no sample {name}{{{labels}}} in:\n{text}"))
+}
+
+/// Where `promtool` is: on the PATH, or installed now from Debian's
+/// `prometheus` package when running as root with apt. `None` (with the
+/// reason printed) where neither works.
+fn promtool() -> Option<&'static str> {
+    static INSTALL: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    let found = || {
+        Command::new("promtool")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if found() {
+        return Some("promtool");
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let apt = Command::new("apt-get").arg("--version").output().is_ok();
+    if !(root && apt) {
+        eprintln!(
+            "SKIPPED the promtool check: promtool is not installed and this is not root with apt-get; install Debian's `prometheus` package to run it"
+        );
+        return None;
+    }
+    let install = || {
+        Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-qq",
+                "-o",
+                "DPkg::Lock::Timeout=600",
+                "prometheus",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        // A fresh machine may have no package lists yet.
+        let _ = Command::new("apt-get")
+            .args(["update", "-qq", "-o", "DPkg::Lock::Timeout=600"])
+            .status();
+        assert!(
+            install(),
+            "apt-get install prometheus failed (needed for promtool)"
+        );
+    }
+    assert!(found(), "prometheus is installed but promtool does not run");
+    Some("promtool")
+}
+
+/// Runs `promtool check metrics` on `text`; panics with its complaints.
+fn promtool_check(text: &str) {
+    let Some(tool) = promtool() else { return };
+    let mut child = Command::new(tool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("wait for promtool");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics complained ({}):\n{said}\n--- the metrics:\n{text}",
+        out.status
+    );
+}
+
+/// Every sample belongs to a family declared by exactly one HELP and one
+/// TYPE line, before its samples; counters end in `_total`.
+fn check_families(text: &str) {
+    let mut help = BTreeSet::new();
+    let mut kind: BTreeMap<String, String> = BTreeMap::new();
+    for l in text.lines() {
+        if let Some(rest) = l.strip_prefix("# HELP ") {
+            let (name, h) = rest.split_once(' ').expect("HELP has text");
+            assert!(!h.trim().is_empty(), "empty HELP for {name}");
+            assert!(help.insert(name.to_string()), "two HELP lines for {name}");
+        } else if let Some(rest) = l.strip_prefix("# TYPE ") {
+            let (name, k) = rest.split_once(' ').expect("TYPE has a type");
+            assert!(
+                kind.insert(name.to_string(), k.to_string()).is_none(),
+                "two TYPE lines for {name}"
+            );
+        } else if !l.is_empty() {
+            let name = l.split(['{', ' ']).next().unwrap_or_default();
+            assert!(name.starts_with("ringsync_"), "{l}");
+            assert!(help.contains(name), "{name} has no HELP before it");
+            let k = kind
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} has no TYPE"));
+            assert_eq!(k == "counter", name.ends_with("_total"), "{name} is a {k}");
+        }
+    }
+}
+
+#[test]
+fn metrics_count_what_the_cores_did_and_pass_promtool() {
+    let (nodes, now) = exercised();
+    let a = render(&nodes[0], &ids(), now);
+    let b = render(&nodes[1], &ids(), now);
+    for text in [&a, &b] {
+        check_families(text);
+        promtool_check(text);
+    }
+
+    for family in [
+        "ringsync_build_info",
+        "ringsync_cycles_total",
+        "ringsync_pushes_total",
+        "ringsync_bytes_sent_total",
+        "ringsync_bytes_received_total",
+        "ringsync_entries_sent_total",
+        "ringsync_entries_received_total",
+        "ringsync_entries_applied_total",
+        "ringsync_mode",
+        "ringsync_peer_cycles_since_last_push_ok",
+        "ringsync_keys",
+        "ringsync_tombstones",
+        "ringsync_refused_requests_total",
+        "ringsync_rejected_versions_total",
+        "ringsync_repairs_total",
+        "ringsync_wipes_total",
+        "ringsync_tombstones_collected_total",
+    ] {
+        assert!(
+            a.contains(&format!("# TYPE {family} ")),
+            "{family} missing:\n{a}"
+        );
+    }
+    let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
+    assert_eq!(value(&a, "ringsync_build_info", &version), 1.0);
+
+    let st = nodes[1].stats();
+    assert_eq!(value(&b, "ringsync_cycles_total", ""), st.cycles as f64);
+    assert_eq!(value(&a, "ringsync_cycles_total", ""), 6.0);
+    // a wrote 5 keys and deleted one: b holds the same after the pushes.
+    assert_eq!(value(&a, "ringsync_keys", ""), 4.0);
+    assert_eq!(value(&a, "ringsync_tombstones", ""), 1.0);
+    assert_eq!(value(&b, "ringsync_keys", ""), 4.0);
+    assert_eq!(value(&b, "ringsync_tombstones", ""), 1.0);
+    assert!(value(&a, "ringsync_entries_sent_total", "") >= 5.0, "{a}");
+    assert_eq!(
+        value(&b, "ringsync_entries_applied_total", ""),
+        st.entries_applied as f64
+    );
+    assert!(st.entries_applied >= 5, "{st:?}");
+    assert!(value(&b, "ringsync_entries_received_total", "") >= 5.0);
+    assert!(value(&a, "ringsync_bytes_sent_total", "") > 0.0);
+    assert!(value(&b, "ringsync_bytes_received_total", "") > 0.0);
+    assert!(value(&a, "ringsync_pushes_total", "result=\"ok\"") >= 1.0);
+    // b pushes to c, which never answers: b gives up on it and falls back.
+    assert!(value(&b, "ringsync_pushes_total", "result=\"failed\"") >= 3.0);
+    assert_eq!(value(&b, "ringsync_mode", "mode=\"fallback\""), 1.0, "{b}");
+    assert_eq!(value(&b, "ringsync_mode", "mode=\"ring\""), 0.0);
+    assert_eq!(
+        value(&b, "ringsync_peer_state", "peer=\"c\",state=\"failed\""),
+        1.0
+    );
+    // a's last push to b was answered this cycle; c was never heard from.
+    assert_eq!(
+        value(&a, "ringsync_peer_cycles_since_last_push_ok", "peer=\"b\""),
+        0.0
+    );
+    assert_eq!(
+        value(&b, "ringsync_peer_cycles_since_last_push_ok", "peer=\"c\""),
+        st.cycles as f64
+    );
+    // Each node lists its two peers and never itself.
+    let peers: Vec<String> = samples(&a)
+        .into_iter()
+        .filter(|(n, _, _)| n == "ringsync_peer_cycles_since_last_push_ok")
+        .map(|(_, l, _)| l)
+        .collect();
+    assert_eq!(peers, ["peer=\"b\"", "peer=\"c\""]);
+    // Every refusal reason has a series from the start.
+    assert_eq!(
+        value(
+            &a,
+            "ringsync_refused_requests_total",
+            "reason=\"future_version\""
+        ),
+        0.0
+    );
+    assert_eq!(value(&a, "ringsync_rejected_versions_total", ""), 0.0);
+}
+
+#[test]
+fn refused_future_versions_are_counted() {
+    let mut a = node(0);
+    let mut b = node(1);
+    // a's clock is an hour ahead of b's: b refuses a's push as from the future.
+    let later = T0 + 3_600_000;
+    a.write(later, "k", Some(b"v".to_vec())).expect("write");
+    a.handle_timeout(later + INTERVAL_MS);
+    let mut refused = false;
+    while let Some(t) = a.poll_transmit() {
+        if t.to == 1 {
+            let reply = b.handle_request(T0, &t.payload);
+            a.handle_reply(T0, t.id, &reply);
+            refused = true;
+        } else {
+            a.handle_failure(t.id);
+        }
+    }
+    assert!(refused, "a sent nothing to b");
+    let text = render(&b, &ids(), T0);
+    assert_eq!(
+        value(
+            &text,
+            "ringsync_refused_requests_total",
+            "reason=\"future_version\""
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(value(&text, "ringsync_rejected_versions_total", ""), 1.0);
+    let text = render(&a, &ids(), T0);
+    assert_eq!(
+        value(
+            &text,
+            "ringsync_refused_by_peers_total",
+            "reason=\"future_version\""
+        ),
+        1.0,
+        "{text}"
+    );
+}
+
+#[test]
+fn the_app_serves_metrics_in_the_text_format() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let topo = Topology::parse(
+        "[cluster]\nname = \"metrics-test\"\n[[node]]\nid = \"a\"\naddr = \"127.0.0.1:1\"\n[[node]]\nid = \"b\"\naddr = \"127.0.0.1:2\"\n",
+        "<text>",
+        None,
+    )
+    .expect("topology");
+    let shared: Arc<Shared> = Shared::open(topo, "a", dir.path()).expect("open node a");
+    shared
+        .with_node(|n| n.write(T0, "x", Some(b"1".to_vec())))
+        .expect("write");
+    let app = ringsync::http::server::app(shared);
+    let url = tide::http::Url::parse("http://localhost/metrics").expect("url");
+    let req = tide::http::Request::new(tide::http::Method::Get, url);
+    let mut res: tide::http::Response =
+        async_std::task::block_on(app.respond(req)).expect("respond");
+    assert_eq!(res.status(), tide::StatusCode::Ok);
+    let ct = res
+        .header("content-type")
+        .map(|h| h.as_str().to_string())
+        .unwrap_or_default();
+    assert_eq!(ct, CONTENT_TYPE);
+    let body = async_std::task::block_on(res.body_string()).expect("body");
+    check_families(&body);
+    promtool_check(&body);
+    assert_eq!(value(&body, "ringsync_keys", ""), 1.0);
+    assert_eq!(value(&body, "ringsync_mode", "mode=\"ring\""), 1.0);
+}

@@ -1,0 +1,302 @@
+#!/usr/bin/env bash
+# End to end under a real systemd: three Debian containers (systemd-nspawn,
+# each booting systemd as PID 1 in its own network namespace), each set up by
+# running the shell blocks of systemd/README.md's "Install, on each server"
+# section as written (only `cargo build` is left out: the binary under test
+# is given). Then: write, sync, SIGKILL one node, watch the others fall back,
+# write while it is away, start it again, watch it catch up and the ring
+# resume, and check that systemd restarts a node killed behind its back.
+#
+# Usage: tests/systemd/e2e.sh PATH_TO_RINGSYNC_BINARY
+# Exit 0: passed. Exit 77: skipped (not root, no nspawn, no network for
+# debootstrap, containers cannot boot), with the reason on stdout. Anything
+# else: failed, with the nodes' journals.
+#
+# Everything made here (containers, network namespaces, veth pairs, the
+# staging dir) is removed on every exit path. The Debian root is cached in
+# $RINGSYNC_TEST_ROOT (default /var/cache/ringsync-test-root) and mounted
+# read-only under a tmpfs overlay (--volatile=overlay), so the three
+# containers share it and never change it.
+set -euo pipefail
+
+BIN=${1:?usage: $0 PATH_TO_RINGSYNC_BINARY}
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+ROOT=${RINGSYNC_TEST_ROOT:-/var/cache/ringsync-test-root}
+IDS=(db1 db2 db3)
+SUBNET=10.231.0
+PORT=7100
+# Deadlines, in seconds. Booting a container takes a few seconds; the
+# cluster runs 300 ms cycles, so a mode change or a catch-up takes a few.
+BOOT_DEADLINE=90
+CLUSTER_DEADLINE=60
+
+skip() { echo "SKIPPED: $*"; exit 77; }
+say() { echo "--- $*"; }
+
+[ "$(id -u)" = 0 ] || skip "the nspawn end-to-end test needs root (containers and network namespaces)"
+[ -x "$BIN" ] || { echo "no executable at $BIN"; exit 2; }
+
+need=()
+command -v systemd-nspawn >/dev/null 2>&1 || need+=(systemd-container)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+command -v flock >/dev/null 2>&1 || need+=(util-linux)
+if [ ${#need[@]} -gt 0 ]; then
+  command -v apt-get >/dev/null 2>&1 || skip "missing ${need[*]} and no apt-get to install them"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq -o DPkg::Lock::Timeout=600 "${need[@]}" >/dev/null 2>&1 \
+    || { apt-get update -qq -o DPkg::Lock::Timeout=600 >/dev/null 2>&1 || true
+         apt-get install -y -qq -o DPkg::Lock::Timeout=600 "${need[@]}" >/dev/null 2>&1; } \
+    || skip "could not install ${need[*]}"
+fi
+
+# The Debian root, built once (about 260 MB, a minute or two) and kept.
+# Built beside its final place and renamed, so a half-built root is never
+# taken for a whole one; a lock keeps two runs from building it at once.
+mkdir -p "$(dirname "$ROOT")"
+exec 9>"$ROOT.lock"
+flock 9
+# procps gives /bin/kill, which the unit's ExecReload= runs; every Debian
+# server install has it, minbase does not.
+if [ ! -x "$ROOT/usr/lib/systemd/systemd" ] || [ ! -x "$ROOT/bin/kill" ]; then
+  say "building the container root in $ROOT (once)"
+  rm -rf "$ROOT.tmp"
+  if ! debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,iproute2,curl,procps \
+      bookworm "$ROOT.tmp" >"$ROOT.debootstrap.log" 2>&1; then
+    rm -rf "$ROOT.tmp"
+    skip "debootstrap failed (no network to a Debian mirror?); see $ROOT.debootstrap.log"
+  fi
+  rm -rf "$ROOT"
+  mv "$ROOT.tmp" "$ROOT"
+fi
+flock -u 9
+
+# Names unique to this run; interface names stay under 15 characters.
+TAG=rs$$
+SW=$TAG-sw
+WORK=$(mktemp -d /tmp/ringsync-e2e.XXXXXX)
+declare -A NSPAWN LEADER
+
+cleanup() {
+  local rc=$?
+  set +e
+  if [ $rc -ne 0 ] && [ $rc -ne 77 ]; then
+    for id in "${IDS[@]}"; do
+      [ -n "${LEADER[$id]:-}" ] || continue
+      echo "=== $id: systemctl status / journal"
+      in_ "$id" systemctl status --no-pager "ringsync@$id" 2>&1 | tail -20
+      in_ "$id" journalctl --no-pager -u "ringsync@$id" 2>&1 | tail -40
+    done
+  fi
+  for id in "${IDS[@]}"; do
+    local p=${NSPAWN[$id]:-}
+    [ -n "$p" ] || continue
+    # SIGTERM makes nspawn power the container off; SIGKILL if it lingers.
+    kill -TERM "$p" 2>/dev/null
+  done
+  for id in "${IDS[@]}"; do
+    local p=${NSPAWN[$id]:-}
+    [ -n "$p" ] || continue
+    for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null
+    wait "$p" 2>/dev/null
+  done
+  for id in "${IDS[@]}"; do
+    ip netns del "$TAG-$id" 2>/dev/null
+    ip link del "$TAG$id" 2>/dev/null   # a veth not yet moved into the switch
+  done
+  ip netns del "$SW" 2>/dev/null
+  rm -rf "$WORK"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Runs a command inside container $1 (all its namespaces, as root).
+in_() {
+  local id=$1; shift
+  SYSTEMD_PAGER=cat SYSTEMD_COLORS=0 nsenter -t "${LEADER[$id]}" -a "$@"
+}
+
+# Polls `$2...` in container $1 until it succeeds, or fails naming $what.
+wait_in() {
+  local what=$1 deadline=$2 id=$3; shift 3
+  local end=$((SECONDS + deadline))
+  until in_ "$id" "$@" >/dev/null 2>&1; do
+    if [ $SECONDS -ge $end ]; then
+      echo "FAILED: timed out after ${deadline}s waiting until $what"
+      echo "last try: $(in_ "$id" "$@" 2>&1 | tail -5)"
+      exit 1
+    fi
+    sleep 0.2
+  done
+}
+
+addr() { echo "$SUBNET.$(( $1 + 1 )):$PORT"; }
+url() { echo "http://$(addr "$1")"; }
+n_of() { local i; for i in "${!IDS[@]}"; do if [ "${IDS[$i]}" = "$1" ]; then echo "$i"; fi; done; }
+
+# ---- network: one namespace per container, joined by a bridge in a
+# namespace of its own, so nothing on the host's network changes.
+say "network namespaces"
+ip netns add "$SW" || skip "cannot create network namespaces"
+ip -n "$SW" link set lo up
+ip -n "$SW" link add br0 type bridge
+ip -n "$SW" link set br0 up
+for i in "${!IDS[@]}"; do
+  id=${IDS[$i]}
+  ip netns add "$TAG-$id"
+  ip link add "$TAG$id" type veth peer name eth0 netns "$TAG-$id"
+  ip link set "$TAG$id" netns "$SW"
+  ip -n "$SW" link set "$TAG$id" master br0 up
+  ip -n "$TAG-$id" link set lo up
+  ip -n "$TAG-$id" addr add "$SUBNET.$((i + 1))/24" dev eth0
+  ip -n "$TAG-$id" link set eth0 up
+done
+
+# ---- what the README's commands expect in their working directory: the
+# built binary at target/release/ringsync, systemd/ and topology/.
+STAGE=$WORK/src
+mkdir -p "$STAGE/target/release"
+cp "$BIN" "$STAGE/target/release/ringsync"
+cp -r "$REPO/systemd" "$REPO/topology" "$STAGE/"
+
+# ---- boot the containers
+say "booting ${IDS[*]}"
+for id in "${IDS[@]}"; do
+  systemd-nspawn --register=no --keep-unit --quiet -D "$ROOT" --volatile=overlay -b \
+    --machine="$TAG-$id" --network-namespace-path="/run/netns/$TAG-$id" \
+    --bind-ro="$STAGE:/src" --console=passive </dev/null >"$WORK/nspawn-$id.log" 2>&1 &
+  NSPAWN[$id]=$!
+done
+for id in "${IDS[@]}"; do
+  end=$((SECONDS + BOOT_DEADLINE))
+  while :; do
+    kill -0 "${NSPAWN[$id]}" 2>/dev/null \
+      || skip "systemd-nspawn exited while booting $id: $(tail -3 "$WORK/nspawn-$id.log")"
+    leader=$(cat /proc/"${NSPAWN[$id]}"/task/*/children 2>/dev/null | awk '{print $1}' || true)
+    if [ -n "$leader" ]; then
+      LEADER[$id]=$leader
+      state=$(in_ "$id" systemctl is-system-running 2>/dev/null || true)
+      case $state in running|degraded) break ;; esac
+    fi
+    [ $SECONDS -lt $end ] || skip "container $id did not boot within ${BOOT_DEADLINE}s (state: ${state:-none})"
+    sleep 0.5
+  done
+done
+
+# ---- install, as systemd/README.md says
+TOPOLOGY=$WORK/topology.toml
+{
+  echo '[cluster]'
+  echo 'name = "e2e"'
+  echo 'interval = "300ms"'
+  echo 'peer_timeout = "150ms"'
+  echo 'failure_threshold = 2'
+  for i in "${!IDS[@]}"; do
+    printf '\n[[node]]\nid = "%s"\naddr = "%s"\n' "${IDS[$i]}" "$(addr "$i")"
+  done
+} >"$TOPOLOGY"
+
+# The README's install section, block by block (a block per ```sh fence).
+readme_block() {
+  awk '/^## Install, on each server/{f=1;next} /^## /{f=0} f' "$REPO/systemd/README.md" \
+    | awk -v want="$1" '/^```sh/{b=1;n++;next} /^```/{b=0;next} b && n==want'
+}
+[ -n "$(readme_block 4)" ] || { echo "FAILED: systemd/README.md has no 4 install blocks"; exit 1; }
+run_block() {
+  local id=$1 n=$2 i
+  i=$(n_of "$id")
+  local text
+  text=$(readme_block "$n" | grep -v '^cargo build' \
+    | sed -e "s/db1/$id/g" -e "s/127\.0\.0\.1:$PORT/$(addr "$i")/g")
+  echo "[$id] $text" | sed '2,$s/^/      /'
+  in_ "$id" bash -euc "cd /src; $text"
+}
+
+for id in "${IDS[@]}"; do
+  run_block "$id" 1                                     # binary, unit, example topology
+  in_ "$id" bash -c 'cat > /etc/ringsync/topology.toml' <"$TOPOLOGY"   # "Edit ..."
+  run_block "$id" 2                                     # topology check
+done
+run_block db1 3                                         # the secret, made on one server...
+in_ db1 cat /etc/ringsync/secret >"$WORK/secret"
+# ...and copied to db2 as the README says; db3 gets none, to show that a
+# missing secret does not keep the unit from starting.
+in_ db2 bash -c '(umask 077; cat > /etc/ringsync/secret)' <"$WORK/secret"
+for id in "${IDS[@]}"; do
+  run_block "$id" 4 >"$WORK/block4-$id.log" 2>&1 \
+    || { cat "$WORK/block4-$id.log"; echo "FAILED: README block 4 on $id"; exit 1; }
+  grep -q '^ready$' "$WORK/block4-$id.log" \
+    || { cat "$WORK/block4-$id.log"; echo "FAILED: $id not ready right after enable --now"; exit 1; }
+done
+
+# ---- what systemd sees
+for id in "${IDS[@]}"; do
+  [ "$(in_ "$id" systemctl is-active "ringsync@$id")" = active ] \
+    || { echo "FAILED: ringsync@$id is not active"; exit 1; }
+  pid=$(in_ "$id" systemctl show -p MainPID --value "ringsync@$id")
+  uid=$(in_ "$id" stat -c %u "/proc/$pid")
+  [ "$uid" != 0 ] || { echo "FAILED: ringsync@$id runs as root"; exit 1; }
+  wait_in "a STATUS= line with the mode on $id" "$CLUSTER_DEADLINE" "$id" \
+    bash -c "systemctl show -p StatusText --value ringsync@$id | grep -q '^mode ring, cycle'"
+done
+# The secret reached db1 as its credential; db3, without the file, got the
+# unit's fallback (a lone newline) and started all the same.
+cred=/run/credentials/ringsync@db1.service/secret
+[ "$(in_ db1 cat "$cred")" = "$(cat "$WORK/secret")" ] \
+  || { echo "FAILED: db1's credential differs from /etc/ringsync/secret"; exit 1; }
+[ "$(in_ db3 od -An -c /run/credentials/ringsync@db3.service/secret | tr -d ' ')" = '\n' ] \
+  || { echo "FAILED: db3's fallback credential is not a lone newline"; exit 1; }
+say "all three active, not root, status: $(in_ db1 systemctl show -p StatusText --value ringsync@db1)"
+
+wait_mode() { # node id, mode
+  wait_in "$1 reports mode $2" "$CLUSTER_DEADLINE" "$1" \
+    bash -c "curl -fsS $(url "$(n_of "$1")")/v1/status | grep -q '\"mode\":\"$2\"'"
+}
+
+# ---- write, sync, read everywhere
+in_ db1 curl -fsS -X PUT --data-binary one "$(url 0)/v1/kv/k1" >/dev/null
+report=$(in_ db1 curl -fsS -X POST "$(url 0)/v1/sync")
+echo "$report" | grep -q '"converged":true' || { echo "FAILED: sync: $report"; exit 1; }
+for id in db2 db3; do
+  [ "$(in_ "$id" curl -fsS "$(url "$(n_of "$id")")/v1/kv/k1")" = one ] \
+    || { echo "FAILED: $id does not hold k1 after the sync"; exit 1; }
+done
+say "write at db1 and POST /v1/sync: every node holds k1"
+
+# ---- SIGKILL db2 and keep it down (stop cancels the automatic restart)
+in_ db2 systemctl kill -s SIGKILL "ringsync@db2"
+in_ db2 systemctl stop "ringsync@db2"
+wait_mode db1 fallback
+wait_mode db3 fallback
+say "db2 killed: db1 and db3 are in fallback"
+in_ db1 curl -fsS -X PUT --data-binary two "$(url 0)/v1/kv/k2" >/dev/null
+wait_in "db3 holds k2 (written while db2 was down)" "$CLUSTER_DEADLINE" db3 \
+  bash -c "[ \"\$(curl -fsS $(url 2)/v1/kv/k2)\" = two ]"
+
+# ---- start db2 again: it catches up, and the ring resumes
+in_ db2 systemctl start "ringsync@db2"
+wait_in "db2 caught up with k2" "$CLUSTER_DEADLINE" db2 \
+  bash -c "[ \"\$(curl -fsS $(url 1)/v1/kv/k2)\" = two ]"
+wait_mode db1 ring
+wait_mode db3 ring
+say "db2 back: caught up, the ring resumed"
+
+# ---- systemd restarts a node killed behind its back (Restart=on-failure)
+in_ db3 systemctl kill -s SIGKILL "ringsync@db3"
+wait_in "systemd restarted db3" "$CLUSTER_DEADLINE" db3 \
+  bash -c '[ "$(systemctl show -p NRestarts --value ringsync@db3)" -ge 1 ] && systemctl is-active -q ringsync@db3'
+wait_in "db3 ready again" "$CLUSTER_DEADLINE" db3 curl -fsS "$(url 2)/readyz"
+say "db3 SIGKILLed: restarted by systemd"
+
+# ---- reload and metrics
+in_ db1 systemctl reload "ringsync@db1"
+wait_in "db1 logged its reload" "$CLUSTER_DEADLINE" db1 \
+  bash -c 'journalctl -u ringsync@db1 --no-pager | grep -q "reload: "'
+wait_in "db1's /metrics shows the ring mode" "$CLUSTER_DEADLINE" db1 \
+  bash -c "curl -fsS $(url 0)/metrics | grep -q '^ringsync_mode{mode=\"ring\"} 1\$'"
+say "reload logged; /metrics served"
+
+echo "PASSED"
