@@ -140,14 +140,14 @@ pub fn status_text(v: &Value) -> String {
         .into_iter()
         .flatten()
     {
-        let f = |k: &str| {
-            p.get(k)
-                .map(|x| x.to_string().trim_matches('"').to_string())
-                .unwrap_or_default()
+        let f = |k: &str| match p.get(k) {
+            None | Some(Value::Null) => "never".to_string(),
+            Some(x) => x.to_string().trim_matches('"').to_string(),
         };
         out.push_str(&format!(
-            "  peer {:<12} last push ok cycle {:<12} last received cycle {:<12} failures {}\n",
+            "  peer {:<12} {:<8} last push ok cycle {:<12} last received cycle {:<12} failures {}\n",
             f("id"),
+            f("state"),
             f("last_push_ok_cycle"),
             f("last_received_cycle"),
             f("failures")

@@ -32,6 +32,29 @@ fn base(addr: &str) -> String {
     format!("http://{addr}")
 }
 
+/// True when the node at `addr` is ready and is ours: `id` of this
+/// topology's cluster, not some other process that holds the port.
+fn is_our_node(topo: &Topology, id: &str, addr: &str) -> bool {
+    let Ok((200, body)) = call(
+        "GET",
+        &base(addr),
+        "/v1/status",
+        None,
+        Duration::from_secs(1),
+    ) else {
+        return false;
+    };
+    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+        return false;
+    };
+    v.get("id").and_then(Value::as_str) == Some(id)
+        && v.get("cluster").and_then(Value::as_str) == Some(topo.cluster.name.as_str())
+        && matches!(
+            call("GET", &base(addr), "/readyz", None, Duration::from_secs(1)),
+            Ok((200, _))
+        )
+}
+
 /// Waits until every node answers `/readyz` with 200, or fails naming who.
 fn wait_ready(topo: &Topology, children: &mut Children, deadline: Duration) -> Result<(), String> {
     let until = Instant::now() + deadline;
@@ -45,13 +68,7 @@ fn wait_ready(topo: &Topology, children: &mut Children, deadline: Duration) -> R
                     ));
                 }
             }
-            if let Ok((200, _)) = call(
-                "GET",
-                &base(&n.addr),
-                "/readyz",
-                None,
-                Duration::from_secs(1),
-            ) {
+            if is_our_node(topo, &n.id, &n.addr) {
                 break;
             }
             if Instant::now() > until {

@@ -37,6 +37,21 @@ pub fn app(shared: Arc<Shared>) -> tide::Server<Arc<Shared>> {
     app
 }
 
+/// Binds `addr`, calls `on_bound` once the listener is bound (the moment
+/// the node is ready), then serves until the process ends.
+pub async fn serve(shared: Arc<Shared>, addr: &str, on_bound: impl FnOnce()) -> Result<(), String> {
+    use tide::listener::Listener;
+    let mut listener = app(shared)
+        .bind(addr.to_string())
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    on_bound();
+    listener
+        .accept()
+        .await
+        .map_err(|e| format!("listener on {addr} failed: {e}"))
+}
+
 /// A refused request: the status, a stable reason and a message naming the
 /// problem. It becomes a JSON body `{"error": ..., "reason": ...}`.
 #[derive(Debug, Clone)]
@@ -414,7 +429,7 @@ async fn start_sync(req: Req) -> tide::Result {
         }
     };
     let shared = req.state().clone();
-    let id = sync::new_id(&shared);
+    let id = sync::begin(&shared);
     if q.wait == Some(false) {
         let s = shared.clone();
         let i = id.clone();

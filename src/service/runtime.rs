@@ -291,23 +291,23 @@ pub fn run_node(topology_path: &Path, id: &str, data_dir: Option<&Path>) -> Resu
     let notifier = Arc::new(Notifier::from_env());
     watch_signals(Arc::clone(&shared), Arc::clone(&notifier), topology_path)?;
     async_std::task::block_on(async move {
-        let app = crate::http::server::app(Arc::clone(&shared));
-        let mut listener = app
-            .bind(addr.clone())
-            .await
-            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        shared.ready.store(true, Ordering::SeqCst);
-        log::info!("node {id} ready on {addr}");
-        notifier.ready(&shared.with_node(|n| notify::status_line(n)));
-        if let Some(every) = notify::watchdog_interval_from_env() {
-            async_std::task::spawn(watchdog(Arc::clone(&shared), Arc::clone(&notifier), every));
-        }
-        async_std::task::spawn(cycles(Arc::clone(&shared), notifier));
-        use tide::listener::Listener;
-        listener
-            .accept()
-            .await
-            .map_err(|e| format!("listener on {addr} failed: {e}"))
+        let on_bound = {
+            let shared = Arc::clone(&shared);
+            move || {
+                shared.ready.store(true, Ordering::SeqCst);
+                log::info!("node {} ready on {}", shared.id(), shared.addr(shared.me));
+                notifier.ready(&shared.with_node(|n| notify::status_line(n)));
+                if let Some(every) = notify::watchdog_interval_from_env() {
+                    async_std::task::spawn(watchdog(
+                        Arc::clone(&shared),
+                        Arc::clone(&notifier),
+                        every,
+                    ));
+                }
+                async_std::task::spawn(cycles(Arc::clone(&shared), notifier));
+            }
+        };
+        crate::http::server::serve(shared, &addr, on_bound).await
     })
 }
 

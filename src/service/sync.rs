@@ -41,8 +41,11 @@ pub struct SyncReport {
     pub schedule: String,
     /// The node that coordinated it.
     pub coordinator: String,
-    /// Hops made (successor) or rounds (doubling, random).
+    /// Exchanges made: 2N-2 for successor, N per round for doubling and for
+    /// push-pull rounds.
     pub hops: u32,
+    /// Exchanges that failed (a node unreachable, a timeout, a refusal).
+    pub failed_hops: u32,
     /// Entries moved by the hops.
     pub entries: u64,
     /// Bytes moved by the hops.
@@ -84,14 +87,34 @@ impl SyncReports {
 
 static SYNC_SEQ: AtomicU64 = AtomicU64::new(1);
 
-/// A fresh sync id: this node, the time, a counter.
-pub fn new_id(shared: &Shared) -> String {
-    format!(
+/// Starts a sync's record: a fresh id (this node, the time, a counter),
+/// kept at once as "running" so that `GET /v1/sync/{id}` finds it.
+pub fn begin(shared: &Shared) -> String {
+    let id = format!(
         "{}-{}-{}",
         shared.id(),
         now_ms(),
         SYNC_SEQ.fetch_add(1, Ordering::Relaxed)
-    )
+    );
+    shared.syncs_put(blank_report(shared, &id));
+    id
+}
+
+fn blank_report(shared: &Shared, id: &str) -> SyncReport {
+    SyncReport {
+        id: id.to_string(),
+        state: "running".into(),
+        schedule: shared.topology.cluster.schedule.name().into(),
+        coordinator: shared.id().to_string(),
+        hops: 0,
+        failed_hops: 0,
+        entries: 0,
+        bytes: 0,
+        nodes: Vec::new(),
+        unreachable: Vec::new(),
+        converged: false,
+        duration_ms: 0,
+    }
 }
 
 /// One hop: node `from` runs a sync exchange with node `to`.
@@ -208,20 +231,7 @@ pub async fn run(shared: Arc<Shared>, id: String) -> SyncReport {
     let started = Instant::now();
     let n = shared.topology.nodes.len() as u32;
     let schedule = shared.topology.cluster.schedule;
-    let mut report = SyncReport {
-        id: id.clone(),
-        state: "running".into(),
-        schedule: schedule.name().into(),
-        coordinator: shared.id().to_string(),
-        hops: 0,
-        entries: 0,
-        bytes: 0,
-        nodes: Vec::new(),
-        unreachable: Vec::new(),
-        converged: false,
-        duration_ms: 0,
-    };
-    shared.syncs_put(report.clone());
+    let mut report = blank_report(&shared, &id);
     let live = collect_digests(&shared, &mut report).await;
     let whole = live.len() as u32 == n && shared.lock().mode().0 == Mode::Ring;
     if whole && schedule != Schedule::Random {
@@ -265,6 +275,7 @@ pub async fn run(shared: Arc<Shared>, id: String) -> SyncReport {
 fn tally(report: &mut SyncReport, results: Vec<HopResult>) {
     for r in results {
         report.hops += 1;
+        report.failed_hops += u32::from(!r.ok);
         report.entries += r.entries;
         report.bytes += r.bytes;
     }
@@ -309,7 +320,7 @@ async fn collect_digests(shared: &Arc<Shared>, report: &mut SyncReport) -> Vec<u
 }
 
 impl Shared {
-    fn syncs_put(&self, r: SyncReport) {
+    pub(crate) fn syncs_put(&self, r: SyncReport) {
         self.syncs.lock().unwrap_or_else(|p| p.into_inner()).put(r);
     }
 
