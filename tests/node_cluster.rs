@@ -44,7 +44,7 @@ const CYCLE_SLACK: u64 = 2;
 /// Writes one key at every node, then polls until each key is visible at
 /// every node, and checks the cycles that took against `bound` + slack.
 fn check_bound(n: usize, schedule: Schedule, bound: u64) {
-    let c = Cluster::start(n, schedule, INTERVAL, "");
+    let c = Cluster::start(n, schedule, INTERVAL, "relay = false\n");
     // Writes made during the start-up catch-up would spread by push-pull,
     // faster than the schedule: measure the schedule itself.
     c.wait_steady(CONVERGE_DEADLINE);
@@ -190,7 +190,7 @@ fn check_synced(c: &Cluster, round: &str, keys: &[String]) {
 fn manual_sync_converges(schedule: Schedule) {
     let n = 4;
     // No cycle may run, so that only the manual sync can converge them.
-    let c = Cluster::start(n, schedule, &quiet_interval(), "");
+    let c = Cluster::start(n, schedule, &quiet_interval(), "relay = false\n");
 
     let keys = diverge(&c, "blocking");
     let report = c.sync(2);

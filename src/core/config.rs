@@ -37,6 +37,12 @@ pub struct Config {
     /// Begin with a push-pull exchange to catch up before taking part in
     /// the ring: what a restarted service wants, not a simulation's start.
     pub catch_up_on_start: bool,
+    /// Relay new entries at once along the schedule's relay tree (successor:
+    /// the next node; doubling: a binomial tree), instead of waiting for
+    /// the next cycle. Cycles stay the guarantee.
+    pub relay: bool,
+    /// Random live peers a client write is relayed to in fallback mode.
+    pub fallback_relay_fanout: u32,
 }
 
 impl Config {
@@ -57,6 +63,8 @@ impl Config {
             tree_depth: 5,
             failure_threshold: 3,
             catch_up_on_start: false,
+            relay: false,
+            fallback_relay_fanout: 3,
         }
     }
 }

@@ -55,7 +55,18 @@ pub struct View {
     n: u32,
     me: u32,
     members: BTreeMap<u32, Member>,
+    /// The cycle each member's entry last changed, or was last contradicted
+    /// by a stale rumour: news of a live member is spread for
+    /// [`NEWS_CYCLES`] after that, then dropped from digests.
+    changed: BTreeMap<u32, u64>,
+    now: u64,
 }
+
+/// Cycles that news of a member's return keeps being spread. Push-pull
+/// gossip reaches all of N nodes in about log3 N + O(log log N) cycles
+/// (Karp et al. 2000): 16 covers far beyond any ring we run. A node that
+/// still missed it is set right when it next repeats the stale rumour.
+pub const NEWS_CYCLES: u64 = 16;
 
 /// What merging news did to the view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +91,8 @@ impl View {
             n,
             me,
             members: BTreeMap::new(),
+            changed: BTreeMap::new(),
+            now: 0,
         };
         v.set(
             me,
@@ -91,7 +104,22 @@ impl View {
         v
     }
 
+    /// The current cycle, for the age of news.
+    pub fn tick(&mut self, cycle: u64) {
+        if self.now == 0 {
+            // The first cycle: what changed before it changed now.
+            for at in self.changed.values_mut() {
+                *at = cycle;
+            }
+        }
+        self.now = cycle;
+        let now = self.now;
+        self.changed
+            .retain(|_, &mut at| now.saturating_sub(at) <= NEWS_CYCLES);
+    }
+
     fn set(&mut self, pos: u32, m: Member) {
+        self.changed.insert(pos, self.now);
         if m == ALIVE {
             self.members.remove(&pos);
         } else {
@@ -147,11 +175,13 @@ impl View {
         }
     }
 
-    /// The news worth sending: every member not alive at incarnation 0. A
-    /// cluster that never failed or restarted sends none.
+    /// The news worth sending: every member not alive, and members alive
+    /// again whose news is younger than [`NEWS_CYCLES`]. A healthy cluster
+    /// sends none.
     pub fn news(&self) -> Vec<News> {
         self.members
             .iter()
+            .filter(|(p, m)| m.state != State::Alive || self.changed.contains_key(p))
             .map(|(&p, m)| (p, m.incarnation, m.state))
             .collect()
     }
@@ -183,6 +213,10 @@ impl View {
                 continue;
             }
             let m = self.get(pos);
+            if inc < m.incarnation && state != State::Alive {
+                // A stale rumour: spread what we know again, for a while.
+                self.changed.insert(pos, self.now);
+            }
             if pos == self.me {
                 if state != State::Alive && inc >= m.incarnation {
                     self.set(

@@ -51,6 +51,9 @@ pub enum PushKind {
     PushPull,
     /// A manual sync hop: everything the peer lacks, whatever is in flight.
     Sync,
+    /// An eager relay of new entries along the schedule's relay tree, sent
+    /// at once rather than at the next cycle.
+    Relay,
 }
 
 /// A request's body, or a reply's.

@@ -145,7 +145,8 @@ struct Exchange {
 
 #[derive(Debug, Clone)]
 enum Awaiting {
-    /// A push; for a successor cycle push, how many relay-queue items it took.
+    /// A push; for a successor cycle push or an eager relay, the relay
+    /// items it carries, removed from their queue once acknowledged.
     Push {
         kind: PushKind,
         relay_taken: usize,
@@ -167,6 +168,13 @@ struct Outstanding {
     what: Awaiting,
 }
 
+#[derive(Debug, Default, Clone)]
+struct EagerQueue {
+    items: VecDeque<(String, Version)>,
+    /// Items at the front carried by the relay in flight (0: none in flight).
+    in_flight: usize,
+}
+
 /// One node of the cluster.
 pub struct Node<S: Store> {
     cfg: Config,
@@ -186,6 +194,11 @@ pub struct Node<S: Store> {
     /// one it arrived in, so that each hop of the doubling tree uses its own
     /// cycle's offset.
     relay: VecDeque<(String, Version, u64)>,
+    /// Items at the front of `relay` carried by a cycle push in flight.
+    relay_in_flight: usize,
+    /// Eager relay queues by target: entries wait here while a relay to
+    /// that target is in flight, and ride in the next one.
+    eager: BTreeMap<u32, EagerQueue>,
     next_id: u64,
     outstanding: HashMap<u64, Outstanding>,
     exchanges: HashMap<u64, Exchange>,
@@ -261,6 +274,8 @@ impl<S: Store> Node<S> {
             resyncing,
             cycle: None,
             relay: VecDeque::new(),
+            relay_in_flight: 0,
+            eager: BTreeMap::new(),
             next_id: 1,
             outstanding: HashMap::new(),
             exchanges: HashMap::new(),
@@ -335,7 +350,7 @@ impl<S: Store> Node<S> {
             root: self.tree.root(),
             keys: self.keys,
             tombstones: self.tombstones,
-            quiet: self.relay.is_empty(),
+            quiet: self.relay.is_empty() && self.eager.is_empty(),
             resyncing: self.resyncing,
             news: self.view.news(),
         }
@@ -399,7 +414,7 @@ impl<S: Store> Node<S> {
             value,
             version: clock.tick(now_ms),
         };
-        self.apply(now_ms, vec![entry.clone()], false, Vec::new())
+        self.apply(now_ms, vec![entry.clone()], false, Vec::new(), true)
             .map_err(WriteError::Store)?;
         self.hlc = clock;
         Ok(entry)
@@ -415,6 +430,7 @@ impl<S: Store> Node<S> {
         }
         self.cycle = Some(c);
         self.stats.cycles += 1;
+        self.view.tick(c);
         if let Err(e) = self.collect_garbage(now_ms) {
             log::warn!("tombstone collection failed, will retry next cycle: {e}");
         }
@@ -506,6 +522,8 @@ impl<S: Store> Node<S> {
         self.mode_since = self.cycle.unwrap_or(0);
         self.mode_reason = reason.clone();
         self.relay.clear();
+        self.relay_in_flight = 0;
+        self.eager.clear();
         self.events.push_back(Event::ModeChanged { mode, reason });
     }
 
@@ -556,6 +574,9 @@ impl<S: Store> Node<S> {
             }
             PushKind::Cycle => {
                 let (entries, relay_taken) = self.relay_batch(x.peer);
+                if self.cfg.schedule == Schedule::Successor {
+                    self.relay_in_flight += relay_taken;
+                }
                 self.send_push(ex, x.peer, PushKind::Cycle, entries, false, relay_taken);
             }
             kind => self.send_push(ex, x.peer, kind, Vec::new(), false, 0),
@@ -631,11 +652,16 @@ impl<S: Store> Node<S> {
             (Awaiting::Push { kind, relay_taken }, Body::Ack { digest }) => {
                 self.stats.pushes_ok += 1;
                 if kind == PushKind::Cycle && self.cfg.schedule == Schedule::Successor {
-                    let taken = relay_taken.min(self.relay.len());
-                    self.relay.drain(..taken);
+                    // The items it carried are at the front, unless the
+                    // queue was cleared meanwhile (which zeroes the count).
+                    let taken = relay_taken.min(self.relay_in_flight);
+                    self.relay.drain(..taken.min(self.relay.len()));
+                    self.relay_in_flight -= taken;
                 }
                 self.hear(&digest);
-                if !self.check_self_stale(peer, &digest) {
+                if kind == PushKind::Relay {
+                    self.relay_done(peer, relay_taken, true);
+                } else if !self.check_self_stale(peer, &digest) {
                     self.follow_up(ex, peer, kind, &digest);
                 }
             }
@@ -651,7 +677,8 @@ impl<S: Store> Node<S> {
                 self.hear(&digest);
                 if self.check_self_stale(peer, &digest) {
                     // Wiped: the next exchange pulls everything.
-                } else if let Err(reason) = self.accept(now_ms, &entries, complete, &digest) {
+                } else if let Err(reason) = self.accept(now_ms, &entries, complete, &digest, false)
+                {
                     self.note_refusal(peer, reason, true);
                     self.mark_failed(ex);
                 } else {
@@ -672,7 +699,7 @@ impl<S: Store> Node<S> {
             }
             (Awaiting::Bucket { buckets }, Body::BucketReply { entries, want }) => {
                 let digest = Digest::default();
-                match self.accept(now_ms, &entries, false, &digest) {
+                match self.accept(now_ms, &entries, false, &digest, false) {
                     Err(reason) => {
                         self.note_refusal(peer, reason, true);
                         self.mark_failed(ex);
@@ -707,6 +734,14 @@ impl<S: Store> Node<S> {
 
     fn fail(&mut self, out: Outstanding) {
         self.stats.pushes_failed += 1;
+        if let Awaiting::Push { kind, relay_taken } = out.what {
+            if kind == PushKind::Relay {
+                self.relay_done(out.to, relay_taken, false);
+            } else if kind == PushKind::Cycle && self.cfg.schedule == Schedule::Successor {
+                // Sent again by the next cycle's push.
+                self.relay_in_flight = self.relay_in_flight.saturating_sub(relay_taken);
+            }
+        }
         self.peers.entry(out.to).or_default().failures += 1;
         self.judge_missed(out.to);
         if let Some(x) = self.exchanges.get_mut(&out.exchange) {
@@ -731,17 +766,25 @@ impl<S: Store> Node<S> {
     fn request(&mut self, now_ms: u64, from: u32, body: Body) -> Body {
         match body {
             Body::Push {
-                kind: _,
+                kind,
                 digest,
                 entries,
                 complete,
             } => {
+                // Validated whole before anything changes, membership
+                // news and stale checks included.
+                if let Err(reason) = self.validate(now_ms, &entries) {
+                    return self.refuse(from, reason, None);
+                }
                 if !entries.is_empty() && self.is_stale(&digest) {
                     return self.refuse(from, Refusal::StaleSender, Some(self.digest()));
                 }
                 self.hear(&digest);
-                self.check_self_stale(from, &digest);
-                match self.accept(now_ms, &entries, complete, &digest) {
+                // Wiped: this push was cut to our old hints, so it cannot
+                // complete a resync.
+                let wiped = self.check_self_stale(from, &digest);
+                let relayed = kind == PushKind::Relay;
+                match self.accept(now_ms, &entries, complete && !wiped, &digest, relayed) {
                     Ok(()) => Body::Ack {
                         digest: self.digest(),
                     },
@@ -814,14 +857,8 @@ impl<S: Store> Node<S> {
         });
     }
 
-    /// Validates `entries` whole, then merges them in one commit.
-    fn accept(
-        &mut self,
-        now_ms: u64,
-        entries: &[Entry],
-        complete: bool,
-        sender: &Digest,
-    ) -> Result<(), Refusal> {
+    /// Checks every entry of a message against the limits and the clock.
+    fn validate(&self, now_ms: u64, entries: &[Entry]) -> Result<(), Refusal> {
         if entries.len() > self.cfg.batch_entries {
             return Err(Refusal::InvalidEntry);
         }
@@ -836,6 +873,20 @@ impl<S: Store> Node<S> {
                 return Err(Refusal::FutureVersion);
             }
         }
+        Ok(())
+    }
+
+    /// Validates `entries` whole, then merges them in one commit.
+    /// `relayed`: they came by eager relay, and travel on down its tree.
+    fn accept(
+        &mut self,
+        now_ms: u64,
+        entries: &[Entry],
+        complete: bool,
+        sender: &Digest,
+        relayed: bool,
+    ) -> Result<(), Refusal> {
+        self.validate(now_ms, entries)?;
         self.stats.entries_received += entries.len() as u64;
         let mut meta = Vec::new();
         let finishing_resync = complete && self.resyncing;
@@ -847,7 +898,11 @@ impl<S: Store> Node<S> {
             }
             meta.push((META_GC_FLOORS.to_string(), encode_floors(&floors)));
         }
-        self.apply(now_ms, entries.to_vec(), false, meta)
+        if entries.is_empty() && meta.is_empty() {
+            // Nothing to commit: an empty push costs no fsync.
+            return Ok(());
+        }
+        self.apply(now_ms, entries.to_vec(), false, meta, relayed)
             .map_err(|e| {
                 log::warn!("merge failed, nothing applied: {e}");
                 Refusal::StoreFailed
@@ -871,6 +926,7 @@ impl<S: Store> Node<S> {
         entries: Vec<Entry>,
         clear_first: bool,
         meta: Vec<(String, Vec<u8>)>,
+        relayed: bool,
     ) -> Result<(), StoreError> {
         let merged = self.store.commit(WriteBatch {
             clear_first,
@@ -897,10 +953,15 @@ impl<S: Store> Node<S> {
             } else {
                 self.keys += 1;
             }
-            if c0_ok && self.relays(&e, arrived) {
+            if self.cfg.relay {
+                if relayed {
+                    self.enqueue_relay(&e);
+                }
+            } else if c0_ok && self.relays(&e, arrived) {
                 self.relay.push_back((e.key, e.version, arrived));
             }
         }
+        self.pump_relays();
         let cap = self.cfg.relay_queue_max;
         if self.relay.len() > cap {
             // Beyond the cap, the oldest are left to digest repair.
@@ -908,6 +969,120 @@ impl<S: Store> Node<S> {
             self.relay.drain(..extra);
         }
         Ok(())
+    }
+
+    /// Queues a newly held entry for eager relay to its children in the
+    /// relay tree: successor, the next node until the entry has gone round;
+    /// doubling, a binomial tree over the ring (the node at distance d from
+    /// the origin covers distances [d, d + min(lowbit(d), n - d)), so every
+    /// node is reached once, in ceil(log2 n) hops). In fallback (and in the
+    /// random schedule) a client write goes to a few random live peers.
+    fn enqueue_relay(&mut self, e: &Entry) {
+        let n = self.cfg.n;
+        let me = self.cfg.me;
+        let d = distance(n, e.version.origin, me);
+        let mut targets = Vec::new();
+        if self.mode == Mode::Fallback || self.cfg.schedule == Schedule::Random {
+            if d == 0 {
+                for _ in 0..self.cfg.fallback_relay_fanout * 4 {
+                    if targets.len() as u32 >= self.cfg.fallback_relay_fanout {
+                        break;
+                    }
+                    match self.view.random_live(&mut self.rng) {
+                        Some(p) if !targets.contains(&p) => targets.push(p),
+                        Some(_) => {}
+                        None => break,
+                    }
+                }
+            }
+        } else if self.cfg.schedule == Schedule::Successor {
+            if d + 1 < n {
+                targets.push((me + 1) % n);
+            }
+        } else {
+            let span = if d == 0 {
+                n
+            } else {
+                (1u32 << d.trailing_zeros()).min(n - d)
+            };
+            let mut step = 1u32;
+            while step < span {
+                targets.push((me + step) % n);
+                step <<= 1;
+            }
+        }
+        for t in targets {
+            let q = self.eager.entry(t).or_default();
+            // Beyond the bound, arrivals are left to the next cycle.
+            if q.items.len() < self.cfg.relay_queue_max {
+                q.items.push_back((e.key.clone(), e.version));
+            }
+        }
+    }
+
+    /// Sends a relay to every target with entries waiting and none in flight.
+    fn pump_relays(&mut self) {
+        let ready: Vec<u32> = self
+            .eager
+            .iter()
+            .filter(|(_, q)| q.in_flight == 0 && !q.items.is_empty())
+            .map(|(&t, _)| t)
+            .collect();
+        for t in ready {
+            let Some(q) = self.eager.get(&t) else {
+                continue;
+            };
+            let mut entries = Vec::new();
+            let mut bytes = 0usize;
+            let mut taken = 0usize;
+            for (key, version) in &q.items {
+                if entries.len() >= self.cfg.batch_entries || bytes >= self.cfg.batch_bytes {
+                    break;
+                }
+                taken += 1;
+                match self.store.get(key) {
+                    Ok(Some(e)) if e.version == *version => {
+                        bytes += e.wire_len();
+                        entries.push(e);
+                    }
+                    // Superseded: its successor is queued on its own.
+                    Ok(_) => {}
+                    Err(err) => {
+                        log::warn!("relay read of {key:?} failed, left to the cycle: {err}")
+                    }
+                }
+            }
+            if entries.is_empty() {
+                self.relay_done(t, taken, true);
+                continue;
+            }
+            if let Some(q) = self.eager.get_mut(&t) {
+                q.in_flight = taken;
+            }
+            self.stats.relays_sent += 1;
+            self.stats.relay_entries += entries.len() as u64;
+            let ex = self.new_exchange(t, PushKind::Relay);
+            self.send_push(ex, t, PushKind::Relay, entries, false, taken);
+        }
+    }
+
+    /// A relay to `peer` that carried `taken` queue items ended. A failed
+    /// relay is dropped with what waited behind it: the next cycle's
+    /// digest-and-delta carries them.
+    fn relay_done(&mut self, peer: u32, taken: usize, ok: bool) {
+        if let Some(q) = self.eager.get_mut(&peer) {
+            let taken = taken.min(q.items.len());
+            q.items.drain(..taken);
+            q.in_flight = 0;
+            if !ok {
+                self.stats.relays_failed += 1;
+                q.items.clear();
+            }
+            if q.items.is_empty() {
+                self.eager.remove(&peer);
+            }
+        }
+        self.pump_relays();
     }
 
     fn uncount(&mut self, tombstone: bool) {
@@ -946,6 +1121,11 @@ impl<S: Store> Node<S> {
     /// Cycles an entry may still be travelling the schedule's path: past
     /// them, a node that lacks it lost it, and digest repair may send it.
     fn window(&self) -> u64 {
+        if self.cfg.relay && self.cfg.schedule.is_ring() {
+            // Relays reach every node within milliseconds: what a peer
+            // still lacks a cycle later was lost.
+            return 1;
+        }
         match self.cfg.schedule {
             Schedule::Successor => u64::from(self.cfg.n.saturating_sub(1)).max(1),
             Schedule::Doubling => u64::from(log2_ceil(self.cfg.n)),
@@ -975,7 +1155,13 @@ impl<S: Store> Node<S> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         let mut taken = 0usize;
-        for (key, version, arrived) in self.relay.iter() {
+        // Successor: skip what a push still in flight carries. Doubling
+        // sends each item once per offset, so it skips nothing.
+        let skip = match self.cfg.schedule {
+            Schedule::Successor => self.relay_in_flight,
+            _ => 0,
+        };
+        for (key, version, arrived) in self.relay.iter().skip(skip) {
             if out.len() >= self.cfg.batch_entries || bytes >= self.cfg.batch_bytes || *arrived >= c
             {
                 break;
@@ -1040,6 +1226,9 @@ impl<S: Store> Node<S> {
                 after = last.version;
                 let short = chunk.len() < room.min(1024);
                 for e in chunk {
+                    if out.len() >= self.cfg.batch_entries || bytes >= self.cfg.batch_bytes {
+                        return Ok((out, false));
+                    }
                     if let Some(c) = window_at {
                         if self.birth_cycle(&e.version) + w > c {
                             complete = false;
@@ -1165,17 +1354,24 @@ impl<S: Store> Node<S> {
         let bits = self.tree.bucket_bits();
         let mut entries = Vec::new();
         let mut want = Vec::new();
+        let mut bytes = 0usize;
+        // Within the batch limits; what is cut is found by the next repair.
         for (b, theirs) in buckets {
+            if entries.len() >= self.cfg.batch_entries || bytes >= self.cfg.batch_bytes {
+                break;
+            }
             let mine = self.store.bucket(*b, bits)?;
             let mine_hashes: HashSet<u64> = mine.iter().map(Entry::hash64).collect();
             let their_set: HashSet<u64> = theirs.iter().copied().collect();
             for e in mine {
-                if !their_set.contains(&e.hash64()) {
+                if !their_set.contains(&e.hash64()) && entries.len() < self.cfg.batch_entries {
+                    bytes += e.wire_len();
                     entries.push(e);
                 }
             }
             want.extend(theirs.iter().filter(|h| !mine_hashes.contains(h)));
         }
+        want.truncate(self.cfg.batch_entries);
         Ok((entries, want))
     }
 
@@ -1185,10 +1381,17 @@ impl<S: Store> Node<S> {
         }
         let want: HashSet<u64> = want.iter().copied().collect();
         let bits = self.tree.bucket_bits();
-        let mut out = Vec::new();
+        let mut out: Vec<Entry> = Vec::new();
         for &b in buckets {
+            if out.len() >= self.cfg.batch_entries {
+                break;
+            }
             match self.store.bucket(b, bits) {
-                Ok(es) => out.extend(es.into_iter().filter(|e| want.contains(&e.hash64()))),
+                Ok(es) => out.extend(
+                    es.into_iter()
+                        .filter(|e| want.contains(&e.hash64()))
+                        .take(self.cfg.batch_entries - out.len()),
+                ),
                 Err(e) => {
                     log::warn!("bucket read failed during repair: {e}");
                     self.mark_failed(ex);
@@ -1253,6 +1456,8 @@ impl<S: Store> Node<S> {
                 self.keys = 0;
                 self.tombstones = 0;
                 self.relay.clear();
+                self.relay_in_flight = 0;
+                self.eager.clear();
                 self.resyncing = true;
                 self.stats.wipes += 1;
                 self.events.push_back(Event::Wiped { peer });

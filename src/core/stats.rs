@@ -29,6 +29,12 @@ pub struct Stats {
     pub tombstones_collected: u64,
     /// Times this node wiped itself to resync.
     pub wipes: u64,
+    /// Eager relays sent.
+    pub relays_sent: u64,
+    /// Eager relays that failed (left to the next cycle).
+    pub relays_failed: u64,
+    /// Entries carried by eager relays.
+    pub relay_entries: u64,
     /// Requests we refused, by reason.
     pub refused: BTreeMap<&'static str, u64>,
     /// Our requests that peers refused, by reason.

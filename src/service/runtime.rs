@@ -68,6 +68,7 @@ impl Shared {
         cfg.tombstone_lifetime_ms = c.tombstone_lifetime.as_millis() as u64;
         cfg.failure_threshold = c.failure_threshold;
         cfg.catch_up_on_start = true;
+        cfg.relay = c.relay;
         let node = Node::open(cfg, store, now_ms() ^ u64::from(std::process::id()))
             .map_err(|e| format!("cannot read the store in {}: {e}", data_dir.display()))?;
         Ok(Arc::new(Shared {
