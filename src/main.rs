@@ -33,6 +33,10 @@ enum Command {
         /// Where the data lives (default: the node's data_dir in the file).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Run without a cluster secret on an address other than loopback:
+        /// anyone who can reach the node can then sync with it.
+        #[arg(long)]
+        insecure: bool,
     },
     /// Start every node of a local topology, write, sync, and report.
     Demo {
@@ -125,11 +129,41 @@ enum Command {
         /// table or json.
         #[arg(long, default_value = "table")]
         format: String,
+        /// Also sweep N over 2, 4, 8, ... up to --nodes and draw cycles to
+        /// convergence against N into this SVG file (prints the sweep's table).
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
+    },
+    /// Measure convergence, idle and repair cost, join and merge
+    /// throughput, memory and write latency; writes bench/results/ and
+    /// docs/BENCHMARKS.md under the current directory (about 5 minutes on 2
+    /// cores; within 10).
+    Bench {
+        /// Small datasets, about a minute: a smoke test. Writes only
+        /// bench/results/<stamp>-quick.json.
+        #[arg(long)]
+        quick: bool,
     },
     /// Topology file tools.
     Topology {
         #[command(subcommand)]
         command: TopologyCommand,
+    },
+    /// Cluster secret tools.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Make a fresh random secret (256 bits, as hex): printed, or written
+    /// to a new file readable by its owner only.
+    New {
+        /// The file to create (never overwritten); default: print it.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -149,7 +183,8 @@ fn main() -> ExitCode {
             topology,
             id,
             data_dir,
-        } => ringsync::service::run_node(&topology, &id, data_dir.as_deref()),
+            insecure,
+        } => ringsync::service::run_node(&topology, &id, data_dir.as_deref(), insecure),
         Command::Demo { topology, once } => ringsync::cli::demo::run(&topology, once),
         Command::Sync { node, json } => ringsync::cli::client::sync(&node, json),
         Command::Status { node, json } => ringsync::cli::client::status(&node, json),
@@ -171,9 +206,23 @@ fn main() -> ExitCode {
             loss,
             crash,
             format,
+            plot,
         } => sim(
-            nodes, &schedule, seed, runs, writes, writers, loss, crash, &format,
+            nodes,
+            &schedule,
+            seed,
+            runs,
+            writes,
+            writers,
+            loss,
+            crash,
+            &format,
+            plot.as_deref(),
         ),
+        Command::Bench { quick } => ringsync::bench::run(quick, std::path::Path::new(".")),
+        Command::Secret {
+            command: SecretCommand::New { out },
+        } => ringsync::http::auth::secret_new(out.as_deref()),
         Command::Topology {
             command: TopologyCommand::Check { file },
         } => ringsync::topology::Topology::load(&file)
@@ -200,6 +249,7 @@ fn sim(
     loss: f64,
     crash: u32,
     format: &str,
+    plot: Option<&std::path::Path>,
 ) -> Result<(), String> {
     let schedule = match schedule {
         "all" => None,
@@ -229,7 +279,10 @@ fn sim(
         crash,
         format,
     };
-    let out = ringsync::sim::cli::run(&opts)?;
+    let out = match plot {
+        Some(path) => ringsync::sim::plot::run(&opts, path)?,
+        None => ringsync::sim::cli::run(&opts)?,
+    };
     print!("{out}");
     Ok(())
 }

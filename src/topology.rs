@@ -38,6 +38,10 @@ const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
 /// Default cap on random rounds of a manual sync in fallback mode; with
 /// push-pull gossip, 64 rounds covers rings far larger than we deploy.
 const DEFAULT_SYNC_MAX_ROUNDS: u32 = 64;
+/// Default time a client has to send a request (its head, or its body) and
+/// to take an answer: a 64 MiB peer batch crosses a 100 Mbit/s link in
+/// about 5 s, and a client that trickles bytes is cut after this.
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest node id; ids appear in logs, paths and URLs.
 const MAX_ID_LEN: usize = 64;
 /// How the accepted duration syntax is shown in error messages.
@@ -74,6 +78,10 @@ pub struct Cluster {
     pub max_clock_drift: Duration,
     /// File holding the shared secret, resolved against the file's folder.
     pub secret_file: Option<PathBuf>,
+    /// File holding the client API's bearer tokens, resolved likewise.
+    pub tokens_file: Option<PathBuf>,
+    /// How long a client may take to send a request or take an answer.
+    pub request_timeout: Duration,
     /// Consecutive failed pushes before a peer is marked failed (at least 1).
     pub failure_threshold: u32,
     /// Whether new writes are relayed eagerly instead of waiting for a cycle.
@@ -137,6 +145,8 @@ struct RawCluster {
     max_value_size: Option<Spanned<i64>>,
     max_clock_drift: Option<Spanned<String>>,
     secret_file: Option<Spanned<String>>,
+    tokens_file: Option<Spanned<String>>,
+    request_timeout: Option<Spanned<String>>,
     failure_threshold: Option<Spanned<i64>>,
     relay: Option<bool>,
     sync_max_rounds: Option<Spanned<i64>>,
@@ -609,6 +619,18 @@ impl Ctx<'_> {
             i64::from(DEFAULT_SYNC_MAX_ROUNDS),
         )?;
         let secret_file = self.path("secret_file", &rc.secret_file)?;
+        let tokens_file = self.path("tokens_file", &rc.tokens_file)?;
+        let request_timeout = self.duration(
+            "request_timeout",
+            &rc.request_timeout,
+            DEFAULT_REQUEST_TIMEOUT,
+        )?;
+        if request_timeout.is_zero() {
+            return Err(self.err(
+                rc.request_timeout.as_ref().map(Spanned::span),
+                "request_timeout is zero, so every request would be cut; set it above 0, like \"10s\", or remove it to use the default",
+            ));
+        }
 
         Ok(Cluster {
             name: name.into_inner(),
@@ -620,6 +642,8 @@ impl Ctx<'_> {
             max_value_size: usize::try_from(max_value_size).unwrap_or(DEFAULT_MAX_VALUE_SIZE),
             max_clock_drift,
             secret_file,
+            tokens_file,
+            request_timeout,
             failure_threshold: u32::try_from(failure_threshold)
                 .unwrap_or(DEFAULT_FAILURE_THRESHOLD),
             relay: rc.relay.unwrap_or(true),
@@ -692,6 +716,8 @@ addr = "127.0.0.1:7103"
         assert_eq!(t.cluster.max_value_size, 1 << 20);
         assert_eq!(t.cluster.max_clock_drift, Duration::from_secs(5));
         assert_eq!(t.cluster.secret_file, None);
+        assert_eq!(t.cluster.tokens_file, None);
+        assert_eq!(t.cluster.request_timeout, Duration::from_secs(10));
         assert_eq!(t.cluster.failure_threshold, 3);
         assert!(t.cluster.relay);
         assert_eq!(t.cluster.sync_max_rounds, 64);
@@ -714,6 +740,8 @@ tombstone_lifetime = "1h"
 max_value_size = 4096
 max_clock_drift = "2s"
 secret_file = "secret"
+tokens_file = "tokens"
+request_timeout = "3s"
 failure_threshold = 5
 relay = false
 sync_max_rounds = 10
@@ -736,6 +764,8 @@ data_dir = "rel/y"
         assert_eq!(c.max_value_size, 4096);
         assert_eq!(c.max_clock_drift, Duration::from_secs(2));
         assert_eq!(c.secret_file.as_deref(), Some(Path::new("/etc/rs/secret")));
+        assert_eq!(c.tokens_file.as_deref(), Some(Path::new("/etc/rs/tokens")));
+        assert_eq!(c.request_timeout, Duration::from_secs(3));
         assert_eq!(c.failure_threshold, 5);
         assert!(!c.relay);
         assert_eq!(c.sync_max_rounds, 10);
@@ -896,6 +926,7 @@ data_dir = "rel/y"
             "peer_timeout",
             "tombstone_lifetime",
             "max_clock_drift",
+            "request_timeout",
         ] {
             let text = VALID.replace(
                 "interval = \"1s\"",

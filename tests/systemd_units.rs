@@ -140,6 +140,7 @@ fn the_unit_says_what_the_service_needs() {
         "StateDirectory=ringsync/%i",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "LoadCredential=secret:/etc/ringsync/secret",
+        "LoadCredential=tokens:/etc/ringsync/tokens",
         "ExecStart=/usr/local/bin/ringsync node --topology /etc/ringsync/topology.toml --id %i --data-dir ${STATE_DIRECTORY}",
     ] {
         assert!(lines.contains(&want), "the unit lacks {want:?}");
@@ -149,6 +150,10 @@ fn the_unit_says_what_the_service_needs() {
     assert!(
         lines.iter().any(|l| l.starts_with("SetCredential=secret:")),
         "no SetCredential=secret: fallback"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("SetCredential=tokens:")),
+        "no SetCredential=tokens: fallback"
     );
 }
 

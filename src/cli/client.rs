@@ -1,16 +1,30 @@
 //! `ringsync sync|status|get|put|del`: clients of a node's HTTP API,
-//! printing readable text, or JSON with `--json`.
+//! printing readable text, or JSON with `--json`. Credentials come from
+//! the files named by `RINGSYNC_TOKEN_FILE` (a bearer token for `/v1/kv`)
+//! and `RINGSYNC_SECRET_FILE` (the cluster secret, to sign `sync` and,
+//! without a token, `/v1/kv`).
 
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::http::client::call;
+use crate::http::client::{call_with, ClientAuth};
 use crate::http::percent_encode;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// A whole-cluster sync may take many hops, each bounded by peer timeouts.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// One API call with the credentials the environment names.
+fn call(
+    method: &str,
+    node: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>), String> {
+    call_with(method, node, path, body, timeout, &ClientAuth::from_env()?)
+}
 
 fn json_of(status: u16, body: &[u8]) -> Result<Value, String> {
     let v: Value = serde_json::from_slice(body).map_err(|_| {

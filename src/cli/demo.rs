@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::client::{status_text, sync_text};
-use crate::http::client::call;
+use crate::http::auth::{self, Signer};
+use crate::http::client::{call, call_with, ClientAuth};
 use crate::http::percent_encode;
 use crate::topology::Topology;
 
@@ -80,6 +81,75 @@ fn wait_ready(topo: &Topology, children: &mut Children, deadline: Duration) -> R
     Ok(())
 }
 
+/// Gives the demo's cluster its secrets, so that it runs as a real one
+/// does: signed peer and sync requests, a token for the writes. Returns
+/// the topology file the nodes are to load, and the demo's credentials.
+///
+/// A topology that names its own `secret_file` is used as it is, and the
+/// demo signs with that secret. Otherwise a fresh secret and a write token
+/// are made in `dir`, and a copy of the topology that names them.
+fn secure(path: &Path, topo: &Topology, dir: &Path) -> Result<(PathBuf, ClientAuth), String> {
+    if let Some(secret) = &topo.cluster.secret_file {
+        let auth = ClientAuth {
+            signer: Some(Signer::operator_from_file(secret)?),
+            ..ClientAuth::default()
+        };
+        return Ok((path.to_path_buf(), auth));
+    }
+    let secret = dir.join("secret");
+    auth::secret_new(Some(&secret))?;
+    let token = auth::hex(&auth::random_bytes(32)?);
+    let tokens = dir.join("tokens");
+    write_private(&tokens, &format!("{token} write\n"))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let keys = format!(
+        "secret_file = {:?}\ntokens_file = {:?}",
+        secret.display().to_string(),
+        tokens.display().to_string()
+    );
+    let mut done = false;
+    let copy: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if !done && l.trim_start().starts_with("[cluster]") {
+                done = true;
+                format!("{l}\n{keys}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    let copy_path = dir.join("topology.toml");
+    std::fs::write(&copy_path, copy.join("\n") + "\n")
+        .map_err(|e| format!("cannot write {}: {e}", copy_path.display()))?;
+    let check = Topology::load(&copy_path).map_err(|e| e.to_string())?;
+    if !done || check.fingerprint() != topo.fingerprint() || check.cluster.secret_file.is_none() {
+        return Err(format!(
+            "could not add the demo's secret to a copy of {}",
+            path.display()
+        ));
+    }
+    let auth = ClientAuth {
+        token: Some(token),
+        signer: Some(Signer::operator_from_file(&secret)?),
+        to: None,
+    };
+    Ok((copy_path, auth))
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
 /// Runs the demo over the topology at `path`.
 pub fn run(path: &Path, once: bool) -> Result<(), String> {
     let topo = Topology::load(path).map_err(|e| e.to_string())?;
@@ -99,11 +169,21 @@ pub fn run(path: &Path, once: bool) -> Result<(), String> {
         procs: Vec::new(),
         dir: dir.clone(),
     };
+    let (path, auth) = secure(path, &topo, &dir)?;
+    let path = path.as_path();
     println!(
         "starting {} nodes of cluster {:?} (data and logs in {})",
         topo.nodes.len(),
         topo.cluster.name,
         dir.display()
+    );
+    println!(
+        "peer and sync requests are signed with the cluster secret{}",
+        if auth.token.is_some() {
+            " made for the demo; writes carry a client token"
+        } else {
+            " of the topology"
+        }
     );
     for n in &topo.nodes {
         let log = std::fs::File::create(dir.join(format!("{}.log", n.id)))
@@ -132,12 +212,13 @@ pub fn run(path: &Path, once: bool) -> Result<(), String> {
         for k in 0..3 {
             let key = format!("demo/{}/{k}", n.id);
             let value = format!("written at {} (#{k})", n.id);
-            let (st, body) = call(
+            let (st, body) = call_with(
                 "PUT",
                 &base(&n.addr),
                 &format!("/v1/kv/{}", percent_encode(&key)),
                 Some(value.into_bytes()),
                 Duration::from_secs(5),
+                &auth.to(&n.id),
             )?;
             if st != 200 {
                 return Err(format!(
@@ -149,19 +230,27 @@ pub fn run(path: &Path, once: bool) -> Result<(), String> {
         }
         if i == 0 {
             let key = format!("demo/{}/2", n.id);
-            call(
+            call_with(
                 "DELETE",
                 &base(&n.addr),
                 &format!("/v1/kv/{}", percent_encode(&key)),
                 None,
                 Duration::from_secs(5),
+                &auth.to(&n.id),
             )?;
         }
     }
     println!("wrote 3 keys at each node and deleted one");
 
     let first = base(&topo.nodes[0].addr);
-    let (st, body) = call("POST", &first, "/v1/sync", None, Duration::from_secs(300))?;
+    let (st, body) = call_with(
+        "POST",
+        &first,
+        "/v1/sync",
+        None,
+        Duration::from_secs(300),
+        &auth.to(&topo.nodes[0].id),
+    )?;
     let report: Value = serde_json::from_slice(&body).map_err(|_| {
         format!(
             "sync answered HTTP {st}: {}",
@@ -191,6 +280,14 @@ pub fn run(path: &Path, once: bool) -> Result<(), String> {
         };
     }
     println!("\nthe cluster keeps running; try `ringsync status --node {first}`. Ctrl-C stops it.");
+    if auth.token.is_some() {
+        println!(
+            "its credentials are in {}: `RINGSYNC_TOKEN_FILE={} ringsync put k v --node {first}`, `RINGSYNC_SECRET_FILE={} ringsync sync --node {first}`",
+            dir.display(),
+            dir.join("tokens").display(),
+            dir.join("secret").display()
+        );
+    }
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,

@@ -484,6 +484,8 @@ impl<S: Store> Node<S> {
                 }) {
                     log::warn!("could not persist incarnation {inc}: {e}");
                 }
+                // The same news may have changed other members too.
+                self.update_mode();
             }
         }
     }

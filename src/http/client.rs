@@ -1,9 +1,14 @@
-//! Outgoing HTTP: peer requests, sync hops, and the CLI's API calls.
+//! Outgoing HTTP: peer requests, sync hops, and the CLI's API calls, each
+//! signed with the cluster secret when there is one.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+use super::auth::Signer;
+use super::server::HEADER_REFUSED;
+use crate::service::now_ms;
 use crate::service::sync::{Hop, HopResult, NodeDigest};
 
 fn url(addr: &str, path: &str) -> String {
@@ -16,69 +21,239 @@ fn url(addr: &str, path: &str) -> String {
 
 async fn with_timeout<T>(
     d: Duration,
-    f: impl std::future::Future<Output = Result<T, String>>,
-) -> Result<T, String> {
-    async_std::future::timeout(d, f)
-        .await
-        .map_err(|_| format!("no answer within {}", humantime::format_duration(d)))?
+    f: impl std::future::Future<Output = Result<T, PeerError>>,
+) -> Result<T, PeerError> {
+    async_std::future::timeout(d, f).await.map_err(|_| {
+        PeerError::plain(format!(
+            "no answer within {}",
+            humantime::format_duration(d)
+        ))
+    })?
 }
 
-/// Sends an encoded peer request, returns the encoded reply.
-pub async fn post_peer(addr: &str, payload: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, String> {
+/// Why a request to a peer failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerError {
+    /// What happened, with the URL.
+    pub message: String,
+    /// The peer refused our credentials (401 or 403 before its core saw
+    /// the request): most likely the nodes' secrets differ.
+    pub refused_credentials: bool,
+}
+
+impl PeerError {
+    fn plain(message: String) -> PeerError {
+        PeerError {
+            message,
+            refused_credentials: false,
+        }
+    }
+}
+
+impl std::fmt::Display for PeerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Adds the signature headers for a request to node `to`, if a signer is given.
+fn sign(
+    req: surf::RequestBuilder,
+    u: &str,
+    method: &str,
+    to: &str,
+    body: &[u8],
+    signer: Option<&Signer>,
+) -> Result<surf::RequestBuilder, PeerError> {
+    let Some(signer) = signer else {
+        return Ok(req);
+    };
+    let parsed = surf::Url::parse(u).map_err(|e| PeerError::plain(format!("{u}: {e}")))?;
+    let headers = signer
+        .headers(
+            method,
+            parsed.path(),
+            parsed.query().unwrap_or(""),
+            to,
+            body,
+            now_ms(),
+        )
+        .map_err(PeerError::plain)?;
+    Ok(headers
+        .into_iter()
+        .fold(req, |req, (name, value)| req.header(name, value)))
+}
+
+/// A non-2xx answer as an error: 401 and 403 are refused credentials.
+fn failed(u: &str, status: surf::StatusCode, body: &[u8]) -> PeerError {
+    let code = u16::from(status);
+    PeerError {
+        message: format!(
+            "{u}: HTTP {status}: {}",
+            String::from_utf8_lossy(body).trim_end()
+        ),
+        refused_credentials: code == 401 || code == 403,
+    }
+}
+
+/// Sends an encoded peer request to node `to` at `addr`, returns the
+/// encoded reply: on success, and also when the peer's protocol refused
+/// the request (its answer then carries the refusal for our core).
+pub async fn post_peer(
+    addr: &str,
+    to: &str,
+    payload: Vec<u8>,
+    timeout: Duration,
+    signer: Option<&Signer>,
+) -> Result<Vec<u8>, PeerError> {
     let u = url(addr, "/v1/peer/message");
     with_timeout(timeout, async move {
-        let mut res = surf::post(&u)
-            .content_type("application/octet-stream")
+        let req = surf::post(&u).content_type("application/octet-stream");
+        let req = sign(req, &u, "POST", to, &payload, signer)?;
+        let mut res = req
             .body_bytes(payload)
             .await
-            .map_err(|e| format!("{u}: {e}"))?;
+            .map_err(|e| PeerError::plain(format!("{u}: {e}")))?;
         let status = res.status();
-        let body = res.body_bytes().await.map_err(|e| format!("{u}: {e}"))?;
-        if status.is_success() {
+        let refused = res.header(HEADER_REFUSED).is_some();
+        let body = res
+            .body_bytes()
+            .await
+            .map_err(|e| PeerError::plain(format!("{u}: {e}")))?;
+        if status.is_success() || refused {
             Ok(body)
         } else {
-            Err(format!("{u}: HTTP {status}"))
+            Err(failed(&u, status, &body))
         }
     })
     .await
 }
 
-/// Asks a node to make one hop of a manual sync.
-pub async fn post_hop(addr: &str, hop: &Hop, timeout: Duration) -> Result<HopResult, String> {
+/// Asks node `to` at `addr` to make one hop of a manual sync.
+pub async fn post_hop(
+    addr: &str,
+    to: &str,
+    hop: &Hop,
+    timeout: Duration,
+    signer: Option<&Signer>,
+) -> Result<HopResult, PeerError> {
     let u = url(addr, "/v1/peer/hop");
-    let body = serde_json::to_vec(hop).map_err(|e| e.to_string())?;
-    with_timeout(
-        timeout,
-        json_call(
-            surf::post(&u)
-                .content_type("application/json")
-                .body_bytes(body),
-            u.clone(),
-        ),
-    )
+    let body = serde_json::to_vec(hop).map_err(|e| PeerError::plain(e.to_string()))?;
+    with_timeout(timeout, async {
+        let req = sign(
+            surf::post(&u).content_type("application/json"),
+            &u,
+            "POST",
+            to,
+            &body,
+            signer,
+        )?;
+        json_call(req.body_bytes(body.clone()), u.clone()).await
+    })
     .await
 }
 
-/// A node's digest.
-pub async fn get_digest(addr: &str, timeout: Duration) -> Result<NodeDigest, String> {
+/// Node `to`'s digest.
+pub async fn get_digest(
+    addr: &str,
+    to: &str,
+    timeout: Duration,
+    signer: Option<&Signer>,
+) -> Result<NodeDigest, PeerError> {
     let u = url(addr, "/v1/peer/digest");
-    with_timeout(timeout, json_call(surf::get(&u), u.clone())).await
+    with_timeout(timeout, async {
+        let req = sign(surf::get(&u), &u, "GET", to, b"", signer)?;
+        json_call(req, u.clone()).await
+    })
+    .await
 }
 
-async fn json_call<T: DeserializeOwned>(req: surf::RequestBuilder, u: String) -> Result<T, String> {
-    let mut res = req.await.map_err(|e| format!("{u}: {e}"))?;
+async fn json_call<T: DeserializeOwned>(
+    req: surf::RequestBuilder,
+    u: String,
+) -> Result<T, PeerError> {
+    let mut res = req
+        .await
+        .map_err(|e| PeerError::plain(format!("{u}: {e}")))?;
     let status = res.status();
-    let body = res.body_bytes().await.map_err(|e| format!("{u}: {e}"))?;
+    let body = res
+        .body_bytes()
+        .await
+        .map_err(|e| PeerError::plain(format!("{u}: {e}")))?;
     if !status.is_success() {
-        return Err(format!(
-            "{u}: HTTP {status}: {}",
-            String::from_utf8_lossy(&body)
-        ));
+        return Err(failed(&u, status, &body));
     }
-    serde_json::from_slice(&body).map_err(|e| format!("{u}: unreadable answer: {e}"))
+    serde_json::from_slice(&body)
+        .map_err(|e| PeerError::plain(format!("{u}: unreadable answer: {e}")))
 }
 
-/// The CLI's plain calls: method, base URL, path, body; returns status and body.
+/// How an operator's call proves itself: a bearer token for the client
+/// API, and the cluster secret to sign sync and client API calls.
+#[derive(Clone, Debug, Default)]
+pub struct ClientAuth {
+    /// Sent as `Authorization: Bearer` on `/v1/kv`.
+    pub token: Option<String>,
+    /// Signs `/v1/sync` and `/v1/peer` calls, and `/v1/kv` calls when
+    /// there is no token.
+    pub signer: Option<Signer>,
+    /// The id of the node called; asked of its `/v1/status` when unknown.
+    pub to: Option<String>,
+}
+
+/// The environment variable naming a file whose first word is a bearer
+/// token (a tokens file's first line will do).
+pub const ENV_TOKEN_FILE: &str = "RINGSYNC_TOKEN_FILE";
+/// The environment variable naming the cluster's secret file.
+pub const ENV_SECRET_FILE: &str = "RINGSYNC_SECRET_FILE";
+
+impl ClientAuth {
+    /// The credentials the CLI is given: the files named by
+    /// `RINGSYNC_TOKEN_FILE` and `RINGSYNC_SECRET_FILE`. Secrets are never
+    /// taken from the command line, where other users can see them.
+    pub fn from_env() -> Result<ClientAuth, String> {
+        let path = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let token = match path(ENV_TOKEN_FILE) {
+            None => None,
+            Some(p) => Some(read_token(&p)?),
+        };
+        let signer = match path(ENV_SECRET_FILE) {
+            None => None,
+            Some(p) => Some(Signer::operator_from_file(&p)?),
+        };
+        Ok(ClientAuth {
+            token,
+            signer,
+            to: None,
+        })
+    }
+
+    /// The same credentials, for calls to node `id`.
+    pub fn to(&self, id: &str) -> ClientAuth {
+        ClientAuth {
+            to: Some(id.to_string()),
+            ..self.clone()
+        }
+    }
+}
+
+/// The first word of the first line that is not blank or a comment.
+pub fn read_token(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .ok_or_else(|| format!("the token file {} holds no token", path.display()))
+}
+
+/// The CLI's plain calls: method, base URL, path, body; returns status and
+/// body. No credentials: see [`call_with`].
 pub fn call(
     method: &str,
     base: &str,
@@ -86,22 +261,68 @@ pub fn call(
     body: Option<Vec<u8>>,
     timeout: Duration,
 ) -> Result<(u16, Vec<u8>), String> {
+    call_with(method, base, path, body, timeout, &ClientAuth::default())
+}
+
+/// As [`call`], with credentials: the token goes to `/v1/kv`, the
+/// signature to `/v1/sync`, `/v1/peer` and (without a token) `/v1/kv`.
+pub fn call_with(
+    method: &str,
+    base: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+    timeout: Duration,
+    auth: &ClientAuth,
+) -> Result<(u16, Vec<u8>), String> {
     let u = url(base, path);
+    let client_api = path == "/v1/kv" || path.starts_with("/v1/kv/") || path.starts_with("/v1/kv?");
+    let token = auth.token.as_deref().filter(|_| client_api);
+    let needs_signature = token.is_none()
+        && (client_api || path.starts_with("/v1/sync") || path.starts_with("/v1/peer/"));
+    let signer = auth.signer.as_ref().filter(|_| needs_signature);
+    let to = match (signer, &auth.to) {
+        (None, _) => String::new(),
+        (Some(_), Some(id)) => id.clone(),
+        (Some(_), None) => node_id(base, timeout)?,
+    };
     async_std::task::block_on(with_timeout(timeout, async move {
         let req = match method {
             "GET" => surf::get(&u),
             "PUT" => surf::put(&u),
             "POST" => surf::post(&u),
             "DELETE" => surf::delete(&u),
-            other => return Err(format!("unsupported method {other}")),
+            other => return Err(PeerError::plain(format!("unsupported method {other}"))),
+        };
+        let bytes = body.clone().unwrap_or_default();
+        let req = sign(req, &u, method, &to, &bytes, signer)?;
+        let req = match token {
+            Some(t) => req.header("authorization", format!("Bearer {t}")),
+            None => req,
         };
         let req = match body {
             Some(b) => req.content_type("application/octet-stream").body_bytes(b),
             None => req,
         };
-        let mut res = req.await.map_err(|e| format!("{u}: {e}"))?;
+        let mut res = req
+            .await
+            .map_err(|e| PeerError::plain(format!("{u}: {e}")))?;
         let status = u16::from(res.status());
-        let body = res.body_bytes().await.map_err(|e| format!("{u}: {e}"))?;
+        let body = res
+            .body_bytes()
+            .await
+            .map_err(|e| PeerError::plain(format!("{u}: {e}")))?;
         Ok((status, body))
     }))
+    .map_err(|e| e.message)
+}
+
+/// The id of the node at `base`, from its `/v1/status`.
+fn node_id(base: &str, timeout: Duration) -> Result<String, String> {
+    let (status, body) = call("GET", base, "/v1/status", None, timeout)?;
+    let v: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|_| format!("{base}/v1/status answered HTTP {status}, not a status"))?;
+    v.get("id")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| format!("{base}/v1/status names no node id"))
 }

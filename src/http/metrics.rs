@@ -12,11 +12,14 @@
 //! has only a `result` label; per-peer health is in the
 //! `ringsync_peer_*` gauges built from what the core remembers of each peer.
 
+use std::collections::BTreeMap;
 use std::fmt::{Display, Write};
 use std::sync::Arc;
 
 use tide::{Request, Response, StatusCode};
 
+use super::auth::Denied;
+use super::server::HTTP_REFUSALS;
 use crate::core::message::Refusal;
 use crate::core::node::{Mode, PeerSeen};
 use crate::core::Node;
@@ -43,7 +46,8 @@ const REFUSALS: [Refusal; 8] = [
 pub async fn handle(req: Request<Arc<Shared>>) -> tide::Result {
     let s = req.state();
     let ids: Vec<String> = s.topology.nodes.iter().map(|n| n.id.clone()).collect();
-    let body = render(&s.lock(), &ids, now_ms());
+    let http = s.refusals.counts();
+    let body = render_with(&s.lock(), &ids, now_ms(), &http);
     let mut res = Response::new(StatusCode::Ok);
     res.set_body(body);
     res.insert_header("content-type", CONTENT_TYPE);
@@ -53,6 +57,17 @@ pub async fn handle(req: Request<Arc<Shared>>) -> tide::Result {
 /// Renders a node's metrics. `ids[i]` is the id of the node at ring
 /// position `i`; `now_ms` is the time the per-peer ages are measured at.
 pub fn render<S: Store>(node: &Node<S>, ids: &[String], now_ms: u64) -> String {
+    render_with(node, ids, now_ms, &BTreeMap::new())
+}
+
+/// As [`render`], with the requests the HTTP layer refused (before the
+/// core saw them) counted in `ringsync_refused_requests_total` too.
+pub fn render_with<S: Store>(
+    node: &Node<S>,
+    ids: &[String],
+    now_ms: u64,
+    http_refused: &BTreeMap<&'static str, u64>,
+) -> String {
     let st = node.stats();
     let cfg = node.config();
     let interval_ms = cfg.interval_ms.max(1);
@@ -152,17 +167,27 @@ pub fn render<S: Store>(node: &Node<S>, ids: &[String], now_ms: u64) -> String {
         tombstones,
     );
 
+    let mut refused = st.refused.clone();
+    for (reason, n) in http_refused {
+        *refused.entry(reason).or_default() += n;
+    }
+    let mut all: Vec<&'static str> = REFUSALS.iter().map(|r| r.name()).collect();
+    all.extend(HTTP_REFUSALS);
+    all.extend(Denied::ALL.iter().map(|d| d.name()));
     refusals(
         &mut m,
         "ringsync_refused_requests_total",
-        "Requests from peers this node refused, by reason; nothing of a refused request is applied.",
-        &st.refused,
+        "Requests this node refused, by reason: peer messages its protocol refused, and requests the HTTP layer refused before (authentication, limits, malformed input); nothing of a refused request is applied.",
+        &refused,
+        &all,
     );
+    let core: Vec<&'static str> = REFUSALS.iter().map(|r| r.name()).collect();
     refusals(
         &mut m,
         "ringsync_refused_by_peers_total",
         "Requests of this node that peers refused, by reason.",
         &st.refused_by_peers,
+        &core,
     );
     m.counter(
         "ringsync_rejected_versions_total",
@@ -193,10 +218,11 @@ fn refusals(
     m: &mut Metrics,
     name: &str,
     help: &str,
-    counts: &std::collections::BTreeMap<&'static str, u64>,
+    counts: &BTreeMap<&'static str, u64>,
+    known: &[&'static str],
 ) {
     m.family(name, "counter", help);
-    let mut reasons: Vec<&str> = REFUSALS.iter().map(|r| r.name()).collect();
+    let mut reasons: Vec<&str> = known.to_vec();
     reasons.extend(counts.keys().copied());
     reasons.sort_unstable();
     reasons.dedup();

@@ -110,6 +110,16 @@ pub fn plan(started: &Topology, current: &Settings, new: &Topology, id: &str) ->
         path(a.secret_file.as_deref()),
         path(b.secret_file.as_deref()),
     );
+    differs(
+        "tokens_file",
+        path(a.tokens_file.as_deref()),
+        path(b.tokens_file.as_deref()),
+    );
+    differs(
+        "request_timeout",
+        fmt_d(a.request_timeout),
+        fmt_d(b.request_timeout),
+    );
     let data_dir = |t: &Topology| path(t.node(id).ok().and_then(|(_, n)| n.data_dir.as_deref()));
     differs("data_dir", data_dir(started), data_dir(new));
 

@@ -14,6 +14,7 @@ use super::reload::{self, Plan, Settings};
 use super::sync::SyncReports;
 use crate::core::rng::Rng;
 use crate::core::{Config, Event, Node, Transmit};
+use crate::http::auth::{Guard, RefusalLog, Secrets};
 use crate::store::RedbStore;
 use crate::topology::Topology;
 
@@ -47,12 +48,32 @@ pub struct Shared {
     pub syncs: Mutex<SyncReports>,
     /// Settings a SIGHUP may change while the node runs.
     settings: RwLock<Settings>,
+    /// Who may call: the keyring and the client tokens (SIGHUP re-reads them).
+    pub guard: Guard,
+    /// Requests refused before they reached the core, by reason.
+    pub refusals: RefusalLog,
+    /// When we last warned that a peer refused our requests' credentials,
+    /// by ring position: once a minute is enough to be seen.
+    refused_warned: Mutex<HashMap<u32, u64>>,
 }
 
 impl Shared {
-    /// Opens the node's store and core.
+    /// Opens the node's store and core, with no secrets: every route open
+    /// (for in-process tests; `ringsync node` uses [`Shared::open_with`]).
     pub fn open(topology: Topology, id: &str, data_dir: &Path) -> Result<Arc<Shared>, String> {
+        Shared::open_with(topology, id, data_dir, Secrets::default())
+    }
+
+    /// Opens the node's store and core, guarded by `secrets`.
+    pub fn open_with(
+        topology: Topology,
+        id: &str,
+        data_dir: &Path,
+        secrets: Secrets,
+    ) -> Result<Arc<Shared>, String> {
         let (me, _) = topology.node(id).map_err(|e| e.to_string())?;
+        let members = topology.nodes.iter().map(|n| n.id.clone()).collect();
+        let guard = Guard::new(id, members, secrets);
         let store = RedbStore::open(&data_dir.join(STORE_FILE))
             .map_err(|e| format!("cannot open the store in {}: {e}", data_dir.display()))?;
         let c = &topology.cluster;
@@ -79,6 +100,9 @@ impl Shared {
             waiters: Mutex::new(HashMap::new()),
             syncs: Mutex::new(SyncReports::default()),
             settings: RwLock::new(Settings::of(&topology)),
+            guard,
+            refusals: RefusalLog::default(),
+            refused_warned: Mutex::new(HashMap::new()),
             topology,
         }))
     }
@@ -98,6 +122,29 @@ impl Shared {
     /// The address of the node at ring position `pos`.
     pub fn addr(&self, pos: u32) -> &str {
         &self.topology.nodes[pos as usize].addr
+    }
+
+    /// The id of the node at ring position `pos`.
+    pub fn id_of(&self, pos: u32) -> &str {
+        &self.topology.nodes[pos as usize].id
+    }
+
+    /// Warns, at most once a minute per peer, that a peer refused our
+    /// request before its core saw it (a different secret, most likely).
+    pub fn warn_refused_by(&self, pos: u32, what: &str) {
+        let now = now_ms();
+        let mut w = self
+            .refused_warned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let last = w.entry(pos).or_insert(0);
+        if now.saturating_sub(*last) >= 60_000 {
+            *last = now;
+            log::warn!(
+                "node {} refused our request: {what} (check that every node has the same secret; repeated refusals are logged once a minute)",
+                self.id_of(pos)
+            );
+        }
     }
 
     /// How long to wait for a peer's reply.
@@ -218,11 +265,25 @@ fn drain(node: &mut Node<RedbStore>) -> (Vec<Transmit>, Vec<Event>) {
 /// Delivers one request and feeds its outcome back to the core.
 async fn deliver(shared: Arc<Shared>, t: Transmit) {
     let addr = shared.addr(t.to).to_string();
-    let result = crate::http::client::post_peer(&addr, t.payload, shared.peer_timeout()).await;
+    let to = shared.id_of(t.to).to_string();
+    let signer = shared.guard.signer();
+    let result = crate::http::client::post_peer(
+        &addr,
+        &to,
+        t.payload,
+        shared.peer_timeout(),
+        signer.as_ref(),
+    )
+    .await;
+    if let Err(e) = &result {
+        if e.refused_credentials {
+            shared.warn_refused_by(t.to, &e.message);
+        }
+    }
     shared.with_node(|node| match result {
         Ok(reply) => node.handle_reply(now_ms(), t.id, &reply),
         Err(e) => {
-            log::debug!("request to node {} failed: {e}", t.to);
+            log::debug!("request to node {} failed: {}", t.to, e.message);
             node.handle_failure(t.id);
         }
     });
@@ -266,8 +327,70 @@ async fn watchdog(shared: Arc<Shared>, notifier: Arc<Notifier>, every: Duration)
     }
 }
 
-/// `ringsync node`: runs one node until SIGTERM or SIGINT.
-pub fn run_node(topology_path: &Path, id: &str, data_dir: Option<&Path>) -> Result<(), String> {
+/// Whether every address `addr` (host:port) stands for is a loopback one.
+/// A name that does not resolve is not.
+pub fn is_loopback(addr: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    match addr.to_socket_addrs() {
+        Ok(all) => {
+            let all: Vec<_> = all.collect();
+            !all.is_empty() && all.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
+    }
+}
+
+/// Reads the secrets and decides whether the node may run with them: with
+/// no cluster secret, only on loopback or with `--insecure`.
+fn secrets_for(topology: &Topology, addr: &str, insecure: bool) -> Result<Secrets, String> {
+    let secrets = Secrets::load(&topology.cluster, Secrets::credentials_dir().as_deref())?;
+    if let (Some(k), Some(from)) = (&secrets.keyring, &secrets.keyring_from) {
+        log::info!(
+            "peer and sync requests are signed: {} key(s) from {}",
+            k.len(),
+            from.display()
+        );
+    }
+    if let Some(from) = &secrets.tokens_from {
+        log::info!("client API tokens from {}", from.display());
+    }
+    if secrets.keyring.is_some() {
+        if secrets.tokens.is_none() {
+            log::info!(
+                "no client tokens: /v1/kv takes only requests signed with the cluster secret"
+            );
+        }
+        return Ok(secrets);
+    }
+    if is_loopback(addr) {
+        log::warn!(
+            "no cluster secret: peer and sync requests are not signed; allowed only because {addr} is a loopback address"
+        );
+        return Ok(secrets);
+    }
+    if insecure {
+        log::warn!(
+            "no cluster secret and --insecure: anyone who can reach {addr} can send this node peer messages and start syncs{}",
+            if secrets.tokens.is_none() { ", and read and write its data" } else { "" }
+        );
+        return Ok(secrets);
+    }
+    Err(format!(
+        "no cluster secret, and this node listens on {addr}, which is not a loopback address: anyone who can reach it could change its data. \
+         Give it a secret (`ringsync secret new --out FILE`, the same file on every node, named by secret_file in {}, or the systemd credential `secret`), \
+         or pass --insecure if the network is trusted",
+        topology.source
+    ))
+}
+
+/// `ringsync node`: runs one node until SIGTERM or SIGINT. Without a
+/// cluster secret it runs only on loopback, or with `insecure`.
+pub fn run_node(
+    topology_path: &Path,
+    id: &str,
+    data_dir: Option<&Path>,
+    insecure: bool,
+) -> Result<(), String> {
     crate::service::logging::init(id);
     let topology = Topology::load(topology_path).map_err(|e| e.to_string())?;
     let (_, spec) = topology.node(id).map_err(|e| e.to_string())?;
@@ -282,7 +405,8 @@ pub fn run_node(topology_path: &Path, id: &str, data_dir: Option<&Path>) -> Resu
         }
     };
     let addr = spec.addr.clone();
-    let shared = Shared::open(topology, id, &dir)?;
+    let secrets = secrets_for(&topology, &addr, insecure)?;
+    let shared = Shared::open_with(topology, id, &dir, secrets)?;
     log::info!(
         "node {id} opening: ring position {}, schedule {}, data in {}",
         shared.me,
@@ -350,9 +474,43 @@ fn watch_signals(
     Ok(())
 }
 
+/// Re-reads the secret and tokens files: a new key or token takes effect
+/// without a restart (not a systemd credential's, which systemd reads
+/// only when the unit starts). A file that cannot be read keeps the old.
+fn reload_secrets(shared: &Shared, topology: &Topology) -> Option<String> {
+    let was_signed = shared.guard.signed();
+    match Secrets::load(&topology.cluster, Secrets::credentials_dir().as_deref()) {
+        Ok(s) if was_signed && s.keyring.is_none() => {
+            log::error!("reload: the secret is gone; keeping the keyring in force (a node never drops its secret while it runs)");
+            Some("secret gone, kept".into())
+        }
+        Ok(s) => {
+            let keys = s.keyring.as_ref().map_or(0, |k| k.len());
+            shared.guard.replace(s);
+            log::info!("reload: secrets re-read ({keys} key(s))");
+            None
+        }
+        Err(e) => {
+            log::error!("reload: cannot read the secrets, keeping those in force: {e}");
+            Some(format!("secrets kept: {e}"))
+        }
+    }
+}
+
 /// Re-reads the topology file and applies what may change in place; logs
 /// what it did and returns it as a status line.
 fn reload_topology(shared: &Shared, path: &Path) -> String {
+    // Secrets are read from the topology this process started with: a
+    // changed secret_file path is, like the ring, for a restart.
+    let secrets_note = reload_secrets(shared, &shared.topology);
+    let line = reload_topology_file(shared, path);
+    match secrets_note {
+        Some(n) => format!("{line}; {n}"),
+        None => line,
+    }
+}
+
+fn reload_topology_file(shared: &Shared, path: &Path) -> String {
     let new = match Topology::load(path) {
         Ok(t) => t,
         Err(e) => {

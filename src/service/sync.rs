@@ -165,9 +165,25 @@ async fn hop(shared: &Arc<Shared>, h: Hop) -> HopResult {
     if h.from == shared.me {
         local_hop(shared, h).await
     } else {
-        crate::http::client::post_hop(shared.addr(h.from), &h, shared.peer_timeout() * 25)
-            .await
-            .unwrap_or_default()
+        let signer = shared.guard.signer();
+        let to = shared.id_of(h.from);
+        match crate::http::client::post_hop(
+            shared.addr(h.from),
+            to,
+            &h,
+            shared.peer_timeout() * 25,
+            signer.as_ref(),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                if e.refused_credentials {
+                    shared.warn_refused_by(h.from, &e.message);
+                }
+                HopResult::default()
+            }
+        }
     }
 }
 
@@ -182,9 +198,23 @@ async fn digest_of(shared: &Arc<Shared>, pos: u32) -> Option<NodeDigest> {
             tombstones,
         });
     }
-    crate::http::client::get_digest(shared.addr(pos), shared.peer_timeout())
-        .await
-        .ok()
+    let signer = shared.guard.signer();
+    match crate::http::client::get_digest(
+        shared.addr(pos),
+        shared.id_of(pos),
+        shared.peer_timeout(),
+        signer.as_ref(),
+    )
+    .await
+    {
+        Ok(d) => Some(d),
+        Err(e) => {
+            if e.refused_credentials {
+                shared.warn_refused_by(pos, &e.message);
+            }
+            None
+        }
+    }
 }
 
 /// The hops of the schedule's wave, starting at `me`, in rounds: hops in

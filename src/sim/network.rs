@@ -1,8 +1,8 @@
 //! The simulated network: a time-ordered queue of deliveries, with seeded
-//! latency and loss.
+//! latency, loss, partitions and crashed nodes.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 
 use crate::core::rng::Rng;
 
@@ -52,13 +52,18 @@ pub struct Network {
     rng: Rng,
     loss: f64,
     latency: (u64, u64),
-    /// Replies still expected, by (requester, id): a timeout for an answered
-    /// request is dropped.
-    open: std::collections::HashSet<(u32, u64)>,
+    /// Replies still expected, by (requester, id), with the responder: a
+    /// timeout for an answered request is dropped, and a reply crossing a
+    /// partition is found by its responder.
+    open: HashMap<(u32, u64), u32>,
+    /// Active partitions: each set is cut off from every node outside it.
+    cuts: Vec<BTreeSet<u32>>,
     /// Requests and replies sent (lost ones included).
     pub messages: u64,
     /// Their bytes.
     pub bytes: u64,
+    /// Requests and replies dropped because they crossed a partition.
+    pub cut_off: u64,
 }
 
 impl Network {
@@ -73,10 +78,53 @@ impl Network {
             rng: Rng::new(seed),
             loss,
             latency: (latency.0.min(latency.1), latency.0.max(latency.1)),
-            open: Default::default(),
+            open: HashMap::new(),
+            cuts: Vec::new(),
             messages: 0,
             bytes: 0,
+            cut_off: 0,
         }
+    }
+
+    /// Changes the chance that any one message is lost, from now on.
+    pub fn set_loss(&mut self, loss: f64) {
+        self.loss = loss;
+    }
+
+    /// Sets the active partitions: each side is cut off from every node
+    /// outside it (a message between two nodes crosses the cut when some
+    /// side holds one of them and not the other). An empty list heals all.
+    /// Messages already in flight across a new cut are dropped on arrival.
+    pub fn set_partitions(&mut self, sides: Vec<BTreeSet<u32>>) {
+        self.cuts = sides;
+    }
+
+    /// True when no active partition separates `a` and `b`.
+    pub fn connected(&self, a: u32, b: u32) -> bool {
+        self.cuts
+            .iter()
+            .all(|side| side.contains(&a) == side.contains(&b))
+    }
+
+    /// `node` crashed: everything on its way to it or from it that belongs
+    /// to its old life is dropped (its timer, the replies and timeouts of
+    /// its requests, its requests still in flight), so that a restarted node,
+    /// which numbers its requests from 1 again, never receives an answer
+    /// meant for its earlier life. Requests sent to it are left to arrive
+    /// and be dropped unhandled while it is down: their senders time out.
+    pub fn crash(&mut self, node: u32) {
+        for slot in self.slots.iter_mut() {
+            let old = match slot {
+                Some(Packet::Tick { node: n }) => *n == node,
+                Some(Packet::Reply { to, .. }) | Some(Packet::Timeout { to, .. }) => *to == node,
+                Some(Packet::Request { from, .. }) => *from == node,
+                None => false,
+            };
+            if old {
+                *slot = None;
+            }
+        }
+        self.open.retain(|&(requester, _), _| requester != node);
     }
 
     fn push(&mut self, at: u64, p: Packet) {
@@ -115,9 +163,11 @@ impl Network {
     ) {
         self.messages += 1;
         self.bytes += payload.len() as u64;
-        self.open.insert((from, id));
+        self.open.insert((from, id), to);
         self.push(now + timeout_ms, Packet::Timeout { to: from, id });
-        if !self.rng.chance(self.loss) {
+        if !self.connected(from, to) {
+            self.cut_off += 1;
+        } else if !self.rng.chance(self.loss) {
             let at = now + self.delay();
             self.push(
                 at,
@@ -135,7 +185,9 @@ impl Network {
     pub fn send_reply(&mut self, now: u64, to: u32, id: u64, payload: Vec<u8>) {
         self.messages += 1;
         self.bytes += payload.len() as u64;
-        if !self.rng.chance(self.loss) {
+        if !self.reply_connected(to, id) {
+            self.cut_off += 1;
+        } else if !self.rng.chance(self.loss) {
             let at = now + self.delay();
             self.push(at, Packet::Reply { to, id, payload });
         }
@@ -149,12 +201,26 @@ impl Network {
                 return None;
             }
             self.queue.pop();
-            let p = self.slots[slot].take()?;
             self.free.push(slot);
+            // Emptied by a crash.
+            let Some(p) = self.slots[slot].take() else {
+                continue;
+            };
+            // A message that a partition made since it was sent cuts off is
+            // lost on the way.
+            let crossed = match &p {
+                Packet::Request { from, to, .. } => !self.connected(*from, *to),
+                Packet::Reply { to, id, .. } => !self.reply_connected(*to, *id),
+                _ => false,
+            };
+            if crossed {
+                self.cut_off += 1;
+                continue;
+            }
             // A reply after its timeout, or a timeout after its reply, is void.
             let void = match &p {
                 Packet::Reply { to, id, .. } | Packet::Timeout { to, id } => {
-                    !self.open.remove(&(*to, *id))
+                    self.open.remove(&(*to, *id)).is_none()
                 }
                 _ => false,
             };
@@ -162,6 +228,16 @@ impl Network {
                 continue;
             }
             return Some((at, p));
+        }
+    }
+
+    /// True when the reply to `requester`'s request `id` may travel: its
+    /// responder is on the requester's side of every cut. A reply to a
+    /// request no longer open is void anyway.
+    fn reply_connected(&self, requester: u32, id: u64) -> bool {
+        match self.open.get(&(requester, id)) {
+            Some(&responder) => self.connected(responder, requester),
+            None => true,
         }
     }
 }

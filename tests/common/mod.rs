@@ -8,6 +8,11 @@
 //!
 //! Nothing here sleeps and hopes: every wait polls a condition against a
 //! deadline and fails naming what it waited for and what it last saw.
+//!
+//! Every cluster runs as a real one does, with a cluster secret and client
+//! tokens ([`WRITE_TOKEN`], [`READ_TOKEN`]) in its temp dir: the harness's
+//! calls carry the write token to `/v1/kv` and sign `/v1/sync` and the peer
+//! routes with the secret, as an operator's tool does.
 
 // Each test binary uses its own part of the harness; the rest is dead there.
 #![allow(dead_code)]
@@ -21,9 +26,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ringsync::core::Schedule;
-use ringsync::http::client::call;
+use ringsync::http::auth::Signer;
+use ringsync::http::client::{call, call_with, ClientAuth};
 use ringsync::http::percent_encode;
 use serde_json::Value;
+
+pub mod raw;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringsync");
@@ -50,6 +58,20 @@ const PEER_TIMEOUT: &str = "300ms";
 
 /// Lines of a node's log shown when it fails.
 const LOG_TAIL_LINES: usize = 40;
+
+/// The cluster secret every harness cluster gets (a test secret: it guards
+/// nothing outside the test's temp dir).
+pub const SECRET: &str = "harness-cluster-secret-0123456789abcdef";
+
+/// A client token with write access, in every harness cluster's tokens file.
+pub const WRITE_TOKEN: &str = "harness-write-token-0123456789";
+
+/// An `extra_cluster_toml` for a cluster without secret or tokens: its
+/// nodes run on loopback, where that is allowed.
+pub const NO_SECRETS: &str = "# no secret_file, no tokens_file: an open cluster on loopback\n";
+
+/// A client token with read access only.
+pub const READ_TOKEN: &str = "harness-read-token-01234567890";
 
 static CLUSTER_SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -171,7 +193,9 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` nodes `n0..n{n-1}` (ring in that order) and waits until
     /// each answers `/readyz`. `extra_cluster_toml` is appended to the
-    /// `[cluster]` table (e.g. `max_value_size = 1024`).
+    /// `[cluster]` table (e.g. `max_value_size = 1024`). The cluster gets
+    /// the harness's secret and tokens unless `extra_cluster_toml` mentions
+    /// `secret_file` or `tokens_file` (as [`NO_SECRETS`] does).
     pub fn start(n: usize, schedule: Schedule, interval: &str, extra_cluster_toml: &str) -> Self {
         match Self::try_start(n, schedule, interval, extra_cluster_toml) {
             Ok(c) => c,
@@ -215,6 +239,20 @@ impl Cluster {
         );
         if !extra.contains("peer_timeout") {
             toml.push_str(&format!("peer_timeout = \"{PEER_TIMEOUT}\"\n"));
+        }
+        // Relative paths resolve against the topology file's folder.
+        if !extra.contains("secret_file") {
+            std::fs::write(dir.path().join("secret"), format!("{SECRET}\n"))
+                .expect("write the secret");
+            toml.push_str("secret_file = \"secret\"\n");
+        }
+        if !extra.contains("tokens_file") {
+            std::fs::write(
+                dir.path().join("tokens"),
+                format!("{WRITE_TOKEN} write\n{READ_TOKEN} read\n"),
+            )
+            .expect("write the tokens");
+            toml.push_str("tokens_file = \"tokens\"\n");
         }
         toml.push_str(extra);
         toml.push('\n');
@@ -269,6 +307,24 @@ impl Cluster {
     /// The topology file.
     pub fn topology(&self) -> &Path {
         &self.topology
+    }
+
+    /// The cluster's temp dir (topology, secret, tokens, data, logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The credentials the harness calls node `i` with: the write token,
+    /// and the secret to sign as an operator.
+    pub fn auth(&self, i: usize) -> ClientAuth {
+        ClientAuth {
+            token: Some(WRITE_TOKEN.to_string()),
+            signer: Some(Signer::new(
+                ringsync::http::auth::OPERATOR_ID,
+                ringsync::http::auth::Keyring::single(SECRET.as_bytes()),
+            )),
+            to: Some(self.nodes[i].id.clone()),
+        }
     }
 
     /// Node `i`'s log file.
@@ -383,6 +439,20 @@ impl Cluster {
         }
     }
 
+    /// Sends node `i` a signal (`"HUP"`, ...) and returns at once.
+    pub fn signal(&self, i: usize, signal: &str) {
+        let pid = match self.nodes[i].child.as_ref() {
+            Some(c) => c.id(),
+            None => panic!("node {i} is not running"),
+        };
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal} {pid} failed: {sent}");
+    }
+
     /// Sends node `i` SIGTERM and waits (10 s at most) for it to exit.
     pub fn stop(&mut self, i: usize) -> ExitStatus {
         let pid = match self.nodes[i].child.as_ref() {
@@ -424,7 +494,7 @@ impl Cluster {
         } else {
             CALL_TIMEOUT
         };
-        call(method, &self.url(i), path, body, timeout)
+        call_with(method, &self.url(i), path, body, timeout, &self.auth(i))
     }
 
     /// One API call to node `i`; panics (with the log tail) if it gets no answer.

@@ -220,17 +220,36 @@ for id in "${IDS[@]}"; do
   in_ "$id" bash -c 'cat > /etc/ringsync/topology.toml' <"$TOPOLOGY"   # "Edit ..."
   run_block "$id" 2                                     # topology check
 done
-run_block db1 3                                         # the secret, made on one server...
+run_block db1 3                                         # the secret and a token, made on one server...
 in_ db1 cat /etc/ringsync/secret >"$WORK/secret"
-# ...and copied to db2 as the README says; db3 gets none, to show that a
-# missing secret does not keep the unit from starting.
-in_ db2 bash -c '(umask 077; cat > /etc/ringsync/secret)' <"$WORK/secret"
+in_ db1 cat /etc/ringsync/tokens >"$WORK/tokens"
+# ...and copied to db2 as the README says. db3 gets them only after showing
+# that, without a secret, a node off loopback refuses to start and says why.
+copy_secrets() {
+  in_ "$1" bash -c '(umask 077; cat > /etc/ringsync/secret)' <"$WORK/secret"
+  in_ "$1" bash -c '(umask 077; cat > /etc/ringsync/tokens)' <"$WORK/tokens"
+}
+copy_secrets db2
+in_ db3 systemctl daemon-reload
+if in_ db3 systemctl start ringsync@db3 >/dev/null 2>&1; then
+  echo "FAILED: ringsync@db3 started without a secret on $(addr 2)"; exit 1
+fi
+wait_in "db3's journal says why it did not start" "$CLUSTER_DEADLINE" db3 \
+  bash -c 'journalctl -u ringsync@db3 --no-pager | grep -q "no cluster secret, and this node listens on"'
+say "db3 without a secret: refused to start, and its journal says why"
+in_ db3 systemctl stop ringsync@db3 >/dev/null 2>&1 || true
+in_ db3 systemctl reset-failed ringsync@db3 >/dev/null 2>&1 || true
+copy_secrets db3
 for id in "${IDS[@]}"; do
   run_block "$id" 4 >"$WORK/block4-$id.log" 2>&1 \
     || { cat "$WORK/block4-$id.log"; echo "FAILED: README block 4 on $id"; exit 1; }
   grep -q '^ready$' "$WORK/block4-$id.log" \
     || { cat "$WORK/block4-$id.log"; echo "FAILED: $id not ready right after enable --now"; exit 1; }
 done
+# What clients present: the token (first word of the tokens file), and the
+# secret for a manual sync, as systemd/README.md's Operating table shows.
+TOKEN=$(cut -d' ' -f1 "$WORK/tokens")
+AUTH="authorization: Bearer $TOKEN"
 
 # ---- what systemd sees
 for id in "${IDS[@]}"; do
@@ -242,14 +261,21 @@ for id in "${IDS[@]}"; do
   wait_in "a STATUS= line with the mode on $id" "$CLUSTER_DEADLINE" "$id" \
     bash -c "systemctl show -p StatusText --value ringsync@$id | grep -q '^mode ring, cycle'"
 done
-# The secret reached db1 as its credential; db3, without the file, got the
-# unit's fallback (a lone newline) and started all the same.
-cred=/run/credentials/ringsync@db1.service/secret
-[ "$(in_ db1 cat "$cred")" = "$(cat "$WORK/secret")" ] \
-  || { echo "FAILED: db1's credential differs from /etc/ringsync/secret"; exit 1; }
-[ "$(in_ db3 od -An -c /run/credentials/ringsync@db3.service/secret | tr -d ' ')" = '\n' ] \
-  || { echo "FAILED: db3's fallback credential is not a lone newline"; exit 1; }
-say "all three active, not root, status: $(in_ db1 systemctl show -p StatusText --value ringsync@db1)"
+# The secret and tokens reached db1 as its credentials, and it signs with them.
+for f in secret tokens; do
+  [ "$(in_ db1 cat "/run/credentials/ringsync@db1.service/$f")" = "$(cat "$WORK/$f")" ] \
+    || { echo "FAILED: db1's credential $f differs from /etc/ringsync/$f"; exit 1; }
+done
+in_ db1 journalctl -u ringsync@db1 --no-pager | grep -q "peer and sync requests are signed" \
+  || { echo "FAILED: db1 does not say it signs its requests"; exit 1; }
+say "all three active, not root, signing; status: $(in_ db1 systemctl show -p StatusText --value ringsync@db1)"
+
+# Without the token, the client API refuses; without a signature, so does sync.
+code=$(in_ db1 curl -s -o /dev/null -w '%{http_code}' -X PUT --data-binary x "$(url 0)/v1/kv/k0")
+[ "$code" = 401 ] || { echo "FAILED: a write without a token got HTTP $code"; exit 1; }
+code=$(in_ db1 curl -s -o /dev/null -w '%{http_code}' -X POST "$(url 0)/v1/sync")
+[ "$code" = 401 ] || { echo "FAILED: an unsigned sync got HTTP $code"; exit 1; }
+say "no token: 401; unsigned sync: 401"
 
 wait_mode() { # node id, mode
   wait_in "$1 reports mode $2" "$CLUSTER_DEADLINE" "$1" \
@@ -257,14 +283,15 @@ wait_mode() { # node id, mode
 }
 
 # ---- write, sync, read everywhere
-in_ db1 curl -fsS -X PUT --data-binary one "$(url 0)/v1/kv/k1" >/dev/null
-report=$(in_ db1 curl -fsS -X POST "$(url 0)/v1/sync")
-echo "$report" | grep -q '"converged":true' || { echo "FAILED: sync: $report"; exit 1; }
+in_ db1 curl -fsS -H "$AUTH" -X PUT --data-binary one "$(url 0)/v1/kv/k1" >/dev/null
+report=$(in_ db1 env RINGSYNC_SECRET_FILE=/etc/ringsync/secret ringsync sync --json --node "$(url 0)") \
+  || { echo "FAILED: sync: $report"; exit 1; }
+echo "$report" | grep -q '"converged": true' || { echo "FAILED: sync: $report"; exit 1; }
 for id in db2 db3; do
-  [ "$(in_ "$id" curl -fsS "$(url "$(n_of "$id")")/v1/kv/k1")" = one ] \
+  [ "$(in_ "$id" curl -fsS -H "$AUTH" "$(url "$(n_of "$id")")/v1/kv/k1")" = one ] \
     || { echo "FAILED: $id does not hold k1 after the sync"; exit 1; }
 done
-say "write at db1 and POST /v1/sync: every node holds k1"
+say "write at db1 (with the token) and a signed sync: every node holds k1"
 
 # ---- SIGKILL db2 and keep it down (stop cancels the automatic restart)
 in_ db2 systemctl kill -s SIGKILL "ringsync@db2"
@@ -272,14 +299,14 @@ in_ db2 systemctl stop "ringsync@db2"
 wait_mode db1 fallback
 wait_mode db3 fallback
 say "db2 killed: db1 and db3 are in fallback"
-in_ db1 curl -fsS -X PUT --data-binary two "$(url 0)/v1/kv/k2" >/dev/null
+in_ db1 curl -fsS -H "$AUTH" -X PUT --data-binary two "$(url 0)/v1/kv/k2" >/dev/null
 wait_in "db3 holds k2 (written while db2 was down)" "$CLUSTER_DEADLINE" db3 \
-  bash -c "[ \"\$(curl -fsS $(url 2)/v1/kv/k2)\" = two ]"
+  bash -c "[ \"\$(curl -fsS -H '$AUTH' $(url 2)/v1/kv/k2)\" = two ]"
 
 # ---- start db2 again: it catches up, and the ring resumes
 in_ db2 systemctl start "ringsync@db2"
 wait_in "db2 caught up with k2" "$CLUSTER_DEADLINE" db2 \
-  bash -c "[ \"\$(curl -fsS $(url 1)/v1/kv/k2)\" = two ]"
+  bash -c "[ \"\$(curl -fsS -H '$AUTH' $(url 1)/v1/kv/k2)\" = two ]"
 wait_mode db1 ring
 wait_mode db3 ring
 say "db2 back: caught up, the ring resumed"

@@ -1,0 +1,187 @@
+//! The benchmark's dataset, and a synchronous two-node harness that hands
+//! each request straight to its peer (as `tests/digest_properties.rs`
+//! does), counting what crosses the wire.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::core::entry::{Entry, Version};
+use crate::core::message::{decode, Body};
+use crate::core::{Config, Node, Schedule};
+use crate::store::{Store, StoreError, WriteBatch};
+
+/// Bytes of every benchmark value: the "100-byte values".
+pub const VALUE_BYTES: usize = 100;
+
+/// Entries per commit when loading a store: the core's batch limit
+/// (`Config::batch_entries`), so that loading commits like merging does.
+pub const LOAD_BATCH: usize = 4096;
+
+/// The topology fingerprint of the in-process benchmark nodes.
+pub const CLUSTER: u64 = 0xBE_4C_4B;
+
+/// Cycle length of in-process nodes, ms: any value works, time is virtual.
+pub const INTERVAL_MS: u64 = 1000;
+
+/// Entry `i` of the dataset written by `origin`: key `bench/{i:09}`, a
+/// 100-byte value, and versions increasing with `i`, all from `base_ms` on
+/// (1024 per millisecond).
+pub fn entry(i: u64, origin: u32, base_ms: u64) -> Entry {
+    let value: Vec<u8> = (0..VALUE_BYTES as u64)
+        .map(|j| b'a' + ((i + j) % 26) as u8)
+        .collect();
+    Entry {
+        key: format!("bench/{i:09}"),
+        value: Some(value),
+        version: Version {
+            ms: base_ms + i / 1024,
+            counter: (i % 1024) as u32,
+            origin,
+        },
+    }
+}
+
+/// Bytes of an entry as the peer protocol encodes it (postcard): the
+/// denominator of every "per entry byte" figure.
+pub fn encoded_len(e: &Entry) -> u64 {
+    postcard::to_stdvec(e).map_or(0, |v| v.len() as u64)
+}
+
+/// Bytes of entries `0..count` of the dataset, encoded.
+pub fn dataset_bytes(count: u64, origin: u32, base_ms: u64) -> u64 {
+    (0..count)
+        .map(|i| encoded_len(&entry(i, origin, base_ms)))
+        .sum()
+}
+
+/// Commits entries `0..count` into `store`, [`LOAD_BATCH`] at a time,
+/// behind the protocol's back (no node is open over it).
+pub fn load<S: Store>(store: &mut S, count: u64, origin: u32, base_ms: u64) -> Result<(), String> {
+    let mut i = 0;
+    while i < count {
+        let end = (i + LOAD_BATCH as u64).min(count);
+        let entries = (i..end).map(|k| entry(k, origin, base_ms)).collect();
+        store
+            .commit(WriteBatch {
+                entries,
+                ..WriteBatch::default()
+            })
+            .map_err(|e| format!("loading the dataset: {e}"))?;
+        i = end;
+    }
+    Ok(())
+}
+
+/// A node of a two-node ring at position `me`.
+pub fn open_node<S: Store>(store: S, me: u32, schedule: Schedule) -> Result<Node<S>, String> {
+    let cfg = Config::new(CLUSTER, 2, me, schedule, INTERVAL_MS);
+    Node::open(cfg, store, 17 + u64::from(me)).map_err(|e: StoreError| e.to_string())
+}
+
+/// What crossed the wire between the two nodes.
+#[derive(Debug, Default, Clone)]
+pub struct Wire {
+    /// Requests and replies.
+    pub messages: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Entries they carried.
+    pub entries: u64,
+    /// Time node b spent answering requests (decode, merge, commit, reply).
+    pub b_busy: Duration,
+    /// Messages and bytes by message type.
+    pub by_type: BTreeMap<&'static str, (u64, u64)>,
+}
+
+impl Wire {
+    /// Counts one message; returns the entries it carried.
+    fn record(&mut self, payload: &[u8]) -> u64 {
+        let (kind, n) = match decode(payload).map(|m| m.body) {
+            Ok(Body::Push { entries, .. }) => ("Push", entries.len()),
+            Ok(Body::SynAck { entries, .. }) => ("SynAck", entries.len()),
+            Ok(Body::BucketReply { entries, .. }) => ("BucketReply", entries.len()),
+            Ok(Body::Ack { .. }) => ("Ack", 0),
+            Ok(Body::Syn { .. }) => ("Syn", 0),
+            Ok(Body::TreeQuery { .. }) => ("TreeQuery", 0),
+            Ok(Body::TreeReply { .. }) => ("TreeReply", 0),
+            Ok(Body::BucketQuery { .. }) => ("BucketQuery", 0),
+            Ok(Body::Refused { .. }) => ("Refused", 0),
+            Err(_) => ("undecodable", 0),
+        };
+        let t = self.by_type.entry(kind).or_default();
+        t.0 += 1;
+        t.1 += payload.len() as u64;
+        self.messages += 1;
+        self.bytes += payload.len() as u64;
+        self.entries += n as u64;
+        n as u64
+    }
+}
+
+/// Delivers every request of `a` (position 0) and `b` (position 1), and
+/// what they cause, until none is left. `sizes`, if given, gets the entry
+/// count of every request `a` sends.
+pub fn pump<SA: Store, SB: Store>(
+    a: &mut Node<SA>,
+    b: &mut Node<SB>,
+    now: u64,
+    wire: &mut Wire,
+    mut sizes: Option<&mut Vec<u64>>,
+) {
+    loop {
+        let mut moved = false;
+        while let Some(t) = a.poll_transmit() {
+            moved = true;
+            let n = wire.record(&t.payload);
+            if let Some(s) = sizes.as_deref_mut() {
+                s.push(n);
+            }
+            let started = Instant::now();
+            let reply = b.handle_request(now, &t.payload);
+            wire.b_busy += started.elapsed();
+            wire.record(&reply);
+            a.handle_reply(now, t.id, &reply);
+        }
+        while let Some(t) = b.poll_transmit() {
+            moved = true;
+            wire.record(&t.payload);
+            let reply = a.handle_request(now, &t.payload);
+            wire.record(&reply);
+            b.handle_reply(now, t.id, &reply);
+        }
+        while a.poll_event().is_some() {}
+        while b.poll_event().is_some() {}
+        if !moved {
+            return;
+        }
+    }
+}
+
+/// A scratch directory removed when dropped.
+pub struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    /// Creates `$TMPDIR/ringsync-bench-{pid}-{name}`.
+    pub fn new(name: &str) -> Result<Scratch, String> {
+        let path =
+            std::env::temp_dir().join(format!("ringsync-bench-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        Ok(Scratch { path })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}

@@ -1,0 +1,162 @@
+//! Join throughput and memory: a new, empty node process catches up a node
+//! process holding the dataset, over loopback; beside it, a plain HTTP
+//! transfer of the same bytes with the same libraries (tide, surf) in the
+//! same run. Both processes' peak resident memory is read before they stop.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::cluster::{ensure_parent, Procs};
+use super::data;
+use crate::core::Schedule;
+use crate::store::RedbStore;
+
+/// The join target: at least half the plain transfer's rate.
+pub const TARGET_RATIO: f64 = 0.50;
+
+/// The memory target: a node holding a million keys peaks at 200 MB or less.
+pub const MEMORY_TARGET_BYTES: u64 = 200 * 1000 * 1000;
+
+/// The longest a join may take before the benchmark reports it unfinished.
+const JOIN_DEADLINE: Duration = Duration::from_secs(300);
+
+/// The join.
+#[derive(Debug, Clone, Serialize)]
+pub struct Join {
+    /// Entries the new node had to fetch.
+    pub keys: u64,
+    /// Their encoded bytes: what "MB" counts in both rates.
+    pub dataset_bytes: u64,
+    /// Seconds from starting the new node to its root equalling the
+    /// holder's (including up to one 1 s cycle before the first exchange).
+    pub seconds: f64,
+    /// `dataset_bytes / seconds`, in MB (10^6 bytes) per second.
+    pub mb_per_s: f64,
+    /// Bytes both nodes sent meanwhile (requests, replies, every duplicate).
+    pub wire_bytes: u64,
+    /// Seconds of the plain transfer of `dataset_bytes`.
+    pub baseline_seconds: f64,
+    /// Its rate, MB/s.
+    pub baseline_mb_per_s: f64,
+    /// Bytes of each baseline answer: one protocol batch of this dataset.
+    pub baseline_chunk: u64,
+    /// `mb_per_s / baseline_mb_per_s`.
+    pub ratio: f64,
+    /// The new node caught up within the deadline.
+    pub finished: bool,
+    /// `finished` and `ratio >= 0.50`.
+    pub meets_target: bool,
+}
+
+/// Peak resident memory of the two node processes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Memory {
+    /// Keys each held at the end.
+    pub keys: u64,
+    /// The node that held the dataset from the start and served the join.
+    pub holder_peak_bytes: u64,
+    /// The node that joined.
+    pub joiner_peak_bytes: u64,
+    /// Both within [`MEMORY_TARGET_BYTES`].
+    pub meets_target: bool,
+}
+
+/// Runs the join over `keys` keys; `base` is a store holding exactly them
+/// (written by position 0 from `base_ms`), copied rather than rebuilt.
+pub fn run(
+    base: Option<&Path>,
+    keys: u64,
+    base_ms: u64,
+    log: &mut dyn FnMut(&str),
+) -> Result<(Join, Memory), String> {
+    // Successor: the joiner's predecessor holds everything, as in a ring
+    // of any size. peer_timeout is long because a batch of 4096 entries
+    // is committed (fsync'd) before it is acknowledged, on a loaded disk.
+    let mut c = Procs::new(
+        "join",
+        2,
+        Schedule::Successor,
+        "1s",
+        "peer_timeout = \"5s\"",
+    )?;
+    let holder = c.store_path(0);
+    ensure_parent(&holder)?;
+    match base {
+        Some(b) => {
+            std::fs::copy(b, &holder).map_err(|e| format!("copying the dataset: {e}"))?;
+        }
+        None => {
+            let mut store = RedbStore::open(&holder).map_err(|e| e.to_string())?;
+            data::load(&mut store, keys, 0, base_ms)?;
+        }
+    }
+    c.spawn(0)?;
+    c.wait_ready(0)?;
+    let root = c.status(0)?["digest_root"].clone();
+
+    let started = Instant::now();
+    c.spawn(1)?;
+    c.wait_ready(1)?;
+    let mut finished = false;
+    let mut last_log = Instant::now();
+    while started.elapsed() < JOIN_DEADLINE {
+        let s = c.status(1)?;
+        if s["digest_root"] == root {
+            finished = true;
+            break;
+        }
+        if last_log.elapsed() > Duration::from_secs(10) {
+            log(&format!(
+                "join: {} of {keys} keys after {:.0} s",
+                s["keys"],
+                started.elapsed().as_secs_f64()
+            ));
+            last_log = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let wire_bytes = c.status_u64(0, "bytes_sent")? + c.status_u64(1, "bytes_sent")?;
+    let joined_keys = c.status_u64(1, "keys")?;
+    let memory = Memory {
+        keys: joined_keys.min(keys),
+        holder_peak_bytes: c.peak_rss(0)?,
+        joiner_peak_bytes: c.peak_rss(1)?,
+        meets_target: false,
+    };
+    drop(c);
+    let memory = Memory {
+        meets_target: memory.holder_peak_bytes <= MEMORY_TARGET_BYTES
+            && memory.joiner_peak_bytes <= MEMORY_TARGET_BYTES,
+        ..memory
+    };
+
+    let dataset_bytes = data::dataset_bytes(keys, 0, base_ms);
+    // One protocol batch: 4096 entries (Config::batch_entries), which for
+    // 100-byte values is well under the 1 MiB byte budget.
+    let per_entry = dataset_bytes / keys.max(1);
+    let chunk = (per_entry * data::LOAD_BATCH as u64).min(1 << 20);
+    let baseline = crate::http::bench_baseline::transfer(dataset_bytes, chunk as usize)?;
+    let mb = dataset_bytes as f64 / 1e6;
+    let mb_per_s = mb / seconds.max(1e-9);
+    let baseline_mb_per_s = mb / baseline.as_secs_f64().max(1e-9);
+    let ratio = mb_per_s / baseline_mb_per_s;
+    Ok((
+        Join {
+            keys,
+            dataset_bytes,
+            seconds,
+            mb_per_s,
+            wire_bytes,
+            baseline_seconds: baseline.as_secs_f64(),
+            baseline_mb_per_s,
+            baseline_chunk: chunk,
+            ratio,
+            finished,
+            meets_target: finished && ratio >= TARGET_RATIO,
+        },
+        memory,
+    ))
+}

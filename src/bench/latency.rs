@@ -1,0 +1,172 @@
+//! Write-visibility latency on real processes (issue 8): the time from a
+//! client's PUT at one node until every node serves the key, with eager
+//! relay on and off, beside random push-pull.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::cluster::Procs;
+use crate::core::Schedule;
+
+/// Cycle length of these clusters. Without relay a write needs cycles
+/// (up to N-1 of them under successor), so this sets the scale of the
+/// relay-off figures; with relay the figures should not depend on it.
+pub const INTERVAL_MS: u64 = 500;
+
+/// Gap between writes when they are not made one at a time.
+const SPACING: Duration = Duration::from_millis(250);
+
+/// The longest one configuration may take.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// One configuration's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// The schedule.
+    pub schedule: String,
+    /// Eager relay on.
+    pub relay: bool,
+    /// Node processes.
+    pub nodes: u32,
+    /// Cycle length, ms.
+    pub interval_ms: u64,
+    /// Writes whose latency was measured.
+    pub writes: u64,
+    /// Writes never seen everywhere before the deadline.
+    pub unfinished: u64,
+    /// Median latency, ms.
+    pub p50_ms: f64,
+    /// 99th percentile (nearest rank), ms.
+    pub p99_ms: f64,
+    /// Longest, ms.
+    pub max_ms: f64,
+    /// Bytes sent by all nodes per write, less what the same cluster sent
+    /// per second when idle (digest exchanges) over the same time.
+    pub bytes_per_write: f64,
+    /// Entries sent per write (N-1 = every node once).
+    pub entries_per_write: f64,
+    /// What the idle cluster sent per second.
+    pub idle_bytes_per_s: f64,
+}
+
+fn totals(c: &Procs) -> Result<(u64, u64), String> {
+    let (mut entries, mut bytes) = (0, 0);
+    for i in 0..c.n() {
+        let s = c.status(i)?;
+        entries += s["entries_sent"].as_u64().unwrap_or(0);
+        bytes += s["bytes_sent"].as_u64().unwrap_or(0);
+    }
+    Ok((entries, bytes))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Measures `writes` writes on `n` processes. With relay on under a ring
+/// schedule, writes go one at a time (each is in flight for milliseconds,
+/// and the poll that finds the last node is then cheap and precise);
+/// otherwise one every 250 ms, several in flight at once.
+pub fn run(n: usize, schedule: Schedule, relay: bool, writes: u64) -> Result<Latency, String> {
+    let mut c = Procs::new(
+        &format!("lat-{schedule}-{}", if relay { "on" } else { "off" }),
+        n,
+        schedule,
+        &format!("{INTERVAL_MS}ms"),
+        &format!("relay = {relay}\npeer_timeout = \"300ms\""),
+    )?;
+    c.start_all()?;
+    c.wait_steady(Duration::from_secs(60))?;
+
+    let idle_from = Instant::now();
+    let idle0 = totals(&c)?;
+    std::thread::sleep(Duration::from_millis(4 * INTERVAL_MS));
+    let idle1 = totals(&c)?;
+    let idle_bytes_per_s = (idle1.1 - idle0.1) as f64 / idle_from.elapsed().as_secs_f64();
+
+    let one_at_a_time = relay && schedule.is_ring();
+    let prefix = "lat/";
+    let started = Instant::now();
+    let before = totals(&c)?;
+    // key -> (when written, nodes that do not serve it yet)
+    let mut pending: BTreeMap<String, (Instant, BTreeSet<usize>)> = BTreeMap::new();
+    let mut done: Vec<f64> = Vec::new();
+    let mut made = 0u64;
+    let mut last_write: Option<Instant> = None;
+    while (made < writes || !pending.is_empty()) && started.elapsed() < DEADLINE {
+        let due = match last_write {
+            None => true,
+            Some(_) if one_at_a_time => pending.is_empty(),
+            Some(t) => t.elapsed() >= SPACING,
+        };
+        if made < writes && due {
+            // Writers spread over the ring, 7 positions apart.
+            let at = (made as usize * 7) % n;
+            let key = format!("{prefix}{made:05}");
+            let t = Instant::now();
+            c.put(at, &key, b"latency")?;
+            let missing: BTreeSet<usize> = (0..n).filter(|&i| i != at).collect();
+            pending.insert(key, (t, missing));
+            last_write = Some(t);
+            made += 1;
+        }
+        // Poll each node that still misses something: one GET when it
+        // misses one key, one listing when it misses more.
+        let mut wanted: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        for (key, (_, missing)) in &pending {
+            for &i in missing {
+                wanted.entry(i).or_default().push(key.clone());
+            }
+        }
+        if wanted.is_empty() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for (i, keys) in wanted {
+            let held: BTreeSet<String> = if keys.len() == 1 {
+                if c.has(i, &keys[0])? {
+                    keys.into_iter().collect()
+                } else {
+                    BTreeSet::new()
+                }
+            } else {
+                c.keys(i, prefix)?.into_iter().collect()
+            };
+            let now = Instant::now();
+            pending.retain(|key, (t, missing)| {
+                if held.contains(key) {
+                    missing.remove(&i);
+                }
+                if missing.is_empty() {
+                    done.push(now.duration_since(*t).as_secs_f64() * 1000.0);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = totals(&c)?;
+    done.sort_by(f64::total_cmp);
+    let w = made.max(1) as f64;
+    Ok(Latency {
+        schedule: schedule.name().into(),
+        relay,
+        nodes: n as u32,
+        interval_ms: INTERVAL_MS,
+        writes: done.len() as u64,
+        unfinished: pending.len() as u64,
+        p50_ms: percentile(&done, 0.50),
+        p99_ms: percentile(&done, 0.99),
+        max_ms: done.last().copied().unwrap_or(f64::NAN),
+        bytes_per_write: ((after.1 - before.1) as f64 - idle_bytes_per_s * elapsed).max(0.0) / w,
+        entries_per_write: (after.0 - before.0) as f64 / w,
+        idle_bytes_per_s,
+    })
+}

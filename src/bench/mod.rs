@@ -1,0 +1,295 @@
+//! `ringsync bench`: what ringsync costs and reaches, measured in one run.
+//!
+//! Every figure is either a count that does not depend on the machine's
+//! speed (cycles, messages, bytes, entries) or a ratio against a baseline
+//! measured in the same run on the same machine (a plain HTTP transfer with
+//! the same libraries, bare inserts into the same store engine). The run
+//! writes `bench/results/<stamp>.json`, `bench/results/latest.json`,
+//! `docs/BENCHMARKS.md` and `docs/bench-convergence.svg`, relative to the
+//! current directory (the repository's root). `--quick` shrinks every
+//! dataset for a smoke test and writes only `bench/results/<stamp>-quick.json`.
+//!
+//! The sections, one module each: [`convergence`] (simulator and real
+//! processes), [`digest`] (idle and repair cost), [`join`] (join throughput
+//! and peak memory, real processes), [`merge`] (merge throughput) and
+//! [`latency`] (write visibility with eager relay, real processes).
+
+pub mod cluster;
+pub mod convergence;
+pub mod data;
+pub mod digest;
+pub mod join;
+pub mod latency;
+pub mod machine;
+pub mod merge;
+pub mod report;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::core::Schedule;
+use crate::sim::report::Summary;
+
+/// How big a run is.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scale {
+    /// A `--quick` smoke run.
+    pub quick: bool,
+    /// Keys of the idle, repair, merge, join and memory datasets.
+    pub keys: u64,
+    /// Divergent keys of the repair runs.
+    pub repair_d: Vec<u64>,
+    /// Simulator runs per schedule and size.
+    pub sim_runs: u32,
+    /// Real processes of the convergence table.
+    pub real_nodes: u32,
+    /// Real processes of the latency table.
+    pub latency_nodes: u32,
+    /// Writes measured per latency configuration with relay on (ring
+    /// schedules), and otherwise.
+    pub latency_writes: (u64, u64),
+}
+
+impl Scale {
+    /// The sizes, or a smoke run's.
+    pub fn new(quick: bool) -> Scale {
+        if quick {
+            Scale {
+                quick,
+                keys: 20_000,
+                repair_d: vec![1, 100, 1000],
+                sim_runs: 1,
+                real_nodes: 5,
+                latency_nodes: 8,
+                latency_writes: (20, 10),
+            }
+        } else {
+            Scale {
+                quick,
+                keys: 1_000_000,
+                repair_d: vec![1, 100, 10_000],
+                sim_runs: 5,
+                real_nodes: 5,
+                latency_nodes: 32,
+                latency_writes: (100, 40),
+            }
+        }
+    }
+}
+
+/// Everything one run measured. A section that failed has `None` and its
+/// error in `errors`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    /// The machine.
+    pub machine: machine::Machine,
+    /// The sizes.
+    pub scale: Scale,
+    /// Seconds the whole run took.
+    pub seconds: f64,
+    /// The simulator sweep (the chart's data): every schedule at N = 2, 4,
+    /// ..., 512, 1000.
+    pub sim: Vec<Summary>,
+    /// Real processes, one row per schedule.
+    pub real: Option<Vec<convergence::Real>>,
+    /// Idle cost per schedule.
+    pub idle: Option<Vec<digest::Idle>>,
+    /// Repair cost per d.
+    pub repair: Option<Vec<digest::Repair>>,
+    /// Seconds to load the dataset into redb (informative only).
+    pub load_seconds: Option<f64>,
+    /// Join throughput.
+    pub join: Option<join::Join>,
+    /// Peak memory.
+    pub memory: Option<join::Memory>,
+    /// Merge throughput.
+    pub merge: Option<merge::Merge>,
+    /// Write-visibility latency.
+    pub latency: Option<Vec<latency::Latency>>,
+    /// Why a section has no figures, by section.
+    pub errors: std::collections::BTreeMap<String, String>,
+}
+
+fn log(started: Instant, msg: &str) {
+    eprintln!("[{:>6.1} s] {msg}", started.elapsed().as_secs_f64());
+}
+
+/// Runs the benchmark from the repository root `root`; prints the report.
+pub fn run(quick: bool, root: &Path) -> Result<(), String> {
+    let started = Instant::now();
+    let scale = Scale::new(quick);
+    let machine = machine::describe();
+    if machine.profile == "debug" {
+        eprintln!("warning: a debug build; figures will be far from a release build's");
+    }
+    let mut r = Results {
+        machine,
+        scale: scale.clone(),
+        seconds: 0.0,
+        sim: Vec::new(),
+        real: None,
+        idle: None,
+        repair: None,
+        load_seconds: None,
+        join: None,
+        memory: None,
+        merge: None,
+        latency: None,
+        errors: Default::default(),
+    };
+    let mut say = |m: &str| log(started, m);
+
+    say("convergence: simulator sweep");
+    r.sim = convergence::sweep(scale.sim_runs);
+    say(&format!(
+        "convergence: real processes, N = {}",
+        scale.real_nodes
+    ));
+    let mut real = Vec::new();
+    for s in Schedule::ALL {
+        match convergence::real(scale.real_nodes as usize, s) {
+            Ok(row) => real.push(row),
+            Err(e) => {
+                r.errors.insert(format!("real-{s}"), e);
+            }
+        }
+    }
+    r.real = Some(real);
+
+    let scratch = data::Scratch::new("data")?;
+    // Versions two hours old: far outside every dissemination window, and
+    // never ahead of a node's clock.
+    let now = crate::service::now_ms();
+    let base_ms = now - 2 * 3600 * 1000;
+    say(&format!("loading {} keys into redb", scale.keys));
+    let base = match digest::build_base(scratch.path(), scale.keys, base_ms) {
+        Ok((path, secs)) => {
+            r.load_seconds = Some(secs);
+            Some(path)
+        }
+        Err(e) => {
+            r.errors.insert("load".into(), e);
+            None
+        }
+    };
+    if let Some(base) = &base {
+        say("idle and repair cost");
+        match digest::run(
+            scratch.path(),
+            base,
+            scale.keys,
+            &scale.repair_d,
+            now,
+            &mut say,
+        ) {
+            Ok((idle, repair)) => {
+                r.idle = Some(idle);
+                r.repair = Some(repair);
+            }
+            Err(e) => {
+                r.errors.insert("digest".into(), e);
+            }
+        }
+        for f in ["a.redb", "b.redb"] {
+            let _ = std::fs::remove_file(scratch.path().join(f));
+        }
+    }
+
+    say("join throughput and memory (real processes)");
+    match join::run(base.as_deref(), scale.keys, base_ms, &mut say) {
+        Ok((j, m)) => {
+            r.join = Some(j);
+            r.memory = Some(m);
+        }
+        Err(e) => {
+            r.errors.insert("join".into(), e);
+        }
+    }
+    if let Some(b) = &base {
+        let _ = std::fs::remove_file(b);
+    }
+
+    say("merge throughput");
+    match merge::run(scratch.path(), scale.keys, base_ms, now) {
+        Ok(m) => r.merge = Some(m),
+        Err(e) => {
+            r.errors.insert("merge".into(), e);
+        }
+    }
+    drop(scratch);
+
+    let n = scale.latency_nodes as usize;
+    let (w_relay, w_cycles) = scale.latency_writes;
+    let mut lat = Vec::new();
+    for (schedule, relay) in [
+        (Schedule::Successor, true),
+        (Schedule::Successor, false),
+        (Schedule::Doubling, true),
+        (Schedule::Doubling, false),
+        (Schedule::Random, true),
+    ] {
+        say(&format!(
+            "write latency: {schedule}, relay {}, N = {n}",
+            if relay { "on" } else { "off" }
+        ));
+        let writes = if relay && schedule.is_ring() {
+            w_relay
+        } else {
+            w_cycles
+        };
+        match latency::run(n, schedule, relay, writes) {
+            Ok(row) => lat.push(row),
+            Err(e) => {
+                r.errors
+                    .insert(format!("latency-{schedule}-relay-{relay}"), e);
+            }
+        }
+    }
+    r.latency = Some(lat);
+    r.seconds = started.elapsed().as_secs_f64();
+    say("done");
+    write_out(&r, root)
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), String> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+    }
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn write_out(r: &Results, root: &Path) -> Result<(), String> {
+    let json = serde_json::to_string_pretty(r).map_err(|e| e.to_string())? + "\n";
+    let stamp = machine::utc(machine::now_secs()).1;
+    let results = root.join("bench/results");
+    let md = report::markdown(r);
+    let mut written: Vec<PathBuf> = Vec::new();
+    if r.scale.quick {
+        let p = results.join(format!("{stamp}-quick.json"));
+        write_file(&p, &json)?;
+        written.push(p);
+    } else {
+        for p in [
+            results.join(format!("{stamp}.json")),
+            results.join("latest.json"),
+        ] {
+            write_file(&p, &json)?;
+            written.push(p);
+        }
+        let svg = report::chart(r);
+        for (p, text) in [
+            (root.join("docs/BENCHMARKS.md"), &md),
+            (root.join("docs/bench-convergence.svg"), &svg),
+        ] {
+            write_file(&p, text)?;
+            written.push(p);
+        }
+    }
+    print!("{md}");
+    for p in written {
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,625 @@
+//! The benchmark's report: `docs/BENCHMARKS.md` and the chart.
+
+use std::fmt::Write as _;
+
+use super::{digest, join, latency, merge, Results};
+use crate::core::schedule::log2_ceil;
+
+/// The convergence chart of the run's simulator sweep.
+pub fn chart(r: &Results) -> String {
+    crate::sim::plot::svg(
+        &format!(
+            "Cycles to convergence (simulator: {} writes from {} writers, mean of {} runs)",
+            super::convergence::SIM_WRITES,
+            super::convergence::SIM_WRITERS,
+            r.scale.sim_runs
+        ),
+        &r.sim,
+    )
+}
+
+/// 1234567 as "1,234,567".
+fn int(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Bytes in B, KiB or MiB.
+fn bytes(n: f64) -> String {
+    if n < 1024.0 {
+        format!("{n:.0} B")
+    } else if n < 1024.0 * 1024.0 {
+        format!("{:.1} KiB", n / 1024.0)
+    } else if n < 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.1} MiB", n / (1024.0 * 1024.0))
+    } else {
+        format!("{:.1} GiB", n / (1024.0 * 1024.0 * 1024.0))
+    }
+}
+
+/// Seconds as "40 s" or "7.5 minutes".
+fn duration(secs: f64) -> String {
+    if secs < 120.0 {
+        format!("{secs:.0} s")
+    } else {
+        format!("{:.1} minutes", secs / 60.0)
+    }
+}
+
+/// A ratio as a percentage, with a decimal when it is small.
+fn pct(ratio: f64) -> String {
+    let p = ratio * 100.0;
+    if p < 10.0 {
+        format!("{p:.1}%")
+    } else {
+        format!("{p:.0}%")
+    }
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "**missed**"
+    }
+}
+
+fn error(r: &Results, prefix: &str) -> String {
+    let errs: Vec<String> = r
+        .errors
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    if errs.is_empty() {
+        "not measured in this run.".into()
+    } else {
+        format!("not measured: {}", errs.join("; "))
+    }
+}
+
+/// `docs/BENCHMARKS.md`.
+pub fn markdown(r: &Results) -> String {
+    let mut s = String::new();
+    let m = &r.machine;
+    let keys = int(r.scale.keys);
+    let _ = writeln!(s, "# Benchmarks\n");
+    let _ = writeln!(
+        s,
+        "Written by `ringsync bench` (run it with `cargo run --release -- bench`; \
+         {} here). The raw figures are in \
+         [`bench/results/latest.json`](../bench/results/latest.json). Every \
+         figure is a count that does not depend on the machine's speed (cycles, \
+         messages, bytes, entries), or a ratio against a baseline measured in \
+         the same run on the same machine. Where a target is missed, the table \
+         says so.{}\n",
+        duration(r.seconds),
+        if r.scale.quick {
+            " **This is a `--quick` smoke run on small datasets: not the issue's sizes.**"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(s, "| machine | |\n|---|---|");
+    let _ = writeln!(s, "| date (UTC) | {} |", m.date);
+    let _ = writeln!(s, "| processors (`nproc`) | {} |", m.nproc);
+    let _ = writeln!(s, "| CPU model | {} |", m.cpu);
+    let _ = writeln!(s, "| memory | {} |", bytes(m.memory_bytes as f64));
+    let _ = writeln!(s, "| kernel | {} |", m.kernel);
+    let _ = writeln!(
+        s,
+        "| file system of the data (temp dir) | {} |",
+        m.scratch_fs
+    );
+    let _ = writeln!(s, "| rustc | {} |", m.rustc);
+    let _ = writeln!(s, "| build | {} |", m.profile);
+    let _ = writeln!(s, "| run time | {} |\n", duration(r.seconds));
+
+    // ----- targets at a glance
+    let _ = writeln!(s, "## Targets\n");
+    let _ = writeln!(s, "| figure | target | measured | |\n|---|---|---|---|");
+    if let Some(idle) = &r.idle {
+        for i in idle {
+            let _ = writeln!(
+                s,
+                "| idle cycle, {} keys, {} | ≤ 1 KiB | {} | {} |",
+                int(i.keys),
+                i.schedule,
+                bytes(i.bytes as f64),
+                verdict(i.meets_target)
+            );
+        }
+    }
+    if let Some(rep) = &r.repair {
+        for x in rep {
+            let _ = writeln!(
+                s,
+                "| repair of d = {} among {} keys | ≤ 2.0 × entry bytes + 64 KiB = {} | {} ({:.2} × entry bytes) | {} |",
+                int(x.d),
+                int(x.keys),
+                bytes(digest::REPAIR_FACTOR * x.entry_bytes as f64 + digest::REPAIR_ALLOWANCE as f64),
+                bytes(x.bytes as f64),
+                x.ratio,
+                verdict(x.meets_target)
+            );
+        }
+    }
+    if let Some(j) = &r.join {
+        let _ = writeln!(
+            s,
+            "| join of {} keys | ≥ 50% of plain HTTP | {} | {} |",
+            int(j.keys),
+            pct(j.ratio),
+            verdict(j.meets_target)
+        );
+    }
+    if let Some(mg) = &r.merge {
+        let _ = writeln!(
+            s,
+            "| merge into redb | ≥ 40% of bare inserts | {} | {} |",
+            pct(mg.ratio),
+            verdict(mg.meets_target)
+        );
+    }
+    if let Some(mem) = &r.memory {
+        let peak = mem.holder_peak_bytes.max(mem.joiner_peak_bytes);
+        let _ = writeln!(
+            s,
+            "| peak memory of a node holding {} keys | ≤ 200 MB | {:.0} MB | {} |",
+            int(mem.keys),
+            peak as f64 / 1e6,
+            verdict(mem.meets_target)
+        );
+    }
+    let _ = writeln!(s);
+
+    // ----- 1. convergence
+    let _ = writeln!(s, "## 1. Convergence\n");
+    let _ = writeln!(
+        s,
+        "![cycles to convergence against N](bench-convergence.svg)\n"
+    );
+    let _ = writeln!(
+        s,
+        "Simulator (`src/sim`, the real core over a virtual clock; {} writes \
+         spread over {} writers before the first cycle; lossless, latency 1-5 ms \
+         against 1 s cycles; {} run(s) per row, seeds 1 on). \"Redundancy\" is \
+         entries sent over entries needed (each node's missing entries). The \
+         chart above draws the whole sweep (N = 2, 4, ..., 512, 1000); eager \
+         relay is off, so that the schedules' own cycles show.\n",
+        super::convergence::SIM_WRITES,
+        super::convergence::SIM_WRITERS,
+        r.scale.sim_runs
+    );
+    let _ = writeln!(
+        s,
+        "| N | schedule | cycles (mean) | max | bound | messages | entries | bytes | redundancy |\n|---:|---|---:|---:|---|---:|---:|---:|---:|"
+    );
+    for n in [8u32, 64, 1000] {
+        for row in r.sim.iter().filter(|x| x.nodes == n) {
+            let bound = match row.schedule.as_str() {
+                "successor" => format!("N-1 = {}", n - 1),
+                "doubling" => format!("ceil(log2 N) = {}", log2_ceil(n)),
+                _ => "none (log3 N + O(log log N) expected)".into(),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.2} | {} | {} | {} | {} | {} | {:.2} |",
+                n,
+                row.schedule,
+                row.cycles_mean,
+                row.cycles_max,
+                bound,
+                int(row.messages.round() as u64),
+                int(row.entries_sent.round() as u64),
+                int(row.bytes.round() as u64),
+                row.redundancy
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nReal processes (`ringsync node` children of the benchmark, on \
+         127.0.0.1, 300 ms cycles, relay off): one write at each node, counted \
+         from `/v1/status` and `/metrics` until two cycles after every node \
+         serves every key. Cycles are the most any write took, read from \
+         outside (up to 2 more than the core's own count; see \
+         `tests/node_cluster.rs`). Messages are requests sent times two.\n"
+    );
+    match &r.real {
+        Some(rows) if !rows.is_empty() => {
+            let _ = writeln!(
+                s,
+                "| N | schedule | cycles | messages | entries | bytes | redundancy |\n|---:|---|---:|---:|---:|---:|---:|"
+            );
+            for x in rows {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {:.2} |",
+                    x.nodes,
+                    x.schedule,
+                    x.cycles,
+                    int(x.messages),
+                    int(x.entries),
+                    int(x.bytes),
+                    x.redundancy
+                );
+            }
+        }
+        _ => {
+            let _ = writeln!(s, "{}", error(r, "real"));
+        }
+    }
+    let real_missing: Vec<&String> = r.errors.keys().filter(|k| k.starts_with("real")).collect();
+    if !real_missing.is_empty() && r.real.as_ref().is_some_and(|v| !v.is_empty()) {
+        let _ = writeln!(s, "\n{}", error(r, "real"));
+    }
+    let _ = writeln!(s);
+
+    // ----- 2. idle
+    let _ = writeln!(s, "## 2. Idle cost\n");
+    let _ = writeln!(
+        s,
+        "Two converged core nodes over redb stores holding the same {keys} \
+         keys (100-byte values), driven in-process: every request handed to the \
+         peer at once, every byte of requests and replies counted. One steady \
+         cycle (after a first): under successor each node pushes its digest \
+         to the other and gets the other's back; under random each starts one \
+         push-pull. Target: at most 1 KiB.\n"
+    );
+    match &r.idle {
+        Some(rows) => {
+            let _ = writeln!(
+                s,
+                "| schedule | keys | messages | bytes | entries | target ≤ 1 KiB |\n|---|---:|---:|---:|---:|---|"
+            );
+            for i in rows {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} |",
+                    i.schedule,
+                    int(i.keys),
+                    i.messages,
+                    int(i.bytes),
+                    i.entries,
+                    verdict(i.meets_target)
+                );
+            }
+        }
+        None => {
+            let _ = writeln!(s, "{}", error(r, "digest"));
+        }
+    }
+    let _ = writeln!(s);
+
+    // ----- 3. repair
+    let _ = writeln!(s, "## 3. Repair cost\n");
+    let _ = writeln!(
+        s,
+        "The same two nodes; d entries are committed into one node's store \
+         behind the protocol's back, with versions below what both nodes' \
+         hints already cover (holes, as a lost relay leaves them), and that \
+         node is reopened so that its digest is rebuilt. The hints then agree \
+         and only the digest tree can find the difference: the hard case. \
+         Bytes are everything both nodes sent until their roots were equal; \
+         entry bytes are the d entries' own postcard encoding. Target: bytes \
+         at most 2.0 × entry bytes + 64 KiB.\n"
+    );
+    match &r.repair {
+        Some(rows) => {
+            let _ = writeln!(
+                s,
+                "| d | keys | cycles | messages | bytes | entry bytes | bytes / entry bytes | target |\n|---:|---:|---:|---:|---:|---:|---:|---|"
+            );
+            for x in rows {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {:.2} | {}{} |",
+                    int(x.d),
+                    int(x.keys),
+                    x.cycles,
+                    int(x.messages),
+                    int(x.bytes),
+                    int(x.entry_bytes),
+                    x.ratio,
+                    verdict(x.meets_target),
+                    if x.repaired { "" } else { " (never repaired)" }
+                );
+            }
+            let _ = writeln!(
+                s,
+                "\nWhere the bytes went (messages, bytes), by message type:\n"
+            );
+            for x in rows {
+                let parts: Vec<String> = x
+                    .by_type
+                    .iter()
+                    .map(|(k, (m, b))| format!("{k} {m}, {}", bytes(*b as f64)))
+                    .collect();
+                let _ = writeln!(s, "- d = {}: {}", int(x.d), parts.join("; "));
+            }
+        }
+        None => {
+            let _ = writeln!(s, "{}", error(r, "digest"));
+        }
+    }
+    let _ = writeln!(s);
+
+    // ----- 4. join
+    let _ = writeln!(s, "## 4. Join throughput\n");
+    let _ = writeln!(
+        s,
+        "Two `ringsync node` processes on 127.0.0.1 (successor, 1 s cycles, \
+         relay on): one holds {keys} entries of 100-byte values, the other \
+         starts empty and catches up (its start-up push-pull with its \
+         predecessor, and the holder's cycle pushes of what it lacks). Time \
+         runs from starting the new process until its digest root equals the \
+         holder's, so it includes up to one cycle before the first exchange. \
+         MB are 10^6 bytes of the entries' encoding. Beside it, in the same \
+         run: a tide server answering a surf client's POSTs with one \
+         protocol batch's worth of bytes each, until the same bytes have \
+         moved (`src/http/bench_baseline.rs`). Target: at least 50% of the \
+         plain transfer's rate.\n"
+    );
+    match &r.join {
+        Some(j) => {
+            let _ = writeln!(
+                s,
+                "| | keys | bytes | seconds | MB/s |\n|---|---:|---:|---:|---:|"
+            );
+            let _ = writeln!(
+                s,
+                "| join (bytes on the wire: {}, {:.2} × the data) | {} | {} | {:.2} | {:.1} |",
+                int(j.wire_bytes),
+                j.wire_bytes as f64 / j.dataset_bytes.max(1) as f64,
+                int(j.keys),
+                int(j.dataset_bytes),
+                j.seconds,
+                j.mb_per_s
+            );
+            let _ = writeln!(
+                s,
+                "| plain HTTP, tide + surf, {} per answer | | {} | {:.2} | {:.1} |",
+                bytes(j.baseline_chunk as f64),
+                int(j.dataset_bytes),
+                j.baseline_seconds,
+                j.baseline_mb_per_s
+            );
+            let _ = writeln!(
+                s,
+                "\nJoin rate / plain rate: **{}**, target ≥ {:.0}%: {}.{}",
+                pct(j.ratio),
+                join::TARGET_RATIO * 100.0,
+                verdict(j.meets_target),
+                if j.finished {
+                    String::new()
+                } else {
+                    " The new node had not caught up when the benchmark stopped waiting.".into()
+                }
+            );
+        }
+        None => {
+            let _ = writeln!(s, "{}", error(r, "join"));
+        }
+    }
+    let _ = writeln!(s);
+
+    // ----- 5. merge
+    let _ = writeln!(s, "## 5. Merge throughput\n");
+    let _ = writeln!(
+        s,
+        "A `Node<RedbStore>` receives the {keys} entries as the pushes of a \
+         manual-sync hop from an in-memory node (one commit per push, redb's \
+         default immediate durability); only the receiver's handling is timed: \
+         decode, validate, merge under last writer wins, the four tables, the \
+         digest tree, the reply. Beside it, in the same run on the same disk: \
+         the same entries inserted into one redb table, key to the same \
+         record bytes, one transaction per batch of the same sizes. Between \
+         them, for comparison only, `RedbStore::commit` alone on the same \
+         batches: the store's share of the node's time. Target: at least 40% \
+         of the bare rate.\n"
+    );
+    match &r.merge {
+        Some(mg) => {
+            let _ = writeln!(
+                s,
+                "| | entries | batches | seconds | entries/s |\n|---|---:|---:|---:|---:|"
+            );
+            let _ = writeln!(
+                s,
+                "| node merging pushes | {} | {} | {:.2} | {} |",
+                int(mg.entries),
+                mg.batches,
+                mg.node_seconds,
+                int(mg.node_rate.round() as u64)
+            );
+            let _ = writeln!(
+                s,
+                "| the store alone: `RedbStore::commit` of the same batches (for comparison) | {} | {} | {:.2} | {} |",
+                int(mg.entries),
+                mg.batches,
+                mg.store_seconds,
+                int(mg.store_rate.round() as u64)
+            );
+            let _ = writeln!(
+                s,
+                "| bare redb inserts, one table | {} | {} | {:.2} | {} |",
+                int(mg.entries),
+                mg.batches,
+                mg.bare_seconds,
+                int(mg.bare_rate.round() as u64)
+            );
+            let _ = writeln!(
+                s,
+                "\nNode rate / bare rate: **{}**, target ≥ {:.0}%: {}.",
+                pct(mg.ratio),
+                merge::TARGET_RATIO * 100.0,
+                verdict(mg.meets_target)
+            );
+        }
+        None => {
+            let _ = writeln!(s, "{}", error(r, "merge"));
+        }
+    }
+    let _ = writeln!(s);
+
+    // ----- 6. memory
+    let _ = writeln!(s, "## 6. Memory\n");
+    let _ = writeln!(
+        s,
+        "Peak resident memory (`VmHWM` in `/proc/PID/status`) of the two node \
+         processes of the join, read just before they stop: the holder opened \
+         a store of {keys} keys (rebuilding its digest from every entry) and \
+         served the join; the new node received them all. Target: at most \
+         200 MB (10^6 bytes).\n"
+    );
+    match &r.memory {
+        Some(mem) => {
+            let _ = writeln!(
+                s,
+                "| node | keys | peak RSS | target |\n|---|---:|---:|---|"
+            );
+            for (who, b) in [
+                ("holder", mem.holder_peak_bytes),
+                ("new node", mem.joiner_peak_bytes),
+            ] {
+                let _ = writeln!(
+                    s,
+                    "| {who} | {} | {:.0} MB | {} |",
+                    int(mem.keys),
+                    b as f64 / 1e6,
+                    verdict(b <= join::MEMORY_TARGET_BYTES)
+                );
+            }
+        }
+        None => {
+            let _ = writeln!(s, "{}", error(r, "join"));
+        }
+    }
+    let _ = writeln!(s);
+
+    // ----- 7. latency
+    let _ = writeln!(s, "## 7. Write-visibility latency (eager relay)\n");
+    let _ = writeln!(
+        s,
+        "{} `ringsync node` processes on 127.0.0.1, {} ms cycles. A write is \
+         a PUT at one node (writers 7 positions apart); its latency runs from \
+         sending the PUT until every node serves the key, found by polling \
+         the nodes that do not have it yet (one GET each while one key is \
+         missing there, one listing otherwise). With relay on under a ring \
+         schedule, writes go one at a time; otherwise one every 250 ms. \
+         Percentiles are nearest-rank over the writes measured, so below 100 \
+         writes p99 is the largest. Bytes per write are everything all nodes \
+         sent during the writes, less what the same cluster sent per second \
+         while idle. Entries per write: N-1 means each node got it once. \
+         Polling shares the 2 processors with the nodes, so these times are \
+         an upper bound for this machine.\n",
+        r.scale.latency_nodes,
+        latency::INTERVAL_MS
+    );
+    match &r.latency {
+        Some(rows) if !rows.is_empty() => {
+            let _ = writeln!(
+                s,
+                "| schedule | relay | writes | p50 | p99 | max | p50 in cycles | bytes / write | entries / write |\n|---|---|---:|---:|---:|---:|---:|---:|---:|"
+            );
+            for x in rows {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {}{} | {:.0} ms | {:.0} ms | {:.0} ms | {:.2} | {} | {:.1} |",
+                    x.schedule,
+                    if x.relay { "on" } else { "off" },
+                    x.writes,
+                    if x.unfinished > 0 {
+                        format!(" ({} unfinished)", x.unfinished)
+                    } else {
+                        String::new()
+                    },
+                    x.p50_ms,
+                    x.p99_ms,
+                    x.max_ms,
+                    x.p50_ms / x.interval_ms as f64,
+                    int(x.bytes_per_write.round() as u64),
+                    x.entries_per_write
+                );
+            }
+            let _ = writeln!(
+                s,
+                "\nUnder random, relay sends a client write to 3 random peers at \
+                 once; push-pull cycles do the rest."
+            );
+        }
+        _ => {
+            let _ = writeln!(s, "{}", error(r, "latency"));
+        }
+    }
+    if r.latency.as_ref().is_some_and(|v| !v.is_empty())
+        && r.errors.keys().any(|k| k.starts_with("latency"))
+    {
+        let _ = writeln!(s, "\n{}", error(r, "latency"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::{machine, merge::Merge, Scale};
+
+    fn results() -> Results {
+        Results {
+            machine: machine::describe(),
+            scale: Scale::new(false),
+            seconds: 300.0,
+            sim: Vec::new(),
+            real: None,
+            idle: None,
+            repair: None,
+            load_seconds: None,
+            join: None,
+            memory: None,
+            merge: None,
+            latency: None,
+            errors: Default::default(),
+        }
+    }
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(int(1_234_567), "1,234,567");
+        assert_eq!(int(999), "999");
+        assert_eq!(bytes(150.0), "150 B");
+        assert_eq!(bytes(2.5 * 1024.0 * 1024.0), "2.5 MiB");
+        assert_eq!(pct(0.0012), "0.1%");
+        assert_eq!(pct(0.46), "46%");
+    }
+
+    #[test]
+    fn a_missed_target_is_said_plainly_and_a_failed_section_says_why() {
+        let mut r = results();
+        r.merge = Some(Merge {
+            entries: 10,
+            batches: 1,
+            node_seconds: 1.0,
+            node_rate: 10.0,
+            store_seconds: 0.5,
+            store_rate: 20.0,
+            bare_seconds: 0.1,
+            bare_rate: 100.0,
+            ratio: 0.1,
+            meets_target: false,
+        });
+        r.errors.insert("join".into(), "no processes today".into());
+        let md = markdown(&r);
+        assert!(md.contains("| merge into redb | ≥ 40% of bare inserts | 10% | **missed** |"));
+        assert!(md.contains("not measured: join: no processes today"));
+        assert!(md.contains("| processors (`nproc`) |"));
+    }
+}

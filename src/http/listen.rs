@@ -1,0 +1,399 @@
+//! The listener: accepts connections and serves each with async-h1, with
+//! the limits tide's own listener lacks.
+//!
+//! - **Connections**: at most [`MAX_CONNECTIONS`] at once, and at most
+//!   [`MAX_CONNECTIONS_PER_IP`] from one address other than loopback (a
+//!   node's peers and its local tools all come from 127.0.0.1 in a test,
+//!   and the total still bounds them). Past either, a connection is closed
+//!   at once, and counted as `too_many_connections`.
+//! - **Time**: a client has `request_timeout` (topology, default 10 s) from
+//!   the end of one answer to send the whole head of its next request, idle
+//!   time included; past it the connection is closed, with a 408 if part of
+//!   a head had come. Bodies get the same time in the gate (`server.rs`).
+//!   async-h1 would otherwise wait 60 s for a head, and forever for the
+//!   rest of a body it discards.
+//! - **Head size**: async-h1 checks a head's length only at each line's
+//!   end, so one endless line would grow its buffer without bound; reading
+//!   stops past [`HEAD_BUDGET`] bytes between requests, and the client gets
+//!   431.
+//!
+//! A request whose answer says `connection: close` (the gate's refusals of
+//! a body) ends the connection at once: the rest of its body is not read.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_std::io::{ReadExt, WriteExt};
+use async_std::net::{TcpListener, TcpStream};
+
+use crate::service::now_ms;
+use crate::service::runtime::Shared;
+
+/// Connections served at once. systemd gives a service 1024 descriptors
+/// (soft limit); the store, the peer client's pool and the log need some.
+pub const MAX_CONNECTIONS: usize = 512;
+
+/// Connections from one address other than loopback. A peer's client pool
+/// keeps a few connections per node; 64 leaves room for a busy operator.
+pub const MAX_CONNECTIONS_PER_IP: usize = 64;
+
+/// Bytes read between two requests before their head is complete: the
+/// 8 KiB async-h1 allows for a head, plus one 8 KiB read of its buffer
+/// that may carry the start of the body.
+pub const HEAD_BUDGET: usize = 16 << 10;
+
+/// Time given to a refused request's answer to be written before the
+/// connection closes.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Longest the watchdog sleeps between looks at a connection's deadline.
+const WATCH_TICK: Duration = Duration::from_secs(1);
+
+/// Bytes, and time, spent reading what a client still sends after it was
+/// refused, so that the close does not reset the connection before the
+/// client has read the answer.
+const LINGER_BYTES: usize = 64 << 10;
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Binds `addr`, calls `on_bound` once bound, then serves `app` until the
+/// process ends.
+pub async fn serve(
+    app: tide::Server<Arc<Shared>>,
+    shared: Arc<Shared>,
+    addr: &str,
+    on_bound: impl FnOnce(),
+) -> Result<(), String> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    on_bound();
+    let limits = Arc::new(Limits::default());
+    let timeout = shared.topology.cluster.request_timeout;
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of descriptors, mostly: wait for some to be freed.
+                log::warn!("accepting a connection failed: {e}; pausing 100 ms");
+                async_std::task::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(slot) = Limits::enter(&limits, peer.ip()) else {
+            shared.refusals.note(
+                "too_many_connections",
+                &format!("a connection from {peer} (at the limit of {MAX_CONNECTIONS} in all, {MAX_CONNECTIONS_PER_IP} per address)"),
+                now_ms(),
+            );
+            let _ = stream.shutdown(Shutdown::Both);
+            continue;
+        };
+        let app = app.clone();
+        let shared = Arc::clone(&shared);
+        async_std::task::spawn(async move {
+            connection(app, shared, stream, peer, timeout).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Open connections, in all and per address.
+#[derive(Default)]
+struct Limits {
+    total: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One open connection's place in [`Limits`], given back when dropped.
+struct Slot {
+    limits: Arc<Limits>,
+    ip: Option<IpAddr>,
+}
+
+impl Limits {
+    fn enter(limits: &Arc<Limits>, ip: IpAddr) -> Option<Slot> {
+        if limits.total.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            limits.total.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        let counted = if ip.is_loopback() {
+            None
+        } else {
+            let mut m = limits.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let n = m.entry(ip).or_default();
+            if *n >= MAX_CONNECTIONS_PER_IP {
+                drop(m);
+                limits.total.fetch_sub(1, Ordering::SeqCst);
+                return None;
+            }
+            *n += 1;
+            Some(ip)
+        };
+        Some(Slot {
+            limits: Arc::clone(limits),
+            ip: counted,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(ip) = self.ip {
+            let mut m = self.limits.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = m.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&ip);
+                }
+            }
+        }
+        self.limits.total.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Where a connection is: between requests (reading a head, or idle) with
+/// a deadline, or inside a request (the gate and handler time themselves).
+struct State {
+    in_request: AtomicBool,
+    head_bytes: AtomicUsize,
+    closing: AtomicBool,
+    deadline: Mutex<Option<Instant>>,
+}
+
+impl State {
+    fn new(timeout: Duration) -> State {
+        State {
+            in_request: AtomicBool::new(false),
+            head_bytes: AtomicUsize::new(0),
+            closing: AtomicBool::new(false),
+            deadline: Mutex::new(Some(Instant::now() + timeout)),
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_deadline(&self, d: Option<Instant>) {
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) = d;
+    }
+
+    fn begin_request(&self) {
+        self.set_deadline(None);
+        self.in_request.store(true, Ordering::SeqCst);
+    }
+
+    fn end_request(&self, close: bool, timeout: Duration) {
+        self.head_bytes.store(0, Ordering::SeqCst);
+        self.closing.store(close, Ordering::SeqCst);
+        self.in_request.store(false, Ordering::SeqCst);
+        self.set_deadline(Some(
+            Instant::now() + if close { CLOSE_GRACE } else { timeout },
+        ));
+    }
+
+    /// A head had begun to arrive, and no request is being served.
+    fn mid_head(&self) -> bool {
+        !self.in_request.load(Ordering::SeqCst) && self.head_bytes.load(Ordering::SeqCst) > 0
+    }
+}
+
+/// The socket as async-h1 sees it: counts head bytes, refuses to read an
+/// endless head, and reads nothing more once the answer says close.
+#[derive(Clone)]
+struct Conn {
+    stream: TcpStream,
+    state: Arc<State>,
+}
+
+impl async_std::io::Read for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.state.closing.load(Ordering::SeqCst) {
+            return Poll::Ready(Ok(0));
+        }
+        let head = !this.state.in_request.load(Ordering::SeqCst);
+        if head && this.state.head_bytes.load(Ordering::SeqCst) > HEAD_BUDGET {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "request head too long",
+            )));
+        }
+        let r = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            if head {
+                this.state.head_bytes.fetch_add(*n, Ordering::SeqCst);
+            }
+        }
+        r
+    }
+}
+
+impl async_std::io::Write for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_close(cx)
+    }
+}
+
+/// Resolves when the connection's deadline passes.
+async fn watchdog(state: Arc<State>) {
+    loop {
+        let wait = match state.deadline() {
+            None => WATCH_TICK,
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return;
+                }
+                (d - now).min(WATCH_TICK)
+            }
+        };
+        async_std::task::sleep(wait).await;
+    }
+}
+
+/// Runs `a` and `b` together: `Some(a's output)` if `a` ends first,
+/// `None` if `b` does (and `a` is dropped).
+async fn first<T>(a: impl Future<Output = T>, b: impl Future<Output = ()>) -> Option<T> {
+    let mut a = std::pin::pin!(a);
+    let mut b = std::pin::pin!(b);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = a.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        if b.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+async fn connection(
+    app: tide::Server<Arc<Shared>>,
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    timeout: Duration,
+) {
+    let state = Arc::new(State::new(timeout));
+    let conn = Conn {
+        stream: stream.clone(),
+        state: Arc::clone(&state),
+    };
+    let local = stream.local_addr().ok();
+    let st = Arc::clone(&state);
+    let serve = async_h1::accept(conn, move |mut req| {
+        let app = app.clone();
+        let st = Arc::clone(&st);
+        async move {
+            st.begin_request();
+            req.set_peer_addr(Some(peer));
+            req.set_local_addr(local);
+            let res: tide::http::Result<tide::http::Response> = app.respond(req).await;
+            let close = res.as_ref().map_or(true, |r| {
+                r.header("connection")
+                    .is_some_and(|c| c.as_str().eq_ignore_ascii_case("close"))
+            });
+            st.end_request(close, timeout);
+            res
+        }
+    });
+    let refuse = match first(serve, watchdog(Arc::clone(&state))).await {
+        Some(Ok(())) => None,
+        Some(Err(e)) if state.mid_head() => {
+            let too_long = state.head_bytes.load(Ordering::SeqCst) > HEAD_BUDGET
+                || e.to_string().contains("8kb");
+            Some(if too_long {
+                (
+                    431,
+                    "Request Header Fields Too Large",
+                    "head_too_large",
+                    "the request head is longer than 8 KiB (a key in the path is at most 1 KiB)"
+                        .to_string(),
+                )
+            } else {
+                (
+                    400,
+                    "Bad Request",
+                    "bad_request",
+                    format!("the request could not be read as HTTP/1.1: {e}"),
+                )
+            })
+        }
+        Some(Err(e)) => {
+            log::debug!("connection from {peer} ended: {e}");
+            None
+        }
+        None if state.mid_head() => Some((
+            408,
+            "Request Timeout",
+            "head_timeout",
+            format!(
+                "the request head did not arrive within {}",
+                humantime::format_duration(timeout)
+            ),
+        )),
+        // Idle past the deadline, or an answer that was not taken.
+        None => None,
+    };
+    let mut stream = stream;
+    if let Some((status, text, reason, message)) = refuse {
+        shared
+            .refusals
+            .note(reason, &format!("{peer}: {message}"), now_ms());
+        let body = serde_json::json!({ "error": message, "reason": reason }).to_string();
+        let head = format!(
+            "HTTP/1.1 {status} {text}\r\ncontent-type: application/json\r\nx-ringsync-reason: {reason}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        let _ = async_std::future::timeout(CLOSE_GRACE, async {
+            stream.write_all(head.as_bytes()).await?;
+            stream.write_all(body.as_bytes()).await
+        })
+        .await;
+    }
+    linger(&mut stream).await;
+}
+
+/// Closes our side, then reads (and drops) what the client still sends
+/// for a moment, so that it gets our last answer before the socket goes.
+async fn linger(stream: &mut TcpStream) {
+    if stream.shutdown(Shutdown::Write).is_err() {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    let mut read = 0usize;
+    let _ = async_std::future::timeout(LINGER, async {
+        while read < LINGER_BYTES {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+    })
+    .await;
+}

@@ -1,0 +1,249 @@
+//! HTTP by hand over a `TcpStream`, for requests no well-behaved client
+//! sends: wrong or missing signatures, truncated bodies, endless heads,
+//! one byte a second. Every read has a deadline.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ringsync::http::auth::{Keyring, Signer};
+
+/// Longest wait for an answer: the node answers at once, or within its
+/// request timeout for the slow cases.
+pub const ANSWER_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Unix time in ms.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
+/// An answer as read off the wire.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The status code.
+    pub status: u16,
+    /// Headers, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `reason` of a JSON error body (or the `x-ringsync-reason`
+    /// header, which carries the same).
+    pub fn reason(&self) -> String {
+        serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v["reason"].as_str().map(str::to_string))
+            .or_else(|| self.header("x-ringsync-reason").map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// The `error` message of a JSON error body.
+    pub fn message(&self) -> String {
+        serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&self.body).into_owned())
+    }
+
+    /// Panics unless the answer has this status and reason.
+    pub fn expect(&self, status: u16, reason: &str, what: &str) {
+        assert_eq!(
+            (self.status, self.reason().as_str()),
+            (status, reason),
+            "{what}: got HTTP {} {:?}: {}",
+            self.status,
+            self.reason(),
+            self.message()
+        );
+    }
+}
+
+/// A request's bytes: `Host`, `Content-Length` (unless given) and
+/// `Connection: close` are added.
+pub fn request(method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> Vec<u8> {
+    let mut out =
+        format!("{method} {path} HTTP/1.1\r\nhost: ringsync-test\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+    {
+        out.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// Connects to `addr` (host:port).
+pub fn connect(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("set a read timeout");
+    s
+}
+
+/// Reads one answer from `s`, waiting at most `deadline`.
+pub fn read_answer(s: &mut TcpStream, deadline: Duration) -> Result<Answer, String> {
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let mut eof = false;
+    loop {
+        if let Some(a) = parse(&buf, eof)? {
+            return Ok(a);
+        }
+        if eof {
+            return Err(format!(
+                "the connection closed after {} bytes, before a whole answer: {:?}",
+                buf.len(),
+                String::from_utf8_lossy(&buf)
+            ));
+        }
+        if start.elapsed() > deadline {
+            return Err(format!(
+                "no whole answer within {deadline:?}; got {:?}",
+                String::from_utf8_lossy(&buf)
+            ));
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => eof = true,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) if !buf.is_empty() => {
+                // A reset after the answer was sent: take what came.
+                let _ = e;
+                eof = true;
+            }
+            Err(e) => return Err(format!("read failed: {e}")),
+        }
+    }
+}
+
+/// An answer, once `buf` holds a whole one.
+fn parse(buf: &[u8], eof: bool) -> Result<Option<Answer>, String> {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]);
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("not a status line: {status_line:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let body = &buf[end + 4..];
+    let len = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok());
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = match (len, chunked) {
+        (Some(n), _) if body.len() >= n => body[..n].to_vec(),
+        (Some(_), _) => return Ok(None),
+        (None, true) => match dechunk(body) {
+            Some(b) => b,
+            None => return Ok(None),
+        },
+        (None, false) if eof => body.to_vec(),
+        (None, false) => return Ok(None),
+    };
+    Ok(Some(Answer {
+        status,
+        headers,
+        body,
+    }))
+}
+
+/// A whole chunked body, or `None` if more is to come.
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let nl = b.windows(2).position(|w| w == b"\r\n")?;
+        let size = usize::from_str_radix(String::from_utf8_lossy(&b[..nl]).trim(), 16).ok()?;
+        b = &b[nl + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        if b.len() < size + 2 {
+            return None;
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
+}
+
+/// Sends `bytes` on a new connection and reads the answer.
+pub fn send(addr: &str, bytes: &[u8]) -> Answer {
+    let mut s = connect(addr);
+    s.write_all(bytes)
+        .unwrap_or_else(|e| panic!("write to {addr}: {e}"));
+    read_answer(&mut s, ANSWER_DEADLINE).unwrap_or_else(|e| panic!("{addr}: {e}"))
+}
+
+/// Whether the server closes `s` within `deadline` (reads EOF or a reset).
+pub fn closes_within(s: &mut TcpStream, deadline: Duration) -> bool {
+    let start = Instant::now();
+    let mut chunk = [0u8; 1024];
+    while start.elapsed() < deadline {
+        match s.read(&mut chunk) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// The signature headers of a request from `from` to `to` under `key`, at
+/// `time_ms`, with a nonce made of `nonce`.
+#[allow(clippy::too_many_arguments)]
+pub fn signed(
+    key: &str,
+    from: &str,
+    to: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    time_ms: u64,
+    nonce: u64,
+) -> Vec<(&'static str, String)> {
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let mut n = [0u8; 16];
+    n[..8].copy_from_slice(&nonce.to_be_bytes());
+    n[8..].copy_from_slice(&now_ms().to_be_bytes());
+    Signer::new(from, Keyring::single(key.as_bytes()))
+        .headers_with(method, path, query, to, body, time_ms, &n)
+}
