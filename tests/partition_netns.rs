@@ -736,19 +736,11 @@ fn two_nodes_cut_off_by_prohibit_routes_keep_serving_and_converge_after_healing(
 }
 
 #[test]
-#[ignore = "blocked: core bug, Node::hear does not update the mode when one digest's news both \
-            refutes a rumour about this node and changes another member (View::merge returns \
-            Refuted, masking Changed): after healing, a node can stay in fallback with nobody \
-            failed in its view"]
 fn after_a_link_cut_heals_every_node_runs_the_ring_again() {
     partition("dr", Cut::LinkDown, &[2], Ring::Require);
 }
 
 #[test]
-#[ignore = "blocked: core bug, Node::hear does not update the mode when one digest's news both \
-            refutes a rumour about this node and changes another member (View::merge returns \
-            Refuted, masking Changed): after healing, a node can stay in fallback with nobody \
-            failed in its view"]
 fn after_prohibit_routes_heal_every_node_runs_the_ring_again() {
     partition("pr", Cut::Prohibit, &[0, 1], Ring::Require);
 }

@@ -282,10 +282,6 @@ fn every_faulty_run_converges_once_healed_and_loses_no_acknowledged_write() {
 }
 
 #[test]
-#[ignore = "blocked: core bug, Node::hear does not update the mode when one digest's news both \
-            refutes a rumour about this node and changes another member (View::merge returns \
-            Refuted, masking Changed): the node stays in fallback with nobody failed; \
-            replay(Kind::Partition, Schedule::Successor, 16, 2)"]
 fn every_node_runs_the_ring_again_once_healed() {
     table_of_runs(Demand::Ring);
     small_rings(Demand::Ring);
