@@ -101,39 +101,7 @@ enum Command {
         json: bool,
     },
     /// Simulate a cluster: many nodes of the real core, one process.
-    Sim {
-        /// Nodes in the ring.
-        #[arg(long, default_value_t = 16)]
-        nodes: u32,
-        /// successor, doubling, random or all.
-        #[arg(long, default_value = "all")]
-        schedule: String,
-        /// Seed of the first run (run k uses seed + k).
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Runs per schedule.
-        #[arg(long, default_value_t = 10)]
-        runs: u32,
-        /// Writes made before the run.
-        #[arg(long, default_value_t = 100)]
-        writes: u32,
-        /// Nodes the writes are spread over.
-        #[arg(long, default_value_t = 8)]
-        writers: u32,
-        /// Chance that a message is lost, 0 to 1.
-        #[arg(long, default_value_t = 0.0)]
-        loss: f64,
-        /// Nodes down for the whole run.
-        #[arg(long, default_value_t = 0)]
-        crash: u32,
-        /// table or json.
-        #[arg(long, default_value = "table")]
-        format: String,
-        /// Also sweep N over 2, 4, 8, ... up to --nodes and draw cycles to
-        /// convergence against N into this SVG file (prints the sweep's table).
-        #[arg(long, value_name = "FILE.svg")]
-        plot: Option<PathBuf>,
-    },
+    Sim(SimArgs),
     /// Measure convergence, idle and repair cost, join and merge
     /// throughput, memory and write latency; writes bench/results/ and
     /// docs/BENCHMARKS.md under the current directory (about 5 minutes on 2
@@ -167,6 +135,42 @@ enum SecretCommand {
     },
 }
 
+/// Flags of `ringsync sim`.
+#[derive(clap::Args)]
+struct SimArgs {
+    /// Nodes in the ring.
+    #[arg(long, default_value_t = 16)]
+    nodes: u32,
+    /// successor, doubling, random or all.
+    #[arg(long, default_value = "all")]
+    schedule: String,
+    /// Seed of the first run (run k uses seed + k).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Runs per schedule.
+    #[arg(long, default_value_t = 10)]
+    runs: u32,
+    /// Writes made before the run.
+    #[arg(long, default_value_t = 100)]
+    writes: u32,
+    /// Nodes the writes are spread over.
+    #[arg(long, default_value_t = 8)]
+    writers: u32,
+    /// Chance that a message is lost, 0 to 1.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// Nodes down for the whole run.
+    #[arg(long, default_value_t = 0)]
+    crash: u32,
+    /// table or json.
+    #[arg(long, default_value = "table")]
+    format: String,
+    /// Also sweep N over 2, 4, 8, ... up to --nodes and draw cycles to
+    /// convergence against N into this SVG file (prints the sweep's table).
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum TopologyCommand {
     /// Check a topology file and print the ring.
@@ -196,29 +200,7 @@ fn main() -> ExitCode {
             json,
         } => ringsync::cli::client::put(&node, &key, Some(value.into_bytes()), json),
         Command::Del { key, node, json } => ringsync::cli::client::put(&node, &key, None, json),
-        Command::Sim {
-            nodes,
-            schedule,
-            seed,
-            runs,
-            writes,
-            writers,
-            loss,
-            crash,
-            format,
-            plot,
-        } => sim(
-            nodes,
-            &schedule,
-            seed,
-            runs,
-            writes,
-            writers,
-            loss,
-            crash,
-            &format,
-            plot.as_deref(),
-        ),
+        Command::Sim(args) => sim(args),
         Command::Bench { quick } => ringsync::bench::run(quick, std::path::Path::new(".")),
         Command::Secret {
             command: SecretCommand::New { out },
@@ -238,24 +220,24 @@ fn main() -> ExitCode {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn sim(
-    nodes: u32,
-    schedule: &str,
-    seed: u64,
-    runs: u32,
-    writes: u32,
-    writers: u32,
-    loss: f64,
-    crash: u32,
-    format: &str,
-    plot: Option<&std::path::Path>,
-) -> Result<(), String> {
-    let schedule = match schedule {
+fn sim(a: SimArgs) -> Result<(), String> {
+    let SimArgs {
+        nodes,
+        schedule,
+        seed,
+        runs,
+        writes,
+        writers,
+        loss,
+        crash,
+        format,
+        plot,
+    } = a;
+    let schedule = match schedule.as_str() {
         "all" => None,
         s => Some(s.parse::<Schedule>()?),
     };
-    let format = match format {
+    let format = match format.as_str() {
         "table" => Format::Table,
         "json" => Format::Json,
         other => return Err(format!("unknown format {other:?}: expected table or json")),
@@ -280,7 +262,7 @@ fn sim(
         format,
     };
     let out = match plot {
-        Some(path) => ringsync::sim::plot::run(&opts, path)?,
+        Some(path) => ringsync::sim::plot::run(&opts, &path)?,
         None => ringsync::sim::cli::run(&opts)?,
     };
     print!("{out}");
