@@ -7,11 +7,13 @@
 //! - [`store`] holds the data: redb for the service, memory for the simulator.
 //! - [`topology`] reads and checks the topology file.
 //! - [`sim`] drives many cores with a virtual clock and a simulated network.
+//! - [`auth`] signs and checks requests and client tokens, in plain code.
 //! - [`bench`] measures costs and throughput against same-run baselines.
 //! - [`http`] is the only module that knows tide and surf; [`service`] is the
 //!   thin shell that runs one node with a timer, a store and that transport.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod core;

@@ -204,7 +204,7 @@ fn main() -> ExitCode {
         Command::Bench { quick } => ringsync::bench::run(quick, std::path::Path::new(".")),
         Command::Secret {
             command: SecretCommand::New { out },
-        } => ringsync::http::auth::secret_new(out.as_deref()),
+        } => ringsync::auth::secret_new(out.as_deref()),
         Command::Topology {
             command: TopologyCommand::Check { file },
         } => ringsync::topology::Topology::load(&file)

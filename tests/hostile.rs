@@ -17,10 +17,10 @@ use std::io::Write;
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
+use ringsync::auth::OPERATOR_ID;
 use ringsync::core::entry::{Entry, Version};
 use ringsync::core::message::{decode, encode, Body, Digest, Message, PushKind, Refusal};
 use ringsync::core::Schedule;
-use ringsync::http::auth::OPERATOR_ID;
 use ringsync::topology::Topology;
 
 use common::raw::{

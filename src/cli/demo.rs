@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::client::{status_text, sync_text};
-use crate::http::auth::{self, Signer};
+use crate::auth::{self, Signer};
 use crate::http::client::{call, call_with, ClientAuth};
 use crate::http::percent_encode;
 use crate::topology::Topology;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use super::auth::Signer;
 use super::server::HEADER_REFUSED;
+use crate::auth::Signer;
 use crate::service::now_ms;
 use crate::service::sync::{Hop, HopResult, NodeDigest};
 

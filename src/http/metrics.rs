@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use tide::{Request, Response, StatusCode};
 
-use super::auth::Denied;
 use super::server::HTTP_REFUSALS;
+use crate::auth::Denied;
 use crate::core::message::Refusal;
 use crate::core::node::{Mode, PeerSeen};
 use crate::core::Node;

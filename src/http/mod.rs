@@ -4,7 +4,6 @@
 //! to this module (and the async shell in [`crate::service`]) makes a later
 //! swap one module's work. Handlers are short: decode, call, encode.
 
-pub mod auth;
 pub mod bench_baseline;
 pub mod client;
 pub mod listen;

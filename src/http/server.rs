@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tide::{Request, Response, StatusCode};
 
-use super::auth::{
+use crate::auth::{
     SignedParts, Signers, HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIME, HEADER_TO,
 };
 use crate::core::entry::Entry;

@@ -12,9 +12,9 @@ use super::notify::{self, Notifier};
 use super::now_ms;
 use super::reload::{self, Plan, Settings};
 use super::sync::SyncReports;
+use crate::auth::{Guard, RefusalLog, Secrets};
 use crate::core::rng::Rng;
 use crate::core::{Config, Event, Node, Transmit};
-use crate::http::auth::{Guard, RefusalLog, Secrets};
 use crate::store::RedbStore;
 use crate::topology::Topology;
 

@@ -25,8 +25,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use ringsync::auth::Signer;
 use ringsync::core::Schedule;
-use ringsync::http::auth::Signer;
 use ringsync::http::client::{call, call_with, ClientAuth};
 use ringsync::http::percent_encode;
 use serde_json::Value;
@@ -320,8 +320,8 @@ impl Cluster {
         ClientAuth {
             token: Some(WRITE_TOKEN.to_string()),
             signer: Some(Signer::new(
-                ringsync::http::auth::OPERATOR_ID,
-                ringsync::http::auth::Keyring::single(SECRET.as_bytes()),
+                ringsync::auth::OPERATOR_ID,
+                ringsync::auth::Keyring::single(SECRET.as_bytes()),
             )),
             to: Some(self.nodes[i].id.clone()),
         }

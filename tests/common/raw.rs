@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ringsync::http::auth::{Keyring, Signer};
+use ringsync::auth::{Keyring, Signer};
 
 /// Longest wait for an answer: the node answers at once, or within its
 /// request timeout for the slow cases.

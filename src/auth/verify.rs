@@ -1,0 +1,536 @@
+//! The server's side of authentication: [`Guard`] checks signed requests
+//! and client tokens against the secrets in force and remembers nonces, so
+//! a captured request cannot be replayed.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
+
+use super::crypto::unhex;
+use super::refusal::{refused, Denied, Refused};
+use super::secrets::Secrets;
+use super::sign::{
+    canonical, SignedParts, Signer, HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIME,
+    HEADER_TO, OPERATOR_ID,
+};
+use super::tokens::Access;
+
+/// How far a signed request's time may be from ours, either way. NTP keeps
+/// LAN hosts within milliseconds; 30 s tolerates a host whose NTP is off
+/// for a while and still bounds how long a captured request stays good.
+pub const MAX_SKEW_S: u64 = 30;
+
+/// How long a nonce is remembered. A request stamped up to MAX_SKEW_S
+/// ahead of us, first seen then, stays within the window until 2 ×
+/// MAX_SKEW_S later; remembering its nonce that long refuses every replay.
+pub const NONCE_TTL_MS: u64 = 2 * MAX_SKEW_S * 1000;
+
+/// Nonces remembered per sender, at most. Only requests whose MAC checked
+/// out are remembered, so only a key holder can fill it: 100,000 in 60 s is
+/// over 1,600 signed requests a second from one sender, far beyond what a
+/// node sends (a few per cycle, plus relays). Beyond it, requests are
+/// refused (503) rather than let an old nonce be forgotten early.
+pub const MAX_NONCES_PER_SENDER: usize = 100_000;
+
+/// Who may sign a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signers {
+    /// Ring members only: the peer routes.
+    Members,
+    /// Members and the operator: sync and the client API.
+    MembersAndOperator,
+}
+
+/// Nonces seen from one sender, with when each may be forgotten.
+#[derive(Default)]
+struct NonceBook {
+    seen: HashMap<Vec<u8>, u64>,
+    /// The earliest expiry in `seen`: nothing to sweep before then.
+    next_sweep_ms: u64,
+}
+
+impl NonceBook {
+    /// Records `nonce`; false if it is already there.
+    fn insert(&mut self, nonce: Vec<u8>, now_ms: u64) -> Result<(), Denied> {
+        if now_ms >= self.next_sweep_ms && !self.seen.is_empty() {
+            self.seen.retain(|_, exp| *exp > now_ms);
+            self.next_sweep_ms = self.seen.values().copied().min().unwrap_or(0);
+        }
+        if self.seen.contains_key(&nonce) {
+            return Err(Denied::ReplayedNonce);
+        }
+        if self.seen.len() >= MAX_NONCES_PER_SENDER {
+            return Err(Denied::NonceBookFull);
+        }
+        let exp = now_ms + NONCE_TTL_MS;
+        if self.seen.is_empty() {
+            self.next_sweep_ms = exp;
+        }
+        self.seen.insert(nonce, exp);
+        Ok(())
+    }
+}
+
+/// The server's side: checks signatures and tokens, remembers nonces, and
+/// counts what it refused. Its secrets can be swapped while it serves
+/// (SIGHUP).
+pub struct Guard {
+    me: String,
+    members: Vec<String>,
+    secrets: RwLock<Secrets>,
+    nonces: Mutex<HashMap<String, NonceBook>>,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("me", &self.me)
+            .field("secrets", &*self.read())
+            .finish()
+    }
+}
+
+impl Guard {
+    /// A guard for node `me` of a ring with `members`.
+    pub fn new(me: &str, members: Vec<String>, secrets: Secrets) -> Guard {
+        Guard {
+            me: me.to_string(),
+            members,
+            secrets: RwLock::new(secrets),
+            nonces: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Secrets> {
+        self.secrets.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts new secrets in force (a reload).
+    pub fn replace(&self, secrets: Secrets) {
+        *self.secrets.write().unwrap_or_else(|p| p.into_inner()) = secrets;
+    }
+
+    /// Whether a cluster keyring is in force.
+    pub fn signed(&self) -> bool {
+        self.read().keyring.is_some()
+    }
+
+    /// Whether client tokens are in force.
+    pub fn has_tokens(&self) -> bool {
+        self.read().tokens.is_some()
+    }
+
+    /// A signer for this node's own requests, when a keyring is in force.
+    pub fn signer(&self) -> Option<Signer> {
+        self.read()
+            .keyring
+            .clone()
+            .map(|k| Signer::new(&self.me, k))
+    }
+
+    /// Checks a signed request: `Ok(signer id)`, or why it is refused. Without a
+    /// keyring every request passes, as the anonymous `""`.
+    pub fn check_signed(
+        &self,
+        parts: &SignedParts<'_>,
+        who: Signers,
+        now_ms: u64,
+    ) -> Result<String, Refused> {
+        let secrets = self.read();
+        let Some(keyring) = secrets.keyring.as_ref() else {
+            return Ok(String::new());
+        };
+        if !parts.any_signature_header() {
+            return Err(refused(
+                Denied::MissingSignature,
+                format!(
+                    "this route needs a request signed with the cluster secret ({HEADER_NODE}, {HEADER_TO}, {HEADER_TIME}, {HEADER_NONCE}, {HEADER_SIGNATURE})"
+                ),
+            ));
+        }
+        let need = |name: &str, v: Option<&'_ str>| -> Result<String, Refused> {
+            v.map(str::to_string).ok_or_else(|| {
+                refused(
+                    Denied::BadSignature,
+                    format!("the header {name} is missing"),
+                )
+            })
+        };
+        let node = need(HEADER_NODE, parts.node)?;
+        let to = need(HEADER_TO, parts.to)?;
+        let time = need(HEADER_TIME, parts.time)?;
+        let nonce = need(HEADER_NONCE, parts.nonce)?;
+        let signature = need(HEADER_SIGNATURE, parts.signature)?;
+
+        let member = self.members.contains(&node);
+        if node == OPERATOR_ID {
+            if who == Signers::Members {
+                return Err(refused(
+                    Denied::NotAMember,
+                    "the peer routes take requests from ring members only, not from an operator's tool",
+                ));
+            }
+        } else if !member {
+            return Err(refused(
+                Denied::UnknownNode,
+                format!("{HEADER_NODE} {node:?} is not a node of this ring"),
+            ));
+        }
+        if to != self.me {
+            return Err(refused(
+                Denied::WrongNode,
+                format!(
+                    "the request was signed for node {to:?}, and this is node {:?}",
+                    self.me
+                ),
+            ));
+        }
+        let t: u64 = match time.parse() {
+            Ok(t) if time.len() <= 20 => t,
+            _ => {
+                return Err(refused(
+                    Denied::BadSignature,
+                    format!("{HEADER_TIME} {time:?} is not unix time in seconds"),
+                ))
+            }
+        };
+        let now_s = now_ms / 1000;
+        if t.abs_diff(now_s) > MAX_SKEW_S {
+            return Err(refused(
+                Denied::StaleTimestamp,
+                format!(
+                    "{HEADER_TIME} {t} is {} s from this node's clock ({now_s}); at most {MAX_SKEW_S} s is accepted (check NTP on both hosts)",
+                    t.abs_diff(now_s)
+                ),
+            ));
+        }
+        let nonce_bytes = match unhex(&nonce) {
+            Some(b) if (8..=32).contains(&b.len()) => b,
+            _ => {
+                return Err(refused(
+                    Denied::BadSignature,
+                    format!("{HEADER_NONCE} must be 16 to 64 hex digits"),
+                ))
+            }
+        };
+        let Some(mac) = unhex(&signature).filter(|m| m.len() == 32) else {
+            return Err(refused(
+                Denied::BadSignature,
+                format!("{HEADER_SIGNATURE} must be 64 hex digits"),
+            ));
+        };
+        let text = canonical(
+            parts.method,
+            parts.path,
+            parts.query,
+            &node,
+            &to,
+            &time,
+            &nonce,
+            parts.body,
+        );
+        if !keyring.accepts(&text, &mac) {
+            return Err(refused(
+                Denied::BadSignature,
+                "the signature matches no key of this node's keyring (a different secret, or the request was changed on the way)",
+            ));
+        }
+        drop(secrets);
+        let mut books = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
+        books
+            .entry(node.clone())
+            .or_default()
+            .insert(nonce_bytes, now_ms)
+            .map_err(|reason| match reason {
+                Denied::ReplayedNonce => refused(
+                    reason,
+                    format!("{node} already sent a request with this nonce: a replay"),
+                ),
+                _ => refused(
+                    reason,
+                    format!(
+                        "{node} sent over {MAX_NONCES_PER_SENDER} signed requests in {} s; try again shortly",
+                        NONCE_TTL_MS / 1000
+                    ),
+                ),
+            })?;
+        Ok(node)
+    }
+
+    /// Checks a client API request: a bearer token in `authorization`, or
+    /// else a signature. `write` is true for anything but a read. Without
+    /// a keyring or tokens, everything passes.
+    pub fn check_client(
+        &self,
+        authorization: Option<&str>,
+        parts: &SignedParts<'_>,
+        write: bool,
+        now_ms: u64,
+    ) -> Result<(), Refused> {
+        let (signed, tokens) = {
+            let s = self.read();
+            (s.keyring.is_some(), s.tokens.clone())
+        };
+        if !signed && tokens.is_none() {
+            return Ok(());
+        }
+        if let Some(auth) = authorization {
+            let Some(token) = auth
+                .strip_prefix("Bearer ")
+                .or_else(|| auth.strip_prefix("bearer "))
+                .map(str::trim)
+            else {
+                return Err(refused(
+                    Denied::BadToken,
+                    "the Authorization header must be `Bearer TOKEN`",
+                ));
+            };
+            return match tokens.as_ref().and_then(|t| t.lookup(token)) {
+                None => Err(refused(
+                    Denied::BadToken,
+                    "this bearer token is not one of this node's tokens",
+                )),
+                Some(Access::Read) if write => Err(refused(
+                    Denied::ReadOnlyToken,
+                    "this token may only read; writing needs a token with `write` access",
+                )),
+                Some(_) => Ok(()),
+            };
+        }
+        if signed && parts.any_signature_header() {
+            return self
+                .check_signed(parts, Signers::MembersAndOperator, now_ms)
+                .map(|_| ());
+        }
+        Err(refused(
+            Denied::MissingToken,
+            if tokens.is_some() {
+                "this node's client API needs `Authorization: Bearer TOKEN` (the CLI reads it from the file named by RINGSYNC_TOKEN_FILE)"
+            } else {
+                "this node has no client tokens: its client API takes requests signed with the cluster secret (the CLI signs with the file named by RINGSYNC_SECRET_FILE)"
+            },
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Keyring, Tokens};
+
+    const KEY: &[u8] = b"a-cluster-secret-for-tests";
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn guard() -> Guard {
+        Guard::new(
+            "b",
+            vec!["a".into(), "b".into(), "c".into()],
+            Secrets {
+                keyring: Some(Keyring::single(KEY)),
+                tokens: Tokens::parse("reader-token-0123456 read\nwriter-token-0123456 write", "t")
+                    .unwrap(),
+                ..Secrets::default()
+            },
+        )
+    }
+
+    fn headers(
+        from: &str,
+        to: &str,
+        key: &[u8],
+        now: u64,
+        nonce: u8,
+    ) -> Vec<(&'static str, String)> {
+        Signer::new(from, Keyring::single(key)).headers_with(
+            "POST",
+            "/v1/peer/message",
+            "",
+            to,
+            b"body",
+            now,
+            &[nonce; 16],
+        )
+    }
+
+    fn parts<'a>(h: &'a [(&'static str, String)], body: &'a [u8]) -> SignedParts<'a> {
+        let get = |n: &str| h.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
+        SignedParts {
+            method: "POST",
+            path: "/v1/peer/message",
+            query: "",
+            body,
+            node: get(HEADER_NODE),
+            to: get(HEADER_TO),
+            time: get(HEADER_TIME),
+            nonce: get(HEADER_NONCE),
+            signature: get(HEADER_SIGNATURE),
+        }
+    }
+
+    fn denied(r: Result<String, Refused>) -> Denied {
+        r.expect_err("refused").reason
+    }
+
+    #[test]
+    fn a_signed_request_passes_once() {
+        let g = guard();
+        let h = headers("a", "b", KEY, NOW, 1);
+        assert_eq!(
+            g.check_signed(&parts(&h, b"body"), Signers::Members, NOW + 2000),
+            Ok("a".to_string())
+        );
+        let again = g.check_signed(&parts(&h, b"body"), Signers::Members, NOW + 3000);
+        assert_eq!(denied(again), Denied::ReplayedNonce);
+        // The same nonce from another sender is another nonce.
+        let h = headers("c", "b", KEY, NOW, 1);
+        assert!(g
+            .check_signed(&parts(&h, b"body"), Signers::Members, NOW)
+            .is_ok());
+    }
+
+    #[test]
+    fn every_way_to_get_it_wrong_is_named() {
+        let g = guard();
+        let m = Signers::Members;
+        assert_eq!(
+            denied(g.check_signed(&parts(&[], b"body"), m, NOW)),
+            Denied::MissingSignature
+        );
+        let h = headers("a", "b", KEY, NOW, 2);
+        assert_eq!(
+            denied(g.check_signed(&parts(&h, b"bodY"), m, NOW)),
+            Denied::BadSignature
+        );
+        let h = headers("a", "b", b"another-secret-entirely", NOW, 3);
+        assert_eq!(
+            denied(g.check_signed(&parts(&h, b"body"), m, NOW)),
+            Denied::BadSignature
+        );
+        let h = headers("z", "b", KEY, NOW, 4);
+        assert_eq!(
+            denied(g.check_signed(&parts(&h, b"body"), m, NOW)),
+            Denied::UnknownNode
+        );
+        let h = headers("a", "c", KEY, NOW, 5);
+        assert_eq!(
+            denied(g.check_signed(&parts(&h, b"body"), m, NOW)),
+            Denied::WrongNode
+        );
+        let h = headers(OPERATOR_ID, "b", KEY, NOW, 6);
+        assert_eq!(
+            denied(g.check_signed(&parts(&h, b"body"), m, NOW)),
+            Denied::NotAMember
+        );
+        assert!(g
+            .check_signed(&parts(&h, b"body"), Signers::MembersAndOperator, NOW)
+            .is_ok());
+        let h = headers("a", "b", KEY, NOW - 31_000, 7);
+        assert_eq!(
+            denied(g.check_signed(&parts(&h, b"body"), m, NOW)),
+            Denied::StaleTimestamp
+        );
+        let h = headers("a", "b", KEY, NOW + 31_000, 8);
+        assert_eq!(
+            denied(g.check_signed(&parts(&h, b"body"), m, NOW)),
+            Denied::StaleTimestamp
+        );
+        let h = headers("a", "b", KEY, NOW + 29_000, 9);
+        assert!(g.check_signed(&parts(&h, b"body"), m, NOW).is_ok());
+        let mut h = headers("a", "b", KEY, NOW, 10);
+        h.retain(|(k, _)| *k != HEADER_NONCE);
+        let e = g.check_signed(&parts(&h, b"body"), m, NOW).unwrap_err();
+        assert_eq!(e.reason, Denied::BadSignature);
+        assert!(e.message.contains(HEADER_NONCE), "{e:?}");
+    }
+
+    #[test]
+    fn rotation_accepts_any_key_and_signs_with_the_first() {
+        let old = b"the-old-cluster-secret".as_slice();
+        let new = b"the-new-cluster-secret".as_slice();
+        let g = Guard::new(
+            "b",
+            vec!["a".into(), "b".into()],
+            Secrets {
+                keyring: Keyring::parse(
+                    &format!(
+                        "{}\n{}\n",
+                        String::from_utf8_lossy(new),
+                        String::from_utf8_lossy(old)
+                    ),
+                    "k",
+                )
+                .unwrap(),
+                ..Secrets::default()
+            },
+        );
+        for (i, key) in [old, new].iter().enumerate() {
+            let h = headers("a", "b", key, NOW, 20 + i as u8);
+            assert!(g
+                .check_signed(&parts(&h, b"body"), Signers::Members, NOW)
+                .is_ok());
+        }
+        let signed = g
+            .signer()
+            .unwrap()
+            .headers_with("GET", "/", "", "a", b"", NOW, &[1; 16]);
+        let mine = headers("b", "a", new, NOW, 1);
+        let sig = |h: &[(&'static str, String)]| {
+            h.iter()
+                .find(|(k, _)| *k == HEADER_SIGNATURE)
+                .map(|(_, v)| v.clone())
+        };
+        let expected = Signer::new("b", Keyring::single(new))
+            .headers_with("GET", "/", "", "a", b"", NOW, &[1; 16]);
+        assert_eq!(sig(&signed), sig(&expected));
+        assert_ne!(sig(&signed), sig(&mine));
+    }
+
+    #[test]
+    fn nonces_are_forgotten_after_their_ttl() {
+        let mut book = NonceBook::default();
+        assert!(book.insert(vec![1], NOW).is_ok());
+        assert_eq!(book.insert(vec![1], NOW + 1), Err(Denied::ReplayedNonce));
+        assert!(book.insert(vec![2], NOW + NONCE_TTL_MS - 1).is_ok());
+        assert!(book.insert(vec![1], NOW + NONCE_TTL_MS + 1).is_ok());
+        assert_eq!(book.seen.len(), 2, "the expired entry was swept");
+    }
+
+    #[test]
+    fn tokens_gate_the_client_api() {
+        let g = guard();
+        let none = SignedParts::default();
+        let check = |auth: Option<&str>, write: bool| {
+            g.check_client(auth, &none, write, NOW)
+                .map_err(|r| r.reason)
+        };
+        assert_eq!(check(None, false), Err(Denied::MissingToken));
+        assert_eq!(
+            check(Some("Bearer nope-nope-nope-nope"), false),
+            Err(Denied::BadToken)
+        );
+        assert_eq!(check(Some("Basic abc"), false), Err(Denied::BadToken));
+        assert_eq!(check(Some("Bearer reader-token-0123456"), false), Ok(()));
+        assert_eq!(
+            check(Some("Bearer reader-token-0123456"), true),
+            Err(Denied::ReadOnlyToken)
+        );
+        assert_eq!(check(Some("Bearer writer-token-0123456"), true), Ok(()));
+        // The operator signs instead of holding a token.
+        let h = Signer::new(OPERATOR_ID, Keyring::single(KEY)).headers_with(
+            "POST",
+            "/v1/peer/message",
+            "",
+            "b",
+            b"body",
+            NOW,
+            &[9; 16],
+        );
+        assert_eq!(g.check_client(None, &parts(&h, b"body"), true, NOW), Ok(()));
+        // Without secrets, all is open.
+        let open = Guard::new("b", vec!["a".into(), "b".into()], Secrets::default());
+        assert_eq!(open.check_client(None, &none, true, NOW), Ok(()));
+        assert_eq!(
+            open.check_signed(&none, Signers::Members, NOW),
+            Ok(String::new())
+        );
+    }
+}
