@@ -8,8 +8,11 @@
 //! - [`topology`] reads and checks the topology file.
 //! - [`sim`] drives many cores with a virtual clock and a simulated network.
 //! - [`bench`] measures costs and throughput against same-run baselines.
-//! - [`http`] is the only module that knows tide and surf; [`service`] is the
-//!   thin shell that runs one node with a timer, a store and that transport.
+//! - [`service`] is the thin shell that runs one node with a timer and a
+//!   store, and reaches peers through a transport trait of its own.
+//! - [`http`] is the only module that knows tide and surf: it implements
+//!   that transport and serves the node's routes, importing [`service`]
+//!   (never the reverse).
 #![forbid(unsafe_code)]
 
 pub mod bench;
