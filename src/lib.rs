@@ -9,8 +9,11 @@
 //! - [`sim`] drives many cores with a virtual clock and a simulated network.
 //! - [`auth`] signs and checks requests and client tokens, in plain code.
 //! - [`bench`] measures costs and throughput against same-run baselines.
-//! - [`http`] is the only module that knows tide and surf; [`service`] is the
-//!   thin shell that runs one node with a timer, a store and that transport.
+//! - [`service`] is the thin shell that runs one node with a timer and a
+//!   store, and reaches peers through a transport trait of its own.
+//! - [`http`] is the only module that knows tide and surf: it implements
+//!   that transport and serves the node's routes, importing [`service`]
+//!   (never the reverse).
 #![forbid(unsafe_code)]
 
 pub mod auth;

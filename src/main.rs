@@ -3,10 +3,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
 use ringsync::core::Schedule;
+use ringsync::http::client::HttpTransport;
 use ringsync::sim::cli::{Format, SimOptions};
 
 #[derive(Parser)]
@@ -188,7 +190,14 @@ fn main() -> ExitCode {
             id,
             data_dir,
             insecure,
-        } => ringsync::service::run_node(&topology, &id, data_dir.as_deref(), insecure),
+        } => ringsync::service::run_node(
+            &topology,
+            &id,
+            data_dir.as_deref(),
+            insecure,
+            Arc::new(HttpTransport),
+            ringsync::http::server::serve,
+        ),
         Command::Demo { topology, once } => ringsync::cli::demo::run(&topology, once),
         Command::Sync { node, json } => ringsync::cli::client::sync(&node, json),
         Command::Status { node, json } => ringsync::cli::client::status(&node, json),

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ringsync::core::Schedule;
 use ringsync::http::client::call;
-use ringsync::service::Shared;
+use ringsync::service::NodeHandle;
 use ringsync::topology::Topology;
 
 use common::raw::{now_ms, request, send, signed};
@@ -504,7 +504,7 @@ fn a_stopping_node_answers_peers_503() {
         None,
     )
     .expect("topology");
-    let shared: Arc<Shared> = Shared::open(topo, "a", dir.path()).expect("open node a");
+    let shared: Arc<NodeHandle> = NodeHandle::open(topo, "a", dir.path()).expect("open node a");
     let app = ringsync::http::server::app(Arc::clone(&shared));
     let respond = |method: tide::http::Method, path: &str| {
         let url = tide::http::Url::parse(&format!("http://localhost{path}")).expect("url");

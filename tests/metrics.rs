@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use ringsync::core::{Config, Node, Schedule};
 use ringsync::http::metrics::{render, CONTENT_TYPE};
-use ringsync::service::Shared;
+use ringsync::service::NodeHandle;
 use ringsync::store::MemoryStore;
 use ringsync::topology::Topology;
 
@@ -351,7 +351,7 @@ fn the_app_serves_metrics_in_the_text_format() {
         None,
     )
     .expect("topology");
-    let shared: Arc<Shared> = Shared::open(topo, "a", dir.path()).expect("open node a");
+    let shared: Arc<NodeHandle> = NodeHandle::open(topo, "a", dir.path()).expect("open node a");
     shared
         .with_node(|n| n.write(T0, "x", Some(b"1".to_vec())))
         .expect("write");

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use super::server::HEADER_REFUSED;
 use crate::auth::Signer;
 use crate::service::now_ms;
-use crate::service::sync::{Hop, HopResult, NodeDigest};
+use crate::service::transport::{Call, Hop, HopResult, NodeDigest, PeerError, Reply, Transport};
 
 fn url(addr: &str, path: &str) -> String {
     if addr.starts_with("http://") || addr.starts_with("https://") {
@@ -31,28 +31,22 @@ async fn with_timeout<T>(
     })?
 }
 
-/// Why a request to a peer failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerError {
-    /// What happened, with the URL.
-    pub message: String,
-    /// The peer refused our credentials (401 or 403 before its core saw
-    /// the request): most likely the nodes' secrets differ.
-    pub refused_credentials: bool,
-}
+/// The service's [`Transport`] over HTTP: surf requests to the peer
+/// routes, signed when the node has a secret.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HttpTransport;
 
-impl PeerError {
-    fn plain(message: String) -> PeerError {
-        PeerError {
-            message,
-            refused_credentials: false,
-        }
+impl Transport for HttpTransport {
+    fn message<'a>(&'a self, call: Call<'a>, payload: Vec<u8>) -> Reply<'a, Vec<u8>> {
+        Box::pin(post_peer(call, payload))
     }
-}
 
-impl std::fmt::Display for PeerError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
+    fn digest<'a>(&'a self, call: Call<'a>) -> Reply<'a, NodeDigest> {
+        Box::pin(get_digest(call))
+    }
+
+    fn hop<'a>(&'a self, call: Call<'a>, hop: Hop) -> Reply<'a, HopResult> {
+        Box::pin(post_hop(call, hop))
     }
 }
 
@@ -96,20 +90,14 @@ fn failed(u: &str, status: surf::StatusCode, body: &[u8]) -> PeerError {
     }
 }
 
-/// Sends an encoded peer request to node `to` at `addr`, returns the
-/// encoded reply: on success, and also when the peer's protocol refused
-/// the request (its answer then carries the refusal for our core).
-pub async fn post_peer(
-    addr: &str,
-    to: &str,
-    payload: Vec<u8>,
-    timeout: Duration,
-    signer: Option<&Signer>,
-) -> Result<Vec<u8>, PeerError> {
-    let u = url(addr, "/v1/peer/message");
-    with_timeout(timeout, async move {
+/// Sends an encoded peer request, returns the encoded reply: on success,
+/// and also when the peer's protocol refused the request (its answer then
+/// carries the refusal for our core).
+pub async fn post_peer(call: Call<'_>, payload: Vec<u8>) -> Result<Vec<u8>, PeerError> {
+    let u = url(call.addr, "/v1/peer/message");
+    with_timeout(call.timeout, async move {
         let req = surf::post(&u).content_type("application/octet-stream");
-        let req = sign(req, &u, "POST", to, &payload, signer)?;
+        let req = sign(req, &u, "POST", call.to, &payload, call.signer)?;
         let mut res = req
             .body_bytes(payload)
             .await
@@ -129,40 +117,29 @@ pub async fn post_peer(
     .await
 }
 
-/// Asks node `to` at `addr` to make one hop of a manual sync.
-pub async fn post_hop(
-    addr: &str,
-    to: &str,
-    hop: &Hop,
-    timeout: Duration,
-    signer: Option<&Signer>,
-) -> Result<HopResult, PeerError> {
-    let u = url(addr, "/v1/peer/hop");
-    let body = serde_json::to_vec(hop).map_err(|e| PeerError::plain(e.to_string()))?;
-    with_timeout(timeout, async {
+/// Asks the peer to make one hop of a manual sync.
+pub async fn post_hop(call: Call<'_>, hop: Hop) -> Result<HopResult, PeerError> {
+    let u = url(call.addr, "/v1/peer/hop");
+    let body = serde_json::to_vec(&hop).map_err(|e| PeerError::plain(e.to_string()))?;
+    with_timeout(call.timeout, async {
         let req = sign(
             surf::post(&u).content_type("application/json"),
             &u,
             "POST",
-            to,
+            call.to,
             &body,
-            signer,
+            call.signer,
         )?;
         json_call(req.body_bytes(body.clone()), u.clone()).await
     })
     .await
 }
 
-/// Node `to`'s digest.
-pub async fn get_digest(
-    addr: &str,
-    to: &str,
-    timeout: Duration,
-    signer: Option<&Signer>,
-) -> Result<NodeDigest, PeerError> {
-    let u = url(addr, "/v1/peer/digest");
-    with_timeout(timeout, async {
-        let req = sign(surf::get(&u), &u, "GET", to, b"", signer)?;
+/// The peer's digest.
+pub async fn get_digest(call: Call<'_>) -> Result<NodeDigest, PeerError> {
+    let u = url(call.addr, "/v1/peer/digest");
+    with_timeout(call.timeout, async {
+        let req = sign(surf::get(&u), &u, "GET", call.to, b"", call.signer)?;
         json_call(req, u.clone()).await
     })
     .await

@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 use async_std::io::{ReadExt, WriteExt};
 use async_std::net::{TcpListener, TcpStream};
 
+use super::server::Edge;
 use crate::service::now_ms;
-use crate::service::runtime::Shared;
 
 /// Connections served at once. systemd gives a service 1024 descriptors
 /// (soft limit); the store, the peer client's pool and the log need some.
@@ -65,8 +65,8 @@ const LINGER: Duration = Duration::from_secs(1);
 /// Binds `addr`, calls `on_bound` once bound, then serves `app` until the
 /// process ends.
 pub async fn serve(
-    app: tide::Server<Arc<Shared>>,
-    shared: Arc<Shared>,
+    app: tide::Server<Arc<Edge>>,
+    edge: Arc<Edge>,
     addr: &str,
     on_bound: impl FnOnce(),
 ) -> Result<(), String> {
@@ -75,7 +75,7 @@ pub async fn serve(
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     on_bound();
     let limits = Arc::new(Limits::default());
-    let timeout = shared.topology.cluster.request_timeout;
+    let timeout = edge.node.topology.cluster.request_timeout;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -87,7 +87,7 @@ pub async fn serve(
             }
         };
         let Some(slot) = Limits::enter(&limits, peer.ip()) else {
-            shared.refusals.note(
+            edge.refusals.note(
                 "too_many_connections",
                 &format!("a connection from {peer} (at the limit of {MAX_CONNECTIONS} in all, {MAX_CONNECTIONS_PER_IP} per address)"),
                 now_ms(),
@@ -96,9 +96,9 @@ pub async fn serve(
             continue;
         };
         let app = app.clone();
-        let shared = Arc::clone(&shared);
+        let edge = Arc::clone(&edge);
         async_std::task::spawn(async move {
-            connection(app, shared, stream, peer, timeout).await;
+            connection(app, edge, stream, peer, timeout).await;
             drop(slot);
         });
     }
@@ -293,8 +293,8 @@ async fn first<T>(a: impl Future<Output = T>, b: impl Future<Output = ()>) -> Op
 }
 
 async fn connection(
-    app: tide::Server<Arc<Shared>>,
-    shared: Arc<Shared>,
+    app: tide::Server<Arc<Edge>>,
+    edge: Arc<Edge>,
     stream: TcpStream,
     peer: SocketAddr,
     timeout: Duration,
@@ -362,8 +362,7 @@ async fn connection(
     };
     let mut stream = stream;
     if let Some((status, text, reason, message)) = refuse {
-        shared
-            .refusals
+        edge.refusals
             .note(reason, &format!("{peer}: {message}"), now_ms());
         let body = serde_json::json!({ "error": message, "reason": reason }).to_string();
         let head = format!(

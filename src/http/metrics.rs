@@ -14,17 +14,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt::{Display, Write};
-use std::sync::Arc;
-
-use tide::{Request, Response, StatusCode};
 
 use super::server::HTTP_REFUSALS;
 use crate::auth::Denied;
 use crate::core::message::Refusal;
-use crate::core::node::{Mode, PeerSeen};
+use crate::core::node::Mode;
 use crate::core::Node;
-use crate::service::now_ms;
-use crate::service::runtime::Shared;
+use crate::service::snapshot::Snapshot;
 use crate::store::Store;
 
 /// The media type of the text format.
@@ -42,35 +38,23 @@ const REFUSALS: [Refusal; 8] = [
     Refusal::ShuttingDown,
 ];
 
-/// The handler of `GET /metrics`.
-pub async fn handle(req: Request<Arc<Shared>>) -> tide::Result {
-    let s = req.state();
-    let ids: Vec<String> = s.topology.nodes.iter().map(|n| n.id.clone()).collect();
-    let http = s.refusals.counts();
-    let body = render_with(&s.lock(), &ids, now_ms(), &http);
-    let mut res = Response::new(StatusCode::Ok);
-    res.set_body(body);
-    res.insert_header("content-type", CONTENT_TYPE);
-    Ok(res)
-}
-
 /// Renders a node's metrics. `ids[i]` is the id of the node at ring
 /// position `i`; `now_ms` is the time the per-peer ages are measured at.
 pub fn render<S: Store>(node: &Node<S>, ids: &[String], now_ms: u64) -> String {
-    render_with(node, ids, now_ms, &BTreeMap::new())
+    render_snapshot(&Snapshot::of(node), ids, now_ms, &BTreeMap::new())
 }
 
-/// As [`render`], with the requests the HTTP layer refused (before the
-/// core saw them) counted in `ringsync_refused_requests_total` too.
-pub fn render_with<S: Store>(
-    node: &Node<S>,
+/// As [`render`], from a snapshot of the node, with the requests the HTTP
+/// layer refused (before the core saw them) counted in
+/// `ringsync_refused_requests_total` too.
+pub fn render_snapshot(
+    node: &Snapshot,
     ids: &[String],
     now_ms: u64,
     http_refused: &BTreeMap<&'static str, u64>,
 ) -> String {
-    let st = node.stats();
-    let cfg = node.config();
-    let interval_ms = cfg.interval_ms.max(1);
+    let st = &node.stats;
+    let interval_ms = node.interval_ms.max(1);
     let now_cycle = now_ms / interval_ms;
     let mut m = Metrics::default();
 
@@ -78,13 +62,8 @@ pub fn render_with<S: Store>(
         "ringsync_build_info",
         "gauge",
         "Always 1; the version of the running binary is in its label.",
+        [(vec![("version", env!("CARGO_PKG_VERSION"))], 1)],
     );
-    m.sample(
-        "ringsync_build_info",
-        &[("version", env!("CARGO_PKG_VERSION"))],
-        1,
-    );
-
     m.counter(
         "ringsync_cycles_total",
         "Sync cycles this node has run since it started.",
@@ -93,7 +72,7 @@ pub fn render_with<S: Store>(
     m.gauge(
         "ringsync_cycle",
         "The last cycle this node ran (unix time / interval), 0 before the first.",
-        node.cycle().unwrap_or(0),
+        node.cycle.unwrap_or(0),
     );
     m.gauge(
         "ringsync_interval_seconds",
@@ -105,19 +84,15 @@ pub fn render_with<S: Store>(
         "Requests this node sent to peers.",
         st.messages_sent,
     );
-
     m.family(
         "ringsync_pushes_total",
         "counter",
         "Requests of this node to its peers, by outcome: ok (answered) or failed (failed, timed out or refused). Counted for all peers together.",
+        [
+            (vec![("result", "ok")], st.pushes_ok),
+            (vec![("result", "failed")], st.pushes_failed),
+        ],
     );
-    m.sample("ringsync_pushes_total", &[("result", "ok")], st.pushes_ok);
-    m.sample(
-        "ringsync_pushes_total",
-        &[("result", "failed")],
-        st.pushes_failed,
-    );
-
     m.counter(
         "ringsync_bytes_sent_total",
         "Bytes of requests sent and of replies to requests this node answered.",
@@ -144,27 +119,23 @@ pub fn render_with<S: Store>(
         st.entries_applied,
     );
 
-    let (mode, since, _) = node.mode();
     m.family(
         "ringsync_mode",
         "gauge",
         "1 for the mode the node is in: ring (configured schedule) or fallback (random push-pull while a member is failed).",
+        [("ring", Mode::Ring), ("fallback", Mode::Fallback)]
+            .map(|(name, value)| (vec![("mode", name)], u8::from(node.mode == value))),
     );
-    for (name, value) in [("ring", Mode::Ring), ("fallback", Mode::Fallback)] {
-        m.sample("ringsync_mode", &[("mode", name)], u8::from(mode == value));
-    }
     m.gauge(
         "ringsync_mode_since_cycle",
         "The cycle in which the mode last changed.",
-        since,
+        node.mode_since_cycle,
     );
-
-    let (keys, tombstones) = node.counts();
-    m.gauge("ringsync_keys", "Values stored.", keys);
+    m.gauge("ringsync_keys", "Values stored.", node.keys);
     m.gauge(
         "ringsync_tombstones",
         "Tombstones (deletes) stored.",
-        tombstones,
+        node.tombstones,
     );
 
     let mut refused = st.refused.clone();
@@ -221,82 +192,97 @@ fn refusals(
     counts: &BTreeMap<&'static str, u64>,
     known: &[&'static str],
 ) {
-    m.family(name, "counter", help);
     let mut reasons: Vec<&str> = known.to_vec();
     reasons.extend(counts.keys().copied());
     reasons.sort_unstable();
     reasons.dedup();
-    for r in reasons {
-        m.sample(name, &[("reason", r)], counts.get(r).copied().unwrap_or(0));
-    }
+    m.family(
+        name,
+        "counter",
+        help,
+        reasons
+            .into_iter()
+            .map(|r| (vec![("reason", r)], counts.get(r).copied().unwrap_or(0))),
+    );
 }
 
-fn peers<S: Store>(m: &mut Metrics, node: &Node<S>, ids: &[String], now_cycle: u64) {
-    let me = node.config().me as usize;
+fn peers(m: &mut Metrics, node: &Snapshot, ids: &[String], now_cycle: u64) {
     // A peer not heard from since start is as old as the process's run.
-    let never = node.stats().cycles;
-    let list: Vec<(u32, String, PeerSeen)> = node
-        .peers()
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| *i != me)
-        .map(|(i, p)| {
-            let id = ids.get(i).cloned().unwrap_or_else(|| i.to_string());
-            (i as u32, id, p)
+    let never = node.stats.cycles;
+    let list: Vec<(String, &crate::service::snapshot::PeerSnapshot)> = node
+        .peers
+        .iter()
+        .map(|p| {
+            let id = ids
+                .get(p.pos as usize)
+                .cloned()
+                .unwrap_or_else(|| p.pos.to_string());
+            (id, p)
         })
         .collect();
     let age = |seen: Option<(u64, u64)>| seen.map_or(never, |(_, c)| now_cycle.saturating_sub(c));
+    let by_peer = |value: &dyn Fn(&crate::service::snapshot::PeerSnapshot) -> u64| {
+        list.iter()
+            .map(|(id, p)| (vec![("peer", id.as_str())], value(p)))
+            .collect::<Vec<_>>()
+    };
 
-    let name = "ringsync_peer_cycles_since_last_push_ok";
     m.family(
-        name,
+        "ringsync_peer_cycles_since_last_push_ok",
         "gauge",
         "Cycles since a request of this node to the peer was last answered; if never since start, the cycles run since start.",
+        by_peer(&|p| age(p.seen.push_ok)),
     );
-    for (_, id, p) in &list {
-        m.sample(name, &[("peer", id)], age(p.push_ok));
-    }
-    let name = "ringsync_peer_cycles_since_last_received";
     m.family(
-        name,
+        "ringsync_peer_cycles_since_last_received",
         "gauge",
         "Cycles since the peer last sent this node a request; if never since start, the cycles run since start.",
+        by_peer(&|p| age(p.seen.received)),
     );
-    for (_, id, p) in &list {
-        m.sample(name, &[("peer", id)], age(p.received));
-    }
-    let name = "ringsync_peer_consecutive_failures";
     m.family(
-        name,
+        "ringsync_peer_consecutive_failures",
         "gauge",
         "Requests to the peer that failed in a row (0 after an answer).",
+        by_peer(&|p| u64::from(p.seen.failures)),
     );
-    for (_, id, p) in &list {
-        m.sample(name, &[("peer", id)], p.failures);
-    }
-    let name = "ringsync_peer_state";
     m.family(
-        name,
+        "ringsync_peer_state",
         "gauge",
         "1 for the peer's membership state as this node sees it: alive, suspect or failed.",
+        list.iter().flat_map(|(id, p)| {
+            let state = p.member.state.name();
+            ["alive", "suspect", "failed"].map(|s| {
+                (
+                    vec![("peer", id.as_str()), ("state", s)],
+                    u8::from(state == s),
+                )
+            })
+        }),
     );
-    for (pos, id, _) in &list {
-        let state = node.view().get(*pos).state.name();
-        for s in ["alive", "suspect", "failed"] {
-            m.sample(name, &[("peer", id), ("state", s)], u8::from(state == s));
-        }
-    }
 }
+
+/// Label names and values of one sample.
+type Labels<'a> = Vec<(&'a str, &'a str)>;
 
 /// The text being built.
 #[derive(Default)]
 struct Metrics(String);
 
 impl Metrics {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
+    /// One family: its HELP and TYPE lines, then its samples in order.
+    fn family<'a, V: Display>(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (Labels<'a>, V)>,
+    ) {
         let help = help.replace('\\', "\\\\").replace('\n', "\\n");
         let _ = writeln!(self.0, "# HELP {name} {help}");
         let _ = writeln!(self.0, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            self.sample(name, &labels, value);
+        }
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
@@ -319,13 +305,11 @@ impl Metrics {
     }
 
     fn counter(&mut self, name: &str, help: &str, value: u64) {
-        self.family(name, "counter", help);
-        self.sample(name, &[], value);
+        self.family(name, "counter", help, [(Vec::new(), value)]);
     }
 
     fn gauge(&mut self, name: &str, help: &str, value: impl Display) {
-        self.family(name, "gauge", help);
-        self.sample(name, &[], value);
+        self.family(name, "gauge", help, [(Vec::new(), value)]);
     }
 }
 

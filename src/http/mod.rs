@@ -2,12 +2,15 @@
 //!
 //! tide, surf and async-std are flagged unmaintained upstream; keeping them
 //! to this module (and the async shell in [`crate::service`]) makes a later
-//! swap one module's work. Handlers are short: decode, call, encode.
+//! swap one module's work. This module implements the service's
+//! [`crate::service::Transport`] and serves a [`crate::service::NodeHandle`];
+//! the service never imports it. Handlers are short: decode, call, encode.
 
 pub mod bench_baseline;
 pub mod client;
 pub mod listen;
 pub mod metrics;
+pub mod routes;
 pub mod server;
 
 /// Percent-decodes a URL path segment into UTF-8.

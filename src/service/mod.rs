@@ -2,16 +2,22 @@
 //!
 //! It owns what the core must not: the clock, the timer that drives cycles,
 //! the durable store on disk, the signals, and the tasks that deliver the
-//! core's requests over HTTP (through [`crate::http`], the only module that
-//! knows the HTTP libraries).
+//! core's requests. It reaches peers through the [`Transport`] trait and is
+//! served through a function `main` gives it; the HTTP edge (`src/http`)
+//! implements both and imports this module, never the reverse.
 
+pub mod handle;
 pub mod logging;
 pub mod notify;
 pub mod reload;
 pub mod runtime;
+pub mod snapshot;
 pub mod sync;
+pub mod transport;
 
-pub use runtime::{run_node, Shared};
+pub use handle::NodeHandle;
+pub use runtime::run_node;
+pub use transport::Transport;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -8,27 +8,15 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::handle::{ExchangeResult, NodeHandle};
 use super::now_ms;
-use super::runtime::{ExchangeResult, Shared};
+use super::transport::{Hop, HopResult, NodeDigest};
 use crate::core::node::Mode;
 use crate::core::schedule::log2_ceil;
 use crate::core::Schedule;
 
 /// Reports kept for `GET /v1/sync/{id}`.
 const KEPT_REPORTS: usize = 32;
-
-/// A node's digest as the sync report shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct NodeDigest {
-    /// Node id.
-    pub id: String,
-    /// Root of its digest tree, 16 hex digits.
-    pub root: String,
-    /// Values stored.
-    pub keys: u64,
-    /// Tombstones stored.
-    pub tombstones: u64,
-}
 
 /// What a manual sync did.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -89,23 +77,23 @@ static SYNC_SEQ: AtomicU64 = AtomicU64::new(1);
 
 /// Starts a sync's record: a fresh id (this node, the time, a counter),
 /// kept at once as "running" so that `GET /v1/sync/{id}` finds it.
-pub fn begin(shared: &Shared) -> String {
+fn begin(node: &NodeHandle) -> String {
     let id = format!(
         "{}-{}-{}",
-        shared.id(),
+        node.id(),
         now_ms(),
         SYNC_SEQ.fetch_add(1, Ordering::Relaxed)
     );
-    shared.syncs_put(blank_report(shared, &id));
+    node.syncs_put(blank_report(node, &id));
     id
 }
 
-fn blank_report(shared: &Shared, id: &str) -> SyncReport {
+fn blank_report(node: &NodeHandle, id: &str) -> SyncReport {
     SyncReport {
         id: id.to_string(),
         state: "running".into(),
-        schedule: shared.topology.cluster.schedule.name().into(),
-        coordinator: shared.id().to_string(),
+        schedule: node.topology.cluster.schedule.name().into(),
+        coordinator: node.id().to_string(),
         hops: 0,
         failed_hops: 0,
         entries: 0,
@@ -115,28 +103,6 @@ fn blank_report(shared: &Shared, id: &str) -> SyncReport {
         converged: false,
         duration_ms: 0,
     }
-}
-
-/// One hop: node `from` runs a sync exchange with node `to`.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct Hop {
-    /// Ring position of the node that pushes.
-    pub from: u32,
-    /// Ring position of its peer.
-    pub to: u32,
-    /// Push-pull (random rounds) instead of a one-way sync push.
-    pub push_pull: bool,
-}
-
-/// What a hop did, as the hop endpoint answers.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default)]
-pub struct HopResult {
-    /// It completed.
-    pub ok: bool,
-    /// Entries moved.
-    pub entries: u64,
-    /// Bytes moved.
-    pub bytes: u64,
 }
 
 impl From<ExchangeResult> for HopResult {
@@ -150,71 +116,33 @@ impl From<ExchangeResult> for HopResult {
 }
 
 /// Runs this node's side of a hop (we are `hop.from`).
-pub async fn local_hop(shared: &Arc<Shared>, hop: Hop) -> HopResult {
-    let deadline = shared.peer_timeout() * 20 + Duration::from_secs(5);
+async fn local_hop(node: &Arc<NodeHandle>, hop: Hop) -> HopResult {
+    let deadline = node.peer_timeout() * 20 + Duration::from_secs(5);
     let to = hop.to;
     let r = if hop.push_pull {
-        shared.exchange(|n| n.push_pull_with(to), deadline).await
+        node.exchange(|n| n.push_pull_with(to), deadline).await
     } else {
-        shared.exchange(|n| n.sync_with(to), deadline).await
+        node.exchange(|n| n.sync_with(to), deadline).await
     };
     r.into()
 }
 
-async fn hop(shared: &Arc<Shared>, h: Hop) -> HopResult {
-    if h.from == shared.me {
-        local_hop(shared, h).await
-    } else {
-        let signer = shared.guard.signer();
-        let to = shared.id_of(h.from);
-        match crate::http::client::post_hop(
-            shared.addr(h.from),
-            to,
-            &h,
-            shared.peer_timeout() * 25,
-            signer.as_ref(),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                if e.refused_credentials {
-                    shared.warn_refused_by(h.from, &e.message);
-                }
-                HopResult::default()
-            }
-        }
+async fn hop(node: &Arc<NodeHandle>, h: Hop) -> HopResult {
+    if h.from == node.me {
+        return local_hop(node, h).await;
     }
+    node.call(h.from, node.peer_timeout() * 25, |t, call| t.hop(call, h))
+        .await
+        .unwrap_or_default()
 }
 
-async fn digest_of(shared: &Arc<Shared>, pos: u32) -> Option<NodeDigest> {
-    if pos == shared.me {
-        let node = shared.lock();
-        let (keys, tombstones) = node.counts();
-        return Some(NodeDigest {
-            id: shared.id().to_string(),
-            root: format!("{:016x}", node.root()),
-            keys,
-            tombstones,
-        });
+async fn digest_of(node: &Arc<NodeHandle>, pos: u32) -> Option<NodeDigest> {
+    if pos == node.me {
+        return Some(node.digest());
     }
-    let signer = shared.guard.signer();
-    match crate::http::client::get_digest(
-        shared.addr(pos),
-        shared.id_of(pos),
-        shared.peer_timeout(),
-        signer.as_ref(),
-    )
-    .await
-    {
-        Ok(d) => Some(d),
-        Err(e) => {
-            if e.refused_credentials {
-                shared.warn_refused_by(pos, &e.message);
-            }
-            None
-        }
-    }
+    node.call(pos, node.peer_timeout(), |t, call| t.digest(call))
+        .await
+        .ok()
 }
 
 /// The hops of the schedule's wave, starting at `me`, in rounds: hops in
@@ -257,18 +185,18 @@ pub fn wave(schedule: Schedule, n: u32, me: u32) -> Vec<Vec<Hop>> {
 /// wave. Otherwise it leaves out the nodes it cannot reach, says so, and runs
 /// push-pull rounds among the others until their digests agree (at most
 /// `sync_max_rounds`): `converged` then speaks for the reachable set.
-pub async fn run(shared: Arc<Shared>, id: String) -> SyncReport {
+async fn run(node: Arc<NodeHandle>, id: String) -> SyncReport {
     let started = Instant::now();
-    let n = shared.topology.nodes.len() as u32;
-    let schedule = shared.topology.cluster.schedule;
-    let mut report = blank_report(&shared, &id);
-    let live = collect_digests(&shared, &mut report).await;
-    let whole = live.len() as u32 == n && shared.lock().mode().0 == Mode::Ring;
+    let n = node.topology.nodes.len() as u32;
+    let schedule = node.topology.cluster.schedule;
+    let mut report = blank_report(&node, &id);
+    let live = collect_digests(&node, &mut report).await;
+    let whole = live.len() as u32 == n && node.mode() == Mode::Ring;
     if whole && schedule != Schedule::Random {
-        for round in wave(schedule, n, shared.me) {
-            tally(&mut report, futures_join(&shared, &round).await);
+        for round in wave(schedule, n, node.me) {
+            tally(&mut report, futures_join(&node, &round).await);
         }
-        collect_digests(&shared, &mut report).await;
+        collect_digests(&node, &mut report).await;
     }
     if !report.converged && live.len() > 1 {
         if !whole {
@@ -278,7 +206,7 @@ pub async fn run(shared: Arc<Shared>, id: String) -> SyncReport {
             );
         }
         let k = live.len();
-        for r in 0..shared.topology.cluster.sync_max_rounds as usize {
+        for r in 0..node.topology.cluster.sync_max_rounds as usize {
             // Round r pairs each reachable node with the one r+1 places on
             // among them: every pair meets within k-1 rounds.
             let step = 1 + r % (k - 1);
@@ -289,8 +217,8 @@ pub async fn run(shared: Arc<Shared>, id: String) -> SyncReport {
                     push_pull: true,
                 })
                 .collect();
-            tally(&mut report, futures_join(&shared, &round).await);
-            collect_digests(&shared, &mut report).await;
+            tally(&mut report, futures_join(&node, &round).await);
+            collect_digests(&node, &mut report).await;
             if report.converged {
                 break;
             }
@@ -298,7 +226,7 @@ pub async fn run(shared: Arc<Shared>, id: String) -> SyncReport {
     }
     report.state = "done".into();
     report.duration_ms = started.elapsed().as_millis() as u64;
-    shared.syncs_put(report.clone());
+    node.syncs_put(report.clone());
     report
 }
 
@@ -311,11 +239,11 @@ fn tally(report: &mut SyncReport, results: Vec<HopResult>) {
     }
 }
 
-async fn futures_join(shared: &Arc<Shared>, round: &[Hop]) -> Vec<HopResult> {
+async fn futures_join(node: &Arc<NodeHandle>, round: &[Hop]) -> Vec<HopResult> {
     let tasks: Vec<_> = round
         .iter()
         .map(|&h| {
-            let s = Arc::clone(shared);
+            let s = Arc::clone(node);
             async_std::task::spawn(async move { hop(&s, h).await })
         })
         .collect();
@@ -328,20 +256,20 @@ async fn futures_join(shared: &Arc<Shared>, round: &[Hop]) -> Vec<HopResult> {
 
 /// Fills in every node's digest and whether the reachable ones agree;
 /// returns the reachable ring positions.
-async fn collect_digests(shared: &Arc<Shared>, report: &mut SyncReport) -> Vec<u32> {
-    let n = shared.topology.nodes.len() as u32;
+async fn collect_digests(node: &Arc<NodeHandle>, report: &mut SyncReport) -> Vec<u32> {
+    let n = node.topology.nodes.len() as u32;
     report.nodes.clear();
     report.unreachable.clear();
     let mut live = Vec::new();
     for pos in 0..n {
-        match digest_of(shared, pos).await {
+        match digest_of(node, pos).await {
             Some(d) => {
                 report.nodes.push(d);
                 live.push(pos);
             }
             None => report
                 .unreachable
-                .push(shared.topology.nodes[pos as usize].id.clone()),
+                .push(node.topology.nodes[pos as usize].id.clone()),
         }
     }
     report.converged =
@@ -349,14 +277,48 @@ async fn collect_digests(shared: &Arc<Shared>, report: &mut SyncReport) -> Vec<u
     live
 }
 
-impl Shared {
-    pub(crate) fn syncs_put(&self, r: SyncReport) {
+/// How a manual sync that was asked for went on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SyncStarted {
+    /// It ran to the end: its report.
+    Done(SyncReport),
+    /// It runs in the background under this id.
+    Running(String),
+}
+
+/// A hop that does not start at this node or names no other node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotOurHop;
+
+impl NodeHandle {
+    fn syncs_put(&self, r: SyncReport) {
         self.syncs.lock().unwrap_or_else(|p| p.into_inner()).put(r);
     }
 
     /// The report of sync `id`, if kept.
     pub fn sync_report(&self, id: &str) -> Option<SyncReport> {
         self.syncs.lock().unwrap_or_else(|p| p.into_inner()).get(id)
+    }
+
+    /// Runs a whole-cluster sync from this node: to the end if `wait`,
+    /// else in the background (its report is kept under its id).
+    pub async fn start_sync(self: &Arc<Self>, wait: bool) -> SyncStarted {
+        let id = begin(self);
+        if wait {
+            return SyncStarted::Done(run(Arc::clone(self), id).await);
+        }
+        let (node, i) = (Arc::clone(self), id.clone());
+        async_std::task::spawn(async move { run(node, i).await });
+        SyncStarted::Running(id)
+    }
+
+    /// Runs this node's side of a hop another node's sync asked for.
+    pub async fn serve_hop(self: &Arc<Self>, hop: Hop) -> Result<HopResult, NotOurHop> {
+        let n = self.topology.nodes.len() as u32;
+        if hop.from != self.me || hop.to >= n || hop.to == self.me {
+            return Err(NotOurHop);
+        }
+        Ok(local_hop(self, hop).await)
     }
 }
 

@@ -8,6 +8,7 @@
 
 use crate::core::entry::{Entry, Origin, Version};
 
+mod boxed;
 pub mod memory;
 pub mod redb;
 

@@ -1,0 +1,182 @@
+//! The operator's routes: health (`/livez`, `/readyz`), `/v1/status`,
+//! `/metrics`, and the manual sync (`POST /v1/sync`, `GET /v1/sync/{id}`).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tide::{Response, StatusCode};
+
+use crate::http::metrics;
+use crate::http::server::{error, json_response, query, Edge, Req};
+use crate::service::now_ms;
+use crate::service::sync::SyncStarted;
+
+/// Adds the operator's routes.
+pub fn mount(app: &mut tide::Server<Arc<Edge>>) {
+    app.at("/livez").get(|_| async { Ok("ok\n") });
+    app.at("/readyz").get(readyz);
+    app.at("/metrics").get(metrics_text);
+    app.at("/v1/status").get(status);
+    app.at("/v1/sync").post(start_sync);
+    app.at("/v1/sync/:id").get(sync_report);
+}
+
+async fn readyz(req: Req) -> tide::Result {
+    Ok(if req.state().node.is_ready() {
+        Response::builder(StatusCode::Ok).body("ready\n").build()
+    } else {
+        Response::builder(StatusCode::ServiceUnavailable)
+            .body("not ready\n")
+            .build()
+    })
+}
+
+/// A peer as `/v1/status` shows it.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct PeerStatus {
+    /// Its id.
+    pub id: String,
+    /// Its address.
+    pub addr: String,
+    /// Last answered request of ours: ms since the epoch, and our cycle.
+    pub last_push_ok_ms: Option<u64>,
+    /// Our cycle then.
+    pub last_push_ok_cycle: Option<u64>,
+    /// Last request from it: ms since the epoch.
+    pub last_received_ms: Option<u64>,
+    /// Our cycle then.
+    pub last_received_cycle: Option<u64>,
+    /// Requests to it that failed in a row.
+    pub failures: u32,
+    /// alive, suspect or failed.
+    pub state: String,
+    /// Its incarnation as we know it.
+    pub incarnation: u64,
+}
+
+/// `/v1/status`.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Status {
+    /// This node's id.
+    pub id: String,
+    /// Cluster name.
+    pub cluster: String,
+    /// Ring position.
+    pub position: u32,
+    /// Ring successor's id.
+    pub successor: String,
+    /// Configured schedule.
+    pub schedule: String,
+    /// "ring" or "fallback".
+    pub mode: String,
+    /// The cycle in which the mode last changed.
+    pub mode_since_cycle: u64,
+    /// Why the mode is what it is.
+    pub mode_reason: String,
+    /// Current cycle (floor(unix ms / interval)).
+    pub cycle: u64,
+    /// Cycles this node has run since it started.
+    pub cycles_run: u64,
+    /// Root of the digest tree, 16 hex digits.
+    pub digest_root: String,
+    /// Values stored.
+    pub keys: u64,
+    /// Tombstones stored.
+    pub tombstones: u64,
+    /// The peers.
+    pub peers: Vec<PeerStatus>,
+    /// Entries this node has sent since it started.
+    pub entries_sent: u64,
+    /// Bytes it has sent.
+    pub bytes_sent: u64,
+}
+
+async fn status(req: Req) -> tide::Result {
+    let node = &req.state().node;
+    let topo = &node.topology;
+    let n = topo.nodes.len() as u32;
+    let snap = node.snapshot();
+    let peers = snap
+        .peers
+        .iter()
+        .map(|p| PeerStatus {
+            id: topo.nodes[p.pos as usize].id.clone(),
+            addr: topo.nodes[p.pos as usize].addr.clone(),
+            last_push_ok_ms: p.seen.push_ok.map(|x| x.0),
+            last_push_ok_cycle: p.seen.push_ok.map(|x| x.1),
+            last_received_ms: p.seen.received.map(|x| x.0),
+            last_received_cycle: p.seen.received.map(|x| x.1),
+            failures: p.seen.failures,
+            state: p.member.state.name().to_string(),
+            incarnation: p.member.incarnation,
+        })
+        .collect();
+    json_response(&Status {
+        id: node.id().to_string(),
+        cluster: topo.cluster.name.clone(),
+        position: node.me,
+        successor: topo.nodes[((node.me + 1) % n) as usize].id.clone(),
+        schedule: topo.cluster.schedule.name().to_string(),
+        mode: snap.mode.name().into(),
+        mode_since_cycle: snap.mode_since_cycle,
+        mode_reason: snap.mode_reason,
+        cycle: now_ms() / (topo.cluster.interval.as_millis() as u64).max(1),
+        cycles_run: snap.stats.cycles,
+        digest_root: format!("{:016x}", snap.root),
+        keys: snap.keys,
+        tombstones: snap.tombstones,
+        peers,
+        entries_sent: snap.stats.entries_sent,
+        bytes_sent: snap.stats.bytes_sent,
+    })
+}
+
+async fn metrics_text(req: Req) -> tide::Result {
+    let edge = req.state();
+    let ids: Vec<String> = edge
+        .node
+        .topology
+        .nodes
+        .iter()
+        .map(|n| n.id.clone())
+        .collect();
+    let http = edge.refusals.counts();
+    let body = metrics::render_snapshot(&edge.node.snapshot(), &ids, now_ms(), &http);
+    let mut res = Response::new(StatusCode::Ok);
+    res.set_body(body);
+    res.insert_header("content-type", metrics::CONTENT_TYPE);
+    Ok(res)
+}
+
+#[derive(Deserialize)]
+struct SyncQuery {
+    wait: Option<bool>,
+}
+
+async fn start_sync(req: Req) -> tide::Result {
+    let q: SyncQuery = match query(&req) {
+        Ok(q) => q,
+        Err(e) => return Ok(e.into()),
+    };
+    match req.state().node.start_sync(q.wait != Some(false)).await {
+        SyncStarted::Done(report) => json_response(&report),
+        SyncStarted::Running(id) => {
+            let mut res = Response::new(StatusCode::Accepted);
+            res.set_body(json!({ "id": id, "state": "running" }));
+            Ok(res)
+        }
+    }
+}
+
+async fn sync_report(req: Req) -> tide::Result {
+    let id = req.param("id").unwrap_or_default().to_string();
+    match req.state().node.sync_report(&id) {
+        Some(r) => json_response(&r),
+        None => Ok(error(
+            StatusCode::NotFound,
+            "not_found",
+            format!("no sync {id:?} is kept here"),
+        )),
+    }
+}

@@ -1,0 +1,155 @@
+//! The client API: `GET`, `PUT` and `DELETE /v1/kv/{key}`, `GET /v1/kv`.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tide::{Response, StatusCode};
+
+use crate::core::entry::Entry;
+use crate::core::WriteError;
+use crate::http::server::{api_error, error, json_response, query, read_body, ApiError, Edge, Req};
+use crate::service::handle::WriteFailed;
+use crate::service::NodeHandle;
+
+/// Adds the client API's routes.
+pub fn mount(app: &mut tide::Server<Arc<Edge>>) {
+    app.at("/v1/kv").get(list);
+    app.at("/v1/kv/*key").get(get).put(put).delete(delete);
+}
+
+fn key_of(req: &Req) -> Result<String, ApiError> {
+    let raw = req
+        .param("key")
+        .map_err(|_| api_error(StatusCode::BadRequest, "bad_key", "the path names no key"))?;
+    crate::http::percent_decode(raw).map_err(|e| api_error(StatusCode::BadRequest, "bad_key", e))
+}
+
+/// An entry in the client API's JSON.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct EntryJson {
+    /// The key.
+    pub key: String,
+    /// The value as UTF-8 text, when it is text.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub value: Option<String>,
+    /// The value as hex, when it is not text.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub value_hex: Option<String>,
+    /// The version: ms.counter@origin.
+    pub version: String,
+}
+
+impl EntryJson {
+    fn from_entry(e: &Entry) -> Self {
+        let (value, value_hex) = match e.value.as_deref().map(std::str::from_utf8) {
+            Some(Ok(s)) => (Some(s.to_string()), None),
+            Some(Err(_)) => (
+                None,
+                e.value
+                    .as_ref()
+                    .map(|v| v.iter().map(|b| format!("{b:02x}")).collect()),
+            ),
+            None => (None, None),
+        };
+        EntryJson {
+            key: e.key.clone(),
+            value,
+            value_hex,
+            version: e.version.to_string(),
+        }
+    }
+}
+
+fn store_failed(e: impl ToString) -> tide::Result {
+    Ok(error(
+        StatusCode::InternalServerError,
+        "store_failed",
+        e.to_string(),
+    ))
+}
+
+async fn get(req: Req) -> tide::Result {
+    let key = match key_of(&req) {
+        Ok(k) => k,
+        Err(e) => return Ok(e.into()),
+    };
+    match req.state().node.get(&key) {
+        Ok(Some(e)) => {
+            let mut res = Response::new(StatusCode::Ok);
+            res.insert_header("x-ringsync-version", e.version.to_string());
+            res.set_content_type("application/octet-stream");
+            res.set_body(e.value.unwrap_or_default());
+            Ok(res)
+        }
+        Ok(None) => Ok(error(
+            StatusCode::NotFound,
+            "not_found",
+            format!("no key {key:?}"),
+        )),
+        Err(e) => store_failed(e),
+    }
+}
+
+async fn put(mut req: Req) -> tide::Result {
+    let key = match key_of(&req) {
+        Ok(k) => k,
+        Err(e) => return Ok(e.into()),
+    };
+    let limit = req.state().node.topology.cluster.max_value_size as u64;
+    let body = match read_body(&mut req, limit).await {
+        Ok(b) => b,
+        Err(e) => return Ok(e.into()),
+    };
+    write(&req.state().node, key, Some(body)).await
+}
+
+async fn delete(req: Req) -> tide::Result {
+    let key = match key_of(&req) {
+        Ok(k) => k,
+        Err(e) => return Ok(e.into()),
+    };
+    write(&req.state().node, key, None).await
+}
+
+async fn write(node: &Arc<NodeHandle>, key: String, value: Option<Vec<u8>>) -> tide::Result {
+    match node.write(key, value).await {
+        Ok(e) => json_response(
+            &json!({ "key": e.key, "version": e.version.to_string(), "deleted": e.is_tombstone() }),
+        ),
+        Err(WriteFailed::ShuttingDown) => Ok(error(
+            StatusCode::ServiceUnavailable,
+            "shutting_down",
+            "this node is shutting down and takes no writes",
+        )),
+        Err(WriteFailed::Core(WriteError::Invalid(e))) => Ok(error(
+            StatusCode::BadRequest,
+            "invalid_entry",
+            e.to_string(),
+        )),
+        Err(WriteFailed::Core(WriteError::Store(e))) => store_failed(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list(req: Req) -> tide::Result {
+    let q: ListQuery = match query(&req) {
+        Ok(q) => q,
+        Err(e) => return Ok(e.into()),
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    match req.state().node.list(&q.prefix, q.after.as_deref(), limit) {
+        Ok(page) => {
+            let out: Vec<EntryJson> = page.entries.iter().map(EntryJson::from_entry).collect();
+            json_response(&json!({ "entries": out, "next_after": page.next_after }))
+        }
+        Err(e) => store_failed(e),
+    }
+}

@@ -1,0 +1,491 @@
+//! The handle through which everything else drives one node's core: typed
+//! operations that lock the core, call it, and send what it asked to send
+//! through the node's [`Transport`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use async_std::channel::{bounded, Sender};
+
+use super::now_ms;
+use super::reload::Settings;
+use super::snapshot::Snapshot;
+use super::sync::SyncReports;
+use super::transport::{Call, NodeDigest, PeerError, Reply, Transport};
+use crate::core::entry::Entry;
+use crate::core::node::Mode;
+use crate::core::{Config, Event, Node, Transmit, WriteError};
+use crate::auth::{Guard, Secrets};
+use crate::store::{Store, StoreError};
+use crate::topology::Topology;
+
+/// Any store: the service runs on redb, in-process tests may use memory.
+pub type AnyStore = Box<dyn Store + Send>;
+
+/// What an exchange with a peer moved, once it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExchangeResult {
+    /// False if any request failed, timed out or was refused.
+    pub ok: bool,
+    /// Entries moved, both ways.
+    pub entries: u64,
+    /// Bytes of its messages, both ways.
+    pub bytes: u64,
+}
+
+/// Why a client's write was not made.
+#[derive(Debug)]
+pub enum WriteFailed {
+    /// The node is stopping and takes no more writes.
+    ShuttingDown,
+    /// The core refused the entry, or the store failed.
+    Core(WriteError),
+}
+
+/// The core's answer to a peer message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerReply {
+    /// The encoded reply, a refusal included.
+    pub bytes: Vec<u8>,
+    /// The refusal's reason, if the protocol refused the message.
+    pub refused: Option<&'static str>,
+}
+
+/// One page of a key listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// Live entries (no tombstones), in key order.
+    pub entries: Vec<Entry>,
+    /// The key to list after for the next page, when the page is full.
+    pub next_after: Option<String>,
+}
+
+/// One node: its core, the ring it stands on, and how it reaches peers.
+/// Shared by the listener's handlers, the timer and the delivery tasks.
+pub struct NodeHandle {
+    node: Mutex<Node<AnyStore>>,
+    transport: Arc<dyn Transport>,
+    /// The topology in force.
+    pub topology: Topology,
+    /// This node's ring position.
+    pub me: u32,
+    /// True once the store is open, the topology loaded and the listener bound.
+    pub ready: AtomicBool,
+    /// True once a stop was asked for: writes are refused from then on.
+    pub stopping: AtomicBool,
+    waiters: Mutex<HashMap<u64, Sender<ExchangeResult>>>,
+    /// Manual sync reports, newest last.
+    pub(super) syncs: Mutex<SyncReports>,
+    /// Settings a SIGHUP may change while the node runs.
+    settings: RwLock<Settings>,
+    /// Who may call and how we sign: the keyring and the client tokens
+    /// (SIGHUP re-reads them).
+    pub guard: Guard,
+    /// When we last warned that a peer refused our requests' credentials,
+    /// by ring position: once a minute is enough to be seen.
+    refused_warned: Mutex<HashMap<u32, u64>>,
+}
+
+impl NodeHandle {
+    /// Opens node `id` of `topology` over `store`, guarded by `secrets`,
+    /// reaching its peers through `transport`. Fails if `id` is not in the
+    /// topology or the store cannot be read.
+    pub fn new(
+        topology: Topology,
+        id: &str,
+        store: AnyStore,
+        secrets: Secrets,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Arc<NodeHandle>, String> {
+        let (me, _) = topology.node(id).map_err(|e| e.to_string())?;
+        let members = topology.nodes.iter().map(|n| n.id.clone()).collect();
+        let guard = Guard::new(id, members, secrets);
+        let node = Node::open(
+            config_of(&topology, me),
+            store,
+            now_ms() ^ u64::from(std::process::id()),
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Arc::new(NodeHandle {
+            node: Mutex::new(node),
+            transport,
+            me,
+            ready: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            waiters: Mutex::new(HashMap::new()),
+            syncs: Mutex::new(SyncReports::default()),
+            settings: RwLock::new(Settings::of(&topology)),
+            guard,
+            refused_warned: Mutex::new(HashMap::new()),
+            topology,
+        }))
+    }
+
+    /// The core, locked. Held only for plain computation and one commit.
+    pub(super) fn lock(&self) -> MutexGuard<'_, Node<AnyStore>> {
+        // A panic while holding the lock leaves the core as it was before
+        // the panicking call's commit (commits are atomic), so go on.
+        self.node.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &str {
+        &self.topology.nodes[self.me as usize].id
+    }
+
+    /// The address of the node at ring position `pos`.
+    pub fn addr(&self, pos: u32) -> &str {
+        &self.topology.nodes[pos as usize].addr
+    }
+
+    /// The id of the node at ring position `pos`.
+    pub fn id_of(&self, pos: u32) -> &str {
+        &self.topology.nodes[pos as usize].id
+    }
+
+    /// True once the node serves.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// True once a stop was asked for.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// How long to wait for a peer's reply.
+    pub fn peer_timeout(&self) -> Duration {
+        self.settings().peer_timeout
+    }
+
+    /// The reloadable settings in force.
+    pub fn settings(&self) -> Settings {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts reloaded settings in force.
+    pub(super) fn set_settings(&self, settings: Settings) {
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = settings;
+    }
+
+    /// Runs `f` on the core, then sends what it asked to send. For the
+    /// service's own loops and for tests: the edge calls the typed methods.
+    pub fn with_node<T>(self: &Arc<Self>, f: impl FnOnce(&mut Node<AnyStore>) -> T) -> T {
+        let (out, transmits, events) = {
+            let mut node = self.lock();
+            let out = f(&mut node);
+            let (t, e) = drain(&mut node);
+            (out, t, e)
+        };
+        self.dispatch(transmits, events);
+        out
+    }
+
+    /// The stored value of `key`: `None` if absent or deleted.
+    pub fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        Ok(self.lock().get(key)?.filter(|e| !e.is_tombstone()))
+    }
+
+    /// Up to `limit` live entries whose key starts with `prefix`, after
+    /// `after`, in key order.
+    pub fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        // Tombstones are skipped, so read on until the page is full.
+        let mut entries = Vec::new();
+        let mut after = after.map(str::to_string);
+        loop {
+            let chunk = self.lock().store_range(prefix, after.as_deref(), limit)?;
+            let short = chunk.len() < limit;
+            after = chunk.last().map(|e| e.key.clone());
+            entries.extend(chunk.into_iter().filter(|e| !e.is_tombstone()));
+            if short || entries.len() >= limit {
+                break;
+            }
+        }
+        entries.truncate(limit);
+        let next_after = if entries.len() == limit {
+            entries.last().map(|e| e.key.clone())
+        } else {
+            None
+        };
+        Ok(Page {
+            entries,
+            next_after,
+        })
+    }
+
+    /// Writes `value` under `key` (`None` deletes it) and returns the
+    /// entry stored. The commit runs off the async executor.
+    pub async fn write(
+        self: &Arc<Self>,
+        key: String,
+        value: Option<Vec<u8>>,
+    ) -> Result<Entry, WriteFailed> {
+        if self.is_stopping() {
+            return Err(WriteFailed::ShuttingDown);
+        }
+        let this = Arc::clone(self);
+        async_std::task::spawn_blocking(move || this.with_node(|n| n.write(now_ms(), &key, value)))
+            .await
+            .map_err(WriteFailed::Core)
+    }
+
+    /// Hands a peer's encoded message to the core and returns its reply.
+    pub async fn peer_message(self: &Arc<Self>, body: Vec<u8>) -> PeerReply {
+        let this = Arc::clone(self);
+        async_std::task::spawn_blocking(move || {
+            this.with_node(|n| {
+                // The core counts its refusals by reason: the one that moved
+                // is this request's.
+                let before = n.stats().refused.clone();
+                let bytes = n.handle_request(now_ms(), &body);
+                let refused = n
+                    .stats()
+                    .refused
+                    .iter()
+                    .find(|(k, v)| before.get(*k) != Some(*v))
+                    .map(|(k, _)| *k);
+                PeerReply { bytes, refused }
+            })
+        })
+        .await
+    }
+
+    /// This node's digest.
+    pub fn digest(&self) -> NodeDigest {
+        let node = self.lock();
+        let (keys, tombstones) = node.counts();
+        NodeDigest {
+            id: self.id().to_string(),
+            root: format!("{:016x}", node.root()),
+            keys,
+            tombstones,
+        }
+    }
+
+    /// Ring or fallback, as the core is now.
+    pub fn mode(&self) -> Mode {
+        self.lock().mode().0
+    }
+
+    /// The core's counters and state, for status pages and metrics.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot::of(&self.lock())
+    }
+
+    /// A call to the node at ring position `pos`, signed if we sign.
+    pub(super) async fn call<T>(
+        &self,
+        pos: u32,
+        timeout: Duration,
+        send: impl for<'a> FnOnce(&'a dyn Transport, Call<'a>) -> Reply<'a, T>,
+    ) -> Result<T, PeerError> {
+        let signer = self.guard.signer();
+        let call = Call {
+            addr: self.addr(pos),
+            to: self.id_of(pos),
+            timeout,
+            signer: signer.as_ref(),
+        };
+        let result = send(self.transport.as_ref(), call).await;
+        if let Err(e) = &result {
+            if e.refused_credentials {
+                self.warn_refused_by(pos, &e.message);
+            }
+        }
+        result
+    }
+
+    /// Warns, at most once a minute per peer, that a peer refused our
+    /// request before its core saw it (a different secret, most likely).
+    fn warn_refused_by(&self, pos: u32, what: &str) {
+        let now = now_ms();
+        let mut w = self
+            .refused_warned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let last = w.entry(pos).or_insert(0);
+        if now.saturating_sub(*last) >= 60_000 {
+            *last = now;
+            log::warn!(
+                "node {} refused our request: {what} (check that every node has the same secret; repeated refusals are logged once a minute)",
+                self.id_of(pos)
+            );
+        }
+    }
+
+    /// Starts an exchange with `f` and waits until it ends (or the deadline).
+    pub(super) async fn exchange(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Node<AnyStore>) -> u64,
+        deadline: Duration,
+    ) -> ExchangeResult {
+        let (tx, rx) = bounded(1);
+        let (transmits, events) = {
+            let mut node = self.lock();
+            let ex = f(&mut node);
+            self.waiters_lock().insert(ex, tx);
+            drain(&mut node)
+        };
+        self.dispatch(transmits, events);
+        let failed = ExchangeResult {
+            ok: false,
+            entries: 0,
+            bytes: 0,
+        };
+        async_std::future::timeout(deadline, rx.recv())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(failed)
+    }
+
+    fn waiters_lock(&self) -> MutexGuard<'_, HashMap<u64, Sender<ExchangeResult>>> {
+        self.waiters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn dispatch(self: &Arc<Self>, transmits: Vec<Transmit>, events: Vec<Event>) {
+        for t in transmits {
+            let this = Arc::clone(self);
+            async_std::task::spawn(async move { this.deliver(t).await });
+        }
+        for e in events {
+            match e {
+                Event::ExchangeDone {
+                    exchange,
+                    ok,
+                    entries,
+                    bytes,
+                    ..
+                } => {
+                    if let Some(tx) = self.waiters_lock().remove(&exchange) {
+                        let _ = tx.try_send(ExchangeResult { ok, entries, bytes });
+                    }
+                }
+                Event::Refused {
+                    peer,
+                    reason,
+                    by_us,
+                } => {
+                    let who = self
+                        .topology
+                        .nodes
+                        .get(peer as usize)
+                        .map_or("an unknown sender", |n| n.id.as_str());
+                    if by_us {
+                        log::warn!("refused a request from {who}: {reason}");
+                    } else {
+                        log::warn!("{who} refused our request: {reason}");
+                    }
+                }
+                Event::ModeChanged { mode, reason } => {
+                    log::warn!("mode is now {}: {reason}", mode.name());
+                }
+                Event::Wiped { peer } => {
+                    log::warn!(
+                        "wiped local data to resync from scratch (stale beyond the tombstone lifetime, seen from {})",
+                        self.topology.nodes.get(peer as usize).map_or("?", |n| n.id.as_str())
+                    );
+                }
+            }
+        }
+    }
+
+    /// Delivers one request and feeds its outcome back to the core.
+    async fn deliver(self: Arc<Self>, t: Transmit) {
+        let timeout = self.peer_timeout();
+        let result = self
+            .call(t.to, timeout, |tr, call| tr.message(call, t.payload))
+            .await;
+        self.with_node(|node| match result {
+            Ok(reply) => node.handle_reply(now_ms(), t.id, &reply),
+            Err(e) => {
+                log::debug!("request to node {} failed: {}", t.to, e.message);
+                node.handle_failure(t.id);
+            }
+        });
+    }
+}
+
+/// The core's settings for node `me` of `topology`.
+fn config_of(topology: &Topology, me: u32) -> Config {
+    let c = &topology.cluster;
+    let mut cfg = Config::new(
+        topology.fingerprint(),
+        topology.nodes.len() as u32,
+        me,
+        c.schedule,
+        c.interval.as_millis() as u64,
+    );
+    cfg.max_value = c.max_value_size;
+    cfg.max_drift_ms = c.max_clock_drift.as_millis() as u64;
+    cfg.tombstone_lifetime_ms = c.tombstone_lifetime.as_millis() as u64;
+    cfg.failure_threshold = c.failure_threshold;
+    cfg.catch_up_on_start = true;
+    cfg.relay = c.relay;
+    cfg
+}
+
+fn drain(node: &mut Node<AnyStore>) -> (Vec<Transmit>, Vec<Event>) {
+    let mut t = Vec::new();
+    while let Some(x) = node.poll_transmit() {
+        t.push(x);
+    }
+    let mut e = Vec::new();
+    while let Some(x) = node.poll_event() {
+        e.push(x);
+    }
+    (t, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::transport::Offline;
+    use crate::store::MemoryStore;
+
+    fn memory_node() -> Arc<NodeHandle> {
+        let topo = Topology::parse(
+            "[cluster]\nname = \"handle-test\"\n[[node]]\nid = \"a\"\naddr = \"127.0.0.1:1\"\n[[node]]\nid = \"b\"\naddr = \"127.0.0.1:2\"\n",
+            "<text>",
+            None,
+        )
+        .expect("topology");
+        let store: AnyStore = Box::new(MemoryStore::new());
+        NodeHandle::new(topo, "a", store, Secrets::default(), Arc::new(Offline)).expect("open")
+    }
+
+    #[test]
+    fn a_node_over_memory_writes_reads_lists_and_stops_taking_writes() {
+        let node = memory_node();
+        async_std::task::block_on(async {
+            for k in ["k1", "k2", "k3"] {
+                let e = node.write(k.into(), Some(b"v".to_vec())).await;
+                assert!(e.is_ok(), "{e:?}");
+            }
+            let deleted = node.write("k2".into(), None).await.expect("delete");
+            assert!(deleted.is_tombstone());
+            assert_eq!(node.get("k2").expect("get"), None);
+            let k1 = node.get("k1").expect("get").expect("k1 is there");
+            assert_eq!(k1.value.as_deref(), Some(&b"v"[..]));
+            let page = node.list("k", None, 2).expect("list");
+            let keys: Vec<&str> = page.entries.iter().map(|e| e.key.as_str()).collect();
+            assert_eq!(keys, ["k1", "k3"]);
+            assert_eq!(page.next_after.as_deref(), Some("k3"));
+            let d = node.digest();
+            assert_eq!((d.id.as_str(), d.keys, d.tombstones), ("a", 2, 1));
+            node.stopping.store(true, Ordering::SeqCst);
+            let refused = node.write("k4".into(), Some(b"v".to_vec())).await;
+            assert!(matches!(refused, Err(WriteFailed::ShuttingDown)));
+        });
+    }
+}

@@ -1,0 +1,128 @@
+//! What the service sends to other nodes, and the trait through which it
+//! sends it: the HTTP edge implements [`Transport`], so the service never
+//! names the HTTP libraries.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Signer;
+
+/// A node's digest as the sync report shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeDigest {
+    /// Node id.
+    pub id: String,
+    /// Root of its digest tree, 16 hex digits.
+    pub root: String,
+    /// Values stored.
+    pub keys: u64,
+    /// Tombstones stored.
+    pub tombstones: u64,
+}
+
+/// One hop: node `from` runs a sync exchange with node `to`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Hop {
+    /// Ring position of the node that pushes.
+    pub from: u32,
+    /// Ring position of its peer.
+    pub to: u32,
+    /// Push-pull (random rounds) instead of a one-way sync push.
+    pub push_pull: bool,
+}
+
+/// What a hop did, as the hop endpoint answers.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default)]
+pub struct HopResult {
+    /// It completed.
+    pub ok: bool,
+    /// Entries moved.
+    pub entries: u64,
+    /// Bytes moved.
+    pub bytes: u64,
+}
+
+/// Why a request to a peer failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerError {
+    /// What happened, with the URL.
+    pub message: String,
+    /// The peer refused our credentials (401 or 403 before its core saw
+    /// the request): most likely the nodes' secrets differ.
+    pub refused_credentials: bool,
+}
+
+impl PeerError {
+    /// A failure that says nothing of our credentials.
+    pub fn plain(message: String) -> PeerError {
+        PeerError {
+            message,
+            refused_credentials: false,
+        }
+    }
+}
+
+impl std::fmt::Display for PeerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Where one request goes, and how it is sent.
+#[derive(Clone, Copy, Debug)]
+pub struct Call<'a> {
+    /// The peer's address: host:port, or a URL.
+    pub addr: &'a str,
+    /// The peer's node id, which a signature names.
+    pub to: &'a str,
+    /// How long to wait for the whole answer.
+    pub timeout: Duration,
+    /// Signs the request with the cluster secret, when there is one.
+    pub signer: Option<&'a Signer>,
+}
+
+/// The answer to a [`Call`], to be awaited.
+pub type Reply<'a, T> = Pin<Box<dyn Future<Output = Result<T, PeerError>> + Send + 'a>>;
+
+/// How a node reaches its peers.
+pub trait Transport: Send + Sync {
+    /// Sends an encoded peer request and returns the encoded reply: on
+    /// success, and also when the peer's protocol refused the request (its
+    /// answer then carries the refusal for our core).
+    fn message<'a>(&'a self, call: Call<'a>, payload: Vec<u8>) -> Reply<'a, Vec<u8>>;
+
+    /// The peer's digest.
+    fn digest<'a>(&'a self, call: Call<'a>) -> Reply<'a, NodeDigest>;
+
+    /// Asks the peer to run one hop of a manual sync (it is `hop.from`).
+    fn hop<'a>(&'a self, call: Call<'a>, hop: Hop) -> Reply<'a, HopResult>;
+}
+
+/// A transport that reaches no one: every call fails at once, as to a
+/// peer that is down. For a node opened in-process with no peers to reach.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Offline;
+
+impl Offline {
+    fn fail<'a, T: Send + 'a>(call: Call<'a>) -> Reply<'a, T> {
+        let message = format!("{}: this node was opened without a transport", call.addr);
+        Box::pin(std::future::ready(Err(PeerError::plain(message))))
+    }
+}
+
+impl Transport for Offline {
+    fn message<'a>(&'a self, call: Call<'a>, _payload: Vec<u8>) -> Reply<'a, Vec<u8>> {
+        Offline::fail(call)
+    }
+
+    fn digest<'a>(&'a self, call: Call<'a>) -> Reply<'a, NodeDigest> {
+        Offline::fail(call)
+    }
+
+    fn hop<'a>(&'a self, call: Call<'a>, _hop: Hop) -> Reply<'a, HopResult> {
+        Offline::fail(call)
+    }
+}
