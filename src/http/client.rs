@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use super::server::HEADER_REFUSED;
+use super::edge::HEADER_REFUSED;
 use crate::auth::Signer;
 use crate::service::now_ms;
 use crate::service::transport::{Call, Hop, HopResult, NodeDigest, PeerError, Reply, Transport};

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use async_std::io::{ReadExt, WriteExt};
 use async_std::net::{TcpListener, TcpStream};
 
-use super::server::Edge;
+use super::edge::Edge;
 use crate::service::now_ms;
 
 /// Connections served at once. systemd gives a service 1024 descriptors

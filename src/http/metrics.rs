@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::fmt::{Display, Write};
 
-use super::server::HTTP_REFUSALS;
+use super::edge::HTTP_REFUSALS;
 use crate::auth::Denied;
 use crate::core::message::Refusal;
 use crate::core::node::Mode;

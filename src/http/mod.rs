@@ -8,6 +8,7 @@
 
 pub mod bench_baseline;
 pub mod client;
+pub mod edge;
 pub mod listen;
 pub mod metrics;
 pub mod routes;

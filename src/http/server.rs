@@ -1,46 +1,20 @@
 //! The tide application over a node: one gate that reads every body within
 //! its limits and checks who is calling before any route (in `routes/`)
-//! runs, and the error answers the gate and the routes share.
+//! runs.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_std::io::ReadExt;
-use serde::Serialize;
-use serde_json::json;
-use tide::{Request, Response, StatusCode};
+use tide::{Response, StatusCode};
 
-use crate::auth::{
-    RefusalLog, SignedParts, Signers, HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIME,
-    HEADER_TO,
-};
+use super::edge::{api_error, read_body_within, Edge, Noted, Req};
 use super::routes;
+use crate::auth::{
+    SignedParts, Signers, HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIME, HEADER_TO,
+};
 use crate::service::runtime::OnBound;
 use crate::service::{now_ms, NodeHandle};
-
-/// What every handler is given: the node, and the count of the requests
-/// this edge refused before they reached it.
-pub struct Edge {
-    /// The node served.
-    pub node: Arc<NodeHandle>,
-    /// Requests refused before they reached the node, by reason.
-    pub refusals: RefusalLog,
-}
-
-impl Edge {
-    /// The edge of `node`, with nothing refused yet.
-    pub fn new(node: Arc<NodeHandle>) -> Edge {
-        Edge {
-            node,
-            refusals: RefusalLog::default(),
-        }
-    }
-}
-
-/// A request as the handlers see it.
-pub type Req = Request<Arc<Edge>>;
 
 /// Largest peer message accepted, at the least: a batch is about 1 MiB of
 /// entries plus a digest; 64 MiB leaves room for a maximal batch of large
@@ -51,38 +25,8 @@ const MAX_PEER_BODY: u64 = 64 << 20;
 /// a few dozen bytes of JSON, and nothing else takes a body.
 const SMALL_BODY: u64 = 64 << 10;
 
-/// Header on a peer message's answer when the protocol refused it: the
-/// refusal's name. The body is still the encoded refusal, for the peer.
-pub const HEADER_REFUSED: &str = "x-ringsync-refused";
-
-/// Header on every error answer: its reason, as in the JSON body.
-pub const HEADER_REASON: &str = "x-ringsync-reason";
-
 /// Reasons that are answers, not refusals, and are not counted as such.
 const NOT_REFUSALS: [&str; 1] = ["not_found"];
-
-/// Every reason the HTTP layer may refuse a request with, so that each has
-/// a metric series from the start (the gate's, the handlers' and the
-/// listener's; the protocol's own are in `core::message::Refusal`).
-pub const HTTP_REFUSALS: [&str; 17] = [
-    "bad_body",
-    "bad_hop",
-    "bad_json",
-    "bad_key",
-    "bad_query",
-    "bad_request",
-    "body_timeout",
-    "body_too_large",
-    "head_timeout",
-    "head_too_large",
-    "invalid_entry",
-    "method_not_allowed",
-    "no_route",
-    "shutting_down",
-    "too_many_connections",
-    "truncated_body",
-    "error",
-];
 
 /// Builds the application over a node, with a refusal count of its own.
 pub fn app(node: Arc<NodeHandle>) -> tide::Server<Arc<Edge>> {
@@ -249,159 +193,4 @@ async fn admit(mut req: Req, next: tide::Next<'_, Arc<Edge>>) -> Response {
     }
     req.set_body(tide::Body::from_bytes(body));
     next.run(req).await
-}
-
-/// A refused request: the status, a stable reason and a message naming the
-/// problem. It becomes a JSON body `{"error": ..., "reason": ...}`.
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    status: StatusCode,
-    reason: &'static str,
-    message: String,
-}
-
-/// What an error answer carries for the gate to count and log.
-#[derive(Clone, Debug)]
-struct Noted {
-    reason: &'static str,
-    message: String,
-}
-
-impl From<ApiError> for Response {
-    fn from(e: ApiError) -> Response {
-        let mut res = Response::new(e.status);
-        res.set_body(json!({ "error": e.message, "reason": e.reason }));
-        res.insert_header(HEADER_REASON, e.reason);
-        res.insert_ext(Noted {
-            reason: e.reason,
-            message: e.message,
-        });
-        res
-    }
-}
-
-impl ApiError {
-    /// The answer, and the connection closed after it: what is left of the
-    /// request is not read.
-    pub(super) fn closing(self) -> Response {
-        let mut res: Response = self.into();
-        res.insert_header("connection", "close");
-        res
-    }
-}
-
-/// A JSON error response that names the problem.
-pub fn error(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Response {
-    api_error(status, reason, message).into()
-}
-
-pub(super) fn api_error(
-    status: StatusCode,
-    reason: &'static str,
-    message: impl Into<String>,
-) -> ApiError {
-    ApiError {
-        status,
-        reason,
-        message: message.into(),
-    }
-}
-
-/// The request's query string, decoded as `T`.
-pub(super) fn query<T: serde::de::DeserializeOwned>(req: &Req) -> Result<T, ApiError> {
-    req.query().map_err(|e| {
-        api_error(
-            StatusCode::BadRequest,
-            "bad_query",
-            format!("bad query: {e}"),
-        )
-    })
-}
-
-pub(super) fn json_response(v: &impl Serialize) -> tide::Result {
-    let mut res = Response::new(StatusCode::Ok);
-    res.set_body(tide::Body::from_json(v)?);
-    Ok(res)
-}
-
-/// Reads a request body, refusing one longer than `limit` with 413.
-/// (The gate has already read every body into memory, within its time.)
-pub(super) async fn read_body(req: &mut Req, limit: u64) -> Result<Vec<u8>, ApiError> {
-    if let Some(len) = req.len() {
-        if len as u64 > limit {
-            return Err(too_large(len as u64, limit));
-        }
-    }
-    let mut out = Vec::new();
-    req.take_body()
-        .take(limit + 1)
-        .read_to_end(&mut out)
-        .await
-        .map_err(|e| {
-            api_error(
-                StatusCode::BadRequest,
-                "bad_body",
-                format!("reading the body failed: {e}"),
-            )
-        })?;
-    if out.len() as u64 > limit {
-        return Err(too_large(out.len() as u64, limit));
-    }
-    Ok(out)
-}
-
-/// Reads a body from the network: at most `limit` bytes (413), all of
-/// them within `timeout` (408), and as many as its Content-Length said
-/// (400: a truncated body is not taken for a short one).
-async fn read_body_within(
-    req: &mut Req,
-    limit: u64,
-    timeout: Duration,
-) -> Result<Vec<u8>, ApiError> {
-    let declared = req.len().map(|n| n as u64);
-    if let Some(len) = declared {
-        if len > limit {
-            return Err(too_large(len, limit));
-        }
-    }
-    let body = req.take_body();
-    let mut out = Vec::new();
-    let read =
-        async_std::future::timeout(timeout, body.take(limit + 1).read_to_end(&mut out)).await;
-    match read {
-        Err(_) => Err(api_error(
-            StatusCode::RequestTimeout,
-            "body_timeout",
-            format!(
-                "the body did not arrive within {} ({} bytes came)",
-                humantime::format_duration(timeout),
-                out.len()
-            ),
-        )),
-        Ok(Err(e)) => Err(api_error(
-            StatusCode::BadRequest,
-            "bad_body",
-            format!("reading the body failed: {e}"),
-        )),
-        Ok(Ok(_)) if out.len() as u64 > limit => Err(too_large(out.len() as u64, limit)),
-        Ok(Ok(_)) => match declared {
-            Some(len) if (out.len() as u64) < len => Err(api_error(
-                StatusCode::BadRequest,
-                "truncated_body",
-                format!(
-                    "the body ended after {} of the {len} bytes its Content-Length announced",
-                    out.len()
-                ),
-            )),
-            _ => Ok(out),
-        },
-    }
-}
-
-fn too_large(len: u64, limit: u64) -> ApiError {
-    api_error(
-        StatusCode::PayloadTooLarge,
-        "body_too_large",
-        format!("the body is {len} bytes or more, the limit is {limit}"),
-    )
 }

@@ -11,13 +11,13 @@ use async_std::channel::{bounded, Sender};
 
 use super::now_ms;
 use super::reload::Settings;
+use super::report::SyncReports;
 use super::snapshot::Snapshot;
-use super::sync::SyncReports;
 use super::transport::{Call, NodeDigest, PeerError, Reply, Transport};
+use crate::auth::{Guard, Secrets};
 use crate::core::entry::Entry;
 use crate::core::node::Mode;
 use crate::core::{Config, Event, Node, Transmit, WriteError};
-use crate::auth::{Guard, Secrets};
 use crate::store::{Store, StoreError};
 use crate::topology::Topology;
 

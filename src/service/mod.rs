@@ -10,6 +10,7 @@ pub mod handle;
 pub mod logging;
 pub mod notify;
 pub mod reload;
+pub mod report;
 pub mod runtime;
 pub mod snapshot;
 pub mod sync;

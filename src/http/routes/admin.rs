@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tide::{Response, StatusCode};
 
+use crate::http::edge::{error, json_response, query, Edge, Req};
 use crate::http::metrics;
-use crate::http::server::{error, json_response, query, Edge, Req};
 use crate::service::now_ms;
 use crate::service::sync::SyncStarted;
 

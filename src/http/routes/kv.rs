@@ -8,7 +8,7 @@ use tide::{Response, StatusCode};
 
 use crate::core::entry::Entry;
 use crate::core::WriteError;
-use crate::http::server::{api_error, error, json_response, query, read_body, ApiError, Edge, Req};
+use crate::http::edge::{api_error, error, json_response, query, read_body, ApiError, Edge, Req};
 use crate::service::handle::WriteFailed;
 use crate::service::NodeHandle;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tide::{Response, StatusCode};
 
-use crate::http::server::{error, json_response, read_body, Edge, Req, HEADER_REFUSED};
+use crate::http::edge::{error, json_response, read_body, Edge, Req, HEADER_REFUSED};
 use crate::service::transport::Hop;
 
 /// Adds the peers' routes.
