@@ -13,6 +13,7 @@ pub mod node;
 pub mod rng;
 pub mod schedule;
 pub mod stats;
+pub mod store;
 pub mod tree;
 
 pub use config::Config;

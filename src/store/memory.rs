@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{bucket_of, Merged, Store, StoreError, WriteBatch};
+use super::{bucket_of, merge_decision, Merged, Store, StoreError, WriteBatch};
 use crate::core::entry::{Entry, Origin, Version};
 
 /// A [`Store`] held in memory.
@@ -56,10 +56,9 @@ impl MemoryStore {
     }
 
     fn merge_one(&mut self, e: &Entry) -> Merged {
-        let replaced = match self.kv.get(&e.key) {
-            Some((v, _)) if !e.wins_over(v) => return Merged::Ignored,
-            Some((v, val)) => Some((*v, val.is_none())),
-            None => None,
+        let stored = self.kv.get(&e.key).map(|(v, val)| (*v, val.is_none()));
+        let Merged::Applied { replaced } = merge_decision(e, stored) else {
+            return Merged::Ignored;
         };
         if let Some((v, tomb)) = replaced {
             self.unindex(&e.key, v, tomb);

@@ -32,7 +32,7 @@ use ::redb::{
     ReadableTableMetadata, Table, TableDefinition,
 };
 
-use super::{Merged, Store, StoreError, WriteBatch};
+use super::{merge_decision, Merged, Store, StoreError, WriteBatch};
 use crate::core::entry::{key_hash, Entry, Origin, Version};
 
 /// The main table: key to encoded record.
@@ -236,9 +236,8 @@ impl Writer<'_> {
 
     fn merge_one(&mut self, e: &Entry) -> Result<Merged, StoreError> {
         let key = e.key.as_str();
-        let replaced = match self.stored(key)? {
-            Some((v, _)) if !e.wins_over(&v) => return Ok(Merged::Ignored),
-            other => other,
+        let Merged::Applied { replaced } = merge_decision(e, self.stored(key)?) else {
+            return Ok(Merged::Ignored);
         };
         match replaced {
             Some((v, tomb)) => self.unindex(key, v, tomb)?,

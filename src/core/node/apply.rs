@@ -1,0 +1,294 @@
+//! Taking entries in: client writes, and peers' entries validated whole,
+//! accepted, and applied to the store and the in-memory digest in step.
+
+use super::gc::encode_floors;
+use super::{bump, Mode, Node, WriteError, META_GC_FLOORS, META_RESYNCING};
+use crate::core::entry::{entry_hash, key_hash, validate, Entry};
+use crate::core::message::{Digest, Refusal};
+use crate::core::store::{Merged, Store, StoreError, WriteBatch};
+
+impl<S: Store> Node<S> {
+    /// A client write (`None` deletes). Returns once it is durable.
+    pub fn write(
+        &mut self,
+        now_ms: u64,
+        key: &str,
+        value: Option<Vec<u8>>,
+    ) -> Result<Entry, WriteError> {
+        validate(key, value.as_deref(), self.cfg.max_value).map_err(WriteError::Invalid)?;
+        let mut clock = self.hlc.clone();
+        let entry = Entry {
+            key: key.to_string(),
+            value,
+            version: clock.tick(now_ms),
+        };
+        self.apply(now_ms, vec![entry.clone()], Vec::new(), true)
+            .map_err(WriteError::Store)?;
+        self.hlc = clock;
+        Ok(entry)
+    }
+
+    /// Checks every entry of a message against the limits and the clock.
+    pub(super) fn validate(&self, now_ms: u64, entries: &[Entry]) -> Result<(), Refusal> {
+        if entries.len() > self.cfg.batch_entries {
+            return Err(Refusal::InvalidEntry);
+        }
+        let horizon = now_ms.saturating_add(self.cfg.max_drift_ms);
+        for e in entries {
+            if validate(&e.key, e.value.as_deref(), self.cfg.max_value).is_err()
+                || e.version.origin >= self.cfg.n
+            {
+                return Err(Refusal::InvalidEntry);
+            }
+            if e.version.ms > horizon {
+                return Err(Refusal::FutureVersion);
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates `entries` whole, then merges them in one commit. With
+    /// `complete`, they finish a resync: the sender's collection floors
+    /// become ours in the same commit.
+    /// `relayed`: they came by eager relay, and travel on down its tree.
+    pub(super) fn accept(
+        &mut self,
+        now_ms: u64,
+        entries: &[Entry],
+        complete: bool,
+        sender: &Digest,
+        relayed: bool,
+    ) -> Result<(), Refusal> {
+        self.validate(now_ms, entries)?;
+        self.stats.entries_received += entries.len() as u64;
+        let mut meta = Vec::new();
+        let floors = (complete && self.resyncing).then(|| {
+            let mut floors = self.gc_floors.clone();
+            for (o, v) in &sender.gc_floors {
+                bump(&mut floors, *o, *v);
+            }
+            floors
+        });
+        if let Some(floors) = &floors {
+            meta.push((META_RESYNCING.to_string(), vec![0]));
+            meta.push((META_GC_FLOORS.to_string(), encode_floors(floors)));
+        }
+        if entries.is_empty() && meta.is_empty() {
+            // Nothing to commit: an empty push costs no fsync.
+            return Ok(());
+        }
+        self.apply(now_ms, entries.to_vec(), meta, relayed)
+            .map_err(|e| {
+                log::warn!("merge failed, nothing applied: {e}");
+                Refusal::StoreFailed
+            })?;
+        for e in entries {
+            self.hlc.observe(e.version);
+        }
+        if let Some(floors) = floors {
+            self.resyncing = false;
+            self.gc_floors = floors;
+        }
+        Ok(())
+    }
+
+    /// Commits entries (and meta) atomically, then updates the digest and
+    /// queues what is to travel on.
+    fn apply(
+        &mut self,
+        now_ms: u64,
+        entries: Vec<Entry>,
+        meta: Vec<(String, Vec<u8>)>,
+        relayed: bool,
+    ) -> Result<(), StoreError> {
+        let merged = self.store.commit(WriteBatch {
+            clear_first: false,
+            entries: entries.clone(),
+            collect: Vec::new(),
+            meta,
+        })?;
+        let c0_ok = self.cfg.schedule.is_ring() && self.mode == Mode::Ring;
+        let arrived = now_ms / self.cfg.interval_ms;
+        for (e, m) in entries.into_iter().zip(merged) {
+            bump(&mut self.hints, e.version.origin, e.version);
+            let Merged::Applied { replaced } = m else {
+                continue;
+            };
+            self.stats.entries_applied += 1;
+            let kh = key_hash(&e.key);
+            if let Some((old, tomb)) = replaced {
+                self.tree.toggle(kh, entry_hash(&e.key, &old, tomb));
+                self.uncount(tomb);
+            }
+            self.tree.toggle(kh, e.hash64());
+            if e.is_tombstone() {
+                self.tombstones += 1;
+            } else {
+                self.keys += 1;
+            }
+            if self.cfg.relay {
+                if relayed {
+                    self.enqueue_relay(&e);
+                }
+            } else if c0_ok && self.relays(&e, arrived) {
+                self.relay.push((e.key, e.version, arrived));
+            }
+        }
+        self.pump_relays();
+        self.cap_relay();
+        Ok(())
+    }
+
+    fn uncount(&mut self, tombstone: bool) {
+        if tombstone {
+            self.tombstones = self.tombstones.saturating_sub(1);
+        } else {
+            self.keys = self.keys.saturating_sub(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::{config, entry, node, reopen, transmits};
+    use super::*;
+    use crate::core::entry::Version;
+    use crate::core::schedule::Schedule;
+
+    #[test]
+    fn validation_checks_count_limits_origin_and_clock() {
+        let mut cfg = config(4, 0, Schedule::Successor);
+        cfg.batch_entries = 2;
+        let n0 = node(cfg);
+        let ok = entry("k", Some("v"), 1_000, 3);
+        assert_eq!(n0.validate(1_000, std::slice::from_ref(&ok)), Ok(()));
+        assert_eq!(
+            n0.validate(1_000, &[ok.clone(), ok.clone(), ok.clone()]),
+            Err(Refusal::InvalidEntry)
+        );
+        let stranger = entry("k", Some("v"), 1_000, 4);
+        assert_eq!(n0.validate(1_000, &[stranger]), Err(Refusal::InvalidEntry));
+        let empty_key = entry("", Some("v"), 1_000, 1);
+        assert_eq!(n0.validate(1_000, &[empty_key]), Err(Refusal::InvalidEntry));
+        let ahead = entry("k", Some("v"), 1_000 + 5_001, 1);
+        assert_eq!(n0.validate(1_000, &[ahead]), Err(Refusal::FutureVersion));
+        let at_limit = entry("k", Some("v"), 1_000 + 5_000, 1);
+        assert_eq!(n0.validate(1_000, &[at_limit]), Ok(()));
+    }
+
+    #[test]
+    fn a_batch_with_one_bad_entry_applies_nothing() {
+        let mut n0 = node(config(4, 0, Schedule::Successor));
+        let good = entry("good", Some("v"), 100, 1);
+        let bad = entry("bad", Some("v"), 999_999, 1);
+        let got = n0.accept(100, &[good, bad], false, &Digest::default(), false);
+        assert_eq!(got, Err(Refusal::FutureVersion));
+        assert!(matches!(n0.get("good"), Ok(None)));
+        assert_eq!((n0.counts(), n0.root()), ((0, 0), 0));
+        assert!(n0.digest().hints.is_empty());
+    }
+
+    #[test]
+    fn counts_hints_and_tree_follow_every_merge() {
+        let cfg = config(4, 0, Schedule::Successor);
+        let mut n0 = node(cfg.clone());
+        n0.write(100, "a", Some(b"1".to_vec())).expect("write");
+        n0.write(200, "b", Some(b"1".to_vec())).expect("write");
+        let del = n0.write(300, "a", None).expect("write");
+        assert_eq!(n0.counts(), (1, 1));
+        // An older write of a peer loses, but its origin is still heard of.
+        let older = entry("b", Some("old"), 50, 2);
+        n0.accept(
+            400,
+            std::slice::from_ref(&older),
+            false,
+            &Digest::default(),
+            false,
+        )
+        .expect("accept");
+        assert_eq!(n0.counts(), (1, 1));
+        assert_eq!(n0.stats().entries_applied, 3);
+        assert_eq!(n0.digest().hints.get(&2), Some(&older.version));
+        assert_eq!(n0.digest().hints.get(&0), Some(&del.version));
+        let again = reopen(cfg, n0.store().clone());
+        assert_eq!(again.root(), n0.root());
+        assert_eq!(again.counts(), n0.counts());
+    }
+
+    #[test]
+    fn a_failed_commit_changes_nothing() {
+        let mut n0 = node(config(4, 0, Schedule::Successor));
+        n0.store_mut().fail_next_commit = true;
+        assert!(matches!(
+            n0.write(100, "a", Some(b"1".to_vec())),
+            Err(WriteError::Store(_))
+        ));
+        assert_eq!((n0.counts(), n0.root()), ((0, 0), 0));
+        assert!(matches!(n0.get("a"), Ok(None)));
+        // The clock did not move either: the next write takes the version
+        // the failed one would have had.
+        let e = n0.write(100, "a", Some(b"1".to_vec())).expect("write");
+        assert_eq!(
+            e.version,
+            Version {
+                ms: 100,
+                counter: 0,
+                origin: 0
+            }
+        );
+        assert!(matches!(
+            n0.write(100, "", None),
+            Err(WriteError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn a_complete_transfer_ends_a_resync_with_the_senders_floors() {
+        let cfg = config(4, 0, Schedule::Successor);
+        let mut n0 = node(cfg.clone());
+        n0.resyncing = true;
+        let mut sender = Digest::default();
+        let floor = Version {
+            ms: 70,
+            counter: 0,
+            origin: 2,
+        };
+        sender.gc_floors.insert(2, floor);
+        n0.accept(100, &[], false, &sender, false).expect("accept");
+        assert!(n0.resyncing, "not complete: still resyncing");
+        n0.accept(100, &[], true, &sender, false).expect("accept");
+        assert!(!n0.resyncing);
+        assert_eq!(n0.gc_floors.get(&2), Some(&floor));
+        let again = reopen(cfg, n0.store().clone());
+        assert!(!again.resyncing);
+        assert_eq!(again.gc_floors.get(&2), Some(&floor));
+    }
+
+    #[test]
+    fn only_relayed_entries_are_relayed_on() {
+        let mut cfg = config(4, 1, Schedule::Successor);
+        cfg.relay = true;
+        let mut n1 = node(cfg);
+        let e = entry("a", Some("v"), 100, 0);
+        n1.accept(100, &[e], false, &Digest::default(), false)
+            .expect("accept");
+        assert!(transmits(&mut n1).is_empty());
+        let e = entry("b", Some("v"), 100, 0);
+        n1.accept(100, &[e], false, &Digest::default(), true)
+            .expect("accept");
+        let t = transmits(&mut n1);
+        assert_eq!(t.iter().map(|t| t.to).collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
+    fn the_cycle_queue_keeps_its_bound() {
+        let mut cfg = config(4, 0, Schedule::Successor);
+        cfg.relay_queue_max = 2;
+        let mut n0 = node(cfg);
+        for k in ["a", "b", "c"] {
+            n0.write(100, k, Some(b"v".to_vec())).expect("write");
+        }
+        let queued: Vec<&str> = n0.relay.unheld().map(|(k, _, _)| k.as_str()).collect();
+        assert_eq!(queued, vec!["b", "c"]);
+    }
+}

@@ -1,0 +1,207 @@
+//! Digest and delta: what a peer lacks by its digest's hints, and what
+//! follows a peer's digest (a delta push, or a tree comparison when the
+//! hints agree and the data still differs).
+
+use super::{Mode, Node};
+use crate::core::entry::{Entry, Version};
+use crate::core::message::{Digest, PushKind};
+use crate::core::store::{Store, StoreError};
+
+impl<S: Store> Node<S> {
+    /// Entries the holder of `digest` lacks by its hints, oldest first per
+    /// origin, within the byte budget. With `window_at` = Some(cycle), those
+    /// still travelling the schedule's path are left out. The flag is true
+    /// when nothing was left out or cut.
+    pub(super) fn lacking(
+        &self,
+        digest: &Digest,
+        window_at: Option<u64>,
+    ) -> Result<(Vec<Entry>, bool), StoreError> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut complete = true;
+        let w = self.window();
+        for (&origin, &mine) in &self.hints {
+            let theirs = digest
+                .hints
+                .get(&origin)
+                .copied()
+                .unwrap_or(Version::zero(origin));
+            if mine <= theirs {
+                continue;
+            }
+            let mut after = theirs;
+            loop {
+                let room = self.cfg.batch_entries.saturating_sub(out.len());
+                if room == 0 || bytes >= self.cfg.batch_bytes {
+                    return Ok((out, false));
+                }
+                let chunk = self.store.by_origin(origin, after, room.min(1024))?;
+                let Some(last) = chunk.last() else { break };
+                after = last.version;
+                let short = chunk.len() < room.min(1024);
+                for e in chunk {
+                    if out.len() >= self.cfg.batch_entries || bytes >= self.cfg.batch_bytes {
+                        return Ok((out, false));
+                    }
+                    if let Some(c) = window_at {
+                        if self.birth_cycle(&e.version) + w > c {
+                            complete = false;
+                            continue;
+                        }
+                    }
+                    bytes += e.wire_len();
+                    out.push(e);
+                }
+                if short {
+                    break;
+                }
+            }
+        }
+        Ok((out, complete))
+    }
+
+    /// After a peer's reply with its digest: send what it still lacks, or,
+    /// when hints agree and both are quiet, compare trees.
+    pub(super) fn follow_up(&mut self, ex: u64, peer: u32, kind: PushKind, theirs: &Digest) {
+        let ring = self.cfg.schedule.is_ring() && self.mode == Mode::Ring;
+        let window_at = match kind {
+            PushKind::Cycle | PushKind::Repair if ring && !theirs.resyncing => self.cycle,
+            _ => None,
+        };
+        let (entries, complete) = match self.lacking(theirs, window_at) {
+            Ok(x) => x,
+            Err(e) => {
+                log::warn!("reading the delta for peer {peer} failed: {e}");
+                self.mark_failed(ex);
+                return;
+            }
+        };
+        let next = match kind {
+            PushKind::Sync | PushKind::PushPull => kind,
+            _ => PushKind::Repair,
+        };
+        if !entries.is_empty() {
+            self.send_push(ex, peer, next, entries, complete);
+            return;
+        }
+        let hints_agree = self.hints == theirs.hints;
+        let quiet = (self.relay.is_empty() && theirs.quiet) || !ring || kind == PushKind::Sync;
+        if hints_agree && quiet && theirs.root != self.tree.root() {
+            self.start_repair(ex, peer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::{body, config, node, transmits};
+    use super::*;
+    use crate::core::message::Body;
+    use crate::core::schedule::Schedule;
+
+    fn written(
+        n: &mut Node<super::super::fixture::TestStore>,
+        keys: &[&str],
+        ms: u64,
+    ) -> Vec<Entry> {
+        keys.iter()
+            .map(|k| n.write(ms, k, Some(b"v".to_vec())).expect("write"))
+            .collect()
+    }
+
+    fn keys(entries: &[Entry]) -> Vec<&str> {
+        entries.iter().map(|e| e.key.as_str()).collect()
+    }
+
+    #[test]
+    fn the_delta_is_what_lies_above_the_peers_hints_oldest_first() {
+        let mut n0 = node(config(4, 0, Schedule::Successor));
+        let es = written(&mut n0, &["c", "a", "b"], 100);
+        let mut theirs = Digest::default();
+        theirs.hints.insert(0, es[0].version);
+        let (out, complete) = n0.lacking(&theirs, None).expect("read");
+        assert_eq!(keys(&out), vec!["a", "b"]);
+        assert!(complete);
+        theirs.hints.insert(0, es[2].version);
+        assert_eq!(n0.lacking(&theirs, None).expect("read").0, Vec::new());
+    }
+
+    #[test]
+    fn the_delta_is_cut_to_the_batch_and_says_so() {
+        let mut cfg = config(4, 0, Schedule::Successor);
+        cfg.batch_entries = 2;
+        let mut n0 = node(cfg);
+        written(&mut n0, &["a", "b", "c", "d", "e"], 100);
+        let (out, complete) = n0.lacking(&Digest::default(), None).expect("read");
+        assert_eq!(keys(&out), vec!["a", "b"]);
+        assert!(!complete);
+    }
+
+    #[test]
+    fn entries_still_on_their_path_are_left_out_of_a_ring_delta() {
+        let mut n0 = node(config(4, 0, Schedule::Successor));
+        written(&mut n0, &["a"], 500);
+        // Born in cycle 1, on the path for 3 cycles.
+        let (out, complete) = n0.lacking(&Digest::default(), Some(3)).expect("read");
+        assert!(out.is_empty());
+        assert!(!complete);
+        let (out, complete) = n0.lacking(&Digest::default(), Some(4)).expect("read");
+        assert_eq!(keys(&out), vec!["a"]);
+        assert!(complete);
+    }
+
+    #[test]
+    fn a_cycle_push_is_followed_by_a_repair_push_of_what_is_lacking() {
+        let mut n0 = node(config(4, 0, Schedule::Random));
+        written(&mut n0, &["a"], 500);
+        for (kind, next) in [
+            (PushKind::Cycle, PushKind::Repair),
+            (PushKind::Sync, PushKind::Sync),
+            (PushKind::PushPull, PushKind::PushPull),
+        ] {
+            let ex = n0.new_exchange(1, kind);
+            n0.follow_up(ex, 1, kind, &Digest::default());
+            let t = transmits(&mut n0);
+            assert!(
+                matches!(body(&t[0].payload), Body::Push { kind: k, ref entries, .. } if k == next && entries.len() == 1),
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn equal_hints_with_another_root_start_a_tree_comparison() {
+        let mut n0 = node(config(4, 0, Schedule::Random));
+        written(&mut n0, &["a"], 500);
+        let mut theirs = n0.digest();
+        let ex = n0.new_exchange(1, PushKind::PushPull);
+        n0.follow_up(ex, 1, PushKind::PushPull, &theirs);
+        assert!(transmits(&mut n0).is_empty(), "same data, nothing to do");
+        theirs.root ^= 1;
+        n0.follow_up(ex, 1, PushKind::PushPull, &theirs);
+        let t = transmits(&mut n0);
+        assert_eq!(
+            body(&t[0].payload),
+            Body::TreeQuery {
+                level: 0,
+                nodes: vec![0]
+            }
+        );
+        assert_eq!(n0.stats().repairs, 1);
+    }
+
+    #[test]
+    fn a_ring_peer_that_is_not_quiet_is_not_compared() {
+        let mut n0 = node(config(4, 0, Schedule::Successor));
+        let mut theirs = n0.digest();
+        theirs.root ^= 1;
+        theirs.quiet = false;
+        let ex = n0.new_exchange(1, PushKind::Cycle);
+        n0.follow_up(ex, 1, PushKind::Cycle, &theirs);
+        assert!(transmits(&mut n0).is_empty());
+        theirs.quiet = true;
+        n0.follow_up(ex, 1, PushKind::Cycle, &theirs);
+        assert_eq!(transmits(&mut n0).len(), 1);
+    }
+}

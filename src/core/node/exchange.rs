@@ -1,0 +1,621 @@
+//! Our side of exchanges: starting them, sending their requests, and the one
+//! path (`conclude`) by which every request ends, whatever its outcome,
+//! releasing what it holds.
+
+use super::{Event, Node, Transmit};
+use crate::core::entry::Entry;
+use crate::core::message::{decode, encode, Body, Digest, Message, PushKind, Refusal};
+use crate::core::schedule::Schedule;
+use crate::core::store::Store;
+
+/// An exchange with one peer: a chain of requests, each one's follow-up
+/// sent from its reply, reported by one [`Event::ExchangeDone`].
+#[derive(Debug, Clone)]
+pub(super) struct Exchange {
+    pub(super) peer: u32,
+    pub(super) kind: PushKind,
+    /// Requests of this exchange still awaiting their replies.
+    pub(super) in_flight: u32,
+    pub(super) ok: bool,
+    pub(super) entries: u64,
+    pub(super) bytes: u64,
+}
+
+/// What a request of ours asked, so that its reply can be checked against it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Awaiting {
+    /// A push. A successor cycle push or an eager relay also holds the
+    /// relay items it carries, under its request id (see `Held`).
+    Push {
+        kind: PushKind,
+    },
+    Syn,
+    Tree {
+        level: u8,
+        nodes: Vec<u32>,
+    },
+    Bucket {
+        buckets: Vec<u32>,
+    },
+}
+
+/// A request of ours awaiting its reply.
+#[derive(Debug, Clone)]
+pub(super) struct Outstanding {
+    pub(super) exchange: u64,
+    pub(super) to: u32,
+    pub(super) what: Awaiting,
+}
+
+/// How a request of ours ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// The peer answered what was asked.
+    Answered,
+    /// The peer answered, but refused, or with a reply that does not fit the
+    /// request: it is alive, and the exchange failed.
+    Refused,
+    /// No usable answer: the request failed, timed out, or its reply does
+    /// not decode. It counts against the peer's liveness.
+    Missed,
+}
+
+/// How a decoded `reply` ends a request that asked `what`.
+pub(super) fn outcome_of(what: &Awaiting, reply: &Body) -> Outcome {
+    match (what, reply) {
+        (Awaiting::Push { .. }, Body::Ack { .. })
+        | (Awaiting::Syn, Body::SynAck { .. })
+        | (Awaiting::Bucket { .. }, Body::BucketReply { .. }) => Outcome::Answered,
+        (Awaiting::Tree { level, nodes }, Body::TreeReply { level: l, children })
+            if l == level && children.len() == nodes.len() =>
+        {
+            Outcome::Answered
+        }
+        _ => Outcome::Refused,
+    }
+}
+
+/// The digest a reply brings that we take membership news from: an answer's,
+/// or that of a refusal for staleness.
+fn heard(outcome: Outcome, reply: &Body) -> Option<&Digest> {
+    match (outcome, reply) {
+        (Outcome::Answered, Body::Ack { digest } | Body::SynAck { digest, .. }) => Some(digest),
+        (
+            _,
+            Body::Refused {
+                reason: Refusal::StaleSender,
+                digest: Some(d),
+            },
+        ) => Some(d),
+        _ => None,
+    }
+}
+
+impl<S: Store> Node<S> {
+    /// Starts a manual sync hop now: pushes to `peer` everything it lacks,
+    /// whatever is in flight. Returns the exchange id that a later
+    /// [`Event::ExchangeDone`] names.
+    pub fn sync_with(&mut self, peer: u32) -> u64 {
+        let ex = self.new_exchange(peer, PushKind::Sync);
+        self.start(ex);
+        ex
+    }
+
+    /// Starts a push-pull exchange with `peer` now (the random schedule's
+    /// step, also used by a manual sync among live nodes).
+    pub fn push_pull_with(&mut self, peer: u32) -> u64 {
+        let ex = self.new_exchange(peer, PushKind::PushPull);
+        self.start(ex);
+        ex
+    }
+
+    pub(super) fn new_exchange(&mut self, peer: u32, kind: PushKind) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.exchanges.insert(
+            id,
+            Exchange {
+                peer,
+                kind,
+                in_flight: 0,
+                ok: true,
+                entries: 0,
+                bytes: 0,
+            },
+        );
+        id
+    }
+
+    pub(super) fn start(&mut self, ex: u64) {
+        let Some(x) = self.exchanges.get(&ex).cloned() else {
+            return;
+        };
+        match x.kind {
+            PushKind::PushPull => {
+                let body = Body::Syn {
+                    digest: self.digest(),
+                };
+                self.send(ex, x.peer, body, Awaiting::Syn);
+            }
+            PushKind::Cycle => {
+                let (entries, taken) = self.relay_batch(x.peer);
+                let id = self.send_push(ex, x.peer, PushKind::Cycle, entries, false);
+                // Doubling sends each item once per offset and prunes by
+                // window: only successor holds what a push carries.
+                if self.cfg.schedule == Schedule::Successor {
+                    self.relay.hold(id, taken);
+                }
+            }
+            kind => {
+                self.send_push(ex, x.peer, kind, Vec::new(), false);
+            }
+        }
+        self.finish_if_idle(ex);
+    }
+
+    // ----- how requests end --------------------------------------------------
+
+    /// The reply to our request `id` arrived.
+    pub fn handle_reply(&mut self, now_ms: u64, id: u64, bytes: &[u8]) {
+        let Some(out) = self.outstanding.remove(&id) else {
+            return;
+        };
+        self.stats.bytes_received += bytes.len() as u64;
+        let reply = match decode(bytes) {
+            Ok(msg) if msg.from == out.to && msg.cluster == self.cfg.cluster => {
+                Some((now_ms, msg.body, bytes.len()))
+            }
+            Ok(msg) if msg.cluster != self.cfg.cluster => {
+                self.note_refusal(out.to, Refusal::WrongCluster, true);
+                None
+            }
+            _ => {
+                self.note_refusal(out.to, Refusal::Malformed, true);
+                None
+            }
+        };
+        self.conclude(id, out, reply);
+    }
+
+    /// Our request `id` failed or timed out.
+    pub fn handle_failure(&mut self, id: u64) {
+        if let Some(out) = self.outstanding.remove(&id) {
+            self.conclude(id, out, None);
+        }
+    }
+
+    /// Ends request `id`: every request ends here exactly once, with its
+    /// decoded reply (`now_ms`, body, bytes) or without one (failure,
+    /// timeout, undecodable reply). The digest a reply brings is heard
+    /// first, so that a mode change it causes drops the relay queues before
+    /// the request's hold is released; the hold is released before any
+    /// follow-up, so that the follow-up sees the queue as it now is.
+    fn conclude(&mut self, id: u64, out: Outstanding, reply: Option<(u64, Body, usize)>) {
+        let ex = out.exchange;
+        let peer = out.to;
+        let outcome = match &reply {
+            Some((now_ms, body, len)) => {
+                let outcome = outcome_of(&out.what, body);
+                self.note_answer(*now_ms, ex, peer, body, *len);
+                match body {
+                    Body::Refused { reason, .. } => self.note_refusal(peer, *reason, false),
+                    _ if outcome == Outcome::Refused => {
+                        self.note_refusal(peer, Refusal::Malformed, true)
+                    }
+                    _ => {}
+                }
+                if let Some(d) = heard(outcome, body) {
+                    self.hear(d);
+                }
+                outcome
+            }
+            None => Outcome::Missed,
+        };
+        self.settle(id, &out, outcome);
+        if let Some((now_ms, body, _)) = reply {
+            if outcome == Outcome::Answered {
+                self.follow_reply(now_ms, ex, peer, out.what, body);
+            } else if let Body::Refused {
+                reason: Refusal::StaleSender,
+                digest: Some(d),
+            } = body
+            {
+                self.check_self_stale(peer, &d);
+            }
+        }
+        self.finish_if_idle(ex);
+    }
+
+    /// What an answer tells whatever it says: the peer is alive, the bytes
+    /// and entries it carried, and whether a restarted node caught up.
+    fn note_answer(&mut self, now_ms: u64, ex: u64, peer: u32, body: &Body, len: usize) {
+        if let Some(x) = self.exchanges.get_mut(&ex) {
+            x.bytes += len as u64;
+            x.entries += match body {
+                Body::SynAck { entries, .. } | Body::BucketReply { entries, .. } => {
+                    entries.len() as u64
+                }
+                _ => 0,
+            };
+        }
+        if !self.caught_up
+            && self
+                .exchanges
+                .get(&ex)
+                .is_some_and(|x| x.kind == PushKind::PushPull)
+            && !matches!(body, Body::Refused { .. })
+        {
+            self.caught_up = true;
+        }
+        let p = self.peers.entry(peer).or_default();
+        p.failures = 0;
+        p.push_ok = Some((now_ms, now_ms / self.cfg.interval_ms));
+    }
+
+    /// Releases what request `id` held, as delivered only if answered, and
+    /// counts it out of its exchange; a miss counts against the peer.
+    fn settle(&mut self, id: u64, out: &Outstanding, outcome: Outcome) {
+        let delivered = outcome == Outcome::Answered;
+        if outcome == Outcome::Missed {
+            self.stats.pushes_failed += 1;
+        }
+        match out.what {
+            Awaiting::Push {
+                kind: PushKind::Relay,
+            } => self.relay_done(out.to, id, delivered),
+            // Undelivered, its items go again in the next cycle's push.
+            Awaiting::Push {
+                kind: PushKind::Cycle,
+            } => {
+                self.relay.release(id, delivered);
+            }
+            _ => {}
+        }
+        if outcome == Outcome::Missed {
+            self.peers.entry(out.to).or_default().failures += 1;
+            self.judge_missed(out.to);
+        }
+        if let Some(x) = self.exchanges.get_mut(&out.exchange) {
+            x.in_flight = x.in_flight.saturating_sub(1);
+            x.ok &= delivered;
+        }
+    }
+
+    /// Acts on an answer: what follows it in its exchange.
+    fn follow_reply(&mut self, now_ms: u64, ex: u64, peer: u32, what: Awaiting, reply: Body) {
+        match (what, reply) {
+            (Awaiting::Push { kind }, Body::Ack { digest }) => {
+                self.stats.pushes_ok += 1;
+                if kind != PushKind::Relay && !self.check_self_stale(peer, &digest) {
+                    self.follow_up(ex, peer, kind, &digest);
+                }
+            }
+            (
+                Awaiting::Syn,
+                Body::SynAck {
+                    digest,
+                    entries,
+                    complete,
+                },
+            ) => {
+                self.stats.pushes_ok += 1;
+                if self.check_self_stale(peer, &digest) {
+                    // Wiped: the next exchange pulls everything.
+                } else if let Err(reason) = self.accept(now_ms, &entries, complete, &digest, false)
+                {
+                    self.note_refusal(peer, reason, true);
+                    self.mark_failed(ex);
+                } else {
+                    self.follow_up(ex, peer, PushKind::PushPull, &digest);
+                    if !complete {
+                        // The responder cut its batch: pull the rest.
+                        let body = Body::Syn {
+                            digest: self.digest(),
+                        };
+                        self.send(ex, peer, body, Awaiting::Syn);
+                    }
+                }
+            }
+            (Awaiting::Tree { level, nodes }, Body::TreeReply { children, .. }) => {
+                self.descend(ex, peer, level, &nodes, &children);
+            }
+            (Awaiting::Bucket { buckets }, Body::BucketReply { entries, want }) => {
+                let digest = Digest::default();
+                match self.accept(now_ms, &entries, false, &digest, false) {
+                    Err(reason) => {
+                        self.note_refusal(peer, reason, true);
+                        self.mark_failed(ex);
+                    }
+                    Ok(()) => self.send_wanted(ex, peer, &buckets, &want),
+                }
+            }
+            // `outcome_of` answers nothing else.
+            _ => {}
+        }
+    }
+
+    // ----- sending ------------------------------------------------------------
+
+    pub(super) fn message(&self, body: Body) -> Message {
+        Message {
+            cluster: self.cfg.cluster,
+            from: self.cfg.me,
+            body,
+        }
+    }
+
+    pub(super) fn count_sent(&mut self, entries: &[Entry]) {
+        self.stats.entries_sent += entries.len() as u64;
+    }
+
+    /// Sends a push in exchange `ex`; returns its request id.
+    pub(super) fn send_push(
+        &mut self,
+        ex: u64,
+        peer: u32,
+        kind: PushKind,
+        entries: Vec<Entry>,
+        complete: bool,
+    ) -> u64 {
+        self.count_sent(&entries);
+        let body = Body::Push {
+            kind,
+            digest: self.digest(),
+            entries,
+            complete,
+        };
+        self.send(ex, peer, body, Awaiting::Push { kind })
+    }
+
+    /// Queues a request of exchange `ex`; returns its id.
+    pub(super) fn send(&mut self, ex: u64, to: u32, body: Body, what: Awaiting) -> u64 {
+        let pushed = match &body {
+            Body::Push { entries, .. } => entries.len() as u64,
+            _ => 0,
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let payload = encode(&self.message(body));
+        self.stats.messages_sent += 1;
+        self.stats.bytes_sent += payload.len() as u64;
+        self.outstanding.insert(
+            id,
+            Outstanding {
+                exchange: ex,
+                to,
+                what,
+            },
+        );
+        if let Some(x) = self.exchanges.get_mut(&ex) {
+            x.in_flight += 1;
+            x.bytes += payload.len() as u64;
+            x.entries += pushed;
+        }
+        self.transmits.push_back(Transmit { id, to, payload });
+        id
+    }
+
+    pub(super) fn mark_failed(&mut self, ex: u64) {
+        if let Some(x) = self.exchanges.get_mut(&ex) {
+            x.ok = false;
+        }
+    }
+
+    fn finish_if_idle(&mut self, ex: u64) {
+        if self.exchanges.get(&ex).is_some_and(|x| x.in_flight == 0) {
+            if let Some(x) = self.exchanges.remove(&ex) {
+                self.events.push_back(Event::ExchangeDone {
+                    exchange: ex,
+                    peer: x.peer,
+                    ok: x.ok,
+                    entries: x.entries,
+                    bytes: x.bytes,
+                });
+            }
+        }
+    }
+
+    pub(super) fn note_refusal(&mut self, peer: u32, reason: Refusal, by_us: bool) {
+        if by_us {
+            *self.stats.refused.entry(reason.name()).or_default() += 1;
+        } else {
+            *self
+                .stats
+                .refused_by_peers
+                .entry(reason.name())
+                .or_default() += 1;
+        }
+        self.events.push_back(Event::Refused {
+            peer,
+            reason,
+            by_us,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::{
+        ack_from, config, deliver_all, events, from_peer, node, pushed_keys, relaying_node, ring,
+        transmits,
+    };
+    use super::*;
+    use crate::core::message::Digest;
+    use crate::core::schedule::Schedule;
+
+    fn refused(reason: Refusal) -> Body {
+        Body::Refused {
+            reason,
+            digest: None,
+        }
+    }
+
+    #[test]
+    fn a_reply_answers_only_the_request_it_fits() {
+        let push = Awaiting::Push {
+            kind: PushKind::Cycle,
+        };
+        let ack = Body::Ack {
+            digest: Digest::default(),
+        };
+        assert_eq!(outcome_of(&push, &ack), Outcome::Answered);
+        assert_eq!(outcome_of(&Awaiting::Syn, &ack), Outcome::Refused);
+        assert_eq!(
+            outcome_of(&push, &refused(Refusal::StoreFailed)),
+            Outcome::Refused
+        );
+        let tree = Awaiting::Tree {
+            level: 1,
+            nodes: vec![3, 4],
+        };
+        let reply = |level, n| Body::TreeReply {
+            level,
+            children: vec![[0; 16]; n],
+        };
+        assert_eq!(outcome_of(&tree, &reply(1, 2)), Outcome::Answered);
+        assert_eq!(outcome_of(&tree, &reply(2, 2)), Outcome::Refused);
+        assert_eq!(outcome_of(&tree, &reply(1, 1)), Outcome::Refused);
+    }
+
+    #[test]
+    fn a_refused_relay_releases_its_queue() {
+        let (mut n0, t) = relaying_node();
+        n0.handle_reply(10, t.id, &from_peer(1, refused(Refusal::StoreFailed)));
+        assert_eq!(n0.stats().relays_failed, 1);
+        assert!(n0.digest().quiet, "nothing is left queued");
+        // Were the refused relay still holding the queue, this write would
+        // wait behind it for good.
+        n0.write(20, "b", Some(b"2".to_vec())).expect("write");
+        let t = transmits(&mut n0);
+        assert_eq!(t.len(), 1);
+        assert_eq!(pushed_keys(&t[0].payload), Some(vec!["b".to_string()]));
+    }
+
+    #[test]
+    fn a_refused_cycle_push_leaves_its_items_for_the_next_cycle() {
+        for (reply, again) in [
+            (refused(Refusal::StoreFailed), true),
+            (
+                Body::TreeReply {
+                    level: 0,
+                    children: Vec::new(),
+                },
+                true,
+            ),
+            (
+                Body::Ack {
+                    digest: Digest::default(),
+                },
+                false,
+            ),
+        ] {
+            let mut n0 = node(config(4, 0, Schedule::Successor));
+            n0.write(500, "k", Some(b"v".to_vec())).expect("write");
+            n0.handle_timeout(1000);
+            let t = transmits(&mut n0);
+            assert_eq!(pushed_keys(&t[0].payload), Some(vec!["k".to_string()]));
+            n0.handle_reply(1000, t[0].id, &from_peer(1, reply.clone()));
+            transmits(&mut n0);
+            n0.handle_timeout(2000);
+            let t = transmits(&mut n0);
+            let carried = pushed_keys(&t[0].payload).expect("a push");
+            assert_eq!(!carried.is_empty(), again, "after {reply:?}");
+        }
+    }
+
+    #[test]
+    fn a_failure_ends_the_exchange_once_and_counts_against_the_peer() {
+        let mut n0 = node(config(4, 0, Schedule::Successor));
+        let ex = n0.sync_with(2);
+        let t = transmits(&mut n0);
+        n0.handle_failure(t[0].id);
+        n0.handle_failure(t[0].id);
+        n0.handle_reply(5, t[0].id, &[]);
+        let done: Vec<Event> = events(&mut n0)
+            .into_iter()
+            .filter(|e| matches!(e, Event::ExchangeDone { .. }))
+            .collect();
+        assert_eq!(
+            done,
+            vec![Event::ExchangeDone {
+                exchange: ex,
+                peer: 2,
+                ok: false,
+                entries: 0,
+                bytes: t[0].payload.len() as u64,
+            }]
+        );
+        assert_eq!(n0.stats().pushes_failed, 1);
+        assert_eq!(n0.peers()[2].failures, 1);
+        assert!(!n0.busy());
+    }
+
+    #[test]
+    fn an_undecodable_reply_is_a_miss_and_a_misfit_one_a_refusal() {
+        let mut n0 = node(config(4, 0, Schedule::Successor));
+        n0.sync_with(1);
+        let t = transmits(&mut n0);
+        n0.handle_reply(5, t[0].id, b"garbage");
+        assert_eq!(n0.stats().pushes_failed, 1);
+        assert_eq!(n0.peers()[1].failures, 1);
+
+        n0.sync_with(1);
+        let t = transmits(&mut n0);
+        n0.handle_reply(
+            6,
+            t[0].id,
+            &from_peer(
+                1,
+                Body::BucketReply {
+                    entries: Vec::new(),
+                    want: Vec::new(),
+                },
+            ),
+        );
+        assert_eq!(n0.stats().pushes_failed, 1, "the peer answered");
+        assert_eq!(n0.peers()[1].failures, 0);
+        assert_eq!(n0.stats().refused.get("malformed"), Some(&2));
+        let oks: Vec<bool> = events(&mut n0)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::ExchangeDone { ok, .. } => Some(ok),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(oks, vec![false, false]);
+    }
+
+    #[test]
+    fn a_reply_from_another_node_is_not_taken() {
+        let mut n0 = node(config(4, 0, Schedule::Successor));
+        n0.sync_with(1);
+        let t = transmits(&mut n0);
+        n0.handle_reply(5, t[0].id, &ack_from(2));
+        assert_eq!(n0.stats().pushes_ok, 0);
+        assert_eq!(n0.stats().pushes_failed, 1);
+    }
+
+    #[test]
+    fn a_sync_hop_moves_the_delta_and_ends_ok() {
+        let mut nodes = ring(2, Schedule::Successor, |_| {});
+        for i in 0..3 {
+            nodes[0]
+                .write(10 + i, &format!("k{i}"), Some(b"v".to_vec()))
+                .expect("write");
+        }
+        let ex = nodes[0].sync_with(1);
+        deliver_all(&mut nodes, 20);
+        assert_eq!(nodes[1].counts(), (3, 0));
+        assert_eq!(nodes[0].root(), nodes[1].root());
+        let done = events(&mut nodes[0]).into_iter().find_map(|e| match e {
+            Event::ExchangeDone {
+                exchange,
+                ok,
+                entries,
+                ..
+            } if exchange == ex => Some((ok, entries)),
+            _ => None,
+        });
+        assert_eq!(done, Some((true, 3)));
+    }
+}

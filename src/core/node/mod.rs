@@ -1,0 +1,589 @@
+//! One node's protocol state machine: the [`Node`], its inputs and outputs,
+//! its cycle and its mode; the rules it runs live in the submodules.
+//!
+//! Inputs: [`Node::handle_timeout`] (time passes), [`Node::handle_request`]
+//! (a peer's request arrives), [`Node::handle_reply`] and
+//! [`Node::handle_failure`] (what became of our own requests), and
+//! [`Node::write`] (a client write). Outputs are pulled: [`Node::poll_transmit`]
+//! gives requests to deliver, [`Node::poll_event`] what finished, and
+//! [`Node::next_timeout`] when to call again. Nothing here reads a clock,
+//! sleeps, touches a socket or draws from a global generator.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use super::config::Config;
+use super::entry::{key_hash, Entry, InvalidEntry, Origin, Version};
+use super::hlc::Hlc;
+use super::membership::{Change, State, View};
+use super::message::{Digest, PushKind, Refusal};
+use super::rng::Rng;
+use super::schedule::{ring_offset, Schedule};
+use super::stats::Stats;
+use super::store::{Store, StoreError, WriteBatch};
+use super::tree::Tree;
+
+mod apply;
+mod delta;
+mod exchange;
+#[cfg(test)]
+mod fixture;
+mod gc;
+mod relay;
+mod repair;
+mod serve;
+
+use exchange::{Exchange, Outstanding};
+use relay::Held;
+
+const META_GC_FLOORS: &str = "gc_floors";
+const META_RESYNCING: &str = "resyncing";
+const META_INCARNATION: &str = "incarnation";
+
+/// A request for the shell to deliver, and to answer with
+/// [`Node::handle_reply`] or [`Node::handle_failure`] under the same `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Request id, unique within this node.
+    pub id: u64,
+    /// The peer's ring position.
+    pub to: u32,
+    /// The encoded request.
+    pub payload: Vec<u8>,
+}
+
+/// Something the shell may want to know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// An exchange with a peer ended (no more requests will follow in it).
+    ExchangeDone {
+        /// The exchange's id.
+        exchange: u64,
+        /// The peer.
+        peer: u32,
+        /// False if a request failed, timed out or was refused.
+        ok: bool,
+        /// Entries this exchange sent, both ways.
+        entries: u64,
+        /// Bytes of its requests and replies.
+        bytes: u64,
+    },
+    /// A request was refused by us or by a peer; the reason was counted.
+    Refused {
+        /// The other side.
+        peer: u32,
+        /// Why.
+        reason: Refusal,
+        /// True if we refused, false if the peer refused us.
+        by_us: bool,
+    },
+    /// The node switched between the ring and random fallback.
+    ModeChanged {
+        /// The new mode.
+        mode: Mode,
+        /// Why, in words: which members failed or returned.
+        reason: String,
+    },
+    /// This node found itself stale (away longer than the tombstone lifetime)
+    /// and wiped its data to resync from scratch.
+    Wiped {
+        /// The peer whose digest showed it.
+        peer: u32,
+    },
+}
+
+/// Whether the node follows its configured schedule or falls back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Every member is in the ring: the configured schedule runs.
+    Ring,
+    /// Some member failed: random push-pull among the live members.
+    Fallback,
+}
+
+impl Mode {
+    /// "ring" or "fallback".
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Ring => "ring",
+            Mode::Fallback => "fallback",
+        }
+    }
+}
+
+/// Why a client write was refused. Nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    /// The key or value breaks a limit.
+    Invalid(InvalidEntry),
+    /// The store failed to commit.
+    Store(StoreError),
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::Invalid(e) => write!(f, "{e}"),
+            WriteError::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for WriteError {}
+
+/// What the last contact with a peer was, for status pages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerSeen {
+    /// Last request of ours the peer answered: (ms, cycle).
+    pub push_ok: Option<(u64, u64)>,
+    /// Last request the peer sent us: (ms, cycle).
+    pub received: Option<(u64, u64)>,
+    /// Requests to it that failed in a row.
+    pub failures: u32,
+}
+
+/// One node of the cluster.
+pub struct Node<S: Store> {
+    cfg: Config,
+    store: S,
+    hlc: Hlc,
+    tree: Tree,
+    hints: BTreeMap<Origin, Version>,
+    gc_floors: BTreeMap<Origin, Version>,
+    keys: u64,
+    tombstones: u64,
+    resyncing: bool,
+    cycle: Option<u64>,
+    /// Entries to pass on along the ring, in arrival order, with the cycle
+    /// (by time) in which they arrived: for successor, those not yet
+    /// acknowledged by the successor; for doubling, those still in their
+    /// dissemination window. An entry is passed on only in a cycle after the
+    /// one it arrived in, so that each hop of the doubling tree uses its own
+    /// cycle's offset. Successor cycle pushes in flight hold what they carry.
+    relay: Held<(String, Version, u64)>,
+    /// Eager relay queues by target: entries wait here while a relay to
+    /// that target is in flight (holding what it carries), and ride in the
+    /// next one.
+    eager: BTreeMap<u32, Held<(String, Version)>>,
+    next_id: u64,
+    outstanding: HashMap<u64, Outstanding>,
+    exchanges: HashMap<u64, Exchange>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    /// Only peers we have been in contact with: a dense vector would cost
+    /// O(N) per node, O(N^2) in a simulated ring.
+    peers: HashMap<u32, PeerSeen>,
+    stats: Stats,
+    rng: Rng,
+    view: View,
+    mode: Mode,
+    mode_since: u64,
+    mode_reason: String,
+    caught_up: bool,
+}
+
+impl<S: Store> Node<S> {
+    /// Opens a node over `store`, rebuilding the in-memory digest from it.
+    /// `seed` seeds this node's generator (peer choice in random mode).
+    pub fn open(cfg: Config, store: S, seed: u64) -> Result<Self, StoreError> {
+        let mut tree = Tree::new(cfg.tree_depth);
+        let mut hints: BTreeMap<Origin, Version> = BTreeMap::new();
+        let (mut keys, mut tombstones) = (0u64, 0u64);
+        store.for_each(&mut |e: &Entry| {
+            tree.toggle(key_hash(&e.key), e.hash64());
+            bump(&mut hints, e.version.origin, e.version);
+            if e.is_tombstone() {
+                tombstones += 1;
+            } else {
+                keys += 1;
+            }
+        })?;
+        let gc_floors = match store.meta(META_GC_FLOORS)? {
+            Some(bytes) => postcard::from_bytes(&bytes)
+                .map_err(|e| StoreError(format!("meta {META_GC_FLOORS} is unreadable: {e}")))?,
+            None => BTreeMap::new(),
+        };
+        let resyncing = store.meta(META_RESYNCING)?.is_some_and(|v| v == [1]);
+        // Each start raises the incarnation, so that news of this node's
+        // earlier failure cannot outlive its return.
+        let incarnation = match store.meta(META_INCARNATION)? {
+            Some(b) if b.len() == 8 => {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(&b);
+                u64::from_be_bytes(a) + 1
+            }
+            _ => 0,
+        };
+        let mut store = store;
+        store.commit(WriteBatch {
+            meta: vec![(
+                META_INCARNATION.to_string(),
+                incarnation.to_be_bytes().to_vec(),
+            )],
+            ..WriteBatch::default()
+        })?;
+        let mut hlc = Hlc::new(cfg.me);
+        for v in hints.values() {
+            hlc.observe(*v);
+        }
+        let view = View::new(cfg.n, cfg.me, incarnation);
+        let caught_up = !cfg.catch_up_on_start;
+        Ok(Node {
+            cfg,
+            store,
+            hlc,
+            tree,
+            hints,
+            gc_floors,
+            keys,
+            tombstones,
+            resyncing,
+            cycle: None,
+            relay: Held::default(),
+            eager: BTreeMap::new(),
+            next_id: 1,
+            outstanding: HashMap::new(),
+            exchanges: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            peers: HashMap::new(),
+            stats: Stats::default(),
+            rng: Rng::new(seed),
+            view,
+            mode: Mode::Ring,
+            mode_since: 0,
+            mode_reason: String::from("started"),
+            caught_up,
+        })
+    }
+
+    // ----- reading ---------------------------------------------------------
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The store, for reads.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The store, mutably: for tests that damage it on purpose. Writes made
+    /// here bypass the digest, exactly like a damaged disk would.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The last cycle run, if any.
+    pub fn cycle(&self) -> Option<u64> {
+        self.cycle
+    }
+
+    /// What we know of each peer, by ring position (built on each call).
+    pub fn peers(&self) -> Vec<PeerSeen> {
+        (0..self.cfg.n)
+            .map(|p| self.peers.get(&p).copied().unwrap_or_default())
+            .collect()
+    }
+
+    /// The stored entry of `key`, tombstones included.
+    pub fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        self.store.get(key)
+    }
+
+    /// Entries in key order (see [`Store::range`]).
+    pub fn store_range(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        self.store.range(prefix, after, limit)
+    }
+
+    /// This node's digest now.
+    pub fn digest(&self) -> Digest {
+        Digest {
+            hints: self.hints.clone(),
+            gc_floors: self.gc_floors.clone(),
+            root: self.tree.root(),
+            keys: self.keys,
+            tombstones: self.tombstones,
+            quiet: self.relay.is_empty() && self.eager.is_empty(),
+            resyncing: self.resyncing,
+            news: self.view.news(),
+        }
+    }
+
+    /// Ring or fallback, since which cycle, and why.
+    pub fn mode(&self) -> (Mode, u64, &str) {
+        (self.mode, self.mode_since, &self.mode_reason)
+    }
+
+    /// This node's view of the ring's members.
+    pub fn view(&self) -> &View {
+        &self.view
+    }
+
+    /// The root of the digest tree: equal roots, equal data.
+    pub fn root(&self) -> u64 {
+        self.tree.root()
+    }
+
+    /// (values, tombstones) stored.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.keys, self.tombstones)
+    }
+
+    /// True when a request of ours still awaits its reply.
+    pub fn busy(&self) -> bool {
+        !self.outstanding.is_empty()
+    }
+
+    // ----- outputs ---------------------------------------------------------
+
+    /// The next request to deliver.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When the next cycle starts, in ms: call [`Node::handle_timeout`] then.
+    pub fn next_timeout(&self, now_ms: u64) -> u64 {
+        (now_ms / self.cfg.interval_ms + 1) * self.cfg.interval_ms
+    }
+
+    // ----- inputs: time ----------------------------------------------------
+
+    /// Time has passed: runs a cycle if a new one has begun.
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        let c = now_ms / self.cfg.interval_ms;
+        if self.cycle.is_some_and(|last| last >= c) {
+            return;
+        }
+        self.cycle = Some(c);
+        self.stats.cycles += 1;
+        self.view.tick(c);
+        if let Err(e) = self.collect_garbage(now_ms) {
+            log::warn!("tombstone collection failed, will retry next cycle: {e}");
+        }
+        self.prune_relay(c);
+        let n = self.cfg.n;
+        let me = self.cfg.me;
+        if !self.caught_up {
+            // Restarted: first pull what was missed from the predecessor
+            // (or any live member), then take part in the ring.
+            let pred = (me + n - 1) % n;
+            let peer = if self.view.is_failed(pred) {
+                self.view.random_live(&mut self.rng)
+            } else {
+                Some(pred)
+            };
+            if let Some(peer) = peer {
+                let ex = self.new_exchange(peer, PushKind::PushPull);
+                self.start(ex);
+            }
+            return;
+        }
+        if self.mode == Mode::Fallback || self.cfg.schedule == Schedule::Random {
+            if let Some(peer) = self.view.random_live(&mut self.rng) {
+                let ex = self.new_exchange(peer, PushKind::PushPull);
+                self.start(ex);
+            }
+            // Probe each failed member: an answer carries its refutation,
+            // and the exchange catches it up.
+            for peer in self.view.failed() {
+                let ex = self.new_exchange(peer, PushKind::PushPull);
+                self.start(ex);
+            }
+            return;
+        }
+        let peer = (me + ring_offset(self.cfg.schedule, n, c)) % n;
+        let ex = self.new_exchange(peer, PushKind::Cycle);
+        self.start(ex);
+    }
+
+    /// Takes in a peer's membership news.
+    fn hear(&mut self, d: &Digest) {
+        match self.view.merge(&d.news) {
+            Change::None => {}
+            Change::Changed => self.update_mode(),
+            Change::Refuted => {
+                let inc = self.view.incarnation();
+                log::info!("a peer believed this node down: refuting with incarnation {inc}");
+                if let Err(e) = self.store.commit(WriteBatch {
+                    meta: vec![(META_INCARNATION.to_string(), inc.to_be_bytes().to_vec())],
+                    ..WriteBatch::default()
+                }) {
+                    log::warn!("could not persist incarnation {inc}: {e}");
+                }
+                // The same news may have changed other members too.
+                self.update_mode();
+            }
+        }
+    }
+
+    /// Judges a peer that did not answer our request: suspect at the first
+    /// miss, failed after `failure_threshold` in a row.
+    fn judge_missed(&mut self, peer: u32) {
+        let failures = self.peers.get(&peer).map_or(0, |p| p.failures);
+        let state = if failures >= self.cfg.failure_threshold {
+            State::Failed
+        } else {
+            State::Suspect
+        };
+        if self.view.judge(peer, state) {
+            self.update_mode();
+        }
+    }
+
+    fn update_mode(&mut self) {
+        let failed = self.view.failed();
+        let mode = if failed.is_empty() {
+            Mode::Ring
+        } else {
+            Mode::Fallback
+        };
+        if mode == self.mode {
+            return;
+        }
+        let reason = if failed.is_empty() {
+            "every member is live again".to_string()
+        } else {
+            let names: Vec<String> = failed.iter().map(u32::to_string).collect();
+            format!("ring position(s) {} failed", names.join(", "))
+        };
+        self.mode = mode;
+        self.mode_since = self.cycle.unwrap_or(0);
+        self.mode_reason = reason.clone();
+        self.drop_relays();
+        self.events.push_back(Event::ModeChanged { mode, reason });
+    }
+}
+
+/// Raises `map`'s version for `origin` to `v` if `v` is higher: the rule of
+/// both hints (highest seen) and collection floors (highest collected).
+fn bump(map: &mut BTreeMap<Origin, Version>, origin: Origin, v: Version) {
+    let slot = map.entry(origin).or_insert(v);
+    if v > *slot {
+        *slot = v;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixture::{body, config, events, node, reopen, transmits};
+    use super::*;
+    use crate::core::message::Body;
+
+    #[test]
+    fn open_rebuilds_the_digest_and_raises_the_incarnation() {
+        let cfg = config(4, 1, Schedule::Successor);
+        let mut n1 = node(cfg.clone());
+        n1.write(100, "a", Some(b"v".to_vec())).expect("write");
+        n1.write(200, "b", None).expect("write");
+        let again = reopen(cfg.clone(), n1.store().clone());
+        assert_eq!(again.root(), n1.root());
+        assert_eq!(again.counts(), (1, 1));
+        assert_eq!(again.digest().hints, n1.digest().hints);
+        assert_eq!(n1.view().incarnation(), 0);
+        assert_eq!(again.view().incarnation(), 1);
+        let third = reopen(cfg, again.store().clone());
+        assert_eq!(third.view().incarnation(), 2);
+    }
+
+    #[test]
+    fn a_cycle_runs_once_per_interval() {
+        let mut n0 = node(config(4, 0, Schedule::Successor));
+        n0.handle_timeout(1000);
+        n0.handle_timeout(1999);
+        n0.handle_timeout(1500);
+        let t = transmits(&mut n0);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].to, 1);
+        assert!(matches!(
+            body(&t[0].payload),
+            Body::Push {
+                kind: PushKind::Cycle,
+                ..
+            }
+        ));
+        n0.handle_timeout(2000);
+        assert_eq!(transmits(&mut n0).len(), 1);
+        assert_eq!(n0.stats().cycles, 2);
+        assert_eq!(n0.cycle(), Some(2));
+        assert_eq!(n0.next_timeout(2500), 3000);
+    }
+
+    #[test]
+    fn doubling_cycles_walk_the_offsets() {
+        let mut n0 = node(config(8, 3, Schedule::Doubling));
+        let mut to = Vec::new();
+        for c in 3..6 {
+            n0.handle_timeout(c * 1000);
+            to.extend(transmits(&mut n0).iter().map(|t| t.to));
+        }
+        // Cycle c pushes to offset 2^(c mod 3).
+        assert_eq!(to, vec![4, 5, 7]);
+    }
+
+    #[test]
+    fn misses_fail_a_member_and_switch_to_fallback_and_back() {
+        let mut n0 = node(config(4, 0, Schedule::Successor));
+        for c in 1..=3u64 {
+            assert_eq!(n0.mode().0, Mode::Ring, "after {} misses", c - 1);
+            n0.handle_timeout(c * 1000);
+            for t in transmits(&mut n0) {
+                n0.handle_failure(t.id);
+            }
+        }
+        assert_eq!(n0.mode().0, Mode::Fallback);
+        assert!(n0.view().is_failed(1));
+        assert!(events(&mut n0).iter().any(|e| matches!(
+            e,
+            Event::ModeChanged {
+                mode: Mode::Fallback,
+                ..
+            }
+        )));
+        // Fallback: a random live peer, and a probe of the failed one.
+        n0.handle_timeout(4000);
+        let to: Vec<u32> = transmits(&mut n0).iter().map(|t| t.to).collect();
+        assert_eq!(to.len(), 2);
+        assert!(to.contains(&1));
+    }
+
+    #[test]
+    fn a_restarted_node_first_pulls_from_its_predecessor() {
+        let mut cfg = config(4, 2, Schedule::Successor);
+        cfg.catch_up_on_start = true;
+        let mut n2 = node(cfg);
+        n2.handle_timeout(1000);
+        let t = transmits(&mut n2);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].to, 1);
+        assert!(matches!(body(&t[0].payload), Body::Syn { .. }));
+    }
+
+    #[test]
+    fn hints_only_rise() {
+        let v = |ms| Version {
+            ms,
+            counter: 0,
+            origin: 1,
+        };
+        let mut hints = BTreeMap::new();
+        bump(&mut hints, 1, v(3));
+        bump(&mut hints, 1, v(2));
+        assert_eq!(hints.get(&1), Some(&v(3)));
+    }
+}

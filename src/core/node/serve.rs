@@ -1,0 +1,236 @@
+//! The answering side: a peer's request is checked, served, and answered
+//! with exactly one reply, a refusal included.
+
+use super::repair::{MAX_BUCKETS, MAX_TREE_NODES};
+use super::Node;
+use crate::core::message::{decode, encode, Body, Digest, Message, PushKind, Refusal};
+use crate::core::store::Store;
+
+impl<S: Store> Node<S> {
+    /// A peer's request: returns the encoded reply (always one, a refusal
+    /// included). A refused request changes nothing.
+    pub fn handle_request(&mut self, now_ms: u64, bytes: &[u8]) -> Vec<u8> {
+        self.stats.bytes_received += bytes.len() as u64;
+        let body = match decode(bytes) {
+            Err(_) => self.refuse(u32::MAX, Refusal::Malformed, None),
+            Ok(msg) => match self.check_sender(&msg) {
+                Err(reason) => self.refuse(msg.from, reason, None),
+                Ok(()) => {
+                    let from = msg.from;
+                    self.peers.entry(from).or_default().received =
+                        Some((now_ms, now_ms / self.cfg.interval_ms));
+                    self.serve(now_ms, from, msg.body)
+                }
+            },
+        };
+        let reply = encode(&self.message(body));
+        self.stats.bytes_sent += reply.len() as u64;
+        reply
+    }
+
+    fn check_sender(&self, msg: &Message) -> Result<(), Refusal> {
+        if msg.cluster != self.cfg.cluster {
+            return Err(Refusal::WrongCluster);
+        }
+        if msg.from >= self.cfg.n || msg.from == self.cfg.me {
+            return Err(Refusal::UnknownPeer);
+        }
+        Ok(())
+    }
+
+    fn serve(&mut self, now_ms: u64, from: u32, body: Body) -> Body {
+        match body {
+            Body::Push {
+                kind,
+                digest,
+                entries,
+                complete,
+            } => {
+                // Validated whole before anything changes, membership
+                // news and stale checks included.
+                if let Err(reason) = self.validate(now_ms, &entries) {
+                    return self.refuse(from, reason, None);
+                }
+                if !entries.is_empty() && self.is_stale(&digest) {
+                    return self.refuse(from, Refusal::StaleSender, Some(self.digest()));
+                }
+                self.hear(&digest);
+                // Wiped: this push was cut to our old hints, so it cannot
+                // complete a resync.
+                let wiped = self.check_self_stale(from, &digest);
+                let relayed = kind == PushKind::Relay;
+                match self.accept(now_ms, &entries, complete && !wiped, &digest, relayed) {
+                    Ok(()) => Body::Ack {
+                        digest: self.digest(),
+                    },
+                    Err(reason) => self.refuse(from, reason, None),
+                }
+            }
+            Body::Syn { digest } => {
+                self.hear(&digest);
+                self.check_self_stale(from, &digest);
+                if self.is_stale(&digest) {
+                    return self.refuse(from, Refusal::StaleSender, Some(self.digest()));
+                }
+                match self.lacking(&digest, None) {
+                    Ok((entries, complete)) => {
+                        self.count_sent(&entries);
+                        Body::SynAck {
+                            digest: self.digest(),
+                            entries,
+                            complete,
+                        }
+                    }
+                    Err(_) => self.refuse(from, Refusal::StoreFailed, None),
+                }
+            }
+            Body::TreeQuery { level, nodes } => {
+                if u32::from(level) >= self.tree.depth() || nodes.len() > MAX_TREE_NODES {
+                    return self.refuse(from, Refusal::Malformed, None);
+                }
+                let children = nodes
+                    .iter()
+                    .map(|&n| self.tree.children(u32::from(level), n))
+                    .collect();
+                Body::TreeReply { level, children }
+            }
+            Body::BucketQuery { buckets } => {
+                if buckets.len() > MAX_BUCKETS {
+                    return self.refuse(from, Refusal::Malformed, None);
+                }
+                match self.compare_buckets(&buckets) {
+                    Ok((entries, want)) => {
+                        self.count_sent(&entries);
+                        Body::BucketReply { entries, want }
+                    }
+                    Err(_) => self.refuse(from, Refusal::StoreFailed, None),
+                }
+            }
+            _ => self.refuse(from, Refusal::Malformed, None),
+        }
+    }
+
+    fn refuse(&mut self, peer: u32, reason: Refusal, digest: Option<Digest>) -> Body {
+        self.note_refusal(peer, reason, true);
+        Body::Refused { reason, digest }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::{body, config, entry, from_peer, node, CLUSTER};
+    use super::*;
+    use crate::core::schedule::Schedule;
+
+    fn reason(reply: &[u8]) -> Option<Refusal> {
+        match body(reply) {
+            Body::Refused { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn strangers_and_garbage_are_refused() {
+        let mut n0 = node(config(4, 0, Schedule::Successor));
+        let syn = Body::Syn {
+            digest: Digest::default(),
+        };
+        let other = encode(&Message {
+            cluster: CLUSTER + 1,
+            from: 1,
+            body: syn.clone(),
+        });
+        assert_eq!(
+            reason(&n0.handle_request(0, &other)),
+            Some(Refusal::WrongCluster)
+        );
+        for from in [0, 4] {
+            let reply = n0.handle_request(0, &from_peer(from, syn.clone()));
+            assert_eq!(reason(&reply), Some(Refusal::UnknownPeer), "from {from}");
+        }
+        assert_eq!(
+            reason(&n0.handle_request(0, b"\x01junk")),
+            Some(Refusal::Malformed)
+        );
+        let ack = Body::Ack {
+            digest: Digest::default(),
+        };
+        assert_eq!(
+            reason(&n0.handle_request(0, &from_peer(1, ack))),
+            Some(Refusal::Malformed),
+            "a reply is not a request"
+        );
+        assert_eq!(n0.stats().refused.get("unknown_peer"), Some(&2));
+        assert_eq!(n0.peers()[1].received, Some((0, 0)));
+    }
+
+    #[test]
+    fn a_push_is_applied_and_acked_or_refused_whole() {
+        let mut n0 = node(config(4, 0, Schedule::Successor));
+        let push = |entries| Body::Push {
+            kind: PushKind::Repair,
+            digest: Digest::default(),
+            entries,
+            complete: false,
+        };
+        let bad = push(vec![
+            entry("a", Some("v"), 100, 1),
+            entry("b", Some("v"), 100, 9),
+        ]);
+        let reply = n0.handle_request(100, &from_peer(1, bad));
+        assert_eq!(reason(&reply), Some(Refusal::InvalidEntry));
+        assert_eq!(n0.counts(), (0, 0));
+        let good = push(vec![entry("a", Some("v"), 100, 1)]);
+        match body(&n0.handle_request(100, &from_peer(1, good))) {
+            Body::Ack { digest } => assert_eq!(digest.keys, 1),
+            other => panic!("expected an ack, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_syn_is_answered_with_what_its_sender_lacks() {
+        let mut cfg = config(4, 0, Schedule::Successor);
+        cfg.batch_entries = 1;
+        let mut n0 = node(cfg);
+        n0.write(100, "a", Some(b"v".to_vec())).expect("write");
+        n0.write(100, "b", Some(b"v".to_vec())).expect("write");
+        let syn = Body::Syn {
+            digest: Digest::default(),
+        };
+        match body(&n0.handle_request(100, &from_peer(2, syn))) {
+            Body::SynAck {
+                entries, complete, ..
+            } => {
+                assert_eq!(entries.len(), 1);
+                assert!(!complete, "cut to the batch");
+            }
+            other => panic!("expected a syn-ack, got {other:?}"),
+        }
+        assert_eq!(n0.stats().entries_sent, 1);
+    }
+
+    #[test]
+    fn tree_and_bucket_queries_are_bounded() {
+        let mut n0 = node(config(4, 0, Schedule::Successor));
+        let depth = n0.tree.depth() as u8;
+        let query = |level, n| Body::TreeQuery {
+            level,
+            nodes: vec![0; n],
+        };
+        let deep = n0.handle_request(0, &from_peer(1, query(depth, 1)));
+        assert_eq!(reason(&deep), Some(Refusal::Malformed));
+        let wide = n0.handle_request(0, &from_peer(1, query(0, MAX_TREE_NODES + 1)));
+        assert_eq!(reason(&wide), Some(Refusal::Malformed));
+        match body(&n0.handle_request(0, &from_peer(1, query(1, 3)))) {
+            Body::TreeReply { level, children } => assert_eq!((level, children.len()), (1, 3)),
+            other => panic!("expected a tree reply, got {other:?}"),
+        }
+        let buckets = Body::BucketQuery {
+            buckets: vec![(0, Vec::new()); MAX_BUCKETS + 1],
+        };
+        assert_eq!(
+            reason(&n0.handle_request(0, &from_peer(1, buckets))),
+            Some(Refusal::Malformed)
+        );
+    }
+}
