@@ -8,6 +8,8 @@
 //! - [`topology`] reads and checks the topology file.
 //! - [`sim`] drives many cores with a virtual clock and a simulated network.
 //! - [`bench`] measures costs and throughput against same-run baselines.
+//! - [`proc_cluster`] runs a local cluster of real node processes, for the
+//!   process tests and the benchmark.
 //! - [`http`] is the only module that knows tide and surf; [`service`] is the
 //!   thin shell that runs one node with a timer, a store and that transport.
 #![forbid(unsafe_code)]
@@ -16,6 +18,7 @@ pub mod bench;
 pub mod cli;
 pub mod core;
 pub mod http;
+pub mod proc_cluster;
 pub mod service;
 pub mod sim;
 pub mod store;
