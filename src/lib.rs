@@ -14,6 +14,8 @@
 //! - [`http`] is the only module that knows tide and surf: it implements
 //!   that transport and serves the node's routes, importing [`service`]
 //!   (never the reverse).
+//! - [`proc_cluster`] runs a local cluster of real node processes, for the
+//!   process tests and the benchmark.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -21,6 +23,7 @@ pub mod bench;
 pub mod cli;
 pub mod core;
 pub mod http;
+pub mod proc_cluster;
 pub mod service;
 pub mod sim;
 pub mod store;

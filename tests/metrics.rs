@@ -2,16 +2,20 @@
 //! checked for content and by `promtool check metrics`, and served by the
 //! tide app in-process.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use ringsync::core::{Config, Node, Schedule};
 use ringsync::http::metrics::{render, CONTENT_TYPE};
 use ringsync::service::NodeHandle;
 use ringsync::store::MemoryStore;
 use ringsync::topology::Topology;
+
+use common::tools::{self, IfInstallFails, Tool};
 
 const INTERVAL_MS: u64 = 1000;
 /// Start of the simulated time: any cycle boundary far from zero.
@@ -95,67 +99,22 @@ fn value(text: &str, name: &str, labels: &str) -> f64 {
         .unwrap_or_else(|| panic!("no sample {name}{{{labels}}} in:\n{text}"))
 }
 
-/// Where `promtool` is: on the PATH, or installed now from Debian's
-/// `prometheus` package when running as root with apt. `None` (with the
-/// reason printed) where neither works.
-fn promtool() -> Option<&'static str> {
-    static INSTALL: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
-    let found = || {
-        Command::new("promtool")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if found() {
-        return Some("promtool");
-    }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    let apt = Command::new("apt-get").arg("--version").output().is_ok();
-    if !(root && apt) {
-        eprintln!(
-            "SKIPPED the promtool check: promtool is not installed and this is not root with apt-get; install Debian's `prometheus` package to run it"
-        );
-        return None;
-    }
-    let install = || {
-        Command::new("apt-get")
-            .args([
-                "install",
-                "-y",
-                "-qq",
-                "-o",
-                "DPkg::Lock::Timeout=600",
-                "prometheus",
-            ])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !install() {
-        // A fresh machine may have no package lists yet.
-        let _ = Command::new("apt-get")
-            .args(["update", "-qq", "-o", "DPkg::Lock::Timeout=600"])
-            .status();
-        assert!(
-            install(),
-            "apt-get install prometheus failed (needed for promtool)"
-        );
-    }
-    assert!(found(), "prometheus is installed but promtool does not run");
-    Some("promtool")
-}
+/// `promtool`, from Debian's `prometheus` package. Where it cannot be had
+/// the check is skipped; as root with apt-get it must install.
+const PROMTOOL: Tool = Tool {
+    command: "promtool",
+    probe_arg: "--version",
+    package: "prometheus",
+    if_install_fails: IfInstallFails::Fail,
+};
 
 /// Runs `promtool check metrics` on `text`; panics with its complaints.
 fn promtool_check(text: &str) {
-    let Some(tool) = promtool() else { return };
-    let mut child = Command::new(tool)
+    if let Err(why) = tools::ensure(&PROMTOOL) {
+        eprintln!("SKIPPED the promtool check: {why}");
+        return;
+    }
+    let mut child = Command::new(PROMTOOL.command)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -8,7 +8,7 @@
 //! killed on every path.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -129,12 +129,7 @@ impl Systemd {
 }
 
 fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().expect("addr").port())
-        .collect()
+    ringsync::proc_cluster::free_ports(n).expect("free ports on 127.0.0.1")
 }
 
 fn topology(name: &str, ports: &[u16], peer_timeout: &str) -> String {

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use ringsync::http::client::{ENV_SECRET_FILE, ENV_TOKEN_FILE};
 use serde_json::Value;
 
+use common::tools::{self, IfInstallFails, Tool};
 use common::{tail, wait_for, BIN};
 
 const N: usize = 5;
@@ -104,29 +105,13 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn have_ip() -> bool {
-    Command::new("ip")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Installs iproute2 with apt-get, refreshing the package lists only if
-/// the first try fails (a fresh machine has none).
-fn install_ip() -> Result<(), String> {
-    let install = || {
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-qq", "iproute2"])
-            .env("DEBIAN_FRONTEND", "noninteractive"))
-    };
-    if install().is_ok() {
-        return Ok(());
-    }
-    run(Command::new("apt-get").args(["update", "-qq"]))?;
-    install().map(|_| ())
-}
+/// `ip`, from Debian's `iproute2` package; the test skips without it.
+const IP: Tool = Tool {
+    command: "ip",
+    probe_arg: "-V",
+    package: "iproute2",
+    if_install_fails: IfInstallFails::Skip,
+};
 
 /// Why network namespaces cannot be made here, if they cannot: the test
 /// then skips. Makes (and removes) a probe namespace with a veth pair and
@@ -135,15 +120,8 @@ fn unavailable(tag: &str) -> Option<String> {
     if !is_root() {
         return Some("not root: making network namespaces needs CAP_SYS_ADMIN".into());
     }
-    if !have_ip() {
-        if let Err(e) = install_ip() {
-            return Some(format!(
-                "`ip` (iproute2) is missing and could not be installed: {e}"
-            ));
-        }
-        if !have_ip() {
-            return Some("`ip` (iproute2) is missing even after installing it".into());
-        }
+    if let Err(why) = tools::ensure(&IP) {
+        return Some(why);
     }
     let ns = format!("rs-{}-{tag}probe", std::process::id());
     let _ = ip(&["netns", "del", &ns]);
@@ -462,7 +440,7 @@ impl Net {
         ))
     }
 
-    /// As `tests/common`'s `wait_steady`: two cycles after all were ready,
+    /// As `ProcCluster::wait_steady` (src/proc_cluster): two cycles after all were ready,
     /// each node has run two (the first is a catch-up), all in ring mode.
     fn wait_steady(&self) {
         let ready = self.status(0)["cycle"].as_u64().unwrap_or(0);

@@ -6,10 +6,14 @@
 //! as an instance (`ringsync@a.service`) from a copy whose `ExecStart=`
 //! points at the binary just built, since verify wants the binary to exist.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ringsync");
+use common::tools::{self, IfInstallFails, Tool};
+use common::BIN;
+
 const INSTALLED_BIN: &str = "/usr/local/bin/ringsync";
 /// Highest exposure accepted, on systemd-analyze's 0 (best) to 10 scale.
 const MAX_EXPOSURE: f64 = 2.0;
@@ -18,54 +22,25 @@ fn unit_source() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/ringsync@.service")
 }
 
-/// Whether `systemd-analyze` runs here; installs Debian's `systemd` package
-/// when it does not and this is root with apt. Prints why it skips.
+/// `systemd-analyze`, from Debian's `systemd` package, which may not
+/// install in a container: the tests skip then.
+const SYSTEMD_ANALYZE: Tool = Tool {
+    command: "systemd-analyze",
+    probe_arg: "--version",
+    package: "systemd",
+    if_install_fails: IfInstallFails::Skip,
+};
+
+/// Whether `systemd-analyze` runs here (see [`SYSTEMD_ANALYZE`]); prints
+/// why it skips.
 fn systemd_analyze() -> bool {
-    let runs = || {
-        Command::new("systemd-analyze")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if runs() {
-        return true;
-    }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if root && Command::new("apt-get").arg("--version").output().is_ok() {
-        let install = || {
-            Command::new("apt-get")
-                .args([
-                    "install",
-                    "-y",
-                    "-qq",
-                    "-o",
-                    "DPkg::Lock::Timeout=600",
-                    "systemd",
-                ])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !install() {
-            let _ = Command::new("apt-get")
-                .args(["update", "-qq", "-o", "DPkg::Lock::Timeout=600"])
-                .status();
-            install();
-        }
-        if runs() {
-            return true;
+    match tools::ensure(&SYSTEMD_ANALYZE) {
+        Ok(()) => true,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            false
         }
     }
-    eprintln!(
-        "SKIPPED: systemd-analyze is not available and could not be installed (needs root and apt-get); install Debian's `systemd` package to run this test"
-    );
-    false
 }
 
 /// A temp dir holding the unit as `ringsync@.service`, with `edit` applied

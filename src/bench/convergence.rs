@@ -1,13 +1,14 @@
 //! Convergence per schedule: the simulator's sweep (which also draws the
 //! chart) and one write at each of 5 real node processes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::cluster::Procs;
+use super::start_cluster;
 use crate::core::Schedule;
+use crate::proc_cluster::ProcCluster;
 use crate::sim::cli::{Format, SimOptions};
 use crate::sim::plot;
 use crate::sim::report::Summary;
@@ -65,7 +66,7 @@ const EXTRA: &str = "relay = false\npeer_timeout = \"300ms\"";
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn totals(c: &Procs) -> Result<(u64, u64, u64), String> {
+fn totals(c: &ProcCluster) -> Result<(u64, u64, u64), String> {
     let (mut entries, mut bytes, mut requests) = (0, 0, 0);
     for i in 0..c.n() {
         let s = c.status(i)?;
@@ -79,8 +80,7 @@ fn totals(c: &Procs) -> Result<(u64, u64, u64), String> {
 /// One write at each of `n` nodes under `schedule`, until every node
 /// holds all of them and the roots agree.
 pub fn real(n: usize, schedule: Schedule) -> Result<Real, String> {
-    let mut c = Procs::new(&format!("conv-{schedule}"), n, schedule, INTERVAL, EXTRA)?;
-    c.start_all()?;
+    let c = start_cluster(&format!("conv-{schedule}"), n, schedule, INTERVAL, EXTRA)?;
     c.wait_steady(DEADLINE)?;
     let before = totals(&c)?;
     let prefix = "conv/";
@@ -94,7 +94,7 @@ pub fn real(n: usize, schedule: Schedule) -> Result<Real, String> {
     let mut seen: BTreeMap<String, u64> = BTreeMap::new();
     let until = std::time::Instant::now() + DEADLINE;
     loop {
-        let per_node: Vec<Vec<String>> = (0..n)
+        let per_node: Vec<BTreeSet<String>> = (0..n)
             .map(|i| c.keys(i, prefix))
             .collect::<Result<_, _>>()?;
         let cycle = c.status_u64(0, "cycle")?;
@@ -103,7 +103,7 @@ pub fn real(n: usize, schedule: Schedule) -> Result<Real, String> {
                 seen.insert(key.clone(), cycle);
             }
         }
-        let roots: std::collections::BTreeSet<String> = (0..n)
+        let roots: BTreeSet<String> = (0..n)
             .map(|i| c.status(i).map(|s| s["digest_root"].to_string()))
             .collect::<Result<_, _>>()?;
         if seen.len() == written.len() && roots.len() == 1 {

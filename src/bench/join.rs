@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::cluster::{ensure_parent, Procs};
-use super::data;
+use super::{cluster_spec, data};
 use crate::core::Schedule;
+use crate::proc_cluster::ProcCluster;
 use crate::store::RedbStore;
 
 /// The join target: at least half the plain transfer's rate.
@@ -74,15 +74,17 @@ pub fn run(
     // Successor: the joiner's predecessor holds everything, as in a ring
     // of any size. peer_timeout is long because a batch of 4096 entries
     // is committed (fsync'd) before it is acknowledged, on a loaded disk.
-    let mut c = Procs::new(
+    let mut c = ProcCluster::new(&cluster_spec(
         "join",
         2,
         Schedule::Successor,
         "1s",
         "peer_timeout = \"5s\"",
-    )?;
+    )?)?;
     let holder = c.store_path(0);
-    ensure_parent(&holder)?;
+    let data_dir = c.data_dir(0);
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     match base {
         Some(b) => {
             std::fs::copy(b, &holder).map_err(|e| format!("copying the dataset: {e}"))?;

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::cluster::Procs;
+use super::start_cluster;
 use crate::core::Schedule;
+use crate::proc_cluster::ProcCluster;
 
 /// Cycle length of these clusters. Without relay a write needs cycles
 /// (up to N-1 of them under successor), so this sets the scale of the
@@ -51,7 +52,7 @@ pub struct Latency {
     pub idle_bytes_per_s: f64,
 }
 
-fn totals(c: &Procs) -> Result<(u64, u64), String> {
+fn totals(c: &ProcCluster) -> Result<(u64, u64), String> {
     let (mut entries, mut bytes) = (0, 0);
     for i in 0..c.n() {
         let s = c.status(i)?;
@@ -74,14 +75,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// and the poll that finds the last node is then cheap and precise);
 /// otherwise one every 250 ms, several in flight at once.
 pub fn run(n: usize, schedule: Schedule, relay: bool, writes: u64) -> Result<Latency, String> {
-    let mut c = Procs::new(
+    let c = start_cluster(
         &format!("lat-{schedule}-{}", if relay { "on" } else { "off" }),
         n,
         schedule,
         &format!("{INTERVAL_MS}ms"),
         &format!("relay = {relay}\npeer_timeout = \"300ms\""),
     )?;
-    c.start_all()?;
     c.wait_steady(Duration::from_secs(60))?;
 
     let idle_from = Instant::now();
@@ -129,13 +129,13 @@ pub fn run(n: usize, schedule: Schedule, relay: bool, writes: u64) -> Result<Lat
         }
         for (i, keys) in wanted {
             let held: BTreeSet<String> = if keys.len() == 1 {
-                if c.has(i, &keys[0])? {
+                if c.get(i, &keys[0])?.is_some() {
                     keys.into_iter().collect()
                 } else {
                     BTreeSet::new()
                 }
             } else {
-                c.keys(i, prefix)?.into_iter().collect()
+                c.keys(i, prefix)?
             };
             let now = Instant::now();
             pending.retain(|key, (t, missing)| {

@@ -14,7 +14,6 @@
 //! and peak memory, real processes), [`merge`] (merge throughput) and
 //! [`latency`] (write visibility with eager relay, real processes).
 
-pub mod cluster;
 pub mod convergence;
 pub mod data;
 pub mod digest;
@@ -25,11 +24,12 @@ pub mod merge;
 pub mod report;
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::core::Schedule;
+use crate::proc_cluster::{ProcCluster, Spec};
 use crate::sim::report::Summary;
 
 /// How big a run is.
@@ -110,6 +110,40 @@ pub struct Results {
     pub latency: Option<Vec<latency::Latency>>,
     /// Why a section has no figures, by section.
     pub errors: std::collections::BTreeMap<String, String>,
+}
+
+/// A cluster of `n` node processes of this program (see
+/// [`crate::proc_cluster`]), open on loopback, quiet but for warnings.
+/// `extra` is appended to the `[cluster]` table.
+fn cluster_spec(
+    label: &str,
+    n: usize,
+    schedule: Schedule,
+    interval: &str,
+    extra: &str,
+) -> Result<Spec, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    Ok(Spec {
+        extra: extra.to_string(),
+        // Opening a store of a million keys reads every entry once.
+        ready_deadline: Duration::from_secs(120),
+        // Local, answered at once unless a node is busy committing a large
+        // batch.
+        call_timeout: Duration::from_secs(20),
+        log_filter: Some("warn".into()),
+        ..Spec::new(&exe, &format!("bench-{label}"), n, schedule, interval)
+    })
+}
+
+/// [`cluster_spec`], started and ready.
+fn start_cluster(
+    label: &str,
+    n: usize,
+    schedule: Schedule,
+    interval: &str,
+    extra: &str,
+) -> Result<ProcCluster, String> {
+    ProcCluster::start(&cluster_spec(label, n, schedule, interval, extra)?)
 }
 
 fn log(started: Instant, msg: &str) {
