@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::core::Schedule;
 use crate::auth::{Keyring, Signer, OPERATOR_ID};
+use crate::core::Schedule;
 use crate::http::client::{call, ClientAuth};
 use crate::service::runtime::STORE_FILE;
 
