@@ -128,7 +128,9 @@ fn demo_once_with_the_default_topology_converges() {
     // they are free, e.g. not while someone's own demo is running.
     for port in 7201..=7205 {
         if let Err(e) = TcpListener::bind(("127.0.0.1", port)) {
-            println!("skipped: port {port} of topology/local-5.toml is not free ({e})");
+            common::tools::skip(&format!(
+                "port {port} of topology/local-5.toml is not free ({e})"
+            ));
             return;
         }
     }

@@ -111,7 +111,7 @@ const PROMTOOL: Tool = Tool {
 /// Runs `promtool check metrics` on `text`; panics with its complaints.
 fn promtool_check(text: &str) {
     if let Err(why) = tools::ensure(&PROMTOOL) {
-        eprintln!("SKIPPED the promtool check: {why}");
+        tools::skip(&format!("the promtool check: {why}"));
         return;
     }
     let mut child = Command::new(PROMTOOL.command)

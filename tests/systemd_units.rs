@@ -23,7 +23,7 @@ fn unit_source() -> PathBuf {
 }
 
 /// `systemd-analyze`, from Debian's `systemd` package, which may not
-/// install in a container: the tests skip then.
+/// install in a container: the tests skip then (outside CI).
 const SYSTEMD_ANALYZE: Tool = Tool {
     command: "systemd-analyze",
     probe_arg: "--version",
@@ -37,7 +37,7 @@ fn systemd_analyze() -> bool {
     match tools::ensure(&SYSTEMD_ANALYZE) {
         Ok(()) => true,
         Err(why) => {
-            eprintln!("SKIPPED: {why}");
+            tools::skip(&why);
             false
         }
     }
@@ -169,14 +169,15 @@ fn security_exposure_is_at_most_2() {
 /// Debian containers with systemd-nspawn, installs ringsync in each exactly
 /// as systemd/README.md says, and runs a write, a sync, a SIGKILL with
 /// fallback, a restart with catch-up, an automatic restart and a reload.
-/// It skips (exit 77, with the reason) where containers cannot run: not
-/// root, no nspawn, no Debian mirror. The first run builds the container
+/// Outside CI it skips (exit 77, with the reason) where containers cannot
+/// run: not root, no nspawn, no Debian mirror; in CI that fails. The first run builds the container
 /// root (about 260 MB, a minute or two) in /var/cache/ringsync-test-root;
-/// later runs take seconds. `RINGSYNC_SKIP_E2E=1` skips it on purpose.
+/// later runs take seconds. `RINGSYNC_SKIP_E2E=1` skips it on purpose
+/// (outside CI).
 #[test]
 fn end_to_end_in_systemd_containers() {
     if std::env::var_os("RINGSYNC_SKIP_E2E").is_some_and(|v| v == "1") {
-        eprintln!("SKIPPED: RINGSYNC_SKIP_E2E=1");
+        tools::skip("RINGSYNC_SKIP_E2E=1");
         return;
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/systemd/e2e.sh");
@@ -195,7 +196,7 @@ fn end_to_end_in_systemd_containers() {
                 .collect::<Vec<_>>()
                 .join("\n")
         ),
-        Some(77) => eprintln!("{}", text.trim()),
+        Some(77) => tools::skip(text.trim()),
         _ => panic!("{} failed ({}):\n{text}", script.display(), out.status),
     }
 }
