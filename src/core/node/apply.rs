@@ -2,7 +2,7 @@
 //! accepted, and applied to the store and the in-memory digest in step.
 
 use super::gc::encode_floors;
-use super::{bump, Mode, Node, WriteError, META_GC_FLOORS, META_RESYNCING};
+use super::{bump, encode_mark, Mode, Node, WriteError, META_GC_FLOORS, META_HLC, META_RESYNCING};
 use crate::core::entry::{entry_hash, key_hash, validate, Entry};
 use crate::core::message::{Digest, Refusal};
 use crate::core::store::{Merged, Store, StoreError, WriteBatch};
@@ -16,6 +16,7 @@ impl<S: Store> Node<S> {
         value: Option<Vec<u8>>,
     ) -> Result<Entry, WriteError> {
         validate(key, value.as_deref(), self.cfg.max_value).map_err(WriteError::Invalid)?;
+        // A copy: the clock moves only if the commit succeeds (in `apply`).
         let mut clock = self.hlc.clone();
         let entry = Entry {
             key: key.to_string(),
@@ -24,7 +25,6 @@ impl<S: Store> Node<S> {
         };
         self.apply(now_ms, vec![entry.clone()], Vec::new(), true)
             .map_err(WriteError::Store)?;
-        self.hlc = clock;
         Ok(entry)
     }
 
@@ -82,9 +82,6 @@ impl<S: Store> Node<S> {
                 log::warn!("merge failed, nothing applied: {e}");
                 Refusal::StoreFailed
             })?;
-        for e in entries {
-            self.hlc.observe(e.version);
-        }
         if let Some(floors) = floors {
             self.resyncing = false;
             self.gc_floors = floors;
@@ -93,20 +90,29 @@ impl<S: Store> Node<S> {
     }
 
     /// Commits entries (and meta) atomically, then updates the digest and
-    /// queues what is to travel on.
+    /// queues what is to travel on. The clock's mark, moved past the
+    /// entries, is committed with them: a restart with the wall clock set
+    /// back must not issue a version below one already issued, even when
+    /// the entry that carried it is gone (overwritten, collected, wiped).
     fn apply(
         &mut self,
         now_ms: u64,
         entries: Vec<Entry>,
-        meta: Vec<(String, Vec<u8>)>,
+        mut meta: Vec<(String, Vec<u8>)>,
         relayed: bool,
     ) -> Result<(), StoreError> {
+        let mut clock = self.hlc.clone();
+        for e in &entries {
+            clock.observe(e.version);
+        }
+        meta.push((META_HLC.to_string(), encode_mark(clock.last())));
         let merged = self.store.commit(WriteBatch {
             clear_first: false,
             entries: entries.clone(),
             collect: Vec::new(),
             meta,
         })?;
+        self.hlc = clock;
         let c0_ok = self.cfg.schedule.is_ring() && self.mode == Mode::Ring;
         let arrived = now_ms / self.cfg.interval_ms;
         for (e, m) in entries.into_iter().zip(merged) {
