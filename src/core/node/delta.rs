@@ -82,6 +82,14 @@ impl<S: Store> Node<S> {
             _ => PushKind::Repair,
         };
         if !entries.is_empty() {
+            if let Some(x) = self.exchanges.get_mut(&ex) {
+                if x.offered.as_ref() == Some(&theirs.hints) {
+                    // It took nothing of our last delta: it holds it back as
+                    // from the future. A later exchange offers it again.
+                    return;
+                }
+                x.offered = Some(theirs.hints.clone());
+            }
             self.send_push(ex, peer, next, entries, complete);
             return;
         }
@@ -95,7 +103,7 @@ impl<S: Store> Node<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixture::{body, config, node, transmits};
+    use super::super::fixture::{body, config, deliver_all, node, ring, transmits};
     use super::*;
     use crate::core::message::Body;
     use crate::core::schedule::Schedule;
@@ -203,5 +211,37 @@ mod tests {
         theirs.quiet = true;
         n0.follow_up(ex, 1, PushKind::Cycle, &theirs);
         assert_eq!(transmits(&mut n0).len(), 1);
+    }
+
+    #[test]
+    fn entries_from_the_future_are_offered_again_until_taken_without_looping() {
+        let mut nodes = ring(2, Schedule::Random, |_| {});
+        let drift = nodes[1].config().max_drift_ms;
+        let now = 100_000;
+        // Node 0's clock is 10 s ahead of node 1's.
+        let ahead = now + 10_000;
+        let e = nodes[0]
+            .write(ahead, "a", Some(b"v".to_vec()))
+            .expect("write");
+        nodes[0].push_pull_with(1);
+        // Syn, then the delta push, held back; the same delta is not sent
+        // again in the same exchange.
+        assert_eq!(deliver_all(&mut nodes, now), 2);
+        assert!(matches!(nodes[1].get("a"), Ok(None)));
+        assert_eq!(nodes[1].stats().entries_held_back, 1);
+        assert_eq!(nodes[1].peers()[0].ahead_ms, 10_000);
+        assert!(!nodes[1].digest().hints.contains_key(&0));
+        // The next exchange offers it again; once node 1's clock is within
+        // the drift of it, it is taken.
+        nodes[0].push_pull_with(1);
+        deliver_all(&mut nodes, now + 1_000);
+        assert!(matches!(nodes[1].get("a"), Ok(None)));
+        nodes[0].push_pull_with(1);
+        deliver_all(&mut nodes, ahead - drift);
+        assert_eq!(
+            nodes[1].get("a").expect("get").map(|x| x.version),
+            Some(e.version)
+        );
+        assert_eq!(nodes[0].root(), nodes[1].root());
     }
 }

@@ -139,8 +139,15 @@ pub struct PeerSeen {
     pub push_ok: Option<(u64, u64)>,
     /// Last request the peer sent us: (ms, cycle).
     pub received: Option<(u64, u64)>,
-    /// Requests to it that failed in a row.
+    /// Requests to it that failed in a row, or batches in a row from it that
+    /// held nothing but entries from the future, whichever is more.
     pub failures: u32,
+    /// Its apparent clock skew: how far ahead of our clock the newest entry
+    /// of its last batch was, in ms (0 when not ahead).
+    pub ahead_ms: u64,
+    /// Batches in a row from it that held nothing but entries from the
+    /// future.
+    pub future_only: u32,
 }
 
 /// One node of the cluster.
