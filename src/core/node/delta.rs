@@ -103,7 +103,10 @@ impl<S: Store> Node<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixture::{body, config, deliver_all, node, ring, transmits};
+    use super::super::fixture::{
+        body, config, deliver_all, events, node, ring, transmits, INTERVAL,
+    };
+    use super::super::Event;
     use super::*;
     use crate::core::message::Body;
     use crate::core::schedule::Schedule;
@@ -243,5 +246,62 @@ mod tests {
             Some(e.version)
         );
         assert_eq!(nodes[0].root(), nodes[1].root());
+    }
+
+    #[test]
+    fn a_node_ten_seconds_ahead_no_longer_stalls_its_successor() {
+        let mut nodes = ring(3, Schedule::Successor, |_| {});
+        let threshold = u64::from(nodes[1].config().failure_threshold);
+        let t0 = 100_000;
+        // Node 0's writes carry its clock, 10 s ahead of the others'.
+        for i in 0..5 {
+            nodes[0]
+                .write(t0 + 10_000 + i, &format!("k{i}"), Some(b"v".to_vec()))
+                .expect("write");
+        }
+        let clock = |i: usize, now: u64| if i == 0 { now + 10_000 } else { now };
+        let mut now = t0;
+        let mut run = |nodes: &mut Vec<Node<_>>, cycles: u64| {
+            for _ in 0..cycles {
+                now += INTERVAL;
+                for (i, n) in nodes.iter_mut().enumerate() {
+                    n.handle_timeout(clock(i, now));
+                }
+                for _ in 0..100 {
+                    let mut any = false;
+                    for i in 0..nodes.len() {
+                        while let Some(t) = nodes[i].poll_transmit() {
+                            any = true;
+                            let to = t.to as usize;
+                            let reply = nodes[to].handle_request(clock(to, now), &t.payload);
+                            nodes[i].handle_reply(clock(i, now), t.id, &reply);
+                        }
+                    }
+                    if !any {
+                        break;
+                    }
+                }
+            }
+        };
+        // Its successor takes nothing of it, and no longer waits on it.
+        run(&mut nodes, threshold + 1);
+        assert_eq!(nodes[1].counts(), (0, 0));
+        assert!(events(&mut nodes[1]).iter().any(|e| matches!(
+            e,
+            Event::ModeChanged {
+                mode: Mode::Fallback,
+                ..
+            }
+        )));
+        assert_eq!(
+            nodes[1].peers()[0].ahead_ms,
+            10_004 - (threshold + 1) * INTERVAL
+        );
+        // Once the others' clocks are within the drift, all is taken.
+        run(&mut nodes, 20);
+        for n in &nodes[1..] {
+            assert_eq!(n.counts(), (5, 0));
+            assert_eq!(n.root(), nodes[0].root());
+        }
     }
 }
