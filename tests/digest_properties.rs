@@ -560,7 +560,7 @@ fn another_clusters_push_is_refused_and_changes_nothing() {
 }
 
 #[test]
-fn a_version_from_too_far_in_the_future_refuses_the_whole_push() {
+fn entries_from_too_far_in_the_future_are_held_back_and_the_rest_applied() {
     let mut c = Cluster::new(3, Schedule::Successor, |_| {});
     let drift = c.nodes[1].config().max_drift_ms;
     let now = c.now;
@@ -574,25 +574,30 @@ fn a_version_from_too_far_in_the_future_refuses_the_whole_push() {
         },
     };
     let node = &mut c.nodes[1];
-    let root = node.root();
     let batch = vec![
         at(now - 10, "fine"),
         at(now + drift + 1, "from-the-future"),
         at(now - 5, "also-fine"),
+        // Exactly at the limit is taken: the bound is the drift, not less.
+        at(now + drift, "edge"),
     ];
     let reply = node.handle_request(now, &push_bytes(CLUSTER, 0, batch));
-    assert_eq!(refusal(&reply), Some(Refusal::FutureVersion));
-    assert_eq!(node.stats().refused.get("future_version"), Some(&1));
-    assert_eq!(node.root(), root);
+    assert_eq!(refusal(&reply), None, "one future entry stalls the batch");
+    assert_eq!(node.stats().refused.get("future_version"), None);
+    assert_eq!(node.stats().entries_held_back, 1);
     assert!(
-        node.get("fine").expect("get").is_none(),
-        "a valid entry of a refused push was applied"
+        node.get("from-the-future").expect("get").is_none(),
+        "an entry from the future was applied"
     );
-    assert_eq!(node.counts(), (0, 0));
-    // Exactly at the limit is accepted: the bound is the drift, not less.
-    let reply = node.handle_request(now, &push_bytes(CLUSTER, 0, vec![at(now + drift, "edge")]));
+    assert_eq!(node.counts(), (3, 0));
+    // Held back, not lost: once our clock catches up, it is taken.
+    let later = now + 1;
+    let reply = node.handle_request(
+        later,
+        &push_bytes(CLUSTER, 0, vec![at(now + drift + 1, "from-the-future")]),
+    );
     assert_eq!(refusal(&reply), None);
-    assert_eq!(node.counts(), (1, 0));
+    assert_eq!(node.counts(), (4, 0));
 }
 
 #[test]

@@ -192,7 +192,8 @@ fn metrics_count_what_the_cores_did_and_pass_promtool() {
         "ringsync_keys",
         "ringsync_tombstones",
         "ringsync_refused_requests_total",
-        "ringsync_rejected_versions_total",
+        "ringsync_held_back_entries_total",
+        "ringsync_peer_clock_ahead_seconds",
         "ringsync_repairs_total",
         "ringsync_wipes_total",
         "ringsync_tombstones_collected_total",
@@ -256,39 +257,55 @@ fn metrics_count_what_the_cores_did_and_pass_promtool() {
         ),
         0.0
     );
-    assert_eq!(value(&a, "ringsync_rejected_versions_total", ""), 0.0);
+    assert_eq!(value(&a, "ringsync_held_back_entries_total", ""), 0.0);
 }
 
 #[test]
-fn refused_future_versions_are_counted() {
+fn future_entries_are_held_back_counted_and_their_senders_skew_shown() {
     let mut a = node(0);
     let mut b = node(1);
-    // a's clock is an hour ahead of b's: b refuses a's push as from the future.
+    // a's clock is an hour ahead of b's: b holds a's entry back as from the
+    // future, and takes the rest of the batch.
     let later = T0 + 3_600_000;
     a.write(later, "k", Some(b"v".to_vec())).expect("write");
     a.handle_timeout(later + INTERVAL_MS);
-    let mut refused = false;
+    let mut delivered = false;
     while let Some(t) = a.poll_transmit() {
         if t.to == 1 {
             let reply = b.handle_request(T0, &t.payload);
             a.handle_reply(T0, t.id, &reply);
-            refused = true;
+            delivered = true;
         } else {
             a.handle_failure(t.id);
         }
     }
-    assert!(refused, "a sent nothing to b");
+    assert!(delivered, "a sent nothing to b");
+    assert_eq!(b.get("k").expect("get"), None, "a future entry was applied");
     let text = render(&b, &ids(), T0);
+    assert!(
+        value(&text, "ringsync_held_back_entries_total", "") >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "ringsync_peer_clock_ahead_seconds", "peer=\"a\""),
+        3600.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "ringsync_peer_clock_ahead_seconds", "peer=\"c\""),
+        0.0,
+        "{text}"
+    );
+    // Held back, not refused: neither side counts a refusal.
     assert_eq!(
         value(
             &text,
             "ringsync_refused_requests_total",
             "reason=\"future_version\""
         ),
-        1.0,
+        0.0,
         "{text}"
     );
-    assert_eq!(value(&text, "ringsync_rejected_versions_total", ""), 1.0);
     let text = render(&a, &ids(), T0);
     assert_eq!(
         value(
@@ -296,7 +313,7 @@ fn refused_future_versions_are_counted() {
             "ringsync_refused_by_peers_total",
             "reason=\"future_version\""
         ),
-        1.0,
+        0.0,
         "{text}"
     );
 }

@@ -8,6 +8,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ringsync::core::schedule::log2_ceil;
@@ -15,7 +16,7 @@ use ringsync::core::Schedule;
 use ringsync::http::percent_encode;
 use serde_json::Value;
 
-use common::{quiet_interval, wait_for, wait_until, Cluster};
+use common::{quiet_interval, wait_for, wait_until, Cluster, BIN};
 
 /// Cycle length of the tests that watch cycles run: long against a local
 /// HTTP round trip (a few ms) and the timer jitter (interval/20 = 15 ms), so
@@ -128,7 +129,9 @@ fn check_report(c: &Cluster, schedule: Schedule, report: &Value) {
     let n = c.n();
     assert_eq!(report["state"], "done", "{report}");
     assert_eq!(report["converged"], true, "{report}");
+    assert_eq!(report["reachable_agree"], true, "{report}");
     assert_eq!(report["schedule"], schedule.name(), "{report}");
+    assert_eq!(report["mode"], schedule.name(), "{report}");
     let nodes = report["nodes"].as_array().expect("nodes in the report");
     assert_eq!(nodes.len(), n, "{report}");
     assert_eq!(report["unreachable"].as_array().map(Vec::len), Some(0));
@@ -239,6 +242,51 @@ fn manual_sync_converges_a_diverged_cluster_at_once_successor() {
 #[test]
 fn manual_sync_converges_a_diverged_cluster_at_once_doubling() {
     manual_sync_converges(Schedule::Doubling);
+}
+
+#[test]
+fn a_sync_with_nodes_down_does_not_claim_convergence_and_exits_non_zero() {
+    let mut c = Cluster::start(3, Schedule::Successor, &quiet_interval(), "relay = false\n");
+    c.put(0, "k", "v");
+    c.kill(1);
+    c.kill(2);
+    let out = Command::new(BIN)
+        .args(["sync", "--json", "--node", &c.url(0)])
+        .env_remove("RINGSYNC_TOKEN_FILE")
+        .env("RINGSYNC_SECRET_FILE", c.dir().join("secret"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ringsync sync");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        !out.status.success(),
+        "exit 0 with 2 of 3 nodes down:\n{stdout}{stderr}"
+    );
+    let report: Value = serde_json::from_str(&stdout).expect("the report as JSON");
+    assert_eq!(report["state"], "done", "{report}");
+    assert_eq!(report["converged"], false, "{report}");
+    assert_eq!(
+        report["unreachable"],
+        serde_json::json!([c.id(1), c.id(2)]),
+        "{report}"
+    );
+    assert_eq!(report["mode"], "fallback", "{report}");
+    assert!(
+        report["schedule"]
+            .as_str()
+            .is_some_and(|s| s.contains("fallback")),
+        "{report}"
+    );
+    for i in [1, 2] {
+        assert!(
+            stderr.contains(c.id(i)),
+            "stderr names no {}: {stderr}",
+            c.id(i)
+        );
+    }
 }
 
 #[test]

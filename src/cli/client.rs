@@ -58,11 +58,29 @@ pub fn sync(node: &str, json: bool) -> Result<(), String> {
     } else {
         print!("{}", sync_text(&v));
     }
+    not_converged(&v).map_or(Ok(()), Err)
+}
+
+/// Why a sync report does not show a converged ring, or None if it does.
+pub fn not_converged(v: &Value) -> Option<String> {
     if v.get("converged").and_then(Value::as_bool) == Some(true) {
-        Ok(())
-    } else {
-        Err("the sync did not converge (see the report)".into())
+        return None;
     }
+    let unreachable: Vec<&str> = v
+        .get("unreachable")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    Some(if unreachable.is_empty() {
+        "the sync did not converge: the nodes' digests still differ (see the report)".into()
+    } else {
+        format!(
+            "the sync did not converge: {} could not be reached (see the report)",
+            unreachable.join(", ")
+        )
+    })
 }
 
 /// A sync report as text.
@@ -73,10 +91,11 @@ pub fn sync_text(v: &Value) -> String {
             .unwrap_or_default()
     };
     let mut out = format!(
-        "sync {} from {}: schedule {}, {} hops, {} entries, {} bytes, {} ms, converged: {}\n",
+        "sync {} from {}: schedule {}, mode {}, {} hops, {} entries, {} bytes, {} ms, converged: {}\n",
         s("id"),
         s("coordinator"),
         s("schedule"),
+        s("mode"),
         s("hops"),
         s("entries"),
         s("bytes"),

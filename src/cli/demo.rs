@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::client::{status_text, sync_text};
+use super::client::{not_converged, status_text, sync_text};
 use crate::auth::{self, Signer};
 use crate::http::client::{call, call_with, ClientAuth};
 use crate::http::percent_encode;
@@ -271,13 +271,8 @@ pub fn run(path: &Path, once: bool) -> Result<(), String> {
             }
         }
     }
-    let converged = report.get("converged").and_then(Value::as_bool) == Some(true);
     if once {
-        return if converged {
-            Ok(())
-        } else {
-            Err("the sync did not converge".into())
-        };
+        return not_converged(&report).map_or(Ok(()), Err);
     }
     println!("\nthe cluster keeps running; try `ringsync status --node {first}`. Ctrl-C stops it.");
     if auth.token.is_some() {

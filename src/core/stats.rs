@@ -17,6 +17,9 @@ pub struct Stats {
     pub entries_sent: u64,
     /// Entries received in accepted messages.
     pub entries_received: u64,
+    /// Entries received more than `max_drift` ahead of our clock: held
+    /// back, not applied, for their sender to offer again.
+    pub entries_held_back: u64,
     /// Entries that changed our store.
     pub entries_applied: u64,
     /// Requests of ours answered.

@@ -161,9 +161,9 @@ pub fn render_snapshot(
         &core,
     );
     m.counter(
-        "ringsync_rejected_versions_total",
-        "Requests refused because an entry's version was further ahead of the local clock than max_clock_drift (also counted in ringsync_refused_requests_total{reason=\"future_version\"}).",
-        st.refused.get(Refusal::FutureVersion.name()).copied().unwrap_or(0),
+        "ringsync_held_back_entries_total",
+        "Received entries whose version was further ahead of the local clock than max_clock_drift: held back, not applied, for their sender to offer again (ringsync_peer_clock_ahead_seconds names the peer).",
+        st.entries_held_back,
     );
     m.counter(
         "ringsync_repairs_total",
@@ -242,8 +242,14 @@ fn peers(m: &mut Metrics, node: &Snapshot, ids: &[String], now_cycle: u64) {
     m.family(
         "ringsync_peer_consecutive_failures",
         "gauge",
-        "Requests to the peer that failed in a row (0 after an answer).",
+        "Requests to the peer that failed in a row (0 after an answer), or batches in a row from it that held only entries from the future, whichever is more.",
         by_peer(&|p| u64::from(p.seen.failures)),
+    );
+    m.family(
+        "ringsync_peer_clock_ahead_seconds",
+        "gauge",
+        "The peer's apparent clock skew: how far ahead of this node's clock the newest entry of its last batch was (0 when not ahead). Entries more than max_clock_drift ahead are held back.",
+        by_peer(&|p| p.seen.ahead_ms).into_iter().map(|(l, ms)| (l, ms as f64 / 1000.0)),
     );
     m.family(
         "ringsync_peer_state",

@@ -17,8 +17,13 @@ pub struct SyncReport {
     pub id: String,
     /// "running" or "done".
     pub state: String,
-    /// The schedule whose wave was run.
+    /// The configured schedule, with a note when the sync fell back.
     pub schedule: String,
+    /// What ran: the schedule's name when its wave ran over the whole ring
+    /// ("push-pull" for the random schedule, ", then push-pull" when rounds
+    /// followed the wave), or "fallback" when a node could not be reached
+    /// or the coordinator was in fallback (push-pull among the reachable).
+    pub mode: String,
     /// The node that coordinated it.
     pub coordinator: String,
     /// Exchanges made: 2N-2 for successor, N per round for doubling and for
@@ -35,9 +40,25 @@ pub struct SyncReport {
     /// Nodes that could not be reached: left out of the sync.
     pub unreachable: Vec<String>,
     /// Every reachable node holds the same data.
+    pub reachable_agree: bool,
+    /// Every node of the ring answered, with the same digest root.
     pub converged: bool,
     /// How long it took, ms.
     pub duration_ms: u64,
+}
+
+impl SyncReport {
+    /// Judges the digests just collected from a ring of `ring` nodes: the
+    /// reachable ones agree when their roots are equal, and the sync
+    /// converged only when no node is missing as well. A node that did not
+    /// answer may hold anything, so agreement among the others says
+    /// nothing of it.
+    pub fn judge(&mut self, ring: usize) {
+        self.reachable_agree =
+            !self.nodes.is_empty() && self.nodes.windows(2).all(|w| w[0].root == w[1].root);
+        self.converged =
+            self.reachable_agree && self.unreachable.is_empty() && self.nodes.len() == ring;
+    }
 }
 
 /// Recent reports, by id.
@@ -62,5 +83,60 @@ impl SyncReports {
         while self.reports.len() > KEPT_REPORTS {
             self.reports.pop_front();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(id: &str, root: &str) -> NodeDigest {
+        NodeDigest {
+            id: id.into(),
+            root: root.into(),
+            keys: 1,
+            tombstones: 0,
+        }
+    }
+
+    fn report(nodes: Vec<NodeDigest>, unreachable: &[&str]) -> SyncReport {
+        SyncReport {
+            id: "s".into(),
+            state: "done".into(),
+            schedule: "successor".into(),
+            mode: "successor".into(),
+            coordinator: "n0".into(),
+            hops: 0,
+            failed_hops: 0,
+            entries: 0,
+            bytes: 0,
+            nodes,
+            unreachable: unreachable.iter().map(|u| u.to_string()).collect(),
+            reachable_agree: false,
+            converged: false,
+            duration_ms: 0,
+        }
+    }
+
+    #[test]
+    fn only_the_whole_ring_with_one_root_has_converged() {
+        let mut r = report(vec![digest("n0", "a"), digest("n1", "a")], &[]);
+        r.judge(2);
+        assert!(r.reachable_agree && r.converged);
+
+        // One node left answering agrees with itself, and says nothing of
+        // the two that did not answer.
+        let mut r = report(vec![digest("n0", "a")], &["n1", "n2"]);
+        r.judge(3);
+        assert!(r.reachable_agree);
+        assert!(!r.converged, "{r:?}");
+
+        let mut r = report(vec![digest("n0", "a"), digest("n1", "b")], &[]);
+        r.judge(2);
+        assert!(!r.reachable_agree && !r.converged);
+
+        let mut r = report(Vec::new(), &["n0"]);
+        r.judge(1);
+        assert!(!r.reachable_agree && !r.converged);
     }
 }

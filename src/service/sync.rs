@@ -29,10 +29,12 @@ fn begin(node: &NodeHandle) -> String {
 }
 
 fn blank_report(node: &NodeHandle, id: &str) -> SyncReport {
+    let schedule = node.topology.cluster.schedule;
     SyncReport {
         id: id.to_string(),
         state: "running".into(),
-        schedule: node.topology.cluster.schedule.name().into(),
+        schedule: schedule.name().into(),
+        mode: ring_mode(schedule),
         coordinator: node.id().to_string(),
         hops: 0,
         failed_hops: 0,
@@ -40,8 +42,18 @@ fn blank_report(node: &NodeHandle, id: &str) -> SyncReport {
         bytes: 0,
         nodes: Vec::new(),
         unreachable: Vec::new(),
+        reachable_agree: false,
         converged: false,
         duration_ms: 0,
+    }
+}
+
+/// The mode of a sync over the whole ring: the schedule's wave, or the
+/// random schedule's push-pull rounds.
+fn ring_mode(schedule: Schedule) -> String {
+    match schedule {
+        Schedule::Random => "push-pull".into(),
+        s => s.name().into(),
     }
 }
 
@@ -124,7 +136,8 @@ pub fn wave(schedule: Schedule, n: u32, me: u32) -> Vec<Vec<Hop>> {
 /// With every node reachable and the ring whole, it runs the schedule's
 /// wave. Otherwise it leaves out the nodes it cannot reach, says so, and runs
 /// push-pull rounds among the others until their digests agree (at most
-/// `sync_max_rounds`): `converged` then speaks for the reachable set.
+/// `sync_max_rounds`). Either way `converged` speaks for the whole ring: a
+/// node left out makes it false.
 async fn run(node: Arc<NodeHandle>, id: String) -> SyncReport {
     let started = Instant::now();
     let n = node.topology.nodes.len() as u32;
@@ -132,18 +145,22 @@ async fn run(node: Arc<NodeHandle>, id: String) -> SyncReport {
     let mut report = blank_report(&node, &id);
     let live = collect_digests(&node, &mut report).await;
     let whole = live.len() as u32 == n && node.mode() == Mode::Ring;
+    if !whole {
+        report.schedule = format!(
+            "{} (fallback: push-pull among reachable nodes)",
+            schedule.name()
+        );
+        report.mode = Mode::Fallback.name().into();
+    }
     if whole && schedule != Schedule::Random {
         for round in wave(schedule, n, node.me) {
             tally(&mut report, futures_join(&node, &round).await);
         }
         collect_digests(&node, &mut report).await;
     }
-    if !report.converged && live.len() > 1 {
-        if !whole {
-            report.schedule = format!(
-                "{} (fallback: push-pull among reachable nodes)",
-                schedule.name()
-            );
+    if !report.reachable_agree && live.len() > 1 {
+        if whole && schedule != Schedule::Random {
+            report.mode = format!("{}, then push-pull", schedule.name());
         }
         let k = live.len();
         for r in 0..node.topology.cluster.sync_max_rounds as usize {
@@ -159,7 +176,7 @@ async fn run(node: Arc<NodeHandle>, id: String) -> SyncReport {
                 .collect();
             tally(&mut report, futures_join(&node, &round).await);
             collect_digests(&node, &mut report).await;
-            if report.converged {
+            if report.reachable_agree {
                 break;
             }
         }
@@ -194,8 +211,8 @@ async fn futures_join(node: &Arc<NodeHandle>, round: &[Hop]) -> Vec<HopResult> {
     out
 }
 
-/// Fills in every node's digest and whether the reachable ones agree;
-/// returns the reachable ring positions.
+/// Fills in every node's digest, and whether they agree and the ring
+/// converged; returns the reachable ring positions.
 async fn collect_digests(node: &Arc<NodeHandle>, report: &mut SyncReport) -> Vec<u32> {
     let n = node.topology.nodes.len() as u32;
     report.nodes.clear();
@@ -212,8 +229,7 @@ async fn collect_digests(node: &Arc<NodeHandle>, report: &mut SyncReport) -> Vec
                 .push(node.topology.nodes[pos as usize].id.clone()),
         }
     }
-    report.converged =
-        !report.nodes.is_empty() && report.nodes.windows(2).all(|w| w[0].root == w[1].root);
+    report.judge(n as usize);
     live
 }
 

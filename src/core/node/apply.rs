@@ -1,8 +1,9 @@
 //! Taking entries in: client writes, and peers' entries validated whole,
-//! accepted, and applied to the store and the in-memory digest in step.
+//! those from the future held back, the rest applied to the store and the
+//! in-memory digest in step.
 
 use super::gc::encode_floors;
-use super::{bump, Mode, Node, WriteError, META_GC_FLOORS, META_RESYNCING};
+use super::{bump, encode_mark, Mode, Node, WriteError, META_GC_FLOORS, META_HLC, META_RESYNCING};
 use crate::core::entry::{entry_hash, key_hash, validate, Entry};
 use crate::core::message::{Digest, Refusal};
 use crate::core::store::{Merged, Store, StoreError, WriteBatch};
@@ -16,6 +17,7 @@ impl<S: Store> Node<S> {
         value: Option<Vec<u8>>,
     ) -> Result<Entry, WriteError> {
         validate(key, value.as_deref(), self.cfg.max_value).map_err(WriteError::Invalid)?;
+        // A copy: the clock moves only if the commit succeeds (in `apply`).
         let mut clock = self.hlc.clone();
         let entry = Entry {
             key: key.to_string(),
@@ -24,45 +26,53 @@ impl<S: Store> Node<S> {
         };
         self.apply(now_ms, vec![entry.clone()], Vec::new(), true)
             .map_err(WriteError::Store)?;
-        self.hlc = clock;
         Ok(entry)
     }
 
-    /// Checks every entry of a message against the limits and the clock.
-    pub(super) fn validate(&self, now_ms: u64, entries: &[Entry]) -> Result<(), Refusal> {
+    /// Checks every entry of a message against the limits: one that breaks
+    /// them makes the whole message invalid. The clock is not checked here
+    /// (see [`Node::accept`]).
+    pub(super) fn validate(&self, entries: &[Entry]) -> Result<(), Refusal> {
         if entries.len() > self.cfg.batch_entries {
             return Err(Refusal::InvalidEntry);
         }
-        let horizon = now_ms.saturating_add(self.cfg.max_drift_ms);
         for e in entries {
             if validate(&e.key, e.value.as_deref(), self.cfg.max_value).is_err()
                 || e.version.origin >= self.cfg.n
             {
                 return Err(Refusal::InvalidEntry);
             }
-            if e.version.ms > horizon {
-                return Err(Refusal::FutureVersion);
-            }
         }
         Ok(())
     }
 
-    /// Validates `entries` whole, then merges them in one commit. With
-    /// `complete`, they finish a resync: the sender's collection floors
-    /// become ours in the same commit.
+    /// Validates `entries` whole, then merges in one commit those not from
+    /// the future, holding back those more than `max_drift` ahead of our
+    /// clock: they are neither stored nor counted in our hints, so `from`
+    /// (or whoever holds them) offers them again, and they are taken once
+    /// our clock has caught up (DESIGN §3). Returns how many were held back.
+    /// With `complete`, and nothing held back, they finish a resync: the
+    /// sender's collection floors become ours in the same commit.
     /// `relayed`: they came by eager relay, and travel on down its tree.
     pub(super) fn accept(
         &mut self,
         now_ms: u64,
+        from: u32,
         entries: &[Entry],
         complete: bool,
         sender: &Digest,
         relayed: bool,
-    ) -> Result<(), Refusal> {
-        self.validate(now_ms, entries)?;
+    ) -> Result<usize, Refusal> {
+        self.validate(entries)?;
         self.stats.entries_received += entries.len() as u64;
+        let horizon = now_ms.saturating_add(self.cfg.max_drift_ms);
+        let (now_ok, future): (Vec<Entry>, Vec<Entry>) = entries
+            .iter()
+            .cloned()
+            .partition(|e| e.version.ms <= horizon);
+        self.note_skew(now_ms, from, entries, now_ok.is_empty());
         let mut meta = Vec::new();
-        let floors = (complete && self.resyncing).then(|| {
+        let floors = (complete && future.is_empty() && self.resyncing).then(|| {
             let mut floors = self.gc_floors.clone();
             for (o, v) in &sender.gc_floors {
                 bump(&mut floors, *o, *v);
@@ -73,40 +83,72 @@ impl<S: Store> Node<S> {
             meta.push((META_RESYNCING.to_string(), vec![0]));
             meta.push((META_GC_FLOORS.to_string(), encode_floors(floors)));
         }
-        if entries.is_empty() && meta.is_empty() {
+        if now_ok.is_empty() && meta.is_empty() {
             // Nothing to commit: an empty push costs no fsync.
-            return Ok(());
+            return Ok(future.len());
         }
-        self.apply(now_ms, entries.to_vec(), meta, relayed)
-            .map_err(|e| {
-                log::warn!("merge failed, nothing applied: {e}");
-                Refusal::StoreFailed
-            })?;
-        for e in entries {
-            self.hlc.observe(e.version);
-        }
+        self.apply(now_ms, now_ok, meta, relayed).map_err(|e| {
+            log::warn!("merge failed, nothing applied: {e}");
+            Refusal::StoreFailed
+        })?;
         if let Some(floors) = floors {
             self.resyncing = false;
             self.gc_floors = floors;
         }
-        Ok(())
+        Ok(future.len())
+    }
+
+    /// Records how far ahead of our clock the newest entry of a batch from
+    /// `from` is, counts what is held back, and judges a peer whose batches
+    /// hold nothing but entries from the future as missed: its clock is
+    /// wrong, and nothing it sends can be taken, so the ring must not wait
+    /// on it.
+    fn note_skew(&mut self, now_ms: u64, from: u32, entries: &[Entry], only_future: bool) {
+        let Some(newest) = entries.iter().map(|e| e.version.ms).max() else {
+            return;
+        };
+        let horizon = now_ms.saturating_add(self.cfg.max_drift_ms);
+        let held = entries.iter().filter(|e| e.version.ms > horizon).count() as u64;
+        self.stats.entries_held_back += held;
+        let p = self.peers.entry(from).or_default();
+        p.ahead_ms = newest.saturating_sub(now_ms);
+        if !only_future {
+            p.future_only = 0;
+            return;
+        }
+        p.future_only += 1;
+        p.failures = p.failures.max(p.future_only);
+        log::warn!(
+            "peer {from} sent only entries from the future ({held}, the newest {} ms ahead of our clock): held back",
+            p.ahead_ms
+        );
+        self.judge_missed(from);
     }
 
     /// Commits entries (and meta) atomically, then updates the digest and
-    /// queues what is to travel on.
+    /// queues what is to travel on. The clock's mark, moved past the
+    /// entries, is committed with them: a restart with the wall clock set
+    /// back must not issue a version below one already issued, even when
+    /// the entry that carried it is gone (overwritten, collected, wiped).
     fn apply(
         &mut self,
         now_ms: u64,
         entries: Vec<Entry>,
-        meta: Vec<(String, Vec<u8>)>,
+        mut meta: Vec<(String, Vec<u8>)>,
         relayed: bool,
     ) -> Result<(), StoreError> {
+        let mut clock = self.hlc.clone();
+        for e in &entries {
+            clock.observe(e.version);
+        }
+        meta.push((META_HLC.to_string(), encode_mark(clock.last())));
         let merged = self.store.commit(WriteBatch {
             clear_first: false,
             entries: entries.clone(),
             collect: Vec::new(),
             meta,
         })?;
+        self.hlc = clock;
         let c0_ok = self.cfg.schedule.is_ring() && self.mode == Mode::Ring;
         let arrived = now_ms / self.cfg.interval_ms;
         for (e, m) in entries.into_iter().zip(merged) {
@@ -156,36 +198,109 @@ mod tests {
     use crate::core::schedule::Schedule;
 
     #[test]
-    fn validation_checks_count_limits_origin_and_clock() {
+    fn validation_checks_count_limits_and_origin() {
         let mut cfg = config(4, 0, Schedule::Successor);
         cfg.batch_entries = 2;
         let n0 = node(cfg);
         let ok = entry("k", Some("v"), 1_000, 3);
-        assert_eq!(n0.validate(1_000, std::slice::from_ref(&ok)), Ok(()));
+        assert_eq!(n0.validate(std::slice::from_ref(&ok)), Ok(()));
         assert_eq!(
-            n0.validate(1_000, &[ok.clone(), ok.clone(), ok.clone()]),
+            n0.validate(&[ok.clone(), ok.clone(), ok.clone()]),
             Err(Refusal::InvalidEntry)
         );
         let stranger = entry("k", Some("v"), 1_000, 4);
-        assert_eq!(n0.validate(1_000, &[stranger]), Err(Refusal::InvalidEntry));
+        assert_eq!(n0.validate(&[stranger]), Err(Refusal::InvalidEntry));
         let empty_key = entry("", Some("v"), 1_000, 1);
-        assert_eq!(n0.validate(1_000, &[empty_key]), Err(Refusal::InvalidEntry));
-        let ahead = entry("k", Some("v"), 1_000 + 5_001, 1);
-        assert_eq!(n0.validate(1_000, &[ahead]), Err(Refusal::FutureVersion));
-        let at_limit = entry("k", Some("v"), 1_000 + 5_000, 1);
-        assert_eq!(n0.validate(1_000, &[at_limit]), Ok(()));
+        assert_eq!(n0.validate(&[empty_key]), Err(Refusal::InvalidEntry));
+        // The clock is accept's business: held back, not invalid.
+        let ahead = entry("k", Some("v"), 999_999, 1);
+        assert_eq!(n0.validate(&[ahead]), Ok(()));
     }
 
     #[test]
-    fn a_batch_with_one_bad_entry_applies_nothing() {
+    fn a_batch_with_one_invalid_entry_applies_nothing() {
         let mut n0 = node(config(4, 0, Schedule::Successor));
         let good = entry("good", Some("v"), 100, 1);
-        let bad = entry("bad", Some("v"), 999_999, 1);
-        let got = n0.accept(100, &[good, bad], false, &Digest::default(), false);
-        assert_eq!(got, Err(Refusal::FutureVersion));
+        let bad = entry("bad", Some("v"), 100, 9);
+        let got = n0.accept(100, 1, &[good, bad], false, &Digest::default(), false);
+        assert_eq!(got, Err(Refusal::InvalidEntry));
         assert!(matches!(n0.get("good"), Ok(None)));
         assert_eq!((n0.counts(), n0.root()), ((0, 0), 0));
         assert!(n0.digest().hints.is_empty());
+    }
+
+    #[test]
+    fn entries_from_the_future_are_held_back_and_the_rest_applied() {
+        let mut n0 = node(config(4, 0, Schedule::Successor));
+        let drift = n0.config().max_drift_ms;
+        let now = 100_000;
+        let good = entry("good", Some("v"), now - 10, 1);
+        let edge = entry("edge", Some("v"), now + drift, 2);
+        let ahead = entry("ahead", Some("v"), now + drift + 10_000, 1);
+        let got = n0.accept(
+            now,
+            1,
+            &[good.clone(), ahead.clone(), edge.clone()],
+            false,
+            &Digest::default(),
+            false,
+        );
+        assert_eq!(got, Ok(1));
+        assert!(matches!(n0.get("good"), Ok(Some(_))));
+        assert!(
+            matches!(n0.get("edge"), Ok(Some(_))),
+            "the bound is the drift"
+        );
+        assert!(matches!(n0.get("ahead"), Ok(None)));
+        assert_eq!(n0.counts(), (2, 0));
+        // Our hints stop below what we held back, so a delta by them
+        // offers it again.
+        assert_eq!(n0.digest().hints.get(&1), Some(&good.version));
+        assert_eq!(n0.stats().entries_held_back, 1);
+        assert_eq!(n0.peers()[1].ahead_ms, drift + 10_000);
+        assert_eq!(n0.peers()[1].failures, 0, "it sent something we took");
+        // Nor did our clock move to the future.
+        let mine = n0.write(now, "mine", Some(b"v".to_vec())).expect("write");
+        assert!(mine.version < ahead.version);
+        // Once our clock has caught up, the same entry is taken.
+        let later = ahead.version.ms - drift;
+        assert_eq!(
+            n0.accept(
+                later,
+                1,
+                std::slice::from_ref(&ahead),
+                false,
+                &Digest::default(),
+                false
+            ),
+            Ok(0)
+        );
+        assert!(matches!(n0.get("ahead"), Ok(Some(_))));
+        assert_eq!(n0.peers()[1].ahead_ms, drift);
+    }
+
+    #[test]
+    fn a_peer_sending_only_future_entries_is_judged_missed_until_failed() {
+        let mut n0 = node(config(4, 0, Schedule::Successor));
+        let threshold = n0.config().failure_threshold;
+        let now = 100_000;
+        let mut sent = 0;
+        for i in 0..threshold {
+            assert!(!n0.view().is_failed(3), "after {i} batches");
+            let ahead = entry(&format!("f{i}"), Some("v"), now + 10_000, 3);
+            let got = n0.accept(now, 3, &[ahead], false, &Digest::default(), false);
+            assert_eq!(got, Ok(1));
+            sent += 1;
+        }
+        assert_eq!(n0.peers()[3].future_only, sent);
+        assert!(n0.view().is_failed(3));
+        assert_eq!(n0.mode().0, Mode::Fallback);
+        assert_eq!((n0.counts(), n0.root()), ((0, 0), 0));
+        // A batch with something to take resets the run.
+        let fine = entry("fine", Some("v"), now, 3);
+        n0.accept(now, 3, &[fine], false, &Digest::default(), false)
+            .expect("accept");
+        assert_eq!(n0.peers()[3].future_only, 0);
     }
 
     #[test]
@@ -200,6 +315,7 @@ mod tests {
         let older = entry("b", Some("old"), 50, 2);
         n0.accept(
             400,
+            2,
             std::slice::from_ref(&older),
             false,
             &Digest::default(),
@@ -254,9 +370,11 @@ mod tests {
             origin: 2,
         };
         sender.gc_floors.insert(2, floor);
-        n0.accept(100, &[], false, &sender, false).expect("accept");
+        n0.accept(100, 1, &[], false, &sender, false)
+            .expect("accept");
         assert!(n0.resyncing, "not complete: still resyncing");
-        n0.accept(100, &[], true, &sender, false).expect("accept");
+        n0.accept(100, 1, &[], true, &sender, false)
+            .expect("accept");
         assert!(!n0.resyncing);
         assert_eq!(n0.gc_floors.get(&2), Some(&floor));
         let again = reopen(cfg, n0.store().clone());
@@ -270,11 +388,11 @@ mod tests {
         cfg.relay = true;
         let mut n1 = node(cfg);
         let e = entry("a", Some("v"), 100, 0);
-        n1.accept(100, &[e], false, &Digest::default(), false)
+        n1.accept(100, 0, &[e], false, &Digest::default(), false)
             .expect("accept");
         assert!(transmits(&mut n1).is_empty());
         let e = entry("b", Some("v"), 100, 0);
-        n1.accept(100, &[e], false, &Digest::default(), true)
+        n1.accept(100, 0, &[e], false, &Digest::default(), true)
             .expect("accept");
         let t = transmits(&mut n1);
         assert_eq!(t.iter().map(|t| t.to).collect::<Vec<_>>(), vec![2]);

@@ -82,6 +82,14 @@ impl<S: Store> Node<S> {
             _ => PushKind::Repair,
         };
         if !entries.is_empty() {
+            if let Some(x) = self.exchanges.get_mut(&ex) {
+                if x.offered.as_ref() == Some(&theirs.hints) {
+                    // It took nothing of our last delta: it holds it back as
+                    // from the future. A later exchange offers it again.
+                    return;
+                }
+                x.offered = Some(theirs.hints.clone());
+            }
             self.send_push(ex, peer, next, entries, complete);
             return;
         }
@@ -95,7 +103,10 @@ impl<S: Store> Node<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixture::{body, config, node, transmits};
+    use super::super::fixture::{
+        body, config, deliver_all, events, node, ring, transmits, INTERVAL,
+    };
+    use super::super::Event;
     use super::*;
     use crate::core::message::Body;
     use crate::core::schedule::Schedule;
@@ -203,5 +214,94 @@ mod tests {
         theirs.quiet = true;
         n0.follow_up(ex, 1, PushKind::Cycle, &theirs);
         assert_eq!(transmits(&mut n0).len(), 1);
+    }
+
+    #[test]
+    fn entries_from_the_future_are_offered_again_until_taken_without_looping() {
+        let mut nodes = ring(2, Schedule::Random, |_| {});
+        let drift = nodes[1].config().max_drift_ms;
+        let now = 100_000;
+        // Node 0's clock is 10 s ahead of node 1's.
+        let ahead = now + 10_000;
+        let e = nodes[0]
+            .write(ahead, "a", Some(b"v".to_vec()))
+            .expect("write");
+        nodes[0].push_pull_with(1);
+        // Syn, then the delta push, held back; the same delta is not sent
+        // again in the same exchange.
+        assert_eq!(deliver_all(&mut nodes, now), 2);
+        assert!(matches!(nodes[1].get("a"), Ok(None)));
+        assert_eq!(nodes[1].stats().entries_held_back, 1);
+        assert_eq!(nodes[1].peers()[0].ahead_ms, 10_000);
+        assert!(!nodes[1].digest().hints.contains_key(&0));
+        // The next exchange offers it again; once node 1's clock is within
+        // the drift of it, it is taken.
+        nodes[0].push_pull_with(1);
+        deliver_all(&mut nodes, now + 1_000);
+        assert!(matches!(nodes[1].get("a"), Ok(None)));
+        nodes[0].push_pull_with(1);
+        deliver_all(&mut nodes, ahead - drift);
+        assert_eq!(
+            nodes[1].get("a").expect("get").map(|x| x.version),
+            Some(e.version)
+        );
+        assert_eq!(nodes[0].root(), nodes[1].root());
+    }
+
+    #[test]
+    fn a_node_ten_seconds_ahead_no_longer_stalls_its_successor() {
+        let mut nodes = ring(3, Schedule::Successor, |_| {});
+        let threshold = u64::from(nodes[1].config().failure_threshold);
+        let t0 = 100_000;
+        // Node 0's writes carry its clock, 10 s ahead of the others'.
+        for i in 0..5 {
+            nodes[0]
+                .write(t0 + 10_000 + i, &format!("k{i}"), Some(b"v".to_vec()))
+                .expect("write");
+        }
+        let clock = |i: usize, now: u64| if i == 0 { now + 10_000 } else { now };
+        let mut now = t0;
+        let mut run = |nodes: &mut Vec<Node<_>>, cycles: u64| {
+            for _ in 0..cycles {
+                now += INTERVAL;
+                for (i, n) in nodes.iter_mut().enumerate() {
+                    n.handle_timeout(clock(i, now));
+                }
+                for _ in 0..100 {
+                    let mut any = false;
+                    for i in 0..nodes.len() {
+                        while let Some(t) = nodes[i].poll_transmit() {
+                            any = true;
+                            let to = t.to as usize;
+                            let reply = nodes[to].handle_request(clock(to, now), &t.payload);
+                            nodes[i].handle_reply(clock(i, now), t.id, &reply);
+                        }
+                    }
+                    if !any {
+                        break;
+                    }
+                }
+            }
+        };
+        // Its successor takes nothing of it, and no longer waits on it.
+        run(&mut nodes, threshold + 1);
+        assert_eq!(nodes[1].counts(), (0, 0));
+        assert!(events(&mut nodes[1]).iter().any(|e| matches!(
+            e,
+            Event::ModeChanged {
+                mode: Mode::Fallback,
+                ..
+            }
+        )));
+        assert_eq!(
+            nodes[1].peers()[0].ahead_ms,
+            10_004 - (threshold + 1) * INTERVAL
+        );
+        // Once the others' clocks are within the drift, all is taken.
+        run(&mut nodes, 20);
+        for n in &nodes[1..] {
+            assert_eq!(n.counts(), (5, 0));
+            assert_eq!(n.root(), nodes[0].root());
+        }
     }
 }

@@ -2,8 +2,10 @@
 //! path (`conclude`) by which every request ends, whatever its outcome,
 //! releasing what it holds.
 
+use std::collections::BTreeMap;
+
 use super::{Event, Node, Transmit};
-use crate::core::entry::Entry;
+use crate::core::entry::{Entry, Origin, Version};
 use crate::core::message::{decode, encode, Body, Digest, Message, PushKind, Refusal};
 use crate::core::schedule::Schedule;
 use crate::core::store::Store;
@@ -19,6 +21,10 @@ pub(super) struct Exchange {
     pub(super) ok: bool,
     pub(super) entries: u64,
     pub(super) bytes: u64,
+    /// The peer's hints when we last sent it a delta in this exchange: if
+    /// its next digest shows the same, it took nothing of that delta (it
+    /// held it back as from the future), and sending it again would loop.
+    pub(super) offered: Option<BTreeMap<Origin, Version>>,
 }
 
 /// What a request of ours asked, so that its reply can be checked against it.
@@ -121,6 +127,7 @@ impl<S: Store> Node<S> {
                 ok: true,
                 entries: 0,
                 bytes: 0,
+                offered: None,
             },
         );
         id
@@ -301,14 +308,12 @@ impl<S: Store> Node<S> {
                 self.stats.pushes_ok += 1;
                 if self.check_self_stale(peer, &digest) {
                     // Wiped: the next exchange pulls everything.
-                } else if let Err(reason) = self.accept(now_ms, &entries, complete, &digest, false)
+                } else if let Some(held) = self.take(now_ms, ex, peer, &entries, complete, &digest)
                 {
-                    self.note_refusal(peer, reason, true);
-                    self.mark_failed(ex);
-                } else {
                     self.follow_up(ex, peer, PushKind::PushPull, &digest);
-                    if !complete {
-                        // The responder cut its batch: pull the rest.
+                    // The responder cut its batch: pull the rest, unless we
+                    // held some back, which it would only send again.
+                    if !complete && held == 0 {
                         let body = Body::Syn {
                             digest: self.digest(),
                         };
@@ -321,16 +326,42 @@ impl<S: Store> Node<S> {
             }
             (Awaiting::Bucket { buckets }, Body::BucketReply { entries, want }) => {
                 let digest = Digest::default();
-                match self.accept(now_ms, &entries, false, &digest, false) {
-                    Err(reason) => {
-                        self.note_refusal(peer, reason, true);
-                        self.mark_failed(ex);
-                    }
-                    Ok(()) => self.send_wanted(ex, peer, &buckets, &want),
+                if self
+                    .take(now_ms, ex, peer, &entries, false, &digest)
+                    .is_some()
+                {
+                    self.send_wanted(ex, peer, &buckets, &want);
                 }
             }
             // `outcome_of` answers nothing else.
             _ => {}
+        }
+    }
+
+    /// Accepts the entries a reply of `peer` brought in exchange `ex`:
+    /// how many were held back, or None if they were refused. Either
+    /// marks the exchange failed: it did not move all it could.
+    fn take(
+        &mut self,
+        now_ms: u64,
+        ex: u64,
+        peer: u32,
+        entries: &[Entry],
+        complete: bool,
+        digest: &Digest,
+    ) -> Option<usize> {
+        match self.accept(now_ms, peer, entries, complete, digest, false) {
+            Err(reason) => {
+                self.note_refusal(peer, reason, true);
+                self.mark_failed(ex);
+                None
+            }
+            Ok(held) => {
+                if held > 0 {
+                    self.mark_failed(ex);
+                }
+                Some(held)
+            }
         }
     }
 
@@ -617,5 +648,30 @@ mod tests {
             _ => None,
         });
         assert_eq!(done, Some((true, 3)));
+    }
+
+    #[test]
+    fn a_pull_of_only_future_entries_is_a_miss_and_stops() {
+        let mut nodes = ring(2, Schedule::Random, |_| {});
+        let threshold = nodes[0].config().failure_threshold;
+        let now = 100_000;
+        nodes[1]
+            .write(now + 60_000, "f", Some(b"v".to_vec()))
+            .expect("write");
+        for _ in 0..threshold {
+            nodes[0].push_pull_with(1);
+            // Syn and SynAck only: nothing to push back, no pull again.
+            assert_eq!(deliver_all(&mut nodes, now), 1);
+        }
+        assert!(matches!(nodes[0].get("f"), Ok(None)));
+        assert!(nodes[0].view().is_failed(1), "{:?}", nodes[0].peers()[1]);
+        let oks: Vec<bool> = events(&mut nodes[0])
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::ExchangeDone { ok, .. } => Some(ok),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(oks, vec![false; threshold as usize]);
     }
 }

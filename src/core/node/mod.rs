@@ -38,6 +38,8 @@ use relay::Held;
 const META_GC_FLOORS: &str = "gc_floors";
 const META_RESYNCING: &str = "resyncing";
 const META_INCARNATION: &str = "incarnation";
+/// The clock's high-water mark: the last version issued or observed.
+const META_HLC: &str = "hlc";
 
 /// A request for the shell to deliver, and to answer with
 /// [`Node::handle_reply`] or [`Node::handle_failure`] under the same `id`.
@@ -137,8 +139,15 @@ pub struct PeerSeen {
     pub push_ok: Option<(u64, u64)>,
     /// Last request the peer sent us: (ms, cycle).
     pub received: Option<(u64, u64)>,
-    /// Requests to it that failed in a row.
+    /// Requests to it that failed in a row, or batches in a row from it that
+    /// held nothing but entries from the future, whichever is more.
     pub failures: u32,
+    /// Its apparent clock skew: how far ahead of our clock the newest entry
+    /// of its last batch was, in ms (0 when not ahead).
+    pub ahead_ms: u64,
+    /// Batches in a row from it that held nothing but entries from the
+    /// future.
+    pub future_only: u32,
 }
 
 /// One node of the cluster.
@@ -224,6 +233,9 @@ impl<S: Store> Node<S> {
         let mut hlc = Hlc::new(cfg.me);
         for v in hints.values() {
             hlc.observe(*v);
+        }
+        if let Some(bytes) = store.meta(META_HLC)? {
+            hlc.observe(decode_mark(cfg.me, &bytes)?);
         }
         let view = View::new(cfg.n, cfg.me, incarnation);
         let caught_up = !cfg.catch_up_on_start;
@@ -470,6 +482,32 @@ impl<S: Store> Node<S> {
     }
 }
 
+/// The clock mark as the meta value [`META_HLC`] holds it: ms, then counter,
+/// big-endian.
+fn encode_mark(v: Version) -> Vec<u8> {
+    let mut out = v.ms.to_be_bytes().to_vec();
+    out.extend_from_slice(&v.counter.to_be_bytes());
+    out
+}
+
+/// Reads [`encode_mark`]'s bytes back as a version of `origin`.
+fn decode_mark(origin: Origin, bytes: &[u8]) -> Result<Version, StoreError> {
+    let unreadable = || StoreError(format!("meta {META_HLC} is unreadable"));
+    let ms: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(unreadable)?;
+    let counter: [u8; 4] = bytes
+        .get(8..)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(unreadable)?;
+    Ok(Version {
+        ms: u64::from_be_bytes(ms),
+        counter: u32::from_be_bytes(counter),
+        origin,
+    })
+}
+
 /// Raises `map`'s version for `origin` to `v` if `v` is higher: the rule of
 /// both hints (highest seen) and collection floors (highest collected).
 fn bump(map: &mut BTreeMap<Origin, Version>, origin: Origin, v: Version) {
@@ -499,6 +537,26 @@ mod tests {
         assert_eq!(again.view().incarnation(), 1);
         let third = reopen(cfg, again.store().clone());
         assert_eq!(third.view().incarnation(), 2);
+    }
+
+    #[test]
+    fn a_restart_with_the_clock_set_back_never_issues_a_lower_version() {
+        let mut cfg = config(4, 0, Schedule::Successor);
+        cfg.tombstone_lifetime_ms = 1_000;
+        let mut n0 = node(cfg.clone());
+        n0.write(50_000, "a", Some(b"v".to_vec())).expect("write");
+        let last = n0.write(50_001, "a", None).expect("write");
+        // The delete is collected: no stored entry carries the last version.
+        n0.handle_timeout(60_000);
+        assert_eq!(n0.counts(), (0, 0));
+        let mut again = reopen(cfg, n0.store().clone());
+        let next = again.write(1_000, "b", Some(b"v".to_vec())).expect("write");
+        assert!(
+            next.version > last.version,
+            "{} after {}",
+            next.version,
+            last.version
+        );
     }
 
     #[test]

@@ -47,8 +47,9 @@ impl<S: Store> Node<S> {
                 complete,
             } => {
                 // Validated whole before anything changes, membership
-                // news and stale checks included.
-                if let Err(reason) = self.validate(now_ms, &entries) {
+                // news and stale checks included. Entries from the future
+                // are held back, not refused (see `accept`).
+                if let Err(reason) = self.validate(&entries) {
                     return self.refuse(from, reason, None);
                 }
                 if !entries.is_empty() && self.is_stale(&digest) {
@@ -59,8 +60,9 @@ impl<S: Store> Node<S> {
                 // complete a resync.
                 let wiped = self.check_self_stale(from, &digest);
                 let relayed = kind == PushKind::Relay;
-                match self.accept(now_ms, &entries, complete && !wiped, &digest, relayed) {
-                    Ok(()) => Body::Ack {
+                let complete = complete && !wiped;
+                match self.accept(now_ms, from, &entries, complete, &digest, relayed) {
+                    Ok(_) => Body::Ack {
                         digest: self.digest(),
                     },
                     Err(reason) => self.refuse(from, reason, None),

@@ -47,8 +47,14 @@ pub struct PeerStatus {
     pub last_received_ms: Option<u64>,
     /// Our cycle then.
     pub last_received_cycle: Option<u64>,
-    /// Requests to it that failed in a row.
+    /// Requests to it that failed in a row, or batches in a row from it
+    /// that held only entries from the future, whichever is more.
     pub failures: u32,
+    /// Its apparent clock skew: how far ahead of our clock the newest entry
+    /// of its last batch was, ms (0 when not ahead).
+    pub clock_ahead_ms: u64,
+    /// Batches in a row from it that held only entries from the future.
+    pub future_only_batches: u32,
     /// alive, suspect or failed.
     pub state: String,
     /// Its incarnation as we know it.
@@ -108,6 +114,8 @@ async fn status(req: Req) -> tide::Result {
             last_received_ms: p.seen.received.map(|x| x.0),
             last_received_cycle: p.seen.received.map(|x| x.1),
             failures: p.seen.failures,
+            clock_ahead_ms: p.seen.ahead_ms,
+            future_only_batches: p.seen.future_only,
             state: p.member.state.name().to_string(),
             incarnation: p.member.incarnation,
         })
