@@ -18,7 +18,7 @@ use crate::auth::{Guard, Secrets};
 use crate::core::entry::Entry;
 use crate::core::node::Mode;
 use crate::core::{Config, Event, Node, Transmit, WriteError};
-use crate::store::{Store, StoreError};
+use crate::store::{Closed, Store, StoreError};
 use crate::topology::Topology;
 
 /// Any store: the service runs on redb, in-process tests may use memory.
@@ -124,6 +124,16 @@ impl NodeHandle {
     }
 
     /// The core, locked. Held only for plain computation and one commit.
+    /// Closes the store for good, under the core's lock (so after the
+    /// commit in progress, if any): redb writes its clean-shutdown state
+    /// only when its database is dropped, and a process that exits without
+    /// it makes the next start repair the whole file. From here on every
+    /// store call fails with "the store is closed".
+    pub fn close_store(&self) {
+        let mut node = self.lock();
+        drop(std::mem::replace(node.store_mut(), Box::new(Closed)));
+    }
+
     pub(super) fn lock(&self) -> MutexGuard<'_, Node<AnyStore>> {
         // A panic while holding the lock leaves the core as it was before
         // the panicking call's commit (commits are atomic), so go on.

@@ -212,7 +212,8 @@ where
 
 /// SIGTERM/SIGINT: refuse new writes, let the commit in progress finish
 /// (commits run under the core's lock, so taking the lock waits for it),
-/// then exit 0. The store is consistent after every commit.
+/// close the store cleanly (so the next start need not repair it), then
+/// exit 0. The store is consistent after every commit.
 /// SIGHUP: re-read the topology file (see [`reload`]).
 fn watch_signals(
     node: Arc<NodeHandle>,
@@ -240,7 +241,7 @@ fn watch_signals(
             log::info!("signal {sig}: stopping");
             notifier.stopping();
             node.stopping.store(true, Ordering::SeqCst);
-            let _held = node.lock();
+            node.close_store();
             log::info!("stopped cleanly");
             std::process::exit(0);
         }

@@ -2,9 +2,11 @@
 //! service, an in-memory one for the simulator and tests.
 
 mod boxed;
+pub mod closed;
 pub mod memory;
 pub mod redb;
 
+pub use self::closed::Closed;
 pub use self::memory::MemoryStore;
 pub use self::redb::RedbStore;
 pub use crate::core::store::{bucket_of, merge_decision, Merged, Store, StoreError, WriteBatch};

@@ -26,6 +26,8 @@
 use std::fmt::Display;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use ::redb::{
     Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
@@ -52,6 +54,9 @@ const FLAG_VALUE: u8 = 0;
 const FLAG_TOMBSTONE: u8 = 1;
 
 /// Turns any redb error into a [`StoreError`] saying what was being done.
+/// What an operator can do about a store file that cannot be opened.
+const RESCUE: &str = "Restore the file from a backup, or move it aside to start this node with no data and let it resync from its peers";
+
 fn ctx<E: Display>(what: &str) -> impl FnOnce(E) -> StoreError + '_ {
     move |e| StoreError(format!("redb: {what}: {e}"))
 }
@@ -115,6 +120,7 @@ fn decode(key: &str, rec: &[u8]) -> Result<Entry, StoreError> {
 pub struct RedbStore {
     db: Database,
     path: PathBuf,
+    repaired: bool,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -137,7 +143,37 @@ impl RedbStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError(format!("creating directory {}: {e}", dir.display())))?;
         }
-        let db = Database::create(path).map_err(ctx(&format!("opening {shown}")))?;
+        // redb would take an empty file for a new database: a store file
+        // truncated to nothing would silently become a node that holds
+        // nothing. Only a missing file starts a new store.
+        let existing = match std::fs::metadata(path) {
+            Ok(m) if m.len() == 0 => return Err(StoreError(format!(
+                "{shown} is empty (0 bytes): the store was truncated or never written, and was not opened. {RESCUE}"
+            ))),
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(StoreError(format!("cannot read {shown}: {e}"))),
+        };
+        let repaired = Arc::new(AtomicBool::new(false));
+        let mut builder = Database::builder();
+        let flag = Arc::clone(&repaired);
+        builder.set_repair_callback(move |_| flag.store(true, Ordering::Relaxed));
+        let opened = if existing {
+            builder.open(path)
+        } else {
+            builder.create(path)
+        };
+        let db = opened.map_err(|e| {
+            StoreError(format!(
+                "cannot open {shown} as a ringsync store: {e}. {RESCUE}"
+            ))
+        })?;
+        let repaired = repaired.load(Ordering::Relaxed);
+        if repaired {
+            log::warn!(
+                "{shown} was not closed cleanly (a crash or a kill): redb repaired it on open"
+            );
+        }
         // Create every table now, so that read transactions always find them.
         let txn = db.begin_write().map_err(ctx(&format!("opening {shown}")))?;
         {
@@ -153,7 +189,13 @@ impl RedbStore {
         Ok(RedbStore {
             db,
             path: path.to_path_buf(),
+            repaired,
         })
+    }
+
+    /// Whether opening had to repair the file: it was not closed cleanly.
+    pub fn was_repaired(&self) -> bool {
+        self.repaired
     }
 
     /// The file this store lives in.
