@@ -14,7 +14,7 @@ use super::reload::Settings;
 use super::report::SyncReports;
 use super::snapshot::Snapshot;
 use super::transport::{Call, NodeDigest, PeerError, Reply, Transport};
-use crate::auth::{Guard, Secrets};
+use crate::auth::{Guard, RefusalLog, Secrets};
 use crate::core::entry::Entry;
 use crate::core::node::Mode;
 use crate::core::{Config, Event, Node, Transmit, WriteError};
@@ -86,6 +86,11 @@ pub struct NodeHandle {
     /// When we last warned that a peer refused our requests' credentials,
     /// by ring position: once a minute is enough to be seen.
     refused_warned: Mutex<HashMap<u32, u64>>,
+    /// The protocol's refusals, ours and our peers', logged at most once a
+    /// second per reason: a flood of bad messages must not flood the log
+    /// (the core's `Stats` count every one of them).
+    refused_by_us: RefusalLog,
+    refused_by_peers: RefusalLog,
 }
 
 impl NodeHandle {
@@ -119,6 +124,8 @@ impl NodeHandle {
             settings: RwLock::new(Settings::of(&topology)),
             guard,
             refused_warned: Mutex::new(HashMap::new()),
+            refused_by_us: RefusalLog::default(),
+            refused_by_peers: RefusalLog::default(),
             topology,
         }))
     }
@@ -392,9 +399,11 @@ impl NodeHandle {
                         .get(peer as usize)
                         .map_or("an unknown sender", |n| n.id.as_str());
                     if by_us {
-                        log::warn!("refused a request from {who}: {reason}");
+                        let what = format!("a request from {who}: {reason}");
+                        self.refused_by_us.note(reason.name(), &what, now_ms());
                     } else {
-                        log::warn!("{who} refused our request: {reason}");
+                        let what = format!("{who} refused our request: {reason}");
+                        self.refused_by_peers.note(reason.name(), &what, now_ms());
                     }
                 }
                 Event::ModeChanged { mode, reason } => {
