@@ -174,6 +174,15 @@ impl Guard {
                 Denied::UnknownNode,
                 format!("{HEADER_NODE} {node:?} is not a node of this ring"),
             ));
+        } else if node == self.me {
+            // No node sends to itself: a request signed with our own id
+            // is someone else holding the secret, or a reflection.
+            return Err(refused(
+                Denied::UnknownNode,
+                format!(
+                    "{HEADER_NODE} {node:?} is this node's own id: a node never sends to itself"
+                ),
+            ));
         }
         if to != self.me {
             return Err(refused(

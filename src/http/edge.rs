@@ -33,6 +33,12 @@ impl Edge {
     }
 }
 
+/// The ring member that signed a peer request, put on the request by the
+/// gate once the signature checked out: the core refuses a message whose
+/// `from` names anyone else.
+#[derive(Clone, Debug)]
+pub struct SignedBy(pub String);
+
 /// A request as the handlers see it.
 pub type Req = Request<Arc<Edge>>;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tide::{Response, StatusCode};
 
-use super::edge::{api_error, read_body_within, Edge, Noted, Req};
+use super::edge::{api_error, read_body_within, Edge, Noted, Req, SignedBy};
 use super::routes;
 use crate::auth::{
     SignedParts, Signers, HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIME, HEADER_TO,
@@ -151,6 +151,7 @@ async fn admit(mut req: Req, next: tide::Next<'_, Arc<Edge>>) -> Response {
         Ok(b) => b,
         Err(e) => return e.closing(),
     };
+    let mut signed_by: Option<String> = None;
     let checked = {
         let h = |name: &str| req.header(name).map(|v| v.as_str());
         let parts = SignedParts {
@@ -168,7 +169,9 @@ async fn admit(mut req: Req, next: tide::Next<'_, Arc<Edge>>) -> Response {
         let guard = &node.guard;
         match route {
             Route::Open => Ok(()),
-            Route::Peer => guard.check_signed(&parts, Signers::Members, now).map(drop),
+            Route::Peer => guard
+                .check_signed(&parts, Signers::Members, now)
+                .map(|who| signed_by = Some(who).filter(|w| !w.is_empty())),
             Route::Sync => guard
                 .check_signed(&parts, Signers::MembersAndOperator, now)
                 .map(drop),
@@ -190,6 +193,9 @@ async fn admit(mut req: Req, next: tide::Next<'_, Arc<Edge>>) -> Response {
             res.insert_header("www-authenticate", scheme);
         }
         return res;
+    }
+    if let Some(who) = signed_by {
+        req.set_ext(SignedBy(who));
     }
     req.set_body(tide::Body::from_bytes(body));
     next.run(req).await

@@ -257,14 +257,16 @@ impl NodeHandle {
     }
 
     /// Hands a peer's encoded message to the core and returns its reply.
-    pub async fn peer_message(self: &Arc<Self>, body: Vec<u8>) -> PeerReply {
+    pub async fn peer_message(self: &Arc<Self>, body: Vec<u8>, signer: Option<&str>) -> PeerReply {
+        // A signer the ring does not hold was refused at the gate already.
+        let signer = signer.and_then(|id| self.topology.node(id).ok().map(|(pos, _)| pos));
         let this = Arc::clone(self);
         async_std::task::spawn_blocking(move || {
             this.with_node(|n| {
                 // The core counts its refusals by reason: the one that moved
                 // is this request's.
                 let before = n.stats().refused.clone();
-                let bytes = n.handle_request(now_ms(), &body);
+                let bytes = n.handle_request_signed(now_ms(), signer, &body);
                 let refused = n
                     .stats()
                     .refused

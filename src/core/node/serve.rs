@@ -10,10 +10,23 @@ impl<S: Store> Node<S> {
     /// A peer's request: returns the encoded reply (always one, a refusal
     /// included). A refused request changes nothing.
     pub fn handle_request(&mut self, now_ms: u64, bytes: &[u8]) -> Vec<u8> {
+        self.handle_request_signed(now_ms, None, bytes)
+    }
+
+    /// [`Node::handle_request`] for a request whose signature the caller
+    /// checked: `signer` is the ring position that signed it, and a message
+    /// whose `from` names another node is refused (`UnknownPeer`), so that
+    /// one member cannot speak for another.
+    pub fn handle_request_signed(
+        &mut self,
+        now_ms: u64,
+        signer: Option<u32>,
+        bytes: &[u8],
+    ) -> Vec<u8> {
         self.stats.bytes_received += bytes.len() as u64;
         let body = match decode(bytes) {
             Err(_) => self.refuse(u32::MAX, Refusal::Malformed, None),
-            Ok(msg) => match self.check_sender(&msg) {
+            Ok(msg) => match self.check_sender(&msg, signer) {
                 Err(reason) => self.refuse(msg.from, reason, None),
                 Ok(()) => {
                     let from = msg.from;
@@ -28,11 +41,14 @@ impl<S: Store> Node<S> {
         reply
     }
 
-    fn check_sender(&self, msg: &Message) -> Result<(), Refusal> {
+    fn check_sender(&self, msg: &Message, signer: Option<u32>) -> Result<(), Refusal> {
         if msg.cluster != self.cfg.cluster {
             return Err(Refusal::WrongCluster);
         }
         if msg.from >= self.cfg.n || msg.from == self.cfg.me {
+            return Err(Refusal::UnknownPeer);
+        }
+        if signer.is_some_and(|s| s != msg.from) {
             return Err(Refusal::UnknownPeer);
         }
         Ok(())

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tide::{Response, StatusCode};
 
-use crate::http::edge::{error, json_response, read_body, Edge, Req, HEADER_REFUSED};
+use crate::http::edge::{error, json_response, read_body, Edge, Req, SignedBy, HEADER_REFUSED};
 use crate::service::transport::Hop;
 
 /// Adds the peers' routes.
@@ -33,7 +33,8 @@ async fn message(mut req: Req) -> tide::Result {
         Ok(b) => b,
         Err(e) => return Ok(e.into()),
     };
-    let reply = req.state().node.peer_message(body).await;
+    let signer = req.ext::<SignedBy>().map(|s| s.0.clone());
+    let reply = req.state().node.peer_message(body, signer.as_deref()).await;
     let mut res = Response::new(reply.refused.map_or(StatusCode::Ok, refusal_status));
     if let Some(r) = reply.refused {
         res.insert_header(HEADER_REFUSED, r);
