@@ -6,19 +6,12 @@ use ringsync::sim::cli::{crashed_positions, run, Format, SimOptions};
 
 fn opts() -> SimOptions {
     SimOptions {
-        nodes: 12,
-        schedule: None,
         seed: 5,
         runs: 3,
         writes: 20,
         writers: 4,
-        loss: 0.0,
-        crash: 0,
-        format: Format::Table,
-        relay: true,
-        clock_skew_ms: 0,
-        store_faults: 0.0,
         deletes: 2,
+        ..SimOptions::new(12)
     }
 }
 

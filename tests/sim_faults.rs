@@ -237,6 +237,16 @@ fn check(sc: &Scenario, out: &Outcome, demand: Demand) -> Option<String> {
     }
 }
 
+/// Fails naming every failing run, each with its seed.
+fn assert_no_failures(failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "{} failing run(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 /// Replays one run: `replay(Kind::Partition, Schedule::Successor, 16, 7)`.
 /// These fault tables run the cycles alone, eager relay off, as they did
 /// before the simulator modelled relay; [`replay_relayed`] runs them as the
@@ -398,12 +408,7 @@ fn table_of_runs(demand: Demand, replay: Replay) {
         rows.values().map(|r| r.runs).sum::<usize>(),
         started.elapsed()
     );
-    assert!(
-        failures.is_empty(),
-        "{} failing run(s):\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures(&failures);
 }
 
 #[test]
@@ -429,12 +434,7 @@ fn small_rings(demand: Demand, replay: Replay) {
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failing run(s):\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures(&failures);
 }
 
 #[test]
@@ -631,12 +631,7 @@ fn assert_real_world(schedules: &[Schedule], n: u32, seeds: u64, skew_ms: u64, r
         println!("  {l}");
     }
     println!("in {:.1?}", started.elapsed());
-    assert!(
-        failures.is_empty(),
-        "{} failing run(s):\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures(&failures);
 }
 
 /// What passes today: every fault of the mix but clock skew, with the
