@@ -167,6 +167,20 @@ struct SimArgs {
     /// table or json.
     #[arg(long, default_value = "table")]
     format: String,
+    /// Eager relay, on (as the service runs by default) or off.
+    #[arg(long, default_value = "on")]
+    relay: String,
+    /// Skew each node's clock by a uniform offset in [-D, +D] (and a drift
+    /// of up to 200 ppm), e.g. 30s; 0 shares one clock.
+    #[arg(long, default_value = "0s", value_name = "D")]
+    clock_skew: String,
+    /// Chance that a store commit fails (nothing applied), and that a
+    /// request is slow, 0 to 1.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    store_faults: f64,
+    /// Of the writes, how many are deleted before the first cycle.
+    #[arg(long, default_value_t = 10)]
+    deletes: u32,
     /// Also sweep N over 2, 4, 8, ... up to --nodes and draw cycles to
     /// convergence against N into this SVG file (prints the sweep's table).
     #[arg(long, value_name = "FILE.svg")]
@@ -240,8 +254,21 @@ fn sim(a: SimArgs) -> Result<(), String> {
         loss,
         crash,
         format,
+        relay,
+        clock_skew,
+        store_faults,
+        deletes,
         plot,
     } = a;
+    let relay = match relay.as_str() {
+        "on" => true,
+        "off" => false,
+        other => return Err(format!("--relay {other:?}: expected on or off")),
+    };
+    let clock_skew_ms = humantime::parse_duration(&clock_skew)
+        .map_err(|e| format!("--clock-skew {clock_skew:?}: {e} (say e.g. 30s or 500ms)"))?
+        .as_millis()
+        .min(u128::from(u64::MAX)) as u64;
     let schedule = match schedule.as_str() {
         "all" => None,
         s => Some(s.parse::<Schedule>()?),
@@ -269,6 +296,10 @@ fn sim(a: SimArgs) -> Result<(), String> {
         loss,
         crash,
         format,
+        relay,
+        clock_skew_ms,
+        store_faults,
+        deletes,
     };
     let out = match plot {
         Some(path) => ringsync::sim::plot::run(&opts, &path)?,

@@ -6,15 +6,12 @@ use ringsync::sim::cli::{crashed_positions, run, Format, SimOptions};
 
 fn opts() -> SimOptions {
     SimOptions {
-        nodes: 12,
-        schedule: None,
         seed: 5,
         runs: 3,
         writes: 20,
         writers: 4,
-        loss: 0.0,
-        crash: 0,
-        format: Format::Table,
+        deletes: 2,
+        ..SimOptions::new(12)
     }
 }
 
@@ -26,14 +23,18 @@ fn table_has_a_header_and_one_row_per_schedule() {
         lines[0], "nodes=12 writes=20 writers=4 loss=0 crash=0 seed=5 runs=3",
         "{out}"
     );
-    assert!(lines[1].starts_with("schedule"), "{out}");
-    for (line, schedule) in lines[2..].iter().zip(Schedule::ALL) {
+    assert_eq!(
+        lines[1], "relay=on clock-skew=0ms store-faults=0 deletes=2",
+        "{out}"
+    );
+    assert!(lines[2].starts_with("schedule"), "{out}");
+    for (line, schedule) in lines[3..].iter().zip(Schedule::ALL) {
         let cols: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(cols[0], schedule.name(), "{out}");
         assert_eq!(cols[1], "12", "{out}");
         assert_eq!(cols[2], "3/3", "every lossless run converges: {out}");
     }
-    assert_eq!(lines.len(), 5, "{out}");
+    assert_eq!(lines.len(), 6, "{out}");
     assert!(out.ends_with('\n'));
 }
 
@@ -42,7 +43,7 @@ fn one_schedule_gives_one_row() {
     let mut o = opts();
     o.schedule = Some(Schedule::Doubling);
     let out = run(&o).expect("runs");
-    let rows: Vec<&str> = out.lines().skip(2).collect();
+    let rows: Vec<&str> = out.lines().skip(3).collect();
     assert_eq!(rows.len(), 1, "{out}");
     assert!(rows[0].starts_with("doubling"), "{out}");
 }
@@ -81,6 +82,8 @@ fn json_holds_the_options_and_one_summary_per_schedule() {
         assert_eq!(converged + failed, 3, "{s}");
         assert!(s["messages"].as_f64().expect("a number") > 0.0);
         assert!(s["redundancy"].as_f64().expect("a number") >= 1.0);
+        assert_eq!(s["lost_writes"], 0, "{s}");
+        assert_eq!(s["resurrected_deletes"], 0, "{s}");
         assert!(v["max_cycles"][schedule.name()].as_u64().expect("a limit") >= 200);
     }
 }
@@ -117,7 +120,10 @@ type Spoil = fn(&mut SimOptions);
 
 #[test]
 fn bad_options_are_refused_naming_the_flag() {
-    let cases: [(&str, Spoil); 12] = [
+    let cases: [(&str, Spoil); 15] = [
+        ("--store-faults", |o| o.store_faults = 2.0),
+        ("--store-faults", |o| o.store_faults = f64::NAN),
+        ("--clock-skew", |o| o.clock_skew_ms = u64::MAX),
         ("--runs", |o| o.runs = 0),
         ("--writes", |o| o.writes = 0),
         ("--writers", |o| o.writers = 0),
@@ -160,4 +166,24 @@ fn crashed_nodes_are_spread_over_the_ring_and_distinct() {
             assert!(p.iter().all(|&x| x < n), "n={n} k={k}: {p:?}");
         }
     }
+}
+
+#[test]
+fn json_sums_lost_writes_and_resurrected_deletes_under_skew_and_store_faults() {
+    let mut o = opts();
+    o.format = Format::Json;
+    o.clock_skew_ms = 2_000;
+    o.store_faults = 0.05;
+    o.loss = 0.1;
+    let out = run(&o).expect("runs");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    assert_eq!(v["options"]["clock_skew_ms"], 2_000);
+    assert_eq!(v["options"]["store_faults"], 0.05);
+    assert_eq!(v["options"]["relay"], true);
+    for s in v["summaries"].as_array().expect("summaries is a list") {
+        assert!(s["lost_writes"].is_u64(), "{s}");
+        assert!(s["resurrected_deletes"].is_u64(), "{s}");
+        assert!(s["writes_failed"].is_u64(), "{s}");
+    }
+    assert_eq!(out, run(&o).expect("runs"), "same seed, same figures");
 }

@@ -6,6 +6,11 @@
 //! digest root must agree within a cycle limit, every node must run the ring
 //! again, and no acknowledged write may be lost.
 //!
+//! The real-world mix adds what the service meets: store faults, a one-way
+//! cut, duplicated and reordered messages, deletes, and (in the ignored
+//! tests, which fail today on known core bugs) eager relay and skewed
+//! clocks.
+//!
 //! One seed fixes the whole run, the scenario included: a failing run prints
 //! its kind, schedule, size and seed, and `replay` in this file rebuilds it.
 //! `cargo test --release --test sim_faults -- --nocapture` shows the table of
@@ -96,6 +101,7 @@ fn write(cycle: u64, node: u32, keys: u32, prefix: &str) -> TimedWrite {
         node,
         keys,
         prefix: prefix.to_string(),
+        delete: false,
     }
 }
 
@@ -184,9 +190,11 @@ fn scenario(kind: Kind, schedule: Schedule, n: u32, seed: u64) -> Scenario {
     sc
 }
 
-/// The fault-free run of the same size, schedule and seed: the ring's count.
+/// The fault-free run of the same size, schedule and seed: the ring's count,
+/// so with eager relay off.
 fn baseline(schedule: Schedule, n: u32) -> Scenario {
     let mut sc = Scenario::new(n, schedule);
+    sc.relay = false;
     sc.writes = 2 * n;
     sc.writers = n.min(8);
     sc
@@ -229,9 +237,38 @@ fn check(sc: &Scenario, out: &Outcome, demand: Demand) -> Option<String> {
     }
 }
 
+/// Fails naming every failing run, each with its seed.
+fn assert_no_failures(failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "{} failing run(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 /// Replays one run: `replay(Kind::Partition, Schedule::Successor, 16, 7)`.
+/// These fault tables run the cycles alone, eager relay off, as they did
+/// before the simulator modelled relay; [`replay_relayed`] runs them as the
+/// service does.
 fn replay(kind: Kind, schedule: Schedule, n: u32, seed: u64) -> (Scenario, Outcome) {
-    let sc = scenario(kind, schedule, n, seed);
+    replay_with(kind, schedule, n, seed, false)
+}
+
+/// Replays one run with eager relay on, as the service runs by default.
+fn replay_relayed(kind: Kind, schedule: Schedule, n: u32, seed: u64) -> (Scenario, Outcome) {
+    replay_with(kind, schedule, n, seed, true)
+}
+
+fn replay_with(
+    kind: Kind,
+    schedule: Schedule,
+    n: u32,
+    seed: u64,
+    relay: bool,
+) -> (Scenario, Outcome) {
+    let mut sc = scenario(kind, schedule, n, seed);
+    sc.relay = relay;
     let out = run(&sc, seed);
     (sc, out)
 }
@@ -278,18 +315,31 @@ struct Row {
 
 #[test]
 fn every_faulty_run_converges_once_healed_and_loses_no_acknowledged_write() {
-    table_of_runs(Demand::Data);
+    table_of_runs(Demand::Data, replay);
 }
 
 #[test]
 fn every_node_runs_the_ring_again_once_healed() {
-    table_of_runs(Demand::Ring);
-    small_rings(Demand::Ring);
+    table_of_runs(Demand::Ring, replay);
+    small_rings(Demand::Ring, replay);
 }
+
+/// The same tables with eager relay on. Ignored while it fails on a known
+/// core failure (see DESIGN §12): with relay on, some runs under loss or a
+/// partition do not converge once healed and miss acknowledged writes.
+#[test]
+#[ignore = "known core failure with eager relay on under loss and partitions; see DESIGN §12"]
+fn with_eager_relay_every_faulty_run_converges_once_healed_and_loses_no_acknowledged_write() {
+    table_of_runs(Demand::Data, replay_relayed);
+    small_rings(Demand::Data, replay_relayed);
+}
+
+/// How a table replays one run.
+type Replay = fn(Kind, Schedule, u32, u64) -> (Scenario, Outcome);
 
 /// Runs the table's scenarios, prints the table, fails on any run that
 /// misses `demand`, naming each one's seed.
-fn table_of_runs(demand: Demand) {
+fn table_of_runs(demand: Demand, replay: Replay) {
     let started = std::time::Instant::now();
     let mut rows: BTreeMap<(Kind, &'static str), Row> = BTreeMap::new();
     let mut failures = Vec::new();
@@ -358,20 +408,15 @@ fn table_of_runs(demand: Demand) {
         rows.values().map(|r| r.runs).sum::<usize>(),
         started.elapsed()
     );
-    assert!(
-        failures.is_empty(),
-        "{} failing run(s):\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures(&failures);
 }
 
 #[test]
 fn small_rings_survive_every_fault_kind() {
-    small_rings(Demand::Data);
+    small_rings(Demand::Data, replay);
 }
 
-fn small_rings(demand: Demand) {
+fn small_rings(demand: Demand, replay: Replay) {
     let mut failures = Vec::new();
     for n in [2, 3, 4, 5, 7, 9] {
         for schedule in Schedule::ALL {
@@ -389,12 +434,7 @@ fn small_rings(demand: Demand) {
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failing run(s):\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures(&failures);
 }
 
 #[test]
@@ -458,7 +498,9 @@ fn both_sides_of_a_partition_keep_their_writes_and_last_writer_wins() {
 #[test]
 fn a_run_without_faults_measures_as_before() {
     // The fields added for faults stay out of the way of a plain run.
-    let out = run(&Scenario::new(10, Schedule::Successor), 1);
+    let mut sc = Scenario::new(10, Schedule::Successor);
+    sc.relay = false;
+    let out = run(&sc, 1);
     assert!(out.converged);
     assert_eq!(out.cycles, 9);
     assert_eq!(out.healed_at, 0);
@@ -468,4 +510,174 @@ fn a_run_without_faults_measures_as_before() {
     assert_eq!(out.fallback_node_cycles, 0);
     assert_eq!(out.lost_writes, 0);
     assert_eq!(out.writes_acked, 8);
+}
+
+/// The real world's faults at once, all drawn from `seed`: 10% loss
+/// throughout, store commits failing (and requests slowed) with chance 1%,
+/// a one-way cut of 1 to N/4 nodes, a window of duplicated and reordered
+/// messages, clocks skewed by up to `skew_ms` (with 200 ppm drift), eager
+/// relay on or off, and clients writing, overwriting and deleting, at both
+/// sides of the cut.
+fn real_world(schedule: Schedule, n: u32, seed: u64, skew_ms: u64, relay: bool) -> Scenario {
+    let mut r = Rng::new(seed ^ 0x7ea1_3031_d000_0000);
+    let mut sc = Scenario::new(n, schedule);
+    sc.relay = relay;
+    sc.writes = 2 * n;
+    sc.writers = n.min(8);
+    sc.deletes = n / 2;
+    sc.max_cycles = liveness_limit(n);
+    sc.loss = 0.1;
+    sc.store_faults = 0.01;
+    sc.clock_skew_ms = skew_ms;
+    sc.clock_drift_ppm = if skew_ms > 0 { 200 } else { 0 };
+    let size = 1 + r.below(u64::from((n / 4).max(1))) as u32;
+    let senders = pick(&mut r, n, size, &[]);
+    let rest: Vec<u32> = (0..n).filter(|p| !senders.contains(p)).collect();
+    let from = 2 + r.below(6);
+    let until = from + 3 + r.below(12);
+    sc.faults.push(Fault::OneWay {
+        senders: senders.clone(),
+        from,
+        until,
+    });
+    let d_from = r.below(10);
+    let d_until = d_from + 2 + r.below(10);
+    sc.faults.push(Fault::Duplicate {
+        rate: 0.1,
+        from: d_from,
+        until: d_until,
+    });
+    sc.faults.push(Fault::Reorder {
+        rate: 0.2,
+        max_ms: 2 * sc.timeout_ms,
+        from: d_from,
+        until: d_until,
+    });
+    // Written early, overwritten elsewhere later, then deleted at a third
+    // node once both have had time to spread.
+    let a = r.below(u64::from(n)) as u32;
+    let b = r.below(u64::from(n)) as u32;
+    let c = r.below(u64::from(n)) as u32;
+    sc.timed_writes.push(write(1, a, 6, "life/"));
+    sc.timed_writes.push(write(4 + r.below(4), b, 3, "life/"));
+    let mut del = write(until + 2 + r.below(4), c, 4, "life/");
+    del.delete = true;
+    sc.timed_writes.push(del);
+    // Writes at both sides of the cut while it lasts, some to one key set.
+    for (w, group) in [&senders, &rest].into_iter().enumerate() {
+        let node = group[r.below(group.len() as u64) as usize];
+        let cycle = from + r.below(until - from);
+        sc.timed_writes
+            .push(write(cycle, node, 4, &format!("cut-{w}/")));
+        sc.timed_writes.push(write(cycle, node, 2, "cut-both/"));
+    }
+    sc
+}
+
+/// Seeds per schedule of the real-world mix.
+const REAL_SEEDS: u64 = 100;
+
+/// Runs the real-world mix over `seeds` per schedule; returns the failures
+/// (each naming its seed) and a line of figures per schedule.
+fn real_world_runs(
+    schedules: &[Schedule],
+    n: u32,
+    seeds: u64,
+    skew_ms: u64,
+    relay: bool,
+) -> (Vec<String>, Vec<String>) {
+    let mut failures = Vec::new();
+    let mut lines = Vec::new();
+    for &schedule in schedules {
+        let (mut ok, mut lost, mut resurrected, mut refused, mut worst) = (0, 0, 0, 0, 0);
+        for seed in 1..=seeds {
+            let sc = real_world(schedule, n, seed, skew_ms, relay);
+            let out = run(&sc, seed);
+            lost += out.lost_writes;
+            resurrected += out.resurrected_deletes;
+            refused += out.writes_failed;
+            worst = worst.max(out.cycles_to_converge_after_heal);
+            let mut why = check(&sc, &out, Demand::Data)
+                .into_iter()
+                .collect::<Vec<_>>();
+            if out.resurrected_deletes > 0 {
+                why.push(format!(
+                    "resurrected {} deleted keys",
+                    out.resurrected_deletes
+                ));
+            }
+            if why.is_empty() {
+                ok += 1;
+            } else {
+                failures.push(format!(
+                    "real world skew={skew_ms}ms relay={relay} {schedule} N={n} seed={seed}: {}\n  replay: run(&real_world(Schedule::{schedule:?}, {n}, {seed}, {skew_ms}, {relay}), {seed})\n  outcome: {out:?}",
+                    why.join("; ")
+                ));
+            }
+        }
+        lines.push(format!(
+            "{schedule:<10} ok {ok}/{seeds} lost_writes {lost} resurrected_deletes {resurrected} \
+             writes_failed {refused} worst converge {worst}"
+        ));
+    }
+    (failures, lines)
+}
+
+fn assert_real_world(schedules: &[Schedule], n: u32, seeds: u64, skew_ms: u64, relay: bool) {
+    let started = std::time::Instant::now();
+    let (failures, lines) = real_world_runs(schedules, n, seeds, skew_ms, relay);
+    println!("real world N={n} skew={skew_ms}ms relay={relay}, {seeds} seeds per schedule:");
+    for l in &lines {
+        println!("  {l}");
+    }
+    println!("in {:.1?}", started.elapsed());
+    assert_no_failures(&failures);
+}
+
+/// What passes today: every fault of the mix but clock skew, with the
+/// cycles alone (eager relay off), under successor and random push-pull.
+#[test]
+fn the_real_world_without_relay_or_clock_skew_keeps_every_write_and_every_delete() {
+    assert_real_world(
+        &[Schedule::Successor, Schedule::Random],
+        N,
+        REAL_SEEDS,
+        0,
+        false,
+    );
+}
+
+/// The same under doubling. Ignored while it fails on a known core failure
+/// (DESIGN §12): seeds 19, 22 and 25 of 100 do not converge within the
+/// liveness limit, each leaving 3 acknowledged writes undelivered.
+#[test]
+#[ignore = "known core failure: doubling under the mix without relay; see DESIGN §12"]
+fn under_doubling_the_real_world_without_relay_or_clock_skew_keeps_every_write() {
+    assert_real_world(&[Schedule::Doubling], N, REAL_SEEDS, 0, false);
+}
+
+/// With eager relay on, as the service runs. Ignored while it fails on a
+/// known core failure (DESIGN §12): relay under a one-way cut leaves
+/// tombstones and writes undelivered after the heal.
+#[test]
+#[ignore = "known core failure: eager relay under a one-way cut; see DESIGN §12"]
+fn the_real_world_with_relay_keeps_every_write_and_every_delete() {
+    assert_real_world(&Schedule::ALL, N, REAL_SEEDS, 0, true);
+}
+
+/// The issue's mix: relay on and clocks up to 30 s apart. Ignored while it
+/// fails on the core's known clock bugs (DESIGN §12): run it with
+/// `--ignored` to see the seeds.
+#[test]
+#[ignore = "known core failures under 30 s clock skew; see DESIGN §12"]
+fn the_real_world_with_relay_and_30s_clock_skew_keeps_every_write_and_every_delete() {
+    assert_real_world(&Schedule::ALL, N, REAL_SEEDS, 30_000, true);
+}
+
+#[test]
+fn a_real_world_run_replays_exactly_from_its_seed() {
+    for schedule in Schedule::ALL {
+        let sc = real_world(schedule, 12, 5, 30_000, true);
+        assert_eq!(run(&sc, 5), run(&sc, 5), "{schedule}");
+    }
 }

@@ -1,8 +1,17 @@
-//! The schedules' bounds, checked on the real core in the simulator.
+//! The schedules' bounds, checked on the real core in the simulator. The
+//! bounds are the cycle schedules', so those runs turn eager relay off;
+//! relay-on variants check what the service runs by default.
 
 use ringsync::core::schedule::log2_ceil;
 use ringsync::core::Schedule;
 use ringsync::sim::{run, Scenario};
+
+/// A scenario with eager relay off: what the cycles alone achieve.
+fn cycles_only(n: u32, schedule: Schedule) -> Scenario {
+    let mut sc = Scenario::new(n, schedule);
+    sc.relay = false;
+    sc
+}
 
 /// Ring sizes from 2 to 200: odd, even, powers of two and their neighbours.
 const SIZES: [u32; 16] = [2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 100, 200];
@@ -12,7 +21,7 @@ const SEEDS: [u64; 3] = [1, 2, 3];
 fn successor_converges_within_n_minus_1_cycles_with_redundancy_one() {
     for n in SIZES {
         for seed in SEEDS {
-            let sc = Scenario::new(n, Schedule::Successor);
+            let sc = cycles_only(n, Schedule::Successor);
             let out = run(&sc, seed);
             assert!(out.converged, "n={n} seed={seed}: {out:?}");
             assert!(out.cycles <= u64::from(n - 1), "n={n} seed={seed}: {out:?}");
@@ -28,7 +37,7 @@ fn successor_converges_within_n_minus_1_cycles_with_redundancy_one() {
 fn doubling_converges_within_log2_n_cycles_with_redundancy_at_most_1_10() {
     for n in SIZES {
         for seed in SEEDS {
-            let sc = Scenario::new(n, Schedule::Doubling);
+            let sc = cycles_only(n, Schedule::Doubling);
             let out = run(&sc, seed);
             assert!(out.converged, "n={n} seed={seed}: {out:?}");
             assert!(
@@ -44,7 +53,7 @@ fn doubling_converges_within_log2_n_cycles_with_redundancy_at_most_1_10() {
 fn random_converges() {
     for n in SIZES {
         for seed in SEEDS {
-            let sc = Scenario::new(n, Schedule::Random);
+            let sc = cycles_only(n, Schedule::Random);
             let out = run(&sc, seed);
             assert!(out.converged, "n={n} seed={seed}: {out:?}");
         }
@@ -80,6 +89,25 @@ fn twenty_percent_loss_still_converges() {
             sc.loss = 0.2;
             let out = run(&sc, seed);
             assert!(out.converged, "{schedule} seed={seed}: {out:?}");
+        }
+    }
+}
+
+#[test]
+fn with_relay_on_every_schedule_converges_within_its_cycle_bound() {
+    for schedule in Schedule::ALL {
+        for n in SIZES {
+            let sc = Scenario::new(n, schedule);
+            assert!(sc.relay, "relay is on by default, as in the service");
+            let out = run(&sc, 1);
+            let bound = match schedule {
+                Schedule::Successor => u64::from(n - 1),
+                Schedule::Doubling => u64::from(log2_ceil(n)),
+                Schedule::Random => 4 * u64::from(log2_ceil(n)).max(1),
+            };
+            assert!(out.converged, "{schedule} n={n}: {out:?}");
+            assert!(out.cycles <= bound, "{schedule} n={n}: {out:?}");
+            assert_eq!(out.lost_writes, 0, "{schedule} n={n}: {out:?}");
         }
     }
 }

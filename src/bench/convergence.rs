@@ -21,6 +21,8 @@ pub const SIM_WRITERS: u32 = 8;
 /// The simulator sweep: every schedule at N = 2, 4, ..., 512 and 1000,
 /// `runs` runs each (seeds 1..).
 pub fn sweep(runs: u32) -> Vec<Summary> {
+    // Relay off and no deletes: the sweep measures the cycle schedules'
+    // bounds, which eager relay would hide.
     plot::sweep(&SimOptions {
         nodes: 1000,
         schedule: None,
@@ -31,6 +33,10 @@ pub fn sweep(runs: u32) -> Vec<Summary> {
         loss: 0.0,
         crash: 0,
         format: Format::Table,
+        relay: false,
+        clock_skew_ms: 0,
+        store_faults: 0.0,
+        deletes: 0,
     })
 }
 

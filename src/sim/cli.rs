@@ -37,7 +37,42 @@ pub struct SimOptions {
     pub crash: u32,
     /// Output format.
     pub format: Format,
+    /// Eager relay on (the service's default) or off.
+    pub relay: bool,
+    /// Each node's clock offset is drawn from `[-clock_skew_ms, +clock_skew_ms]`
+    /// (with a drift of up to [`CLOCK_DRIFT_PPM`]).
+    pub clock_skew_ms: u64,
+    /// Chance that a store commit fails, and that a request is slow.
+    pub store_faults: f64,
+    /// Of the writes, how many are deleted by their writer before the first
+    /// cycle (a quarter interval after they were written).
+    pub deletes: u32,
 }
+
+impl SimOptions {
+    /// The command's defaults for a ring of `nodes`.
+    pub fn new(nodes: u32) -> Self {
+        SimOptions {
+            nodes,
+            schedule: None,
+            seed: 1,
+            runs: 10,
+            writes: 100,
+            writers: 8,
+            loss: 0.0,
+            crash: 0,
+            format: Format::Table,
+            relay: true,
+            clock_skew_ms: 0,
+            store_faults: 0.0,
+            deletes: 10,
+        }
+    }
+}
+
+/// Drift of a skewed clock, at most, in parts per million: what a cheap
+/// crystal oscillator gives.
+pub const CLOCK_DRIFT_PPM: u64 = 200;
 
 /// Most nodes one simulation holds: each costs a few KiB of core state, and
 /// every cycle visits each of them, so beyond this a run takes hours.
@@ -47,6 +82,10 @@ pub const MAX_NODES: u32 = 100_000;
 /// entry costs the memory store about 200 bytes in its three indexes, so
 /// this keeps a run within about 10 GiB.
 pub const MAX_HELD_ENTRIES: u64 = 50_000_000;
+
+/// Largest clock skew accepted: a day, beyond which a clock is not skewed
+/// but wrong.
+pub const MAX_CLOCK_SKEW_MS: u64 = 24 * 3600 * 1000;
 
 /// Runs the options' scenarios; returns the text to print.
 pub fn run(opts: &SimOptions) -> Result<String, String> {
@@ -91,6 +130,10 @@ pub fn run(opts: &SimOptions) -> Result<String, String> {
                     "loss": opts.loss,
                     "crash": opts.crash,
                     "crashed": crashed,
+                    "relay": opts.relay,
+                    "clock_skew_ms": opts.clock_skew_ms,
+                    "store_faults": opts.store_faults,
+                    "deletes": opts.deletes.min(opts.writes),
                 },
                 "max_cycles": limits
                     .iter()
@@ -137,6 +180,18 @@ fn check(opts: &SimOptions) -> Result<(), String> {
             opts.loss
         ));
     }
+    if !(0.0..=1.0).contains(&opts.store_faults) {
+        return Err(format!(
+            "--store-faults {}: not a probability between 0 and 1",
+            opts.store_faults
+        ));
+    }
+    if opts.clock_skew_ms > MAX_CLOCK_SKEW_MS {
+        return Err(format!(
+            "--clock-skew {}ms: at most {MAX_CLOCK_SKEW_MS}ms (a day) can be simulated",
+            opts.clock_skew_ms
+        ));
+    }
     if opts.crash >= opts.nodes - 1 {
         return Err(format!(
             "--crash {}: at least 2 of the {} nodes must stay up, so at most {} may crash",
@@ -176,7 +231,21 @@ fn scenario(opts: &SimOptions, schedule: Schedule, crashed: &[u32]) -> Scenario 
     sc.loss = opts.loss;
     sc.crashed = crashed.to_vec();
     sc.max_cycles = cycle_limit(schedule, opts.nodes, opts.loss);
+    apply_realism(opts, &mut sc);
     sc
+}
+
+/// Gives a scenario the options' relay, clocks, store faults and deletes.
+pub fn apply_realism(opts: &SimOptions, sc: &mut Scenario) {
+    sc.relay = opts.relay;
+    sc.clock_skew_ms = opts.clock_skew_ms;
+    sc.clock_drift_ppm = if opts.clock_skew_ms > 0 {
+        CLOCK_DRIFT_PPM
+    } else {
+        0
+    };
+    sc.store_faults = opts.store_faults;
+    sc.deletes = opts.deletes.min(sc.writes);
 }
 
 /// Cycles after which a run counts as not converged: twice the schedule's
@@ -205,13 +274,18 @@ pub fn cycle_limit(schedule: Schedule, n: u32, loss: f64) -> u64 {
 
 fn header(opts: &SimOptions) -> String {
     format!(
-        "nodes={} writes={} writers={} loss={} crash={} seed={} runs={}\n",
+        "nodes={} writes={} writers={} loss={} crash={} seed={} runs={}\n\
+         relay={} clock-skew={}ms store-faults={} deletes={}\n",
         opts.nodes,
         opts.writes,
         effective_writers(opts),
         opts.loss,
         opts.crash,
         opts.seed,
-        opts.runs
+        opts.runs,
+        if opts.relay { "on" } else { "off" },
+        opts.clock_skew_ms,
+        opts.store_faults,
+        opts.deletes.min(opts.writes)
     )
 }

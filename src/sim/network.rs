@@ -1,5 +1,6 @@
 //! The simulated network: a time-ordered queue of deliveries, with seeded
-//! latency, loss, partitions and crashed nodes.
+//! latency, loss, partitions (both ways and one way), duplication,
+//! reordering and crashed nodes.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
@@ -58,6 +59,12 @@ pub struct Network {
     open: HashMap<(u32, u64), u32>,
     /// Active partitions: each set is cut off from every node outside it.
     cuts: Vec<BTreeSet<u32>>,
+    /// Active one-way cuts: what each set sends to a node outside it is lost.
+    one_way: Vec<BTreeSet<u32>>,
+    /// Chance a delivered message is delivered twice.
+    duplicate: f64,
+    /// Chance a message is held back, and the longest extra delay, ms.
+    reorder: (f64, u64),
     /// Requests and replies sent (lost ones included).
     pub messages: u64,
     /// Their bytes.
@@ -80,6 +87,9 @@ impl Network {
             latency: (latency.0.min(latency.1), latency.0.max(latency.1)),
             open: HashMap::new(),
             cuts: Vec::new(),
+            one_way: Vec::new(),
+            duplicate: 0.0,
+            reorder: (0.0, 0),
             messages: 0,
             bytes: 0,
             cut_off: 0,
@@ -99,11 +109,38 @@ impl Network {
         self.cuts = sides;
     }
 
-    /// True when no active partition separates `a` and `b`.
+    /// Sets the active one-way cuts: what a node of a set sends to a node
+    /// outside it is lost (in flight too); the other way is open.
+    pub fn set_one_way(&mut self, senders: Vec<BTreeSet<u32>>) {
+        self.one_way = senders;
+    }
+
+    /// From now on a delivered message is delivered twice with chance `p`.
+    pub fn set_duplicate(&mut self, p: f64) {
+        self.duplicate = p;
+    }
+
+    /// From now on a message is held back an extra uniform `0..max_ms`
+    /// with chance `p`.
+    pub fn set_reorder(&mut self, p: f64, max_ms: u64) {
+        self.reorder = (p, max_ms);
+    }
+
+    /// True when messages may travel both ways between `a` and `b`.
     pub fn connected(&self, a: u32, b: u32) -> bool {
+        self.passes(a, b) && self.passes(b, a)
+    }
+
+    /// True when a message from `a` may reach `b`: no partition separates
+    /// them and no one-way cut holds `a` and not `b`.
+    fn passes(&self, a: u32, b: u32) -> bool {
         self.cuts
             .iter()
             .all(|side| side.contains(&a) == side.contains(&b))
+            && !self
+                .one_way
+                .iter()
+                .any(|side| side.contains(&a) && !side.contains(&b))
     }
 
     /// `node` crashed: everything on its way to it or from it that belongs
@@ -143,7 +180,25 @@ impl Network {
     }
 
     fn delay(&mut self) -> u64 {
-        self.latency.0 + self.rng.below(self.latency.1 - self.latency.0 + 1)
+        let base = self.latency.0 + self.rng.below(self.latency.1 - self.latency.0 + 1);
+        // Drawn only while the fault is on, so that runs without it replay
+        // as they did before it existed.
+        let (p, max_ms) = self.reorder;
+        if p > 0.0 && max_ms > 0 && self.rng.chance(p) {
+            base + self.rng.below(max_ms)
+        } else {
+            base
+        }
+    }
+
+    /// Queues a delivered message, and with the duplication chance a copy.
+    fn deliver(&mut self, now: u64, p: Packet) {
+        if self.duplicate > 0.0 && self.rng.chance(self.duplicate) {
+            let at = now + self.delay();
+            self.push(at, p.clone());
+        }
+        let at = now + self.delay();
+        self.push(at, p);
     }
 
     /// Queues a node's timer.
@@ -165,12 +220,11 @@ impl Network {
         self.bytes += payload.len() as u64;
         self.open.insert((from, id), to);
         self.push(now + timeout_ms, Packet::Timeout { to: from, id });
-        if !self.connected(from, to) {
+        if !self.passes(from, to) {
             self.cut_off += 1;
         } else if !self.rng.chance(self.loss) {
-            let at = now + self.delay();
-            self.push(
-                at,
+            self.deliver(
+                now,
                 Packet::Request {
                     from,
                     to,
@@ -188,8 +242,7 @@ impl Network {
         if !self.reply_connected(to, id) {
             self.cut_off += 1;
         } else if !self.rng.chance(self.loss) {
-            let at = now + self.delay();
-            self.push(at, Packet::Reply { to, id, payload });
+            self.deliver(now, Packet::Reply { to, id, payload });
         }
     }
 
@@ -209,7 +262,7 @@ impl Network {
             // A message that a partition made since it was sent cuts off is
             // lost on the way.
             let crossed = match &p {
-                Packet::Request { from, to, .. } => !self.connected(*from, *to),
+                Packet::Request { from, to, .. } => !self.passes(*from, *to),
                 Packet::Reply { to, id, .. } => !self.reply_connected(*to, *id),
                 _ => false,
             };
@@ -236,7 +289,7 @@ impl Network {
     /// request no longer open is void anyway.
     fn reply_connected(&self, requester: u32, id: u64) -> bool {
         match self.open.get(&(requester, id)) {
-            Some(&responder) => self.connected(responder, requester),
+            Some(&responder) => self.passes(responder, requester),
             None => true,
         }
     }

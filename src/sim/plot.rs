@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 
-use super::cli::{crashed_positions, cycle_limit, SimOptions};
+use super::cli::{apply_realism, crashed_positions, cycle_limit, SimOptions};
 use super::report::{self, Summary};
 use super::{run as run_one, Scenario};
 use crate::core::schedule::log2_ceil;
@@ -44,6 +44,7 @@ pub fn sweep(opts: &SimOptions) -> Vec<Summary> {
             sc.loss = opts.loss;
             sc.crashed = crashed.clone();
             sc.max_cycles = cycle_limit(schedule, n, opts.loss);
+            apply_realism(opts, &mut sc);
             let outcomes: Vec<_> = (0..u64::from(opts.runs))
                 .map(|k| run_one(&sc, opts.seed.wrapping_add(k)))
                 .collect();
@@ -330,15 +331,10 @@ mod tests {
     #[test]
     fn the_chart_is_one_svg_with_a_line_per_schedule() {
         let opts = SimOptions {
-            nodes: 8,
-            schedule: None,
-            seed: 1,
             runs: 1,
             writes: 4,
             writers: 4,
-            loss: 0.0,
-            crash: 0,
-            format: super::super::cli::Format::Table,
+            ..SimOptions::new(8)
         };
         let rows = sweep(&opts);
         assert_eq!(rows.len(), 9);

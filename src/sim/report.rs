@@ -32,6 +32,14 @@ pub struct Summary {
     pub redundancy: f64,
     /// Seeds of runs that did not converge.
     pub failed_seeds: Vec<u64>,
+    /// Acknowledged writes lost, summed over the runs (see `sim::ledger`).
+    pub lost_writes: u64,
+    /// Acknowledged deletes undone, summed over the runs.
+    pub resurrected_deletes: u64,
+    /// Client writes refused by a failed commit, summed over the runs.
+    pub writes_failed: u64,
+    /// Seeds of runs that lost a write or resurrected a delete.
+    pub unsafe_seeds: Vec<u64>,
 }
 
 /// Sums up `runs` of one schedule.
@@ -64,6 +72,14 @@ pub fn summarize(schedule: Schedule, nodes: u32, runs: &[Outcome]) -> Summary {
         failed_seeds: runs
             .iter()
             .filter(|r| !r.converged)
+            .map(|r| r.seed)
+            .collect(),
+        lost_writes: runs.iter().map(|r| r.lost_writes).sum(),
+        resurrected_deletes: runs.iter().map(|r| r.resurrected_deletes).sum(),
+        writes_failed: runs.iter().map(|r| r.writes_failed).sum(),
+        unsafe_seeds: runs
+            .iter()
+            .filter(|r| r.lost_writes > 0 || r.resurrected_deletes > 0)
             .map(|r| r.seed)
             .collect(),
     }
@@ -103,6 +119,12 @@ pub fn table(rows: &[Summary]) -> String {
             s.push_str(&format!(
                 "  did not converge; replay with --seed: {:?}\n",
                 r.failed_seeds
+            ));
+        }
+        if !r.unsafe_seeds.is_empty() {
+            s.push_str(&format!(
+                "  lost {} acknowledged writes, resurrected {} deletes; replay with --seed: {:?}\n",
+                r.lost_writes, r.resurrected_deletes, r.unsafe_seeds
             ));
         }
     }

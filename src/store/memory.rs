@@ -1,10 +1,12 @@
 //! An in-memory [`Store`], for the simulator and tests. It can be told to
-//! fail, to show that a failed commit changes nothing.
+//! fail, once or by a seeded chance, to show that a failed commit changes
+//! nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{bucket_of, merge_decision, Merged, Store, StoreError, WriteBatch};
 use crate::core::entry::{Entry, Origin, Version};
+use crate::core::rng::Rng;
 
 /// A [`Store`] held in memory.
 #[derive(Debug, Default, Clone)]
@@ -15,12 +17,33 @@ pub struct MemoryStore {
     meta: BTreeMap<String, Vec<u8>>,
     /// When set, the next commit fails with this message and changes nothing.
     pub fail_next_commit: Option<String>,
+    /// When set, each commit fails with this chance, drawn from this
+    /// generator so that a seed replays the same failures.
+    commit_faults: Option<(f64, Rng)>,
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// From now on each commit fails (changing nothing) with chance `p`,
+    /// drawn from a generator seeded with `seed`; `p` = 0 turns it off.
+    pub fn set_commit_faults(&mut self, p: f64, seed: u64) {
+        self.commit_faults = (p > 0.0).then(|| (p, Rng::new(seed)));
+    }
+
+    /// Takes the commit faults away (to be put back with
+    /// [`MemoryStore::restore_commit_faults`]), so that, say, a simulated
+    /// restart can open the store without them.
+    pub fn take_commit_faults(&mut self) -> Option<(f64, Rng)> {
+        self.commit_faults.take()
+    }
+
+    /// Puts back what [`MemoryStore::take_commit_faults`] took.
+    pub fn restore_commit_faults(&mut self, faults: Option<(f64, Rng)>) {
+        self.commit_faults = faults;
     }
 
     /// Number of stored entries, tombstones included.
@@ -89,6 +112,11 @@ impl Store for MemoryStore {
     fn commit(&mut self, batch: WriteBatch) -> Result<Vec<Merged>, StoreError> {
         if let Some(msg) = self.fail_next_commit.take() {
             return Err(StoreError(msg));
+        }
+        if let Some((p, rng)) = &mut self.commit_faults {
+            if rng.chance(*p) {
+                return Err(StoreError("injected commit failure".into()));
+            }
         }
         if batch.clear_first {
             self.kv.clear();

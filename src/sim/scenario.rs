@@ -1,0 +1,273 @@
+//! What a simulation run is given (the scenario, its faults and timed
+//! writes) and what it measures (the outcome): plain data, no behaviour.
+
+use crate::core::Schedule;
+
+/// A fault that begins at the start of cycle `from` and heals at the start
+/// of cycle `until` (`from < until`). Cycles count from the run's first, 0.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Node `node` crashes: messages in flight to and from it are lost, its
+    /// store is kept as a disk would keep it. At `until` it restarts over
+    /// that store, as the service does: a fresh `Node::open` (a higher
+    /// incarnation, nothing of its memory) with `catch_up_on_start`.
+    Crash {
+        /// Ring position.
+        node: u32,
+        /// First cycle down.
+        from: u64,
+        /// Cycle it restarts in.
+        until: u64,
+    },
+    /// The nodes of `side` are cut off from the others: every message
+    /// between the two sides, in flight or sent, is dropped.
+    Partition {
+        /// Ring positions on one side of the cut.
+        side: Vec<u32>,
+        /// First cycle cut.
+        from: u64,
+        /// Cycle it heals in.
+        until: u64,
+    },
+    /// A one-way cut: every message a node of `senders` sends to a node
+    /// outside it is dropped, while messages the other way arrive. A
+    /// request from outside is handled, but its reply is lost.
+    OneWay {
+        /// Ring positions whose outgoing messages (to the others) are lost.
+        senders: Vec<u32>,
+        /// First cycle cut.
+        from: u64,
+        /// Cycle it heals in.
+        until: u64,
+    },
+    /// Each message that is delivered is delivered twice with chance
+    /// `rate`, the copy with its own latency.
+    Duplicate {
+        /// Chance of a second copy, 0 to 1.
+        rate: f64,
+        /// First cycle.
+        from: u64,
+        /// Cycle it heals in.
+        until: u64,
+    },
+    /// Each message is held back an extra uniform `0..max_ms` with chance
+    /// `rate`, so that it overtakes or is overtaken by others (and may come
+    /// after its sender's timeout).
+    Reorder {
+        /// Chance a message is held back, 0 to 1.
+        rate: f64,
+        /// Longest extra delay, ms.
+        max_ms: u64,
+        /// First cycle.
+        from: u64,
+        /// Cycle it heals in.
+        until: u64,
+    },
+    /// Each message is lost with chance `rate` (the larger of this and
+    /// [`Scenario::loss`] applies).
+    Loss {
+        /// Chance of loss, 0 to 1.
+        rate: f64,
+        /// First cycle lossy.
+        from: u64,
+        /// Cycle it heals in.
+        until: u64,
+    },
+}
+
+impl Fault {
+    /// The cycles it is active: `from..until`.
+    pub fn cycles(&self) -> std::ops::Range<u64> {
+        match self {
+            Fault::Crash { from, until, .. }
+            | Fault::Partition { from, until, .. }
+            | Fault::OneWay { from, until, .. }
+            | Fault::Duplicate { from, until, .. }
+            | Fault::Reorder { from, until, .. }
+            | Fault::Loss { from, until, .. } => *from..*until,
+        }
+    }
+}
+
+/// Client writes made during the run, half an interval into `cycle`, at
+/// `node`: keys `{prefix}{0..keys}` (four digits). Two of them with the
+/// same prefix write the same keys, which last writer wins must settle. A
+/// node that is down then makes none of them (a client would get no
+/// acknowledgement), and one whose commit fails is not acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimedWrite {
+    /// The cycle, counted from the run's first (0).
+    pub cycle: u64,
+    /// Ring position of the writer.
+    pub node: u32,
+    /// How many keys.
+    pub keys: u32,
+    /// Their common prefix.
+    pub prefix: String,
+    /// Deletes them (writes tombstones) instead of writing values.
+    pub delete: bool,
+}
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Nodes in the ring.
+    pub nodes: u32,
+    /// The schedule every node runs.
+    pub schedule: Schedule,
+    /// Writes made before the first cycle.
+    pub writes: u32,
+    /// How many nodes (spread evenly over the ring) make those writes.
+    pub writers: u32,
+    /// Chance that any one message is lost.
+    pub loss: f64,
+    /// Latency of a message: uniform in this range, ms.
+    pub latency_ms: (u64, u64),
+    /// Ring positions that are down for the whole run.
+    pub crashed: Vec<u32>,
+    /// Cycle length, ms.
+    pub interval_ms: u64,
+    /// A node fails a request that got no reply after this long, ms.
+    pub timeout_ms: u64,
+    /// Give up after this many cycles (counted from the end of the last
+    /// fault and timed write, when there are any).
+    pub max_cycles: u64,
+    /// Bytes of each written value.
+    pub value_bytes: usize,
+    /// Faults that begin and heal during the run.
+    pub faults: Vec<Fault>,
+    /// Writes made during the run.
+    pub timed_writes: Vec<TimedWrite>,
+    /// Of the writes made before the first cycle, the first `deletes` keys
+    /// are deleted by their writer a quarter interval later (after what the
+    /// network delivered meanwhile, eager relays included).
+    pub deletes: u32,
+    /// Eager relay, as `Config::relay`: on by default, as in the service.
+    pub relay: bool,
+    /// Each node's clock is offset by a uniform draw from
+    /// `[-clock_skew_ms, +clock_skew_ms]` (0: one shared clock).
+    pub clock_skew_ms: u64,
+    /// And runs fast or slow by a uniform draw from
+    /// `[-clock_drift_ppm, +clock_drift_ppm]` parts per million.
+    pub clock_drift_ppm: u64,
+    /// Chance that any one store commit fails (nothing applied), and,
+    /// separately, that a request is handled slowly.
+    pub store_faults: f64,
+    /// A slow request's reply is held back a uniform `0..slow_commit_ms`.
+    pub slow_commit_ms: u64,
+    /// Tombstone lifetime given to every node's core (`None`: the core's
+    /// default, 7 days, which no simulated run reaches).
+    pub tombstone_lifetime_ms: Option<u64>,
+}
+
+impl Scenario {
+    /// A lossless scenario of `nodes` nodes, one write at each of up to 8
+    /// writers.
+    pub fn new(nodes: u32, schedule: Schedule) -> Self {
+        Scenario {
+            nodes,
+            schedule,
+            writes: 8.min(nodes),
+            writers: 8.min(nodes),
+            loss: 0.0,
+            latency_ms: (1, 5),
+            crashed: Vec::new(),
+            interval_ms: 1000,
+            timeout_ms: 300,
+            max_cycles: 200,
+            value_bytes: 16,
+            faults: Vec::new(),
+            timed_writes: Vec::new(),
+            deletes: 0,
+            relay: true,
+            clock_skew_ms: 0,
+            clock_drift_ppm: 0,
+            store_faults: 0.0,
+            slow_commit_ms: 600,
+            tombstone_lifetime_ms: None,
+        }
+    }
+
+    /// True when something other than loss and whole-run crashes can go
+    /// wrong in the run: only such runs pay for the ledger's check after
+    /// every cycle, since without them nothing can go between the writes
+    /// and the end.
+    pub fn eventful(&self) -> bool {
+        !self.faults.is_empty()
+            || !self.timed_writes.is_empty()
+            || self.deletes > 0
+            || self.clock_skew_ms > 0
+            || self.store_faults > 0.0
+    }
+
+    /// The cycle in which the liveness phase begins: every fault has
+    /// healed and every timed write was made. 0 without either.
+    pub fn healed_at(&self) -> u64 {
+        let faults = self.faults.iter().map(|f| f.cycles().end);
+        let writes = self.timed_writes.iter().map(|w| w.cycle + 1);
+        faults.chain(writes).max().unwrap_or(0)
+    }
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The seed that replays this run.
+    pub seed: u64,
+    /// All live nodes hold the same data (after the faults healed).
+    pub converged: bool,
+    /// Cycles from the writes to convergence (or the limit).
+    pub cycles: u64,
+    /// Requests and replies sent.
+    pub messages: u64,
+    /// Entries put into messages.
+    pub entries_sent: u64,
+    /// Entries the live nodes lacked at the start: the least that must move.
+    pub entries_needed: u64,
+    /// Bytes of all messages.
+    pub bytes: u64,
+    /// The cycle the liveness phase began in ([`Scenario::healed_at`]).
+    pub healed_at: u64,
+    /// Cycles from `healed_at` to convergence (or the limit).
+    pub cycles_to_converge_after_heal: u64,
+    /// Cycles from `healed_at` until every up node ran the ring again, when
+    /// the run has faults that heal and that happened within the limit.
+    pub cycles_to_ring_after_heal: Option<u64>,
+    /// Cycles from the start of the first crash or partition until every up
+    /// node ran in fallback, if that happened.
+    pub cycles_to_fallback: Option<u64>,
+    /// Node-cycles run in fallback mode.
+    pub fallback_node_cycles: u64,
+    /// For the timed writes made while a fault was active: the most cycles
+    /// any of them took to reach every node that was up and on the writer's
+    /// side when it was made (counted like `cycles`: 1 means the cycle after
+    /// the write). `None` when there were none, or one never made it.
+    pub fault_spread_cycles: Option<u64>,
+    /// Client writes (and deletes) acknowledged, before and during the run.
+    pub writes_acked: u64,
+    /// Client writes refused because their commit failed: not acknowledged,
+    /// so never counted as lost.
+    pub writes_failed: u64,
+    /// Acknowledged writes lost, counted by key, as defined in
+    /// [`super::ledger`]: the key's highest acknowledged write was, after
+    /// some cycle, held by no node, or at the end is not held (or
+    /// superseded) at some up node, which in a run that did not converge
+    /// may only mean not yet delivered.
+    pub lost_writes: u64,
+    /// Acknowledged deletes undone, counted by key, as defined in
+    /// [`super::ledger`]: the key's highest acknowledged write is a delete,
+    /// yet an up node serves a value for it at the end, or served one after
+    /// it had held the tombstone.
+    pub resurrected_deletes: u64,
+}
+
+impl Outcome {
+    /// Entries sent per entry needed: 1.00 wastes nothing.
+    pub fn redundancy(&self) -> f64 {
+        if self.entries_needed == 0 {
+            1.0
+        } else {
+            self.entries_sent as f64 / self.entries_needed as f64
+        }
+    }
+}
