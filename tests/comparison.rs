@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use ringsync::core::schedule::log2_ceil;
@@ -21,7 +20,7 @@ use ringsync::sim::cli::cycle_limit;
 use ringsync::sim::report::{summarize, table};
 use ringsync::sim::{run, Outcome, Scenario};
 
-use common::{wait_for, Cluster};
+use common::Cluster;
 
 // ---------------------------------------------------------------------------
 // The simulator.
@@ -187,12 +186,6 @@ const INTERVAL: &str = "300ms";
 /// cycle schedules themselves, so it is turned off.
 const TOPOLOGY_EXTRA: &str = "relay = false";
 
-/// Cycles a write may take beyond the schedule's bound as seen from
-/// outside: 1 for reading the cycle around the observation, 1 for a push
-/// that lands just after a boundary on a loaded machine. The reasoning is
-/// `CYCLE_SLACK` in `tests/node_cluster.rs`.
-const CYCLE_SLACK: u64 = 2;
-
 /// Long enough for tens of 300 ms cycles; short enough to fail fast.
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -201,23 +194,17 @@ const DEADLINE: Duration = Duration::from_secs(30);
 struct Measured {
     schedule: Schedule,
     /// The most cycles any key took from its write to being visible at
-    /// every node.
-    cycles: u64,
+    /// every node: (at least, at most), as `spread_one_write_each`
+    /// brackets them.
+    cycles: (u64, u64),
+    /// Each key's cycles, for the failure message.
+    keys: String,
+    /// The widest bracket: cycles the observation left open.
+    widest: u64,
     /// Entries put into messages, over all nodes (`/v1/status`).
     entries: u64,
     /// Bytes sent, over all nodes: requests and the replies to them.
     bytes: u64,
-}
-
-fn counters(c: &Cluster) -> (u64, u64) {
-    (0..c.n()).fold((0, 0), |(e, b), i| {
-        let s = c.status(i);
-        let get = |k: &str| {
-            s[k].as_u64()
-                .unwrap_or_else(|| panic!("no {k} in the status of node {i}: {s}"))
-        };
-        (e + get("entries_sent"), b + get("bytes_sent"))
-    })
 }
 
 fn measure(n: usize, schedule: Schedule) -> Measured {
@@ -225,65 +212,26 @@ fn measure(n: usize, schedule: Schedule) -> Measured {
     // Writes made during the start-up catch-up would spread by push-pull
     // whatever the schedule: measure the schedule itself.
     c.wait_steady(DEADLINE);
-    let (entries0, bytes0) = counters(&c);
-    let prefix = "cmp/";
-    // key -> the writer's cycle, read just before the write
-    let mut written: BTreeMap<String, u64> = BTreeMap::new();
-    for i in 0..n {
-        let key = format!("{prefix}{i}");
-        let cycle = c.cycle(i);
-        c.put(i, &key, &format!("written at n{i}"));
-        written.insert(key, cycle);
-    }
-    // key -> the cycle read after the poll round that first saw it everywhere
-    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
-    wait_for(DEADLINE, "every key is visible at every node", || {
-        let per_node: Vec<BTreeSet<String>> = (0..n).map(|i| c.keys(i, prefix)).collect();
-        let cycle_after = c.cycle(0);
-        for key in written.keys() {
-            if !seen.contains_key(key) && per_node.iter().all(|s| s.contains(key)) {
-                seen.insert(key.clone(), cycle_after);
-            }
-        }
-        if seen.len() == written.len() {
-            Ok(())
-        } else {
-            Err(format!("cycle {cycle_after}, keys per node: {per_node:?}"))
-        }
-    });
-    let converged_in = wait_for(DEADLINE, "all digest roots are equal", || {
-        let roots: BTreeSet<String> = (0..n).map(|i| c.root(i)).collect();
-        if roots.len() == 1 {
-            Ok(c.cycle(0))
-        } else {
-            Err(format!("roots {roots:?}"))
-        }
-    });
-    // Two more cycles, so that a late duplicate is counted too.
-    wait_until_cycle(&c, converged_in + 2);
-    let (entries1, bytes1) = counters(&c);
-    let cycles = written
-        .iter()
-        .map(|(key, at)| seen[key] - at)
-        .max()
-        .unwrap_or(0);
+    let spread = c
+        .spread_one_write_each("cmp/", DEADLINE)
+        .unwrap_or_else(|e| panic!("{schedule} N={n}: {e}"));
     Measured {
         schedule,
-        cycles,
-        entries: entries1 - entries0,
-        bytes: bytes1 - bytes0,
+        cycles: spread.max_cycles(),
+        keys: spread.describe(),
+        widest: spread.widest(),
+        entries: spread.entries,
+        bytes: spread.bytes,
     }
 }
 
-fn wait_until_cycle(c: &Cluster, cycle: u64) {
-    wait_for(DEADLINE, &format!("node 0 reaches cycle {cycle}"), || {
-        let now = c.cycle(0);
-        if now >= cycle {
-            Ok(())
-        } else {
-            Err(format!("cycle {now}"))
-        }
-    });
+/// "2", or "2-3" when the observation could not tell which.
+fn cycles(c: (u64, u64)) -> String {
+    if c.0 == c.1 {
+        c.0.to_string()
+    } else {
+        format!("{}-{}", c.0, c.1)
+    }
 }
 
 fn compare_on_real_processes(n: usize) {
@@ -300,11 +248,14 @@ fn compare_on_real_processes(n: usize) {
         println!(
             "{:<10} {:>7} {:>8} {:>10} {:>9.2}",
             m.schedule.name(),
-            m.cycles,
+            cycles(m.cycles),
             m.entries,
             m.bytes,
             m.entries as f64 / needed as f64
         );
+    }
+    for m in &all {
+        println!("  {}: {}", m.schedule.name(), m.keys);
     }
     let by = |s: Schedule| all.iter().find(|m| m.schedule == s).expect("measured");
     let (successor, doubling, random) = (
@@ -312,16 +263,37 @@ fn compare_on_real_processes(n: usize) {
         by(Schedule::Doubling),
         by(Schedule::Random),
     );
+    // Why slack: the bounds hold for the cycles as the nodes count them,
+    // and the write's cycle is exact (its version's), but the cycle in
+    // which a key reached its last node is read from outside, between a
+    // read that still missed it and one that found it. Those reads are
+    // milliseconds apart, yet when they straddle a boundary the arrival
+    // could be in either cycle: "6-7" in the table. So the bound is checked
+    // against the lower end: the slack is that width, 0 or 1 per key, and
+    // never more, or the observation was too coarse to judge (random has
+    // no bound to judge).
+    for m in [successor, doubling] {
+        assert!(
+            m.widest <= 1,
+            "{} N={n}: the reads around an arrival were over a cycle apart, too slow to judge: {}",
+            m.schedule,
+            m.keys
+        );
+    }
     let n32 = n as u32;
     assert!(
-        successor.cycles <= u64::from(n32 - 1) + CYCLE_SLACK,
-        "successor N={n}: {successor:?}, bound N-1 = {} + slack {CYCLE_SLACK}",
-        n - 1
+        successor.cycles.0 < u64::from(n32),
+        "successor N={n}: at least {} cycles > bound N-1 = {}: {}",
+        successor.cycles.0,
+        n - 1,
+        successor.keys
     );
     let log2 = u64::from(log2_ceil(n32));
     assert!(
-        doubling.cycles <= log2 + CYCLE_SLACK,
-        "doubling N={n}: {doubling:?}, bound ceil(log2 N) = {log2} + slack {CYCLE_SLACK}"
+        doubling.cycles.0 <= log2,
+        "doubling N={n}: at least {} cycles > bound ceil(log2 N) = {log2}: {}",
+        doubling.cycles.0,
+        doubling.keys
     );
     for m in &all {
         assert!(

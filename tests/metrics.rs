@@ -1,6 +1,7 @@
 //! `GET /metrics`: rendered from real cores that exchanged real messages,
 //! checked for content and by `promtool check metrics`, and served by the
-//! tide app in-process.
+//! tide app in-process; and the listener's count of peer traffic on the
+//! wire, on real processes.
 
 mod common;
 
@@ -16,6 +17,8 @@ use ringsync::store::MemoryStore;
 use ringsync::topology::Topology;
 
 use common::tools::{self, IfInstallFails, Tool};
+use common::{quiet_interval, wait_until, Cluster};
+use std::time::Duration;
 
 const INTERVAL_MS: u64 = 1000;
 /// Start of the simulated time: any cycle boundary far from zero.
@@ -347,4 +350,47 @@ fn the_app_serves_metrics_in_the_text_format() {
     promtool_check(&body);
     assert_eq!(value(&body, "ringsync_keys", ""), 1.0);
     assert_eq!(value(&body, "ringsync_mode", "mode=\"ring\""), 1.0);
+}
+
+/// Node `i`'s peer traffic through its listener: (received, sent).
+fn peer_wire(c: &Cluster, i: usize) -> (u64, u64) {
+    let text = String::from_utf8(c.call(i, "GET", "/metrics", None).1).expect("metrics are UTF-8");
+    let get = |d: &str| {
+        value(
+            &text,
+            "ringsync_peer_wire_bytes_total",
+            &format!("direction=\"{d}\""),
+        ) as u64
+    };
+    (get("received"), get("sent"))
+}
+
+#[test]
+fn peer_traffic_is_counted_on_the_wire_with_its_heads_and_client_calls_are_not() {
+    // No cycle runs during the test: the only peer traffic is the relay
+    // of the one write.
+    let c = Cluster::start(2, Schedule::Successor, &quiet_interval(), "");
+    for i in 0..2 {
+        c.status(i);
+        assert_eq!(
+            peer_wire(&c, i),
+            (0, 0),
+            "node {i} counted the client's calls as peer traffic"
+        );
+    }
+    c.put(0, "k", "v");
+    wait_until(Duration::from_secs(5), "the write is relayed to n1", || {
+        c.get(1, "k").is_some()
+    });
+    let payload = c.status(0)["bytes_sent"].as_u64().expect("bytes_sent");
+    let (received, sent) = peer_wire(&c, 1);
+    assert!(payload > 0, "n0 sent no payload");
+    // The request's head (request line, host, length, the signature
+    // headers) comes on top of its payload, and the answer has a head too.
+    assert!(
+        received > payload + 100,
+        "n1 read {received} bytes of peer requests for n0's {payload} bytes of payload"
+    );
+    assert!(sent > 0, "n1's answers were not counted");
+    assert_eq!(peer_wire(&c, 0), (0, 0), "n0 answered no peer request");
 }

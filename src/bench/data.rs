@@ -1,6 +1,7 @@
 //! The benchmark's dataset, and a synchronous two-node harness that hands
 //! each request straight to its peer (as `tests/digest_properties.rs`
-//! does), counting what crosses the wire.
+//! does), counting the messages' encoded bytes: their payload, without the
+//! HTTP heads a real node adds on the wire.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -79,12 +80,12 @@ pub fn open_node<S: Store>(store: S, me: u32, schedule: Schedule) -> Result<Node
     Node::open(cfg, store, 17 + u64::from(me)).map_err(|e: StoreError| e.to_string())
 }
 
-/// What crossed the wire between the two nodes.
+/// The messages the two nodes exchanged.
 #[derive(Debug, Default, Clone)]
 pub struct Wire {
     /// Requests and replies.
     pub messages: u64,
-    /// Their bytes.
+    /// Their encoded bytes: payload, without HTTP heads.
     pub bytes: u64,
     /// Entries they carried.
     pub entries: u64,

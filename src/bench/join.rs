@@ -1,16 +1,19 @@
 //! Join throughput and memory: a new, empty node process catches up a node
 //! process holding the dataset, over loopback; beside it, a plain HTTP
 //! transfer of the same bytes with the same libraries (tide, surf) in the
-//! same run. Both processes' peak resident memory is read before they stop.
+//! same run. Both processes' peak resident memory is read before they stop,
+//! and, the two being converged, the bytes of their idle cycles on the wire
+//! ([`wire`](super::wire)).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::wire::{self, IdleWire};
 use super::{cluster_spec, data};
 use crate::core::Schedule;
-use crate::proc_cluster::ProcCluster;
+use crate::proc_cluster::{Credentials, ProcCluster, Spec};
 use crate::store::RedbStore;
 
 /// The join target: at least half the plain transfer's rate.
@@ -22,9 +25,22 @@ pub const MEMORY_TARGET_BYTES: u64 = 200 * 1000 * 1000;
 /// The longest a join may take before the benchmark reports it unfinished.
 const JOIN_DEADLINE: Duration = Duration::from_secs(300);
 
+/// The cycle length of the join's two nodes, ms.
+pub const INTERVAL_MS: u64 = 1000;
+
+/// The longer peer_timeout the join is also measured with, ms: a batch of
+/// 4096 entries is committed (fsync'd) before it is acknowledged, which on
+/// a loaded disk can take longer than the default, half the interval.
+pub const LONG_PEER_TIMEOUT_MS: u64 = 5000;
+
 /// The join.
 #[derive(Debug, Clone, Serialize)]
 pub struct Join {
+    /// The nodes' peer_timeout, ms.
+    pub peer_timeout_ms: u64,
+    /// True when that is the default (half the interval): the topology
+    /// does not set it, as a user's need not.
+    pub default_peer_timeout: bool,
     /// Entries the new node had to fetch.
     pub keys: u64,
     /// Their encoded bytes: what "MB" counts in both rates.
@@ -34,7 +50,11 @@ pub struct Join {
     pub seconds: f64,
     /// `dataset_bytes / seconds`, in MB (10^6 bytes) per second.
     pub mb_per_s: f64,
-    /// Bytes both nodes sent meanwhile (requests, replies, every duplicate).
+    /// Payload both nodes sent meanwhile: the protocol's encoded requests
+    /// and replies, every duplicate included, without HTTP heads.
+    pub payload_bytes: u64,
+    /// The same requests and answers on the wire: with their HTTP heads,
+    /// as they crossed the listeners' sockets.
     pub wire_bytes: u64,
     /// Seconds of the plain transfer of `dataset_bytes`.
     pub baseline_seconds: f64,
@@ -63,24 +83,46 @@ pub struct Memory {
     pub meets_target: bool,
 }
 
+/// What one join measured.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The join.
+    pub join: Join,
+    /// The two processes' peak memory.
+    pub memory: Memory,
+    /// Their idle cycles once converged; why not, if the join did not end.
+    pub idle: Result<IdleWire, String>,
+}
+
 /// Runs the join over `keys` keys; `base` is a store holding exactly them
 /// (written by position 0 from `base_ms`), copied rather than rebuilt.
+/// `peer_timeout_ms`: `None` leaves the default, as a user gets it.
 pub fn run(
     base: Option<&Path>,
     keys: u64,
     base_ms: u64,
+    peer_timeout_ms: Option<u64>,
     log: &mut dyn FnMut(&str),
-) -> Result<(Join, Memory), String> {
+) -> Result<Outcome, String> {
     // Successor: the joiner's predecessor holds everything, as in a ring
-    // of any size. peer_timeout is long because a batch of 4096 entries
-    // is committed (fsync'd) before it is acknowledged, on a loaded disk.
-    let mut c = ProcCluster::new(&cluster_spec(
-        "join",
-        2,
-        Schedule::Successor,
-        "1s",
-        "peer_timeout = \"5s\"",
-    )?)?;
+    // of any size.
+    let extra = peer_timeout_ms.map_or(String::new(), |t| format!("peer_timeout = \"{t}ms\""));
+    let mut c = ProcCluster::new(&Spec {
+        // A secret, as a cluster off loopback must have: peer requests
+        // carry their signature headers, which the wire figures count.
+        credentials: Some(Credentials {
+            secret: "bench-cluster-secret-0123456789abcdef".into(),
+            write_token: "bench-write-token-0123456789".into(),
+            read_token: "bench-read-token-01234567890".into(),
+        }),
+        ..cluster_spec(
+            "join",
+            2,
+            Schedule::Successor,
+            &format!("{INTERVAL_MS}ms"),
+            &extra,
+        )?
+    })?;
     let holder = c.store_path(0);
     let data_dir = c.data_dir(0);
     std::fs::create_dir_all(&data_dir)
@@ -120,7 +162,14 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(100));
     }
     let seconds = started.elapsed().as_secs_f64();
-    let wire_bytes = c.status_u64(0, "bytes_sent")? + c.status_u64(1, "bytes_sent")?;
+    let payload_bytes = c.status_u64(0, "bytes_sent")? + c.status_u64(1, "bytes_sent")?;
+    let wire_bytes = (c.metric(0, "ringsync_peer_wire_bytes_total")?
+        + c.metric(1, "ringsync_peer_wire_bytes_total")?) as u64;
+    let idle = if finished {
+        wire::idle(&c, Schedule::Successor.name(), keys)
+    } else {
+        Err("the join did not finish, so the nodes were never idle".into())
+    };
     let joined_keys = c.status_u64(1, "keys")?;
     let memory = Memory {
         keys: joined_keys.min(keys),
@@ -145,12 +194,15 @@ pub fn run(
     let mb_per_s = mb / seconds.max(1e-9);
     let baseline_mb_per_s = mb / baseline.as_secs_f64().max(1e-9);
     let ratio = mb_per_s / baseline_mb_per_s;
-    Ok((
-        Join {
+    Ok(Outcome {
+        join: Join {
+            peer_timeout_ms: peer_timeout_ms.unwrap_or(INTERVAL_MS / 2),
+            default_peer_timeout: peer_timeout_ms.is_none(),
             keys,
             dataset_bytes,
             seconds,
             mb_per_s,
+            payload_bytes,
             wire_bytes,
             baseline_seconds: baseline.as_secs_f64(),
             baseline_mb_per_s,
@@ -160,5 +212,6 @@ pub fn run(
             meets_target: finished && ratio >= TARGET_RATIO,
         },
         memory,
-    ))
+        idle,
+    })
 }

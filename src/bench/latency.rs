@@ -16,6 +16,10 @@ use crate::proc_cluster::ProcCluster;
 /// relay-off figures; with relay the figures should not depend on it.
 pub const INTERVAL_MS: u64 = 500;
 
+/// peer_timeout of these clusters, ms (the default would be half the
+/// interval).
+pub const PEER_TIMEOUT_MS: u64 = 300;
+
 /// Gap between writes when they are not made one at a time.
 const SPACING: Duration = Duration::from_millis(250);
 
@@ -80,7 +84,7 @@ pub fn run(n: usize, schedule: Schedule, relay: bool, writes: u64) -> Result<Lat
         n,
         schedule,
         &format!("{INTERVAL_MS}ms"),
-        &format!("relay = {relay}\npeer_timeout = \"300ms\""),
+        &format!("relay = {relay}\npeer_timeout = \"{PEER_TIMEOUT_MS}ms\""),
     )?;
     c.wait_steady(Duration::from_secs(60))?;
 

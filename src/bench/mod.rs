@@ -10,9 +10,11 @@
 //! dataset for a smoke test and writes only `bench/results/<stamp>-quick.json`.
 //!
 //! The sections, one module each: [`convergence`] (simulator and real
-//! processes), [`digest`] (idle and repair cost), [`join`] (join throughput
-//! and peak memory, real processes), [`merge`] (merge throughput) and
-//! [`latency`] (write visibility with eager relay, real processes).
+//! processes), [`digest`] (idle and repair cost, in-process: payload),
+//! [`join`] (join throughput and peak memory, real processes, with the
+//! default peer_timeout and a longer one), [`wire`] (idle cost on the wire,
+//! on the join's processes), [`merge`] (merge throughput) and [`latency`]
+//! (write visibility with eager relay, real processes).
 
 pub mod convergence;
 pub mod data;
@@ -22,6 +24,7 @@ pub mod latency;
 pub mod machine;
 pub mod merge;
 pub mod report;
+pub mod wire;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -94,14 +97,18 @@ pub struct Results {
     pub sim: Vec<Summary>,
     /// Real processes, one row per schedule.
     pub real: Option<Vec<convergence::Real>>,
-    /// Idle cost per schedule.
+    /// Idle cost per schedule, in-process: payload.
     pub idle: Option<Vec<digest::Idle>>,
+    /// Idle cost of two node processes, on the wire and in payload.
+    pub idle_wire: Option<wire::IdleWire>,
     /// Repair cost per d.
     pub repair: Option<Vec<digest::Repair>>,
     /// Seconds to load the dataset into redb (informative only).
     pub load_seconds: Option<f64>,
-    /// Join throughput.
+    /// Join throughput, with the default peer_timeout.
     pub join: Option<join::Join>,
+    /// The same with [`join::LONG_PEER_TIMEOUT_MS`].
+    pub join_long_timeout: Option<join::Join>,
     /// Peak memory.
     pub memory: Option<join::Memory>,
     /// Merge throughput.
@@ -110,6 +117,29 @@ pub struct Results {
     pub latency: Option<Vec<latency::Latency>>,
     /// Why a section has no figures, by section.
     pub errors: std::collections::BTreeMap<String, String>,
+}
+
+impl Results {
+    /// No figures yet, on `machine` at `scale`.
+    pub fn empty(machine: machine::Machine, scale: Scale) -> Results {
+        Results {
+            machine,
+            scale,
+            seconds: 0.0,
+            sim: Vec::new(),
+            real: None,
+            idle: None,
+            idle_wire: None,
+            repair: None,
+            load_seconds: None,
+            join: None,
+            join_long_timeout: None,
+            memory: None,
+            merge: None,
+            latency: None,
+            errors: Default::default(),
+        }
+    }
 }
 
 /// A cluster of `n` node processes of this program (see
@@ -158,21 +188,7 @@ pub fn run(quick: bool, root: &Path) -> Result<(), String> {
     if machine.profile == "debug" {
         eprintln!("warning: a debug build; figures will be far from a release build's");
     }
-    let mut r = Results {
-        machine,
-        scale: scale.clone(),
-        seconds: 0.0,
-        sim: Vec::new(),
-        real: None,
-        idle: None,
-        repair: None,
-        load_seconds: None,
-        join: None,
-        memory: None,
-        merge: None,
-        latency: None,
-        errors: Default::default(),
-    };
+    let mut r = Results::empty(machine, scale.clone());
     let mut say = |m: &str| log(started, m);
 
     say("convergence: simulator sweep");
@@ -231,14 +247,31 @@ pub fn run(quick: bool, root: &Path) -> Result<(), String> {
         }
     }
 
-    say("join throughput and memory (real processes)");
-    match join::run(base.as_deref(), scale.keys, base_ms, &mut say) {
-        Ok((j, m)) => {
-            r.join = Some(j);
-            r.memory = Some(m);
+    say("join throughput, memory and idle cost on the wire (real processes, defaults)");
+    match join::run(base.as_deref(), scale.keys, base_ms, None, &mut say) {
+        Ok(o) => {
+            r.join = Some(o.join);
+            r.memory = Some(o.memory);
+            match o.idle {
+                Ok(i) => r.idle_wire = Some(i),
+                Err(e) => {
+                    r.errors.insert("idle-wire".into(), e);
+                }
+            }
         }
         Err(e) => {
             r.errors.insert("join".into(), e);
+        }
+    }
+    say(&format!(
+        "join throughput (real processes, peer_timeout {} ms)",
+        join::LONG_PEER_TIMEOUT_MS
+    ));
+    let long = Some(join::LONG_PEER_TIMEOUT_MS);
+    match join::run(base.as_deref(), scale.keys, base_ms, long, &mut say) {
+        Ok(o) => r.join_long_timeout = Some(o.join),
+        Err(e) => {
+            r.errors.insert("join-long-timeout".into(), e);
         }
     }
     if let Some(b) = &base {

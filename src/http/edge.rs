@@ -3,6 +3,7 @@
 //! its limits. The gate (`server.rs`) and the routes (`routes/`) both use
 //! these, and this file uses neither.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,21 +15,24 @@ use tide::{Request, Response, StatusCode};
 use crate::auth::RefusalLog;
 use crate::service::NodeHandle;
 
-/// What every handler is given: the node, and the count of the requests
-/// this edge refused before they reached it.
+/// What every handler is given: the node, the count of the requests this
+/// edge refused before they reached it, and the bytes of peer traffic.
 pub struct Edge {
     /// The node served.
     pub node: Arc<NodeHandle>,
     /// Requests refused before they reached the node, by reason.
     pub refusals: RefusalLog,
+    /// Peer traffic as it crossed this node's listener.
+    pub peer_wire: PeerWire,
 }
 
 impl Edge {
-    /// The edge of `node`, with nothing refused yet.
+    /// The edge of `node`, with nothing refused or counted yet.
     pub fn new(node: Arc<NodeHandle>) -> Edge {
         Edge {
             node,
             refusals: RefusalLog::default(),
+            peer_wire: PeerWire::default(),
         }
     }
 }
@@ -38,6 +42,30 @@ impl Edge {
 /// `from` names anyone else.
 #[derive(Clone, Debug)]
 pub struct SignedBy(pub String);
+
+/// Bytes of the peer requests this node answered, as they crossed its
+/// listener's sockets: each request read (head and body) and each answer
+/// written (head and body), signature headers included. The core's own
+/// byte counts are of the protocol's payload only. Every peer request is
+/// answered by one node, so the sum over all nodes is the cluster's peer
+/// traffic, less TCP/IP framing.
+#[derive(Debug, Default)]
+pub struct PeerWire {
+    /// Bytes read: requests.
+    pub received: AtomicU64,
+    /// Bytes written: answers.
+    pub sent: AtomicU64,
+}
+
+impl PeerWire {
+    /// (received, sent) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.received.load(Ordering::Relaxed),
+            self.sent.load(Ordering::Relaxed),
+        )
+    }
+}
 
 /// A request as the handlers see it.
 pub type Req = Request<Arc<Edge>>;

@@ -19,13 +19,18 @@
 //!
 //! A request whose answer says `connection: close` (the gate's refusals of
 //! a body) ends the connection at once: the rest of its body is not read.
+//!
+//! The bytes of peer connections are counted as they cross the socket
+//! ([`super::edge::PeerWire`]). A connection is a peer's when its first
+//! request is to `/v1/peer/`: a node's peer client sends nothing else on
+//! its connections, and operators' tools nothing of the kind.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -33,7 +38,7 @@ use std::time::{Duration, Instant};
 use async_std::io::{ReadExt, WriteExt};
 use async_std::net::{TcpListener, TcpStream};
 
-use super::edge::Edge;
+use super::edge::{Edge, PeerWire};
 use crate::service::now_ms;
 
 /// Connections served at once. systemd gives a service 1024 descriptors
@@ -158,13 +163,22 @@ impl Drop for Slot {
     }
 }
 
+/// What a connection's bytes count as, known from its first request.
+const UNSEEN: u8 = 0;
+const PEER: u8 = 1;
+const OTHER: u8 = 2;
+
 /// Where a connection is: between requests (reading a head, or idle) with
-/// a deadline, or inside a request (the gate and handler time themselves).
+/// a deadline, or inside a request (the gate and handler time themselves);
+/// and whose it is, for the count of its bytes.
 struct State {
     in_request: AtomicBool,
     head_bytes: AtomicUsize,
     closing: AtomicBool,
     deadline: Mutex<Option<Instant>>,
+    class: AtomicU8,
+    /// Bytes read and written before the first request showed the class.
+    unseen: [AtomicU64; 2],
 }
 
 impl State {
@@ -174,6 +188,42 @@ impl State {
             head_bytes: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             deadline: Mutex::new(Some(Instant::now() + timeout)),
+            class: AtomicU8::new(UNSEEN),
+            unseen: [AtomicU64::new(0), AtomicU64::new(0)],
+        }
+    }
+
+    /// Counts `n` bytes read (`written` false) or written: to `wire` on a
+    /// peer connection, held while the class is not known yet. async-h1
+    /// reads, calls the handler and writes from one task per connection,
+    /// so no count runs while the class is being set.
+    fn count(&self, wire: &PeerWire, n: usize, written: bool) {
+        let n = n as u64;
+        match self.class.load(Ordering::SeqCst) {
+            PEER if written => wire.sent.fetch_add(n, Ordering::Relaxed),
+            PEER => wire.received.fetch_add(n, Ordering::Relaxed),
+            OTHER => 0,
+            _ => self.unseen[usize::from(written)].fetch_add(n, Ordering::Relaxed),
+        };
+    }
+
+    /// The first request's path decides the class; a peer connection's
+    /// bytes so far are counted then.
+    fn class_by(&self, wire: &PeerWire, path: &str) {
+        let class = if path.starts_with("/v1/peer/") {
+            PEER
+        } else {
+            OTHER
+        };
+        let first = self
+            .class
+            .compare_exchange(UNSEEN, class, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        if first && class == PEER {
+            let read = self.unseen[0].swap(0, Ordering::Relaxed);
+            let written = self.unseen[1].swap(0, Ordering::Relaxed);
+            wire.received.fetch_add(read, Ordering::Relaxed);
+            wire.sent.fetch_add(written, Ordering::Relaxed);
         }
     }
 
@@ -206,11 +256,13 @@ impl State {
 }
 
 /// The socket as async-h1 sees it: counts head bytes, refuses to read an
-/// endless head, and reads nothing more once the answer says close.
+/// endless head, reads nothing more once the answer says close, and counts
+/// a peer connection's bytes.
 #[derive(Clone)]
 struct Conn {
     stream: TcpStream,
     state: Arc<State>,
+    edge: Arc<Edge>,
 }
 
 impl async_std::io::Read for Conn {
@@ -235,6 +287,7 @@ impl async_std::io::Read for Conn {
             if head {
                 this.state.head_bytes.fetch_add(*n, Ordering::SeqCst);
             }
+            this.state.count(&this.edge.peer_wire, *n, false);
         }
         r
     }
@@ -246,7 +299,12 @@ impl async_std::io::Write for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            this.state.count(&this.edge.peer_wire, *n, true);
+        }
+        r
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -303,12 +361,15 @@ async fn connection(
     let conn = Conn {
         stream: stream.clone(),
         state: Arc::clone(&state),
+        edge: Arc::clone(&edge),
     };
     let local = stream.local_addr().ok();
     let st = Arc::clone(&state);
+    let counted = Arc::clone(&edge);
     let serve = async_h1::accept(conn, move |mut req| {
         let app = app.clone();
         let st = Arc::clone(&st);
+        st.class_by(&counted.peer_wire, req.url().path());
         async move {
             st.begin_request();
             req.set_peer_addr(Some(peer));

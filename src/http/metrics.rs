@@ -41,17 +41,19 @@ const REFUSALS: [Refusal; 8] = [
 /// Renders a node's metrics. `ids[i]` is the id of the node at ring
 /// position `i`; `now_ms` is the time the per-peer ages are measured at.
 pub fn render<S: Store>(node: &Node<S>, ids: &[String], now_ms: u64) -> String {
-    render_snapshot(&Snapshot::of(node), ids, now_ms, &BTreeMap::new())
+    render_snapshot(&Snapshot::of(node), ids, now_ms, &BTreeMap::new(), (0, 0))
 }
 
 /// As [`render`], from a snapshot of the node, with the requests the HTTP
 /// layer refused (before the core saw them) counted in
-/// `ringsync_refused_requests_total` too.
+/// `ringsync_refused_requests_total` too, and the (received, sent) bytes of
+/// peer traffic through the listener (see `edge::PeerWire`).
 pub fn render_snapshot(
     node: &Snapshot,
     ids: &[String],
     now_ms: u64,
     http_refused: &BTreeMap<&'static str, u64>,
+    peer_wire: (u64, u64),
 ) -> String {
     let st = &node.stats;
     let interval_ms = node.interval_ms.max(1);
@@ -85,6 +87,15 @@ pub fn render_snapshot(
         st.messages_sent,
     );
     m.family(
+        "ringsync_peer_wire_bytes_total",
+        "counter",
+        "Bytes of the peer requests this node answered, as they crossed its listener's sockets: requests received and answers sent, HTTP heads (signature headers included) and bodies. Each peer request is counted by the node that answered it.",
+        [
+            (vec![("direction", "received")], peer_wire.0),
+            (vec![("direction", "sent")], peer_wire.1),
+        ],
+    );
+    m.family(
         "ringsync_pushes_total",
         "counter",
         "Requests of this node to its peers, by outcome: ok (answered) or failed (failed, timed out or refused). Counted for all peers together.",
@@ -95,7 +106,7 @@ pub fn render_snapshot(
     );
     m.counter(
         "ringsync_bytes_sent_total",
-        "Bytes of requests sent and of replies to requests this node answered.",
+        "Bytes of the protocol's messages this node sent (its payload, without HTTP heads; see ringsync_peer_wire_bytes_total for those): its requests, and its replies to requests it answered.",
         st.bytes_sent,
     );
     m.counter(

@@ -15,6 +15,7 @@
 //! cargo built for it, the benchmark itself.
 
 pub mod api;
+pub mod spread;
 
 use std::fs::OpenOptions;
 use std::net::TcpListener;
@@ -207,6 +208,7 @@ pub struct ProcCluster {
     call_timeout: Duration,
     exe: PathBuf,
     log_filter: Option<String>,
+    interval_ms: u64,
 }
 
 impl ProcCluster {
@@ -228,6 +230,9 @@ impl ProcCluster {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let interval_ms = humantime::parse_duration(spec.interval.trim())
+            .map_err(|e| format!("interval {:?}: {e}", spec.interval))?
+            .as_millis() as u64;
         let ports = free_ports(spec.nodes)?;
         let nodes: Vec<NodeProc> = ports
             .iter()
@@ -248,6 +253,7 @@ impl ProcCluster {
             call_timeout: spec.call_timeout,
             exe: spec.exe.clone(),
             log_filter: spec.log_filter.clone(),
+            interval_ms,
         };
         let toml = c.write_files(spec)?;
         std::fs::write(&c.topology, toml)
@@ -342,6 +348,11 @@ impl ProcCluster {
     /// The cluster's name in its topology file, unique to this cluster.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The cycle interval, ms.
+    pub fn interval_ms(&self) -> u64 {
+        self.interval_ms
     }
 
     /// Nodes in the ring.

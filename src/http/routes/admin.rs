@@ -94,7 +94,8 @@ pub struct Status {
     pub peers: Vec<PeerStatus>,
     /// Entries this node has sent since it started.
     pub entries_sent: u64,
-    /// Bytes it has sent.
+    /// Bytes of the protocol's messages it has sent: payload, without
+    /// HTTP heads (`/metrics` has those as `ringsync_peer_wire_bytes_total`).
     pub bytes_sent: u64,
 }
 
@@ -150,7 +151,13 @@ async fn metrics_text(req: Req) -> tide::Result {
         .map(|n| n.id.clone())
         .collect();
     let http = edge.refusals.counts();
-    let body = metrics::render_snapshot(&edge.node.snapshot(), &ids, now_ms(), &http);
+    let body = metrics::render_snapshot(
+        &edge.node.snapshot(),
+        &ids,
+        now_ms(),
+        &http,
+        edge.peer_wire.counts(),
+    );
     let mut res = Response::new(StatusCode::Ok);
     res.set_body(body);
     res.insert_header("content-type", metrics::CONTENT_TYPE);
