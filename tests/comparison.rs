@@ -64,8 +64,10 @@ fn random_band(n: u32) -> (f64, f64) {
 fn runs(n: u32, schedule: Schedule, seeds: std::ops::RangeInclusive<u64>) -> Vec<Outcome> {
     // The default scenario: one write at each of 8 writers spread over the
     // ring, lossless, latency 1-5 ms against a 1 s cycle; given up after
-    // twice the schedule's bound, as `ringsync sim` does.
+    // twice the schedule's bound, as `ringsync sim` does. Eager relay off:
+    // this compares the cycle schedules' bounds, which relay would hide.
     let mut sc = Scenario::new(n, schedule);
+    sc.relay = false;
     sc.max_cycles = cycle_limit(schedule, n, 0.0);
     seeds.map(|seed| run(&sc, seed)).collect()
 }
