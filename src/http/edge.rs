@@ -80,7 +80,7 @@ pub const HEADER_REASON: &str = "x-ringsync-reason";
 /// Every reason the HTTP layer may refuse a request with, so that each has
 /// a metric series from the start (the gate's, the handlers' and the
 /// listener's; the protocol's own are in `core::message::Refusal`).
-pub const HTTP_REFUSALS: [&str; 17] = [
+pub const HTTP_REFUSALS: [&str; 18] = [
     "bad_body",
     "bad_hop",
     "bad_json",
@@ -97,6 +97,7 @@ pub const HTTP_REFUSALS: [&str; 17] = [
     "shutting_down",
     "too_many_connections",
     "truncated_body",
+    "unsupported_transfer_encoding",
     "error",
 ];
 

@@ -350,6 +350,20 @@ async fn first<T>(a: impl Future<Output = T>, b: impl Future<Output = ()>) -> Op
     .await
 }
 
+/// The request's Transfer-Encoding when it is anything but `chunked` alone:
+/// the one coding HTTP/1.1 requires and this server reads. async-h1 would
+/// take another (`gzip, chunked`, `identity`) for no body at all, and then
+/// read the body's bytes as the next request.
+fn unsupported_coding(req: &tide::http::Request) -> Option<String> {
+    let te = req.header("transfer-encoding")?;
+    let all = te.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ");
+    if all.trim().eq_ignore_ascii_case("chunked") {
+        None
+    } else {
+        Some(all)
+    }
+}
+
 async fn connection(
     app: tide::Server<Arc<Edge>>,
     edge: Arc<Edge>,
@@ -370,11 +384,34 @@ async fn connection(
         let app = app.clone();
         let st = Arc::clone(&st);
         st.class_by(&counted.peer_wire, req.url().path());
+        let counted = Arc::clone(&counted);
         async move {
             st.begin_request();
             req.set_peer_addr(Some(peer));
             req.set_local_addr(local);
-            let res: tide::http::Result<tide::http::Response> = app.respond(req).await;
+            let res: tide::http::Result<tide::http::Response> = match unsupported_coding(&req) {
+                // Answered before any body byte is read, and the connection
+                // closed: what follows the head cannot be framed, so it must
+                // never be parsed as the next request.
+                Some(coding) => {
+                    let message = format!(
+                        "Transfer-Encoding {coding:?} is not supported: send the body with Content-Length, or chunked alone"
+                    );
+                    counted.refusals.note(
+                        "unsupported_transfer_encoding",
+                        &format!("{peer}: {message}"),
+                        now_ms(),
+                    );
+                    let mut res: tide::Response = super::edge::error(
+                        tide::StatusCode::NotImplemented,
+                        "unsupported_transfer_encoding",
+                        message,
+                    );
+                    res.insert_header("connection", "close");
+                    Ok(res.into())
+                }
+                None => app.respond(req).await,
+            };
             let close = res.as_ref().map_or(true, |r| {
                 r.header("connection")
                     .is_some_and(|c| c.as_str().eq_ignore_ascii_case("close"))

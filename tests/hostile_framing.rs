@@ -1,0 +1,84 @@
+//! Request framing an attacker controls: a body in a transfer coding the
+//! server does not read is refused with 501 before any of it is read, and
+//! the connection is closed, so the body's bytes are never taken for the
+//! next request (a request desync).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::raw::{connect, read_answer, ANSWER_DEADLINE};
+use common::{quiet_interval, Cluster, WRITE_TOKEN};
+use ringsync::core::Schedule;
+
+#[test]
+fn an_unknown_transfer_coding_gets_501_and_the_connection_closes() {
+    let c = Cluster::start(2, Schedule::Successor, &quiet_interval(), "");
+    let addr = c.url(0).trim_start_matches("http://").to_string();
+    for coding in ["gzip, chunked", "identity", "x", "chunked, gzip"] {
+        let key = format!("te-{}", coding.replace([',', ' '], "_"));
+        // The "body" is itself a whole request: if the server read the
+        // body's bytes as the next request, it would store `smuggled`.
+        let smuggled = format!(
+            "PUT /v1/kv/{key}-smuggled HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {WRITE_TOKEN}\r\ncontent-length: 1\r\n\r\nS"
+        );
+        let head = format!(
+            "PUT /v1/kv/{key} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {WRITE_TOKEN}\r\ntransfer-encoding: {coding}\r\n\r\n"
+        );
+        let mut s = connect(&addr);
+        s.write_all(head.as_bytes()).expect("write the head");
+        s.write_all(smuggled.as_bytes()).expect("write the body");
+        let a = read_answer(&mut s, ANSWER_DEADLINE).unwrap_or_else(|e| panic!("{coding}: {e}"));
+        assert_eq!(
+            (a.status, a.reason()),
+            (501, "unsupported_transfer_encoding".to_string()),
+            "Transfer-Encoding {coding:?}: {a:?}"
+        );
+        // Nothing more is answered, and the server closes the connection.
+        let mut rest = Vec::new();
+        let mut chunk = [0u8; 1024];
+        let until = Instant::now() + Duration::from_secs(5);
+        let closed = loop {
+            match s.read(&mut chunk) {
+                Ok(0) => break true,
+                Ok(n) => rest.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if Instant::now() > until {
+                        break false;
+                    }
+                }
+                Err(_) => break true,
+            }
+        };
+        assert!(closed, "{coding}: the connection stayed open");
+        assert!(
+            rest.is_empty(),
+            "{coding}: a second answer came: {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+        assert_eq!(c.get(0, &key), None, "{coding}: the value was stored");
+        assert_eq!(
+            c.get(0, &format!("{key}-smuggled")),
+            None,
+            "{coding}: smuggled"
+        );
+    }
+    // Chunked alone is still read as it should be.
+    let mut s = connect(&addr);
+    s.write_all(
+        format!(
+            "PUT /v1/kv/chunked HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {WRITE_TOKEN}\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .expect("write");
+    let a = read_answer(&mut s, ANSWER_DEADLINE).expect("an answer");
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(c.get(0, "chunked").as_deref(), Some("ok"));
+}
