@@ -70,7 +70,7 @@ impl<S: Store> Node<S> {
             .iter()
             .cloned()
             .partition(|e| e.version.ms <= horizon);
-        self.note_skew(now_ms, from, entries, now_ok.is_empty());
+        self.note_skew(now_ms, from, entries, future.len(), now_ok.is_empty());
         let mut meta = Vec::new();
         let floors = (complete && future.is_empty() && self.resyncing).then(|| {
             let mut floors = self.gc_floors.clone();
@@ -103,13 +103,18 @@ impl<S: Store> Node<S> {
     /// hold nothing but entries from the future as missed: its clock is
     /// wrong, and nothing it sends can be taken, so the ring must not wait
     /// on it.
-    fn note_skew(&mut self, now_ms: u64, from: u32, entries: &[Entry], only_future: bool) {
+    fn note_skew(
+        &mut self,
+        now_ms: u64,
+        from: u32,
+        entries: &[Entry],
+        held: usize,
+        only_future: bool,
+    ) {
         let Some(newest) = entries.iter().map(|e| e.version.ms).max() else {
             return;
         };
-        let horizon = now_ms.saturating_add(self.cfg.max_drift_ms);
-        let held = entries.iter().filter(|e| e.version.ms > horizon).count() as u64;
-        self.stats.entries_held_back += held;
+        self.stats.entries_held_back += held as u64;
         let p = self.peers.entry(from).or_default();
         p.ahead_ms = newest.saturating_sub(now_ms);
         if !only_future {
