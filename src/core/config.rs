@@ -55,7 +55,7 @@ impl Config {
             schedule,
             interval_ms: interval_ms.max(1),
             max_value: 1 << 20,
-            max_drift_ms: 5_000,
+            max_drift_ms: 30_000,
             tombstone_lifetime_ms: 7 * 24 * 3600 * 1000,
             batch_entries: 4096,
             batch_bytes: 1 << 20,

@@ -21,8 +21,12 @@ const MIN_INTERVAL: Duration = Duration::from_millis(10);
 const DEFAULT_TOMBSTONE_LIFETIME: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// Default largest value: 1 MiB, so one value always fits a delta budget.
 const DEFAULT_MAX_VALUE_SIZE: usize = 1 << 20;
-/// Default tolerated clock skew between nodes, generous for NTP-synced hosts.
-const DEFAULT_MAX_CLOCK_DRIFT: Duration = Duration::from_secs(5);
+/// The clock skew tolerated between nodes: the same 30 s a signed request's
+/// time may be off by (`auth::MAX_SKEW_S`), so a node whose requests are
+/// accepted has its entries accepted too. Tighter would hold back the
+/// writes of a node whose NTP is off by seconds, and (after
+/// `failure_threshold` such batches) fail it over.
+const DEFAULT_MAX_CLOCK_DRIFT: Duration = Duration::from_secs(30);
 /// Default consecutive failed pushes before a peer counts as failed: one lost
 /// packet or a slow GC pause should not divert the ring into gossip.
 const DEFAULT_FAILURE_THRESHOLD: u32 = 3;

@@ -60,7 +60,7 @@ fn valid_file_gets_defaults() {
     assert_eq!(t.cluster.peer_timeout, Duration::from_millis(500));
     assert_eq!(t.cluster.tombstone_lifetime, Duration::from_secs(7 * 86400));
     assert_eq!(t.cluster.max_value_size, 1 << 20);
-    assert_eq!(t.cluster.max_clock_drift, Duration::from_secs(5));
+    assert_eq!(t.cluster.max_clock_drift, Duration::from_secs(30));
     assert_eq!(t.cluster.secret_file, None);
     assert_eq!(t.cluster.tokens_file, None);
     assert_eq!(t.cluster.request_timeout, Duration::from_secs(10));

@@ -288,11 +288,12 @@ mod tests {
     fn a_peer_sending_only_future_entries_is_judged_missed_until_failed() {
         let mut n0 = node(config(4, 0, Schedule::Successor));
         let threshold = n0.config().failure_threshold;
+        let beyond = n0.config().max_drift_ms + 10_000;
         let now = 100_000;
         let mut sent = 0;
         for i in 0..threshold {
             assert!(!n0.view().is_failed(3), "after {i} batches");
-            let ahead = entry(&format!("f{i}"), Some("v"), now + 10_000, 3);
+            let ahead = entry(&format!("f{i}"), Some("v"), now + beyond, 3);
             let got = n0.accept(now, 3, &[ahead], false, &Digest::default(), false);
             assert_eq!(got, Ok(1));
             sent += 1;
