@@ -2,9 +2,10 @@
 //! follows a peer's digest (a delta push, or a tree comparison when the
 //! hints agree and the data still differs).
 
-use super::{Mode, Node};
+use super::{Apart, Mode, Node};
 use crate::core::entry::{Entry, Version};
 use crate::core::message::{Digest, PushKind};
+use crate::core::schedule::{log2_ceil, Schedule};
 use crate::core::store::{Store, StoreError};
 
 impl<S: Store> Node<S> {
@@ -62,7 +63,7 @@ impl<S: Store> Node<S> {
     }
 
     /// After a peer's reply with its digest: send what it still lacks, or,
-    /// when hints agree and both are quiet, compare trees.
+    /// when both are quiet and the roots stay apart, compare trees.
     pub(super) fn follow_up(&mut self, ex: u64, peer: u32, kind: PushKind, theirs: &Digest) {
         let ring = self.cfg.schedule.is_ring() && self.mode == Mode::Ring;
         let window_at = match kind {
@@ -93,9 +94,55 @@ impl<S: Store> Node<S> {
             self.send_push(ex, peer, next, entries, complete);
             return;
         }
-        let hints_agree = self.hints == theirs.hints;
         let quiet = (self.relay.is_empty() && theirs.quiet) || !ring || kind == PushKind::Sync;
-        if hints_agree && quiet && theirs.root != self.tree.root() {
+        let roots = (self.tree.root(), theirs.root);
+        let held_back = self.exchanges.get(&ex).is_some_and(|x| x.held_back);
+        if !quiet || roots.0 == roots.1 || held_back {
+            return;
+        }
+        // The roots differ and we have nothing for them above their hints.
+        // Hints also count entries seen and ignored as superseded, which no
+        // node stores and so no delta ever brings: two nodes that each saw
+        // one the other did not keep hint maps that never agree. So equal
+        // hints cannot be the only sign that the difference is one the
+        // hints cannot show (a hole, below a hint) and only the trees find.
+        // A peer that knows of nothing we do not is one sign; the same two
+        // roots, apart, for long enough that the schedule would have moved
+        // something between us, are another. A push-pull moves
+        // everything both ways at once, so one exchange is long enough; on
+        // the ring, data reaches everyone within the schedule's bound, and
+        // before that a root apart is most often data on its way.
+        let cycle = self.cycle.unwrap_or(0);
+        let seen = self.peers.entry(peer).or_default();
+        let apart = match seen.apart {
+            Some(a) if a.roots == roots => Apart {
+                exchanges: a.exchanges.saturating_add(1),
+                ..a
+            },
+            _ => Apart {
+                roots,
+                since_cycle: cycle,
+                exchanges: 1,
+            },
+        };
+        seen.apart = Some(apart);
+        let settled = if ring {
+            let bound = match self.cfg.schedule {
+                Schedule::Doubling => u64::from(log2_ceil(self.cfg.n)),
+                _ => u64::from(self.cfg.n.saturating_sub(1)),
+            };
+            cycle.saturating_sub(apart.since_cycle) > bound
+        } else {
+            apart.exchanges >= 2
+        };
+        // Knowing of nothing we do not, the peer has no data on its way to
+        // us that could close the gap: it lacks something of ours below a
+        // hint.
+        let they_know_no_more = theirs
+            .hints
+            .iter()
+            .all(|(o, v)| self.hints.get(o).is_some_and(|mine| mine >= v));
+        if they_know_no_more || settled {
             self.start_repair(ex, peer);
         }
     }
@@ -214,6 +261,66 @@ mod tests {
         theirs.quiet = true;
         n0.follow_up(ex, 1, PushKind::Cycle, &theirs);
         assert_eq!(transmits(&mut n0).len(), 1);
+    }
+
+    /// Two nodes whose hints never agree, each having seen a superseded
+    /// entry the other never will (no node stores it, so no delta brings
+    /// it), and a hole below node 0's hint of origin 1: the trees must be
+    /// compared anyway. Hints had to be equal before, and this never
+    /// converged (the simulator's relay runs under loss stalled so).
+    #[test]
+    fn a_hole_under_hints_that_never_agree_is_repaired() {
+        let mut nodes = ring(4, Schedule::Random, |_| {});
+        let now = 1_000;
+        let take = |n: &mut Node<super::super::fixture::TestStore>, from: u32, e: &Entry| {
+            n.accept(
+                now,
+                from,
+                std::slice::from_ref(e),
+                false,
+                &Digest::default(),
+                false,
+            )
+            .expect("accept");
+        };
+        // Node 0 sees origin 2's "p" after its own newer one, node 1 sees
+        // origin 3's "q" after its own: each hint has an origin the
+        // other's lacks.
+        let p_old = nodes[2]
+            .write(150, "p", Some(b"2".to_vec()))
+            .expect("write");
+        let q_old = nodes[3]
+            .write(160, "q", Some(b"3".to_vec()))
+            .expect("write");
+        let p = nodes[0]
+            .write(300, "p", Some(b"0".to_vec()))
+            .expect("write");
+        let hole = nodes[1]
+            .write(305, "h", Some(b"1".to_vec()))
+            .expect("write");
+        let q = nodes[1]
+            .write(310, "q", Some(b"1".to_vec()))
+            .expect("write");
+        take(&mut nodes[0], 2, &p_old);
+        take(&mut nodes[1], 3, &q_old);
+        take(&mut nodes[1], 0, &p);
+        take(&mut nodes[0], 1, &q);
+        assert!(nodes[0].digest().hints.contains_key(&2));
+        assert!(!nodes[0].digest().hints.contains_key(&3));
+        assert!(nodes[1].digest().hints.contains_key(&3));
+        assert!(!nodes[1].digest().hints.contains_key(&2));
+        assert!(matches!(nodes[0].get("h"), Ok(None)));
+        // Node 1 knows of nothing node 0 lacks but origin 3's superseded
+        // entry; node 0 asks twice, finds the same roots apart, compares.
+        for _ in 0..2 {
+            nodes[0].push_pull_with(1);
+            deliver_all(&mut nodes, now);
+        }
+        assert_eq!(
+            nodes[0].get("h").expect("get").map(|e| e.version),
+            Some(hole.version)
+        );
+        assert_eq!(nodes[0].root(), nodes[1].root());
     }
 
     #[test]

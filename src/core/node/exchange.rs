@@ -25,6 +25,10 @@ pub(super) struct Exchange {
     /// its next digest shows the same, it took nothing of that delta (it
     /// held it back as from the future), and sending it again would loop.
     pub(super) offered: Option<BTreeMap<Origin, Version>>,
+    /// We held back entries of the peer's as from the future in this
+    /// exchange: its root is apart from ours by them until our clock
+    /// catches up, and no tree repair can close that gap sooner.
+    pub(super) held_back: bool,
 }
 
 /// What a request of ours asked, so that its reply can be checked against it.
@@ -128,6 +132,7 @@ impl<S: Store> Node<S> {
                 entries: 0,
                 bytes: 0,
                 offered: None,
+                held_back: false,
             },
         );
         id
@@ -310,6 +315,9 @@ impl<S: Store> Node<S> {
                     // Wiped: the next exchange pulls everything.
                 } else if let Some(held) = self.take(now_ms, ex, peer, &entries, complete, &digest)
                 {
+                    if let Some(x) = self.exchanges.get_mut(&ex) {
+                        x.held_back |= held > 0;
+                    }
                     self.follow_up(ex, peer, PushKind::PushPull, &digest);
                     // The responder cut its batch: pull the rest, unless we
                     // held some back, which it would only send again.

@@ -148,6 +148,19 @@ pub struct PeerSeen {
     /// Batches in a row from it that held nothing but entries from the
     /// future.
     pub future_only: u32,
+    /// The two roots (ours, theirs) when a quiet exchange with it ended
+    /// with nothing for us to send and the roots apart, the cycle they were
+    /// first seen so, and at how many such exchanges: the same pair long
+    /// enough means nothing moved between us (see `Node::follow_up`).
+    pub(super) apart: Option<Apart>,
+}
+
+/// Two roots found apart, unchanged, at quiet exchanges with one peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Apart {
+    pub(super) roots: (u64, u64),
+    pub(super) since_cycle: u64,
+    pub(super) exchanges: u32,
 }
 
 /// One node of the cluster.
