@@ -1,6 +1,6 @@
 //! The tide application over a node: one gate that reads every body within
 //! its limits and checks who is calling before any route (in `routes/`)
-//! runs.
+//! runs, and signs the answers to signed peer requests.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,6 +10,7 @@ use tide::{Response, StatusCode};
 
 use super::edge::{api_error, read_body_within, Edge, Noted, Req, SignedBy};
 use super::routes;
+use super::sealed::{seal, seal_of};
 use crate::auth::{
     SignedParts, Signers, HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIME, HEADER_TO,
 };
@@ -152,6 +153,7 @@ async fn admit(mut req: Req, next: tide::Next<'_, Arc<Edge>>) -> Response {
         Err(e) => return e.closing(),
     };
     let mut signed_by: Option<String> = None;
+    let mut reply_seal = None;
     let checked = {
         let h = |name: &str| req.header(name).map(|v| v.as_str());
         let parts = SignedParts {
@@ -171,7 +173,10 @@ async fn admit(mut req: Req, next: tide::Next<'_, Arc<Edge>>) -> Response {
             Route::Open => Ok(()),
             Route::Peer => guard
                 .check_signed(&parts, Signers::Members, now)
-                .map(|who| signed_by = Some(who).filter(|w| !w.is_empty())),
+                .map(|who| {
+                    reply_seal = seal_of(&parts, &who).filter(|_| !who.is_empty());
+                    signed_by = Some(who).filter(|w| !w.is_empty());
+                }),
             Route::Sync => guard
                 .check_signed(&parts, Signers::MembersAndOperator, now)
                 .map(drop),
@@ -198,5 +203,9 @@ async fn admit(mut req: Req, next: tide::Next<'_, Arc<Edge>>) -> Response {
         req.set_ext(SignedBy(who));
     }
     req.set_body(tide::Body::from_bytes(body));
-    next.run(req).await
+    let res = next.run(req).await;
+    match reply_seal {
+        Some(s) => seal(&node.guard, &s, res).await,
+        None => res,
+    }
 }

@@ -53,7 +53,19 @@ pub struct PeerError {
     /// The peer refused our credentials (401 or 403 before its core saw
     /// the request): most likely the nodes' secrets differ.
     pub refused_credentials: bool,
+    /// We refused the peer's reply before using it, and why (one of
+    /// [`REPLY_REFUSALS`]): it failed its signature check or broke a limit.
+    pub refused_reply: Option<&'static str>,
 }
+
+/// A reply to a signed request came without the peer's reply signature.
+pub const REPLY_UNSIGNED: &str = "missing_signature";
+/// A reply's signature is not the peer's MAC of that reply to our request:
+/// forged, or changed on the way.
+pub const REPLY_BAD_SIGNATURE: &str = "bad_signature";
+/// Every reason a reply is refused, so each metric series exists from the
+/// start.
+pub const REPLY_REFUSALS: [&str; 2] = [REPLY_UNSIGNED, REPLY_BAD_SIGNATURE];
 
 impl PeerError {
     /// A failure that says nothing of our credentials.
@@ -61,6 +73,15 @@ impl PeerError {
         PeerError {
             message,
             refused_credentials: false,
+            refused_reply: None,
+        }
+    }
+
+    /// A reply we refused, for `reason` (one of [`REPLY_REFUSALS`]).
+    pub fn reply_refused(reason: &'static str, message: String) -> PeerError {
+        PeerError {
+            refused_reply: Some(reason),
+            ..PeerError::plain(message)
         }
     }
 }
