@@ -21,6 +21,11 @@
 //! Naming the receiver keeps a request captured on its way to one node from
 //! being replayed to another, whose nonce book has not seen it.
 //!
+//! **Across a restart.** A clean stop saves the nonce book and the next
+//! start reads it back ([`Guard::saved_nonces`], [`Guard::restore_nonces`]).
+//! A start that finds none (after a crash) refuses every request signed at
+//! or before it started ([`Guard::refuse_signed_before`]).
+//!
 //! **Signed replies.** A node answers every signed peer request with
 //! [`HEADER_REPLY_SIGNATURE`], its MAC under the first key of its keyring
 //! of [`canonical_reply`]: the request's route, signer, nonce and MAC, the
@@ -29,6 +34,7 @@
 //! body goes further, so that no one on the path can answer for a peer.
 
 mod crypto;
+mod nonces;
 mod refusal;
 mod secrets;
 mod sign;
