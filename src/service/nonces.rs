@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::handle::NodeHandle;
 use super::now_ms;
@@ -52,6 +53,14 @@ pub(super) fn restore(node: &NodeHandle, data_dir: &Path, had_store: bool, start
         "{why}: refusing every request signed at or before this start ({} s), which the previous process may have accepted",
         started_ms / 1000
     );
+    // Requests are stamped in whole seconds, so the rest of the start's
+    // second would be refused too: serve only once it is over, and a peer
+    // whose clock agrees with ours is never refused.
+    if node.guard.signed() {
+        let next_second = (started_ms / 1000 + 1) * 1000;
+        let left = next_second.saturating_sub(now_ms());
+        std::thread::sleep(Duration::from_millis(left.min(1000)));
+    }
 }
 
 /// At a clean stop, once nothing more is applied: saves the nonce book in
