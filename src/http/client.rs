@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use async_std::io::ReadExt;
 use serde::de::DeserializeOwned;
 
 use super::edge::HEADER_REFUSED;
@@ -11,7 +12,7 @@ use crate::auth::{RequestSeal, Signer, HEADER_NONCE, HEADER_REPLY_SIGNATURE, HEA
 use crate::service::now_ms;
 use crate::service::transport::{
     Call, Hop, HopResult, NodeDigest, PeerError, Reply, Transport, REPLY_BAD_SIGNATURE,
-    REPLY_UNSIGNED,
+    REPLY_TOO_LARGE, REPLY_UNSIGNED,
 };
 
 fn url(addr: &str, path: &str) -> String {
@@ -157,10 +158,7 @@ async fn peer_exchange(
     let mac = res
         .header(HEADER_REPLY_SIGNATURE)
         .map(|v| v.as_str().to_string());
-    let body = res
-        .body_bytes()
-        .await
-        .map_err(|e| PeerError::plain(format!("{u}: {e}")))?;
+    let body = read_capped(&mut res, u, call.max_reply).await?;
     let usable = status.is_success() || refused.is_some();
     if !usable {
         return Err(failed(u, status, &body));
@@ -198,6 +196,31 @@ async fn peer_exchange(
         }
     }
     Ok(Answer { status, body })
+}
+
+/// A reply's body, refused (unread, as far as it can tell) past `cap`
+/// bytes: a peer, or someone on the path, must not make us allocate
+/// without bound.
+async fn read_capped(res: &mut surf::Response, u: &str, cap: u64) -> Result<Vec<u8>, PeerError> {
+    let too_large = |n: String| {
+        PeerError::reply_refused(
+            REPLY_TOO_LARGE,
+            format!("{u}: the reply is {n} bytes, over the {cap} a peer message may be; it was not read"),
+        )
+    };
+    if let Some(n) = res.len().filter(|&n| n as u64 > cap) {
+        return Err(too_large(n.to_string()));
+    }
+    let mut body = Vec::new();
+    res.take_body()
+        .take(cap + 1)
+        .read_to_end(&mut body)
+        .await
+        .map_err(|e| PeerError::plain(format!("{u}: {e}")))?;
+    if body.len() as u64 > cap {
+        return Err(too_large(format!("over {cap}")));
+    }
+    Ok(body)
 }
 
 /// Sends an encoded peer request, returns the encoded reply: on success,

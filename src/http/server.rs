@@ -15,12 +15,8 @@ use crate::auth::{
     SignedParts, Signers, HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIME, HEADER_TO,
 };
 use crate::service::runtime::OnBound;
+use crate::service::transport::max_peer_body;
 use crate::service::{now_ms, NodeHandle};
-
-/// Largest peer message accepted, at the least: a batch is about 1 MiB of
-/// entries plus a digest; 64 MiB leaves room for a maximal batch of large
-/// values. With a larger `max_value_size`, two values and 8 MiB more.
-const MAX_PEER_BODY: u64 = 64 << 20;
 
 /// Largest body of any other request but a PUT of a value: a sync hop is
 /// a few dozen bytes of JSON, and nothing else takes a body.
@@ -143,7 +139,7 @@ async fn admit(mut req: Req, next: tide::Next<'_, Arc<Edge>>) -> Response {
     }
     let max_value = node.topology.cluster.max_value_size as u64;
     let limit = match route {
-        Route::Peer => MAX_PEER_BODY.max(max_value.saturating_mul(2).saturating_add(8 << 20)),
+        Route::Peer => max_peer_body(node.topology.cluster.max_value_size),
         Route::Client if method == tide::http::Method::Put => max_value,
         _ => SMALL_BODY,
     };

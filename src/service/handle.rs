@@ -13,7 +13,7 @@ use super::now_ms;
 use super::reload::Settings;
 use super::report::SyncReports;
 use super::snapshot::Snapshot;
-use super::transport::{Call, NodeDigest, PeerError, Reply, Transport};
+use super::transport::{max_peer_body, Call, NodeDigest, PeerError, Reply, Transport};
 use crate::auth::{Guard, RefusalLog, Secrets};
 use crate::core::entry::Entry;
 use crate::core::node::Mode;
@@ -320,6 +320,7 @@ impl NodeHandle {
             to: self.id_of(pos),
             timeout,
             signer: signer.as_ref(),
+            max_reply: max_peer_body(self.topology.cluster.max_value_size),
         };
         let result = send(self.transport.as_ref(), call).await;
         if let Err(e) = &result {
