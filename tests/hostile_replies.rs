@@ -1,7 +1,8 @@
 //! A man in the middle between two nodes cannot answer for one of them:
 //! a reply altered on the way, stripped of its signature, or replaced by a
 //! forged one (entries to inject, a GC floor that would make the node wipe
-//! itself) is refused and counted, and no node's data moves.
+//! itself) is refused and counted, and no node's data moves. Nor can it
+//! make a node read a reply of any length.
 //!
 //! Node n0 is a real process. The topology puts n1 at an address where
 //! this test's proxy listens; n1 itself runs in this process (the same
@@ -56,7 +57,12 @@ enum Mode {
     /// Replaces the body with a forged message, keeping n1's genuine
     /// reply signature (of the genuine body).
     Forge = 3,
+    /// Announces a body of 1 GiB.
+    Bloat = 4,
 }
+
+/// The body length [`Mode::Bloat`] announces.
+const BLOAT: u64 = 1 << 30;
 
 struct Proxy {
     mode: AtomicU8,
@@ -176,13 +182,18 @@ fn rewrite(p: &Proxy, request: &[u8], mut a: Answer) -> Vec<u8> {
     if changed {
         p.tampered.fetch_add(1, Ordering::SeqCst);
     }
+    let bloat = mode == Mode::Bloat as u8;
+    if bloat {
+        p.tampered.fetch_add(1, Ordering::SeqCst);
+    }
+    let length = if bloat { BLOAT } else { a.body.len() as u64 };
     let mut out = format!("HTTP/1.1 {} X\r\n", a.status).into_bytes();
     for (k, v) in &a.headers {
         if k != "content-length" && k != "transfer-encoding" {
             out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
         }
     }
-    out.extend_from_slice(format!("content-length: {}\r\n\r\n", a.body.len()).as_bytes());
+    out.extend_from_slice(format!("content-length: {length}\r\n\r\n").as_bytes());
     out.extend_from_slice(&a.body);
     out
 }
@@ -344,6 +355,7 @@ fn forged_and_altered_replies_are_refused_and_change_nothing() {
         (Mode::Alter, "bad_signature"),
         (Mode::Strip, "missing_signature"),
         (Mode::Forge, "bad_signature"),
+        (Mode::Bloat, "too_large"),
     ] {
         let start = refused(&c, reason);
         let tampered = proxy.tampered.load(Ordering::SeqCst);
