@@ -20,8 +20,21 @@
 //! [`NONCE_TTL_MS`], which is as long as the request could be replayed.
 //! Naming the receiver keeps a request captured on its way to one node from
 //! being replayed to another, whose nonce book has not seen it.
+//!
+//! **Across a restart.** A clean stop saves the nonce book and the next
+//! start reads it back ([`Guard::saved_nonces`], [`Guard::restore_nonces`]).
+//! A start that finds none (after a crash) refuses every request signed at
+//! or before it started ([`Guard::refuse_signed_before`]).
+//!
+//! **Signed replies.** A node answers every signed peer request with
+//! [`HEADER_REPLY_SIGNATURE`], its MAC under the first key of its keyring
+//! of [`canonical_reply`]: the request's route, signer, nonce and MAC, the
+//! responder's id, the status, the protocol refusal and the SHA-256 of the
+//! body. The caller checks it under any key of its keyring before the
+//! body goes further, so that no one on the path can answer for a peer.
 
 mod crypto;
+mod nonces;
 mod refusal;
 mod secrets;
 mod sign;
@@ -32,8 +45,8 @@ pub use crypto::{ct_eq, hex, hmac_sha256, random_bytes};
 pub use refusal::{Denied, RefusalLog, Refused};
 pub use secrets::{secret_new, Keyring, Secrets, MIN_KEY_BYTES};
 pub use sign::{
-    canonical, SignedParts, Signer, HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIME,
-    HEADER_TO, OPERATOR_ID,
+    canonical, canonical_reply, RequestSeal, SignedParts, Signer, HEADER_NODE, HEADER_NONCE,
+    HEADER_REPLY_SIGNATURE, HEADER_SIGNATURE, HEADER_TIME, HEADER_TO, OPERATOR_ID,
 };
 pub use tokens::{Access, Tokens, MIN_TOKEN_BYTES};
 pub use verify::{Guard, Signers, MAX_NONCES_PER_SENDER, MAX_SKEW_S, NONCE_TTL_MS};

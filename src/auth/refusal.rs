@@ -23,6 +23,10 @@ pub enum Denied {
     StaleTimestamp,
     /// A nonce this sender used before.
     ReplayedNonce,
+    /// Signed at or before this process started, after a start that found
+    /// no nonce book saved by a clean stop: it may have been accepted
+    /// before a crash, and its nonce is forgotten.
+    SignedBeforeStart,
     /// The sender's nonce book is full (see
     /// [`MAX_NONCES_PER_SENDER`](super::MAX_NONCES_PER_SENDER)).
     NonceBookFull,
@@ -36,7 +40,7 @@ pub enum Denied {
 
 impl Denied {
     /// Every reason, so each metric series exists from the start.
-    pub const ALL: [Denied; 11] = [
+    pub const ALL: [Denied; 12] = [
         Denied::MissingSignature,
         Denied::BadSignature,
         Denied::UnknownNode,
@@ -44,6 +48,7 @@ impl Denied {
         Denied::NotAMember,
         Denied::StaleTimestamp,
         Denied::ReplayedNonce,
+        Denied::SignedBeforeStart,
         Denied::NonceBookFull,
         Denied::MissingToken,
         Denied::BadToken,
@@ -60,6 +65,7 @@ impl Denied {
             Denied::NotAMember => "not_a_member",
             Denied::StaleTimestamp => "stale_timestamp",
             Denied::ReplayedNonce => "replayed_nonce",
+            Denied::SignedBeforeStart => "signed_before_start",
             Denied::NonceBookFull => "nonce_book_full",
             Denied::MissingToken => "missing_token",
             Denied::BadToken => "bad_token",
@@ -76,6 +82,7 @@ impl Denied {
             | Denied::BadSignature
             | Denied::StaleTimestamp
             | Denied::ReplayedNonce
+            | Denied::SignedBeforeStart
             | Denied::MissingToken
             | Denied::BadToken => 401,
             Denied::UnknownNode

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::crypto::{hex, hmac_sha256, random_bytes};
+use super::crypto::{hex, hmac_sha256, random_bytes, unhex};
 use super::secrets::Keyring;
 
 /// The signer's id: a ring member's, or [`OPERATOR_ID`].
@@ -18,6 +18,9 @@ pub const HEADER_TIME: &str = "x-ringsync-time";
 pub const HEADER_NONCE: &str = "x-ringsync-nonce";
 /// The MAC: 64 hex digits.
 pub const HEADER_SIGNATURE: &str = "x-ringsync-signature";
+/// On a reply to a signed request: the responder's MAC over
+/// [`canonical_reply`], 64 hex digits.
+pub const HEADER_REPLY_SIGNATURE: &str = "x-ringsync-reply-signature";
 
 /// The id an operator's tool (the CLI, the demo, a test) signs as. It may
 /// call the sync and client API with the cluster secret, never the peer
@@ -42,6 +45,46 @@ pub fn canonical(
     format!(
         "RINGSYNC-HMAC-SHA256\n{}\n{path}\n{query}\n{from}\n{to}\n{time}\n{nonce}\n{}",
         method.to_ascii_uppercase(),
+        hex(&Sha256::digest(body))
+    )
+}
+
+/// What of a signed request its reply is bound to: the request as its
+/// signer sent it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestSeal {
+    /// HTTP method.
+    pub method: String,
+    /// URL path.
+    pub path: String,
+    /// The id that signed the request (the one the reply is for).
+    pub signer: String,
+    /// Its nonce, as sent (hex).
+    pub nonce: String,
+    /// Its MAC, as sent (hex): binds the reply to everything the request's
+    /// MAC covered, its body included.
+    pub signature: String,
+}
+
+/// The text a reply's MAC is taken over: the request it answers (route,
+/// signer, nonce and MAC), the responder's id, the status, the protocol
+/// refusal header (empty without one) and the SHA-256 of the body. Its
+/// first line differs from [`canonical`]'s, so a reply's MAC is never a
+/// request's.
+pub fn canonical_reply(
+    request: &RequestSeal,
+    responder: &str,
+    status: u16,
+    refused: &str,
+    body: &[u8],
+) -> String {
+    format!(
+        "RINGSYNC-REPLY-HMAC-SHA256\n{}\n{}\n{}\n{responder}\n{}\n{}\n{status}\n{refused}\n{}",
+        request.method.to_ascii_uppercase(),
+        request.path,
+        request.signer,
+        request.nonce,
+        request.signature,
         hex(&Sha256::digest(body))
     )
 }
@@ -102,6 +145,37 @@ impl Signer {
         ]
     }
 
+    /// The MAC (hex) of a reply this signer sends, as the responder, to
+    /// `request`.
+    pub fn sign_reply(
+        &self,
+        request: &RequestSeal,
+        status: u16,
+        refused: &str,
+        body: &[u8],
+    ) -> String {
+        let text = canonical_reply(request, &self.id, status, refused, body);
+        hex(&hmac_sha256(self.keyring.signing_key(), text.as_bytes()))
+    }
+
+    /// Whether `signature` (hex) is `responder`'s MAC, under any key of the
+    /// keyring, of this reply to `request`.
+    pub fn accepts_reply(
+        &self,
+        request: &RequestSeal,
+        responder: &str,
+        status: u16,
+        refused: &str,
+        body: &[u8],
+        signature: &str,
+    ) -> bool {
+        let Some(mac) = unhex(signature).filter(|m| m.len() == 32) else {
+            return false;
+        };
+        let text = canonical_reply(request, responder, status, refused, body);
+        self.keyring.accepts(&text, &mac)
+    }
+
     /// As [`Signer::headers_with`], with a fresh nonce.
     pub fn headers(
         &self,
@@ -149,5 +223,49 @@ impl SignedParts<'_> {
             || self.time.is_some()
             || self.nonce.is_some()
             || self.signature.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_mac_binds_request_responder_status_and_body() {
+        let key = b"a-cluster-secret-for-tests";
+        let a = Signer::new("a", Keyring::single(key));
+        let b = Signer::new("b", Keyring::single(key));
+        let seal = RequestSeal {
+            method: "POST".into(),
+            path: "/v1/peer/message".into(),
+            signer: "a".into(),
+            nonce: "00".repeat(16),
+            signature: "11".repeat(32),
+        };
+        let mac = b.sign_reply(&seal, 200, "", b"reply");
+        assert!(a.accepts_reply(&seal, "b", 200, "", b"reply", &mac));
+        assert!(!a.accepts_reply(&seal, "b", 200, "", b"replY", &mac));
+        assert!(!a.accepts_reply(&seal, "b", 409, "", b"reply", &mac));
+        assert!(!a.accepts_reply(&seal, "b", 200, "stale_sender", b"reply", &mac));
+        assert!(!a.accepts_reply(&seal, "c", 200, "", b"reply", &mac));
+        assert!(!a.accepts_reply(&seal, "b", 200, "", b"reply", "zz"));
+        let other = RequestSeal {
+            nonce: "22".repeat(16),
+            ..seal.clone()
+        };
+        assert!(!a.accepts_reply(&other, "b", 200, "", b"reply", &mac));
+        // Another secret's MAC is not ours.
+        let stranger = Signer::new("b", Keyring::single(b"another-secret-entirely"));
+        let forged = stranger.sign_reply(&seal, 200, "", b"reply");
+        assert!(!a.accepts_reply(&seal, "b", 200, "", b"reply", &forged));
+        // A request's MAC of the same fields is never a reply's.
+        assert_ne!(
+            canonical_reply(&seal, "b", 200, "", b"reply")
+                .lines()
+                .next(),
+            canonical("POST", "/", "", "a", "b", "0", "00", b"")
+                .lines()
+                .next()
+        );
     }
 }

@@ -2,10 +2,11 @@
 //! and client tokens against the secrets in force and remembers nonces, so
 //! a captured request cannot be replayed.
 
-use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use super::crypto::unhex;
+use super::nonces::NonceBooks;
 use super::refusal::{refused, Denied, Refused};
 use super::secrets::Secrets;
 use super::sign::{
@@ -40,36 +41,6 @@ pub enum Signers {
     MembersAndOperator,
 }
 
-/// Nonces seen from one sender, with when each may be forgotten.
-#[derive(Default)]
-struct NonceBook {
-    seen: HashMap<Vec<u8>, u64>,
-    /// The earliest expiry in `seen`: nothing to sweep before then.
-    next_sweep_ms: u64,
-}
-
-impl NonceBook {
-    /// Records `nonce`; false if it is already there.
-    fn insert(&mut self, nonce: Vec<u8>, now_ms: u64) -> Result<(), Denied> {
-        if now_ms >= self.next_sweep_ms && !self.seen.is_empty() {
-            self.seen.retain(|_, exp| *exp > now_ms);
-            self.next_sweep_ms = self.seen.values().copied().min().unwrap_or(0);
-        }
-        if self.seen.contains_key(&nonce) {
-            return Err(Denied::ReplayedNonce);
-        }
-        if self.seen.len() >= MAX_NONCES_PER_SENDER {
-            return Err(Denied::NonceBookFull);
-        }
-        let exp = now_ms + NONCE_TTL_MS;
-        if self.seen.is_empty() {
-            self.next_sweep_ms = exp;
-        }
-        self.seen.insert(nonce, exp);
-        Ok(())
-    }
-}
-
 /// The server's side: checks signatures and tokens, remembers nonces, and
 /// counts what it refused. Its secrets can be swapped while it serves
 /// (SIGHUP).
@@ -77,7 +48,12 @@ pub struct Guard {
     me: String,
     members: Vec<String>,
     secrets: RwLock<Secrets>,
-    nonces: Mutex<HashMap<String, NonceBook>>,
+    nonces: Mutex<NonceBooks>,
+    /// Requests signed at or before this unix second are refused (0: none).
+    /// Set after a start that found no nonce book saved by a clean stop:
+    /// the previous process may have accepted them, and their nonces died
+    /// with it.
+    replay_floor_s: AtomicU64,
 }
 
 impl std::fmt::Debug for Guard {
@@ -96,8 +72,34 @@ impl Guard {
             me: me.to_string(),
             members,
             secrets: RwLock::new(secrets),
-            nonces: Mutex::new(HashMap::new()),
+            nonces: Mutex::new(NonceBooks::default()),
+            replay_floor_s: AtomicU64::new(0),
         }
+    }
+
+    /// Refuses every request signed at or before `started_ms` (the process
+    /// start): for a start not preceded by a clean stop's saved nonce book.
+    /// A request is stamped in whole seconds, so the whole second of the
+    /// start is refused, and the previous process died before it ended.
+    pub fn refuse_signed_before(&self, started_ms: u64) {
+        self.replay_floor_s
+            .store(started_ms / 1000, Ordering::SeqCst);
+    }
+
+    /// The nonces to remember still at `now_ms`, as text for a clean stop
+    /// to save (see [`Guard::restore_nonces`]).
+    pub fn saved_nonces(&self, now_ms: u64) -> String {
+        self.books().export(now_ms)
+    }
+
+    /// Remembers the nonces of a [`Guard::saved_nonces`] text; returns how
+    /// many were still to be remembered at `now_ms`.
+    pub fn restore_nonces(&self, text: &str, now_ms: u64) -> Result<usize, String> {
+        self.books().import(text, now_ms)
+    }
+
+    fn books(&self) -> std::sync::MutexGuard<'_, NonceBooks> {
+        self.nonces.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Secrets> {
@@ -212,6 +214,15 @@ impl Guard {
                 ),
             ));
         }
+        let floor = self.replay_floor_s.load(Ordering::SeqCst);
+        if floor > 0 && t <= floor {
+            return Err(refused(
+                Denied::SignedBeforeStart,
+                format!(
+                    "{HEADER_TIME} {t} is at or before this node's start ({floor}), and it did not stop cleanly: the request may have been accepted before, so it is refused; sign it anew"
+                ),
+            ));
+        }
         let nonce_bytes = match unhex(&nonce) {
             Some(b) if (8..=32).contains(&b.len()) => b,
             _ => {
@@ -244,8 +255,9 @@ impl Guard {
             ));
         }
         drop(secrets);
-        let mut books = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
+        let mut books = self.books();
         books
+            .0
             .entry(node.clone())
             .or_default()
             .insert(nonce_bytes, now_ms)
@@ -494,13 +506,40 @@ mod tests {
     }
 
     #[test]
-    fn nonces_are_forgotten_after_their_ttl() {
-        let mut book = NonceBook::default();
-        assert!(book.insert(vec![1], NOW).is_ok());
-        assert_eq!(book.insert(vec![1], NOW + 1), Err(Denied::ReplayedNonce));
-        assert!(book.insert(vec![2], NOW + NONCE_TTL_MS - 1).is_ok());
-        assert!(book.insert(vec![1], NOW + NONCE_TTL_MS + 1).is_ok());
-        assert_eq!(book.seen.len(), 2, "the expired entry was swept");
+    fn after_an_unclean_start_requests_signed_before_it_are_refused() {
+        let g = guard();
+        g.refuse_signed_before(NOW + 500);
+        let h = headers("a", "b", KEY, NOW - 20_000, 30);
+        assert_eq!(
+            denied(g.check_signed(&parts(&h, b"body"), Signers::Members, NOW + 600)),
+            Denied::SignedBeforeStart
+        );
+        // The start's own second too: it may have been the crash's.
+        let h = headers("a", "b", KEY, NOW + 900, 31);
+        assert_eq!(
+            denied(g.check_signed(&parts(&h, b"body"), Signers::Members, NOW + 950)),
+            Denied::SignedBeforeStart
+        );
+        let h = headers("a", "b", KEY, NOW + 1000, 32);
+        assert!(g
+            .check_signed(&parts(&h, b"body"), Signers::Members, NOW + 1000)
+            .is_ok());
+    }
+
+    #[test]
+    fn a_restored_book_refuses_the_replays_it_remembers() {
+        let g = guard();
+        let h = headers("a", "b", KEY, NOW, 40);
+        assert!(g
+            .check_signed(&parts(&h, b"body"), Signers::Members, NOW)
+            .is_ok());
+        let saved = g.saved_nonces(NOW + 1);
+        let next = guard();
+        assert_eq!(next.restore_nonces(&saved, NOW + 2000), Ok(1));
+        assert_eq!(
+            denied(next.check_signed(&parts(&h, b"body"), Signers::Members, NOW + 2000)),
+            Denied::ReplayedNonce
+        );
     }
 
     #[test]

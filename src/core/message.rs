@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::entry::{Entry, Origin, Version};
 use super::membership::News;
+use super::wire_caps;
 
 /// The wire format version this build speaks.
 pub const WIRE_VERSION: u8 = 1;
@@ -19,10 +20,12 @@ pub const WIRE_VERSION: u8 = 1;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Digest {
     /// The highest version seen from each origin that has written.
+    #[serde(deserialize_with = "wire_caps::origins")]
     pub hints: BTreeMap<Origin, Version>,
     /// For each origin, the highest version of a tombstone this node has
     /// collected: a peer that knows less of that origin may hold keys whose
     /// delete is forgotten, and must resync from scratch.
+    #[serde(deserialize_with = "wire_caps::origins")]
     pub gc_floors: BTreeMap<Origin, Version>,
     /// XOR of every entry's hash: equal data, equal root.
     pub root: u64,
@@ -37,6 +40,7 @@ pub struct Digest {
     pub resyncing: bool,
     /// Membership news: every member the sender does not believe alive at
     /// incarnation 0 (see [`super::membership`]).
+    #[serde(deserialize_with = "wire_caps::news")]
     pub news: Vec<News>,
 }
 
@@ -66,6 +70,7 @@ pub enum Body {
         /// The sender's digest, before these entries are applied.
         digest: Digest,
         /// Entries, in version order per origin.
+        #[serde(deserialize_with = "wire_caps::entries")]
         entries: Vec<Entry>,
         /// True when these are all the sender has beyond the receiver's
         /// hints (no batch follows).
@@ -86,6 +91,7 @@ pub enum Body {
         /// The responder's digest.
         digest: Digest,
         /// Entries the initiator lacks, in version order per origin.
+        #[serde(deserialize_with = "wire_caps::entries")]
         entries: Vec<Entry>,
         /// True when no more remain.
         complete: bool,
@@ -95,6 +101,7 @@ pub enum Body {
         /// Level of the nodes named.
         level: u8,
         /// Their indexes.
+        #[serde(deserialize_with = "wire_caps::tree_nodes")]
         nodes: Vec<u32>,
     },
     /// Reply: one array of child hashes per queried node, in order.
@@ -102,19 +109,23 @@ pub enum Body {
         /// Level of the queried nodes.
         level: u8,
         /// The child hashes.
+        #[serde(deserialize_with = "wire_caps::tree_children")]
         children: Vec<[u64; 16]>,
     },
     /// Request: the asker's entry hashes in these leaf buckets.
     BucketQuery {
         /// (bucket, sorted entry hashes the asker holds there).
+        #[serde(deserialize_with = "wire_caps::buckets")]
         buckets: Vec<(u32, Vec<u64>)>,
     },
     /// Reply: entries the asker does not hold, and hashes it holds that the
     /// replier does not.
     BucketReply {
         /// The replier's entries missing at the asker.
+        #[serde(deserialize_with = "wire_caps::entries")]
         entries: Vec<Entry>,
         /// The asker's entry hashes missing at the replier.
+        #[serde(deserialize_with = "wire_caps::want")]
         want: Vec<u64>,
     },
     /// Reply: the request was refused and nothing of it was applied.
@@ -190,12 +201,20 @@ pub fn encode(msg: &Message) -> Vec<u8> {
 }
 
 /// Decodes a message from the wire. Any error means: nothing was read.
+/// A list longer than its cap (see [`wire_caps`]) is refused as soon as
+/// its length is read, with an error naming it.
 pub fn decode(bytes: &[u8]) -> Result<Message, String> {
     match bytes.split_first() {
         None => Err("empty message".into()),
         Some((&WIRE_VERSION, rest)) => {
-            let (msg, tail) = postcard::take_from_bytes::<Message>(rest)
-                .map_err(|e| format!("malformed message: {e}"))?;
+            wire_caps::reset();
+            let (msg, tail) =
+                postcard::take_from_bytes::<Message>(rest).map_err(
+                    |e| match wire_caps::broken() {
+                        Some(cap) => format!("malformed message: too many {cap}"),
+                        None => format!("malformed message: {e}"),
+                    },
+                )?;
             if tail.is_empty() {
                 Ok(msg)
             } else {
@@ -211,6 +230,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::entry::Version;
 
     #[test]
     fn round_trip_and_garbage_is_refused() {
@@ -229,5 +249,104 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(decode(&longer).unwrap_err().contains("trailing"));
+    }
+
+    /// A message's bytes with its last list length (a 0, the last byte of
+    /// the encoding) replaced by `claimed`, and `items` after it.
+    fn claiming(body: Body, claimed: u64, items: &[u8]) -> Vec<u8> {
+        let mut bytes = encode(&Message {
+            cluster: 9,
+            from: 2,
+            body,
+        });
+        assert_eq!(
+            bytes.pop(),
+            Some(0),
+            "the last byte is an empty list's length"
+        );
+        let mut n = claimed;
+        loop {
+            let low = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                bytes.push(low);
+                break;
+            }
+            bytes.push(low | 0x80);
+        }
+        bytes.extend_from_slice(items);
+        bytes
+    }
+
+    #[test]
+    fn a_list_claiming_more_than_its_cap_is_refused_by_name() {
+        let want = || Body::BucketReply {
+            entries: Vec::new(),
+            want: Vec::new(),
+        };
+        // More than the bytes that follow: refused, nothing allocated.
+        assert!(decode(&claiming(want(), u64::from(u32::MAX), &[])).is_err());
+        // Within the bytes that follow (one byte per zero hash), but over
+        // the cap: refused at the length, by name.
+        let over = wire_caps::MAX_WANT + 1;
+        let e = decode(&claiming(want(), over as u64, &vec![0; over])).unwrap_err();
+        assert!(
+            e.contains("want list") && e.contains(&over.to_string()),
+            "{e}"
+        );
+        let over = wire_caps::MAX_BUCKET_HASHES + 1;
+        let bucket = Body::BucketQuery {
+            buckets: vec![(0, Vec::new())],
+        };
+        let e = decode(&claiming(bucket, over as u64, &vec![0; over])).unwrap_err();
+        assert!(e.contains("hashes in one bucket"), "{e}");
+        let over = wire_caps::MAX_TREE_NODES + 1;
+        let tree = Body::TreeQuery {
+            level: 1,
+            nodes: Vec::new(),
+        };
+        let e = decode(&claiming(tree, over as u64, &vec![0; over])).unwrap_err();
+        assert!(e.contains("tree nodes"), "{e}");
+        // A cap broken once is not blamed for the next message's error.
+        let e = decode(&[WIRE_VERSION, 0xff]).unwrap_err();
+        assert!(!e.contains("too many"), "{e}");
+    }
+
+    #[test]
+    fn lists_at_their_caps_pass_and_one_more_is_refused() {
+        let query = |per_bucket: usize, buckets: usize| Message {
+            cluster: 9,
+            from: 2,
+            body: Body::BucketQuery {
+                buckets: (0..buckets as u32)
+                    .map(|b| (b, vec![7u64; per_bucket]))
+                    .collect(),
+            },
+        };
+        let at = query(wire_caps::MAX_BUCKET_HASHES, 1);
+        assert_eq!(decode(&encode(&at)), Ok(at));
+        let e = decode(&encode(&query(wire_caps::MAX_BUCKET_HASHES + 1, 1))).unwrap_err();
+        assert!(e.contains("hashes in one bucket"), "{e}");
+        let per = wire_caps::MAX_QUERY_HASHES / 16;
+        let at = query(per, 16);
+        assert_eq!(decode(&encode(&at)), Ok(at));
+        let e = decode(&encode(&query(per, 17))).unwrap_err();
+        assert!(e.contains("hashes in a query"), "{e}");
+        let e = decode(&encode(&query(0, wire_caps::MAX_BUCKETS + 1))).unwrap_err();
+        assert!(e.contains("buckets in a query"), "{e}");
+        let hints = Message {
+            cluster: 9,
+            from: 2,
+            body: Body::Syn {
+                digest: Digest {
+                    hints: (0..=wire_caps::MAX_ORIGINS as u32)
+                        .map(|o| (o, Version::default()))
+                        .collect(),
+                    ..Digest::default()
+                },
+            },
+        };
+        let e = decode(&encode(&hints)).unwrap_err();
+        assert!(e.contains("origins in a digest"), "{e}");
     }
 }

@@ -15,6 +15,7 @@ pub mod schedule;
 pub mod stats;
 pub mod store;
 pub mod tree;
+pub mod wire_caps;
 
 pub use config::Config;
 pub use entry::{Entry, Version};

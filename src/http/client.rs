@@ -4,12 +4,16 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use async_std::io::ReadExt;
 use serde::de::DeserializeOwned;
 
 use super::edge::HEADER_REFUSED;
-use crate::auth::Signer;
+use crate::auth::{RequestSeal, Signer, HEADER_NONCE, HEADER_REPLY_SIGNATURE, HEADER_SIGNATURE};
 use crate::service::now_ms;
-use crate::service::transport::{Call, Hop, HopResult, NodeDigest, PeerError, Reply, Transport};
+use crate::service::transport::{
+    Call, Hop, HopResult, NodeDigest, PeerError, Reply, Transport, REPLY_BAD_SIGNATURE,
+    REPLY_TOO_LARGE, REPLY_UNSIGNED,
+};
 
 fn url(addr: &str, path: &str) -> String {
     if addr.starts_with("http://") || addr.starts_with("https://") {
@@ -50,6 +54,30 @@ impl Transport for HttpTransport {
     }
 }
 
+/// The signature headers for a request to node `to`, if a signer is given.
+fn signature(
+    u: &str,
+    method: &str,
+    to: &str,
+    body: &[u8],
+    signer: Option<&Signer>,
+) -> Result<Vec<(&'static str, String)>, PeerError> {
+    let Some(signer) = signer else {
+        return Ok(Vec::new());
+    };
+    let parsed = surf::Url::parse(u).map_err(|e| PeerError::plain(format!("{u}: {e}")))?;
+    signer
+        .headers(
+            method,
+            parsed.path(),
+            parsed.query().unwrap_or(""),
+            to,
+            body,
+            now_ms(),
+        )
+        .map_err(PeerError::plain)
+}
+
 /// Adds the signature headers for a request to node `to`, if a signer is given.
 fn sign(
     req: surf::RequestBuilder,
@@ -59,21 +87,7 @@ fn sign(
     body: &[u8],
     signer: Option<&Signer>,
 ) -> Result<surf::RequestBuilder, PeerError> {
-    let Some(signer) = signer else {
-        return Ok(req);
-    };
-    let parsed = surf::Url::parse(u).map_err(|e| PeerError::plain(format!("{u}: {e}")))?;
-    let headers = signer
-        .headers(
-            method,
-            parsed.path(),
-            parsed.query().unwrap_or(""),
-            to,
-            body,
-            now_ms(),
-        )
-        .map_err(PeerError::plain)?;
-    Ok(headers
+    Ok(signature(u, method, to, body, signer)?
         .into_iter()
         .fold(req, |req, (name, value)| req.header(name, value)))
 }
@@ -87,7 +101,126 @@ fn failed(u: &str, status: surf::StatusCode, body: &[u8]) -> PeerError {
             String::from_utf8_lossy(body).trim_end()
         ),
         refused_credentials: code == 401 || code == 403,
+        refused_reply: None,
     }
+}
+
+/// A peer's answer whose reply signature checked out (or that came from
+/// an open cluster, where nothing is signed).
+struct Answer {
+    status: surf::StatusCode,
+    body: Vec<u8>,
+}
+
+/// Sends a request to a peer route, signed when `call` has a signer, and
+/// returns its answer once the reply's signature is checked: a reply that
+/// is to be used (2xx, or a protocol refusal) must carry the peer's MAC
+/// bound to this request, or it is refused as if the peer never answered.
+async fn peer_exchange(
+    call: Call<'_>,
+    req: surf::RequestBuilder,
+    u: &str,
+    method: &str,
+    body: Vec<u8>,
+) -> Result<Answer, PeerError> {
+    let headers = signature(u, method, call.to, &body, call.signer)?;
+    let seal = call.signer.map(|s| {
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        RequestSeal {
+            method: method.to_string(),
+            path: surf::Url::parse(u)
+                .map(|p| p.path().to_string())
+                .unwrap_or_default(),
+            signer: s.id().to_string(),
+            nonce: get(HEADER_NONCE),
+            signature: get(HEADER_SIGNATURE),
+        }
+    });
+    let req = headers
+        .into_iter()
+        .fold(req, |req, (name, value)| req.header(name, value));
+    let req = if method == "GET" {
+        req
+    } else {
+        req.body_bytes(body)
+    };
+    let mut res = req
+        .await
+        .map_err(|e| PeerError::plain(format!("{u}: {e}")))?;
+    let status = res.status();
+    let refused = res.header(HEADER_REFUSED).map(|v| v.as_str().to_string());
+    let mac = res
+        .header(HEADER_REPLY_SIGNATURE)
+        .map(|v| v.as_str().to_string());
+    let body = read_capped(&mut res, u, call.max_reply).await?;
+    let usable = status.is_success() || refused.is_some();
+    if !usable {
+        return Err(failed(u, status, &body));
+    }
+    if let (Some(signer), Some(seal)) = (call.signer, &seal) {
+        let refused_text = refused.as_deref().unwrap_or("");
+        let reason = match &mac {
+            None => Some(REPLY_UNSIGNED),
+            Some(m)
+                if !signer.accepts_reply(
+                    seal,
+                    call.to,
+                    u16::from(status),
+                    refused_text,
+                    &body,
+                    m,
+                ) =>
+            {
+                Some(REPLY_BAD_SIGNATURE)
+            }
+            Some(_) => None,
+        };
+        if let Some(reason) = reason {
+            return Err(PeerError::reply_refused(
+                reason,
+                format!(
+                    "{u}: HTTP {status}: the reply {} (a reply forged or changed on the way, or a peer with another secret); it was not used",
+                    if reason == REPLY_UNSIGNED {
+                        format!("carries no {HEADER_REPLY_SIGNATURE}")
+                    } else {
+                        format!("carries a {HEADER_REPLY_SIGNATURE} that is not node {:?}'s MAC of this reply to this request", call.to)
+                    }
+                ),
+            ));
+        }
+    }
+    Ok(Answer { status, body })
+}
+
+/// A reply's body, refused (unread, as far as it can tell) past `cap`
+/// bytes: a peer, or someone on the path, must not make us allocate
+/// without bound.
+async fn read_capped(res: &mut surf::Response, u: &str, cap: u64) -> Result<Vec<u8>, PeerError> {
+    let too_large = |n: String| {
+        PeerError::reply_refused(
+            REPLY_TOO_LARGE,
+            format!("{u}: the reply is {n} bytes, over the {cap} a peer message may be; it was not read"),
+        )
+    };
+    if let Some(n) = res.len().filter(|&n| n as u64 > cap) {
+        return Err(too_large(n.to_string()));
+    }
+    let mut body = Vec::new();
+    res.take_body()
+        .take(cap + 1)
+        .read_to_end(&mut body)
+        .await
+        .map_err(|e| PeerError::plain(format!("{u}: {e}")))?;
+    if body.len() as u64 > cap {
+        return Err(too_large(format!("over {cap}")));
+    }
+    Ok(body)
 }
 
 /// Sends an encoded peer request, returns the encoded reply: on success,
@@ -95,24 +228,9 @@ fn failed(u: &str, status: surf::StatusCode, body: &[u8]) -> PeerError {
 /// carries the refusal for our core).
 pub async fn post_peer(call: Call<'_>, payload: Vec<u8>) -> Result<Vec<u8>, PeerError> {
     let u = url(call.addr, "/v1/peer/message");
-    with_timeout(call.timeout, async move {
+    with_timeout(call.timeout, async {
         let req = surf::post(&u).content_type("application/octet-stream");
-        let req = sign(req, &u, "POST", call.to, &payload, call.signer)?;
-        let mut res = req
-            .body_bytes(payload)
-            .await
-            .map_err(|e| PeerError::plain(format!("{u}: {e}")))?;
-        let status = res.status();
-        let refused = res.header(HEADER_REFUSED).is_some();
-        let body = res
-            .body_bytes()
-            .await
-            .map_err(|e| PeerError::plain(format!("{u}: {e}")))?;
-        if status.is_success() || refused {
-            Ok(body)
-        } else {
-            Err(failed(&u, status, &body))
-        }
+        Ok(peer_exchange(call, req, &u, "POST", payload).await?.body)
     })
     .await
 }
@@ -122,15 +240,8 @@ pub async fn post_hop(call: Call<'_>, hop: Hop) -> Result<HopResult, PeerError> 
     let u = url(call.addr, "/v1/peer/hop");
     let body = serde_json::to_vec(&hop).map_err(|e| PeerError::plain(e.to_string()))?;
     with_timeout(call.timeout, async {
-        let req = sign(
-            surf::post(&u).content_type("application/json"),
-            &u,
-            "POST",
-            call.to,
-            &body,
-            call.signer,
-        )?;
-        json_call(req.body_bytes(body.clone()), u.clone()).await
+        let req = surf::post(&u).content_type("application/json");
+        json_answer(peer_exchange(call, req, &u, "POST", body).await?, &u)
     })
     .await
 }
@@ -139,28 +250,19 @@ pub async fn post_hop(call: Call<'_>, hop: Hop) -> Result<HopResult, PeerError> 
 pub async fn get_digest(call: Call<'_>) -> Result<NodeDigest, PeerError> {
     let u = url(call.addr, "/v1/peer/digest");
     with_timeout(call.timeout, async {
-        let req = sign(surf::get(&u), &u, "GET", call.to, b"", call.signer)?;
-        json_call(req, u.clone()).await
+        json_answer(
+            peer_exchange(call, surf::get(&u), &u, "GET", Vec::new()).await?,
+            &u,
+        )
     })
     .await
 }
 
-async fn json_call<T: DeserializeOwned>(
-    req: surf::RequestBuilder,
-    u: String,
-) -> Result<T, PeerError> {
-    let mut res = req
-        .await
-        .map_err(|e| PeerError::plain(format!("{u}: {e}")))?;
-    let status = res.status();
-    let body = res
-        .body_bytes()
-        .await
-        .map_err(|e| PeerError::plain(format!("{u}: {e}")))?;
-    if !status.is_success() {
-        return Err(failed(&u, status, &body));
+fn json_answer<T: DeserializeOwned>(a: Answer, u: &str) -> Result<T, PeerError> {
+    if !a.status.is_success() {
+        return Err(failed(u, a.status, &a.body));
     }
-    serde_json::from_slice(&body)
+    serde_json::from_slice(&a.body)
         .map_err(|e| PeerError::plain(format!("{u}: unreadable answer: {e}")))
 }
 

@@ -21,6 +21,7 @@ use crate::core::message::Refusal;
 use crate::core::node::Mode;
 use crate::core::Node;
 use crate::service::snapshot::Snapshot;
+use crate::service::transport::REPLY_REFUSALS;
 use crate::store::Store;
 
 /// The media type of the text format.
@@ -170,6 +171,13 @@ pub fn render_snapshot(
         "Requests of this node that peers refused, by reason.",
         &st.refused_by_peers,
         &core,
+    );
+    refusals(
+        &mut m,
+        "ringsync_peer_replies_refused_total",
+        "Replies of peers to this node's signed requests that it refused before using them, by reason: no reply signature, or one that is not the peer's MAC of that reply (forged or changed on the way). Each counts as a failed request.",
+        &node.replies_refused,
+        &REPLY_REFUSALS,
     );
     m.counter(
         "ringsync_held_back_entries_total",

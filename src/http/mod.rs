@@ -12,6 +12,7 @@ pub mod edge;
 pub mod listen;
 pub mod metrics;
 pub mod routes;
+mod sealed;
 pub mod server;
 
 /// Percent-decodes a URL path segment into UTF-8.

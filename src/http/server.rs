@@ -1,6 +1,6 @@
 //! The tide application over a node: one gate that reads every body within
 //! its limits and checks who is calling before any route (in `routes/`)
-//! runs.
+//! runs, and signs the answers to signed peer requests.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,16 +10,13 @@ use tide::{Response, StatusCode};
 
 use super::edge::{api_error, read_body_within, Edge, Noted, Req, SignedBy};
 use super::routes;
+use super::sealed::{seal, seal_of};
 use crate::auth::{
     SignedParts, Signers, HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIME, HEADER_TO,
 };
 use crate::service::runtime::OnBound;
+use crate::service::transport::max_peer_body;
 use crate::service::{now_ms, NodeHandle};
-
-/// Largest peer message accepted, at the least: a batch is about 1 MiB of
-/// entries plus a digest; 64 MiB leaves room for a maximal batch of large
-/// values. With a larger `max_value_size`, two values and 8 MiB more.
-const MAX_PEER_BODY: u64 = 64 << 20;
 
 /// Largest body of any other request but a PUT of a value: a sync hop is
 /// a few dozen bytes of JSON, and nothing else takes a body.
@@ -142,7 +139,7 @@ async fn admit(mut req: Req, next: tide::Next<'_, Arc<Edge>>) -> Response {
     }
     let max_value = node.topology.cluster.max_value_size as u64;
     let limit = match route {
-        Route::Peer => MAX_PEER_BODY.max(max_value.saturating_mul(2).saturating_add(8 << 20)),
+        Route::Peer => max_peer_body(node.topology.cluster.max_value_size),
         Route::Client if method == tide::http::Method::Put => max_value,
         _ => SMALL_BODY,
     };
@@ -152,6 +149,7 @@ async fn admit(mut req: Req, next: tide::Next<'_, Arc<Edge>>) -> Response {
         Err(e) => return e.closing(),
     };
     let mut signed_by: Option<String> = None;
+    let mut reply_seal = None;
     let checked = {
         let h = |name: &str| req.header(name).map(|v| v.as_str());
         let parts = SignedParts {
@@ -171,7 +169,10 @@ async fn admit(mut req: Req, next: tide::Next<'_, Arc<Edge>>) -> Response {
             Route::Open => Ok(()),
             Route::Peer => guard
                 .check_signed(&parts, Signers::Members, now)
-                .map(|who| signed_by = Some(who).filter(|w| !w.is_empty())),
+                .map(|who| {
+                    reply_seal = seal_of(&parts, &who).filter(|_| !who.is_empty());
+                    signed_by = Some(who).filter(|w| !w.is_empty());
+                }),
             Route::Sync => guard
                 .check_signed(&parts, Signers::MembersAndOperator, now)
                 .map(drop),
@@ -198,5 +199,9 @@ async fn admit(mut req: Req, next: tide::Next<'_, Arc<Edge>>) -> Response {
         req.set_ext(SignedBy(who));
     }
     req.set_body(tide::Body::from_bytes(body));
-    next.run(req).await
+    let res = next.run(req).await;
+    match reply_seal {
+        Some(s) => seal(&node.guard, &s, res).await,
+        None => res,
+    }
 }

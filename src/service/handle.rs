@@ -13,7 +13,7 @@ use super::now_ms;
 use super::reload::Settings;
 use super::report::SyncReports;
 use super::snapshot::Snapshot;
-use super::transport::{Call, NodeDigest, PeerError, Reply, Transport};
+use super::transport::{max_peer_body, Call, NodeDigest, PeerError, Reply, Transport};
 use crate::auth::{Guard, RefusalLog, Secrets};
 use crate::core::entry::Entry;
 use crate::core::node::Mode;
@@ -91,6 +91,9 @@ pub struct NodeHandle {
     /// (the core's `Stats` count every one of them).
     refused_by_us: RefusalLog,
     refused_by_peers: RefusalLog,
+    /// Peers' replies we refused before using them (a bad reply signature),
+    /// counted and logged at most once a second per reason.
+    refused_replies: RefusalLog,
 }
 
 impl NodeHandle {
@@ -126,6 +129,7 @@ impl NodeHandle {
             refused_warned: Mutex::new(HashMap::new()),
             refused_by_us: RefusalLog::default(),
             refused_by_peers: RefusalLog::default(),
+            refused_replies: RefusalLog::default(),
             topology,
         }))
     }
@@ -298,7 +302,9 @@ impl NodeHandle {
 
     /// The core's counters and state, for status pages and metrics.
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot::of(&self.lock())
+        let mut snap = Snapshot::of(&self.lock());
+        snap.replies_refused = self.refused_replies.counts();
+        snap
     }
 
     /// A call to the node at ring position `pos`, signed if we sign.
@@ -314,11 +320,16 @@ impl NodeHandle {
             to: self.id_of(pos),
             timeout,
             signer: signer.as_ref(),
+            max_reply: max_peer_body(self.topology.cluster.max_value_size),
         };
         let result = send(self.transport.as_ref(), call).await;
         if let Err(e) = &result {
             if e.refused_credentials {
                 self.warn_refused_by(pos, &e.message);
+            }
+            if let Some(reason) = e.refused_reply {
+                let what = format!("a reply of node {}: {}", self.id_of(pos), e.message);
+                self.refused_replies.note(reason, &what, now_ms());
             }
         }
         result

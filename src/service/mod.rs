@@ -8,6 +8,7 @@
 
 pub mod handle;
 pub mod logging;
+pub mod nonces;
 pub mod notify;
 pub mod reload;
 pub mod report;

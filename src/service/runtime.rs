@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::handle::NodeHandle;
+use super::nonces;
 use super::notify::{self, Notifier};
 use super::now_ms;
 use super::reload::{self, Plan};
@@ -47,10 +48,14 @@ impl NodeHandle {
         transport: Arc<dyn Transport>,
     ) -> Result<Arc<NodeHandle>, String> {
         topology.node(id).map_err(|e| e.to_string())?;
+        let started_ms = now_ms();
+        let had_store = data_dir.join(STORE_FILE).exists();
         let store = RedbStore::open(&data_dir.join(STORE_FILE))
             .map_err(|e| format!("cannot open the store in {}: {e}", data_dir.display()))?;
-        NodeHandle::new(topology, id, Box::new(store), secrets, transport)
-            .map_err(|e| format!("cannot read the store in {}: {e}", data_dir.display()))
+        let node = NodeHandle::new(topology, id, Box::new(store), secrets, transport)
+            .map_err(|e| format!("cannot read the store in {}: {e}", data_dir.display()))?;
+        nonces::restore(&node, data_dir, had_store, started_ms);
+        Ok(node)
     }
 }
 
@@ -188,7 +193,12 @@ where
         dir.display()
     );
     let notifier = Arc::new(Notifier::from_env());
-    watch_signals(Arc::clone(&node), Arc::clone(&notifier), topology_path)?;
+    watch_signals(
+        Arc::clone(&node),
+        Arc::clone(&notifier),
+        topology_path,
+        &dir,
+    )?;
     async_std::task::block_on(async move {
         let on_bound: OnBound = {
             let node = Arc::clone(&node);
@@ -212,18 +222,20 @@ where
 
 /// SIGTERM/SIGINT: refuse new writes, let the commit in progress finish
 /// (commits run under the core's lock, so taking the lock waits for it),
-/// close the store cleanly (so the next start need not repair it), then
-/// exit 0. The store is consistent after every commit.
+/// close the store cleanly (so the next start need not repair it), save
+/// the nonce book (so the next start still refuses replays), then exit 0. The store is consistent after every commit.
 /// SIGHUP: re-read the topology file (see [`reload`]).
 fn watch_signals(
     node: Arc<NodeHandle>,
     notifier: Arc<Notifier>,
     topology_path: &Path,
+    data_dir: &Path,
 ) -> Result<(), String> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| format!("cannot watch signals: {e}"))?;
     let path = topology_path.to_path_buf();
+    let data_dir = data_dir.to_path_buf();
     std::thread::spawn(move || {
         for sig in signals.forever() {
             if sig == SIGHUP {
@@ -242,6 +254,9 @@ fn watch_signals(
             notifier.stopping();
             node.stopping.store(true, Ordering::SeqCst);
             node.close_store();
+            // After the store closed, nothing more is applied: every nonce
+            // of a request that was is in the book saved.
+            nonces::save(&node, &data_dir);
             log::info!("stopped cleanly");
             std::process::exit(0);
         }

@@ -1,6 +1,8 @@
 //! A copy of what status pages and metrics show of a core, taken under its
 //! lock in one go, so that they are rendered without holding it.
 
+use std::collections::BTreeMap;
+
 use crate::core::membership::Member;
 use crate::core::node::{Mode, PeerSeen};
 use crate::core::stats::Stats;
@@ -43,6 +45,9 @@ pub struct Snapshot {
     pub tombstones: u64,
     /// Every other node, in ring order.
     pub peers: Vec<PeerSnapshot>,
+    /// Peers' replies this node refused before using them, by reason
+    /// (kept by the service, not the core: empty from [`Snapshot::of`]).
+    pub replies_refused: BTreeMap<&'static str, u64>,
 }
 
 impl Snapshot {
@@ -75,6 +80,7 @@ impl Snapshot {
             keys,
             tombstones,
             peers,
+            replies_refused: BTreeMap::new(),
         }
     }
 }

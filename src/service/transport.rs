@@ -53,6 +53,30 @@ pub struct PeerError {
     /// The peer refused our credentials (401 or 403 before its core saw
     /// the request): most likely the nodes' secrets differ.
     pub refused_credentials: bool,
+    /// We refused the peer's reply before using it, and why (one of
+    /// [`REPLY_REFUSALS`]): it failed its signature check or broke a limit.
+    pub refused_reply: Option<&'static str>,
+}
+
+/// A reply to a signed request came without the peer's reply signature.
+pub const REPLY_UNSIGNED: &str = "missing_signature";
+/// A reply's signature is not the peer's MAC of that reply to our request:
+/// forged, or changed on the way.
+pub const REPLY_BAD_SIGNATURE: &str = "bad_signature";
+/// A reply longer than [`max_peer_body`]: read no further.
+pub const REPLY_TOO_LARGE: &str = "too_large";
+/// Every reason a reply is refused, so each metric series exists from the
+/// start.
+pub const REPLY_REFUSALS: [&str; 3] = [REPLY_UNSIGNED, REPLY_BAD_SIGNATURE, REPLY_TOO_LARGE];
+
+/// Largest peer message, request or reply, for a ring whose values are at
+/// most `max_value` bytes. A batch is about 1 MiB of entries plus a
+/// digest, and may hold one value beyond it; 64 MiB leaves room for a
+/// maximal batch of large values, and with larger values two of them and
+/// 8 MiB more.
+pub fn max_peer_body(max_value: usize) -> u64 {
+    const AT_LEAST: u64 = 64 << 20;
+    AT_LEAST.max((max_value as u64).saturating_mul(2).saturating_add(8 << 20))
 }
 
 impl PeerError {
@@ -61,6 +85,15 @@ impl PeerError {
         PeerError {
             message,
             refused_credentials: false,
+            refused_reply: None,
+        }
+    }
+
+    /// A reply we refused, for `reason` (one of [`REPLY_REFUSALS`]).
+    pub fn reply_refused(reason: &'static str, message: String) -> PeerError {
+        PeerError {
+            refused_reply: Some(reason),
+            ..PeerError::plain(message)
         }
     }
 }
@@ -82,6 +115,9 @@ pub struct Call<'a> {
     pub timeout: Duration,
     /// Signs the request with the cluster secret, when there is one.
     pub signer: Option<&'a Signer>,
+    /// Longest reply read: a longer one is refused unread
+    /// ([`max_peer_body`]).
+    pub max_reply: u64,
 }
 
 /// The answer to a [`Call`], to be awaited.

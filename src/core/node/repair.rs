@@ -11,10 +11,12 @@ use crate::core::message::{Body, Digest, PushKind};
 use crate::core::store::{Store, StoreError, WriteBatch};
 use crate::core::tree::{child, Tree, FANOUT};
 
-/// Tree nodes asked for in one query, and buckets compared in one message:
-/// bounds a repair message to a few hundred KiB whatever the divergence.
-pub(super) const MAX_TREE_NODES: usize = 4096;
-pub(super) const MAX_BUCKETS: usize = 1024;
+// Tree nodes asked for in one query, and buckets compared in one message:
+// bounds a repair message whatever the divergence. The decoder refuses
+// more, so the asker must stay within them.
+pub(super) use crate::core::wire_caps::{
+    MAX_BUCKETS, MAX_BUCKET_HASHES, MAX_QUERY_HASHES, MAX_TREE_NODES,
+};
 
 /// True when a holder of data that knows `hints` and `floors` of each origin
 /// may still hold keys whose deletes were collected under `collected`: it
@@ -99,11 +101,20 @@ impl<S: Store> Node<S> {
             differing.truncate(MAX_BUCKETS);
             let bits = self.tree.bucket_bits();
             let mut query = Vec::with_capacity(differing.len());
+            let mut hashes = 0;
             for &b in &differing {
                 match self.store.bucket(b, bits) {
                     Ok(es) => {
                         let mut hs: Vec<u64> = es.iter().map(Entry::hash64).collect();
                         hs.sort_unstable();
+                        // Past the caps the peer sends again the entries
+                        // whose hashes we did not list (wasted, never
+                        // wrong), and what it lacks waits for a later repair.
+                        hs.truncate(MAX_BUCKET_HASHES);
+                        hashes += hs.len();
+                        if hashes > MAX_QUERY_HASHES {
+                            break;
+                        }
                         query.push((b, hs));
                     }
                     Err(e) => {
@@ -113,6 +124,7 @@ impl<S: Store> Node<S> {
                     }
                 }
             }
+            differing.truncate(query.len());
             self.send(
                 ex,
                 peer,
