@@ -207,23 +207,35 @@ impl<S: Store> Node<S> {
 
     /// The tombstones of `old` (past their lifetime on our clock) that a
     /// proof lets us collect now, and the buckets they are in.
+    ///
+    /// Every holder of a proof waits until its clock reads the proof's cut
+    /// plus the lifetime plus N + 2 cycles, the time the proof takes to go
+    /// round: so the ring collects at about one moment, and a node that
+    /// collected seldom meets one that has not (their trees would differ,
+    /// and repair carry the tombstone back and forth meanwhile).
     pub(super) fn collectible(
         &mut self,
+        now_ms: u64,
         old: Vec<(String, Version)>,
-        cycle: u64,
     ) -> Vec<(String, Version)> {
+        let cycle = now_ms / self.cfg.interval_ms;
         self.agree.collected.retain(|_, until| *until >= cycle);
         self.agree.candidates = old.iter().map(|(k, _)| bucket_of_key(k)).collect();
         if self.cfg.n == 1 {
             return old;
         }
+        let wait = self
+            .cfg
+            .tombstone_lifetime_ms
+            .saturating_add(u64::from(self.cfg.n + 2).saturating_mul(self.cfg.interval_ms));
         old.into_iter()
             .filter(|(k, v)| {
                 let b = bucket_of_key(k);
-                self.agree
-                    .proofs
-                    .get(&b)
-                    .is_some_and(|p| p.covers == self.bucket_hash(b) && v.ms < p.cut)
+                self.agree.proofs.get(&b).is_some_and(|p| {
+                    p.covers == self.bucket_hash(b)
+                        && v.ms < p.cut
+                        && now_ms >= p.cut.saturating_add(wait)
+                })
             })
             .collect()
     }
@@ -305,7 +317,9 @@ mod tests {
         );
         assert!(matches!(nodes[0].get("gone"), Ok(Some(e)) if e.is_tombstone()));
         give(&mut nodes[2], &tomb);
-        for _ in 0..3 {
+        // N rounds to prove, then N + 2 cycles' wait for the proof to go
+        // round before anyone collects.
+        for _ in 0..9 {
             round(&mut nodes, now);
             now += 1_000;
         }
@@ -388,6 +402,8 @@ mod tests {
         assert_eq!(nodes[1].stats().gc_claims_refused, 1);
         assert_eq!(nodes[1].stats().gc_proofs, 1, "proven by the run, own cut");
         nodes[1].collect_garbage(now + 1).expect("collect");
+        assert_eq!(nodes[1].counts(), (0, 1), "the proof is still going round");
+        nodes[1].collect_garbage(now + 4 * 1_000).expect("collect");
         assert_eq!(nodes[1].counts(), (0, 0));
     }
 }

@@ -17,7 +17,7 @@ impl<S: Store> Node<S> {
         let before = now_ms.saturating_sub(self.cfg.tombstone_lifetime_ms);
         let cycle = now_ms / self.cfg.interval_ms;
         let candidates = self.store.old_tombstones(before, 1024)?;
-        let old = self.collectible(candidates, cycle);
+        let old = self.collectible(now_ms, candidates);
         if old.is_empty() {
             return Ok(());
         }
