@@ -200,6 +200,8 @@ fn metrics_count_what_the_cores_did_and_pass_promtool() {
         "ringsync_repairs_total",
         "ringsync_wipes_total",
         "ringsync_tombstones_collected_total",
+        "ringsync_gc_proofs_total",
+        "ringsync_gc_claims_refused_total",
     ] {
         assert!(
             a.contains(&format!("# TYPE {family} ")),

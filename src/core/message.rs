@@ -42,6 +42,26 @@ pub struct Digest {
     /// incarnation 0 (see [`super::membership`]).
     #[serde(deserialize_with = "wire_caps::news")]
     pub news: Vec<News>,
+    /// Ring agreement on tombstone buckets, sent only to the successor in a
+    /// ring cycle push, and only for buckets that hold tombstones old
+    /// enough to collect or a proof still travelling (DESIGN §7).
+    pub runs: Vec<BucketRun>,
+}
+
+/// How far round the ring one agreement bucket's content is known to be
+/// held, as its sender tells its successor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketRun {
+    /// The bucket: a node of the digest tree at the agreement level.
+    pub bucket: u32,
+    /// The sender's hash of that bucket when it sent this.
+    pub hash: u64,
+    /// How many ring members in a row, ending at the sender, are known to
+    /// have held exactly `hash` at some moment (at most N).
+    pub run: u32,
+    /// A content every member has held: (its hash, the cut below which its
+    /// tombstones may go).
+    pub proof: Option<(u64, u64)>,
 }
 
 /// Why a push is sent; it decides what follows its acknowledgement.

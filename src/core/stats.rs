@@ -30,6 +30,11 @@ pub struct Stats {
     pub repairs: u64,
     /// Tombstones collected.
     pub tombstones_collected: u64,
+    /// Tombstone buckets proven held by every ring member (DESIGN §7).
+    pub gc_proofs: u64,
+    /// Digests whose collection floors, or proofs whose cut, went beyond
+    /// what the peer's clock could honestly claim: refused.
+    pub gc_claims_refused: u64,
     /// Times this node wiped itself to resync.
     pub wipes: u64,
     /// Eager relays sent.

@@ -196,8 +196,18 @@ pub fn render_snapshot(
     );
     m.counter(
         "ringsync_tombstones_collected_total",
-        "Tombstones removed after their lifetime.",
+        "Tombstones removed after their lifetime, once every ring member was known to have held them.",
         st.tombstones_collected,
+    );
+    m.counter(
+        "ringsync_gc_proofs_total",
+        "Tombstone buckets proven held by every ring member (by this node's run or a peer's proof).",
+        st.gc_proofs,
+    );
+    m.counter(
+        "ringsync_gc_claims_refused_total",
+        "Peer digests with collection floors, or proofs with a cut, beyond what the peer's clock could honestly claim: refused, never acted on.",
+        st.gc_claims_refused,
     );
 
     peers(&mut m, node, ids, now_cycle);

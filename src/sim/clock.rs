@@ -55,6 +55,13 @@ impl Clocks {
         ((interval - past) % interval) as u64
     }
 
+    /// Sets node `i`'s clock `ms` further ahead.
+    pub fn shift(&mut self, i: u32, ms: u64) {
+        if let Some(o) = self.offset_ms.get_mut(i as usize) {
+            *o = o.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX));
+        }
+    }
+
     /// Node `i`'s offset, ms.
     pub fn offset_ms(&self, i: u32) -> i64 {
         self.offset_ms[i as usize]

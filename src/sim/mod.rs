@@ -23,6 +23,7 @@ pub mod scenario;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::core::entry::Entry;
+use crate::core::message::{decode, encode, Body};
 use crate::core::node::Mode;
 use crate::core::rng::Rng;
 use crate::core::{Config, Node, Version, WriteError};
@@ -64,6 +65,8 @@ struct World<'a> {
     /// Draws for slow requests.
     realism: Rng,
     ledger: Ledger,
+    /// Active [`Fault::Strip`]s: (node, key prefix).
+    strip: Vec<(u32, String)>,
 }
 
 impl World<'_> {
@@ -142,6 +145,7 @@ impl World<'_> {
             return;
         }
         let now = self.clocks.now(actor, t);
+        let packet = self.stripped(actor, packet);
         let node = &mut self.nodes[actor as usize];
         match packet {
             Packet::Tick { .. } => node.handle_timeout(now),
@@ -165,11 +169,58 @@ impl World<'_> {
         self.drain(actor, t);
     }
 
+    /// The packet as `actor` receives it: without the entries an active
+    /// [`Fault::Strip`] takes out.
+    fn stripped(&self, actor: u32, packet: Packet) -> Packet {
+        let prefixes: Vec<&str> = self
+            .strip
+            .iter()
+            .filter(|(node, _)| *node == actor)
+            .map(|(_, p)| p.as_str())
+            .collect();
+        if prefixes.is_empty() {
+            return packet;
+        }
+        let strip = |payload: Vec<u8>| -> Vec<u8> {
+            let Ok(mut msg) = decode(&payload) else {
+                return payload;
+            };
+            let keep = |e: &Entry| !prefixes.iter().any(|p| e.key.starts_with(p));
+            match &mut msg.body {
+                Body::Push { entries, .. }
+                | Body::SynAck { entries, .. }
+                | Body::BucketReply { entries, .. } => entries.retain(keep),
+                _ => return payload,
+            }
+            encode(&msg)
+        };
+        match packet {
+            Packet::Request {
+                from,
+                to,
+                id,
+                payload,
+            } => Packet::Request {
+                from,
+                to,
+                id,
+                payload: strip(payload),
+            },
+            Packet::Reply { to, id, payload } => Packet::Reply {
+                to,
+                id,
+                payload: strip(payload),
+            },
+            other => other,
+        }
+    }
+
     /// Applies the faults active in cycle `k` to the network.
     fn set_faults(&mut self, k: u64) {
         let active = || self.sc.faults.iter().filter(|f| f.cycles().contains(&k));
         let mut sides = Vec::new();
         let mut one_way = Vec::new();
+        let mut strip = Vec::new();
         let (mut loss, mut dup, mut reorder) = (self.sc.loss, 0.0f64, (0.0f64, 0u64));
         for f in active() {
             match f {
@@ -180,9 +231,11 @@ impl World<'_> {
                 Fault::Reorder { rate, max_ms, .. } => {
                     reorder = (reorder.0.max(*rate), reorder.1.max(*max_ms));
                 }
+                Fault::Strip { node, prefix, .. } => strip.push((*node, prefix.clone())),
                 Fault::Crash { .. } => {}
             }
         }
+        self.strip = strip;
         self.net.set_partitions(sides);
         self.net.set_one_way(one_way);
         self.net.set_loss(loss);
@@ -198,13 +251,16 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
     let n = sc.nodes.max(2);
     let first_cycle = EPOCH_MS / sc.interval_ms;
     let write_ms = first_cycle * sc.interval_ms - sc.interval_ms / 2;
-    let clocks = Clocks::new(
+    let mut clocks = Clocks::new(
         n,
         sc.clock_skew_ms,
         sc.clock_drift_ppm,
         write_ms,
         &mut realism,
     );
+    for &(i, ms) in &sc.clock_ahead {
+        clocks.shift(i, ms);
+    }
     let crashed: HashSet<u32> = sc.crashed.iter().copied().filter(|&c| c < n).collect();
     let live: Vec<u32> = (0..n).filter(|i| !crashed.contains(i)).collect();
     let mut w = World {
@@ -215,6 +271,7 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
         clocks,
         realism: Rng::new(0),
         ledger: Ledger::new(),
+        strip: Vec::new(),
     };
     for me in 0..n {
         // The memory store cannot fail to open, with faults not yet on.
@@ -410,9 +467,13 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
         writes_failed: w.ledger.failed_count,
         lost_writes,
         resurrected_deletes,
+        wipes: 0,
+        tombstones_collected: 0,
     };
     for node in &w.nodes {
         out.entries_sent += node.stats().entries_sent;
+        out.wipes += node.stats().wipes;
+        out.tombstones_collected += node.stats().tombstones_collected;
     }
     out
 }

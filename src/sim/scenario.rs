@@ -63,6 +63,20 @@ pub enum Fault {
         /// Cycle it heals in.
         until: u64,
     },
+    /// Entries whose key starts with `prefix` are taken out of every
+    /// message delivered to `node`, the rest of the message arriving: it
+    /// misses them as holes (later entries of the same origin still come),
+    /// which only the tree repair finds once the fault heals.
+    Strip {
+        /// Ring position that misses them.
+        node: u32,
+        /// Key prefix of the entries it misses.
+        prefix: String,
+        /// First cycle.
+        from: u64,
+        /// Cycle it heals in.
+        until: u64,
+    },
     /// Each message is lost with chance `rate` (the larger of this and
     /// [`Scenario::loss`] applies).
     Loss {
@@ -84,6 +98,7 @@ impl Fault {
             | Fault::OneWay { from, until, .. }
             | Fault::Duplicate { from, until, .. }
             | Fault::Reorder { from, until, .. }
+            | Fault::Strip { from, until, .. }
             | Fault::Loss { from, until, .. } => *from..*until,
         }
     }
@@ -150,6 +165,9 @@ pub struct Scenario {
     /// And runs fast or slow by a uniform draw from
     /// `[-clock_drift_ppm, +clock_drift_ppm]` parts per million.
     pub clock_drift_ppm: u64,
+    /// Nodes whose clock is set this far ahead (ms), on top of the skew
+    /// drawn: a machine whose clock is simply wrong.
+    pub clock_ahead: Vec<(u32, u64)>,
     /// Chance that any one store commit fails (nothing applied), and,
     /// separately, that a request is handled slowly.
     pub store_faults: f64,
@@ -182,6 +200,7 @@ impl Scenario {
             relay: true,
             clock_skew_ms: 0,
             clock_drift_ppm: 0,
+            clock_ahead: Vec::new(),
             store_faults: 0.0,
             slow_commit_ms: 600,
             tombstone_lifetime_ms: None,
@@ -197,6 +216,7 @@ impl Scenario {
             || !self.timed_writes.is_empty()
             || self.deletes > 0
             || self.clock_skew_ms > 0
+            || !self.clock_ahead.is_empty()
             || self.store_faults > 0.0
     }
 
@@ -259,6 +279,10 @@ pub struct Outcome {
     /// yet an up node serves a value for it at the end, or served one after
     /// it had held the tombstone.
     pub resurrected_deletes: u64,
+    /// Times a node wiped itself to resync, summed over the nodes.
+    pub wipes: u64,
+    /// Tombstones collected, summed over the nodes.
+    pub tombstones_collected: u64,
 }
 
 impl Outcome {

@@ -72,10 +72,17 @@ impl<S: Store> Node<S> {
             .partition(|e| e.version.ms <= horizon);
         self.note_skew(now_ms, from, entries, future.len(), now_ok.is_empty());
         let mut meta = Vec::new();
+        // A tombstone we collected lately, repaired back by a peer that
+        // has not collected it yet, stays out: the proof that let us
+        // collect it is on its way to that peer.
+        let now_ok: Vec<Entry> = now_ok
+            .into_iter()
+            .filter(|e| !(e.is_tombstone() && self.agree.recently_collected(e.hash64())))
+            .collect();
         let floors = (complete && future.is_empty() && self.resyncing).then(|| {
             let mut floors = self.gc_floors.clone();
-            for (o, v) in &sender.gc_floors {
-                bump(&mut floors, *o, *v);
+            for (o, v) in self.honest_floors(now_ms, from, sender) {
+                bump(&mut floors, o, v);
             }
             floors
         });

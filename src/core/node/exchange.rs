@@ -232,7 +232,7 @@ impl<S: Store> Node<S> {
                 digest: Some(d),
             } = body
             {
-                self.check_self_stale(peer, &d);
+                self.check_self_stale(now_ms, peer, &d);
             }
         }
         self.finish_if_idle(ex);
@@ -298,7 +298,7 @@ impl<S: Store> Node<S> {
         match (what, reply) {
             (Awaiting::Push { kind }, Body::Ack { digest }) => {
                 self.stats.pushes_ok += 1;
-                if kind != PushKind::Relay && !self.check_self_stale(peer, &digest) {
+                if kind != PushKind::Relay && !self.check_self_stale(now_ms, peer, &digest) {
                     self.follow_up(ex, peer, kind, &digest);
                 }
             }
@@ -311,7 +311,7 @@ impl<S: Store> Node<S> {
                 },
             ) => {
                 self.stats.pushes_ok += 1;
-                if self.check_self_stale(peer, &digest) {
+                if self.check_self_stale(now_ms, peer, &digest) {
                     // Wiped: the next exchange pulls everything.
                 } else if let Some(held) = self.take(now_ms, ex, peer, &entries, complete, &digest)
                 {
@@ -397,9 +397,13 @@ impl<S: Store> Node<S> {
         complete: bool,
     ) -> u64 {
         self.count_sent(&entries);
+        let mut digest = self.digest();
+        if kind == PushKind::Cycle {
+            digest.runs = self.runs_for(peer);
+        }
         let body = Body::Push {
             kind,
-            digest: self.digest(),
+            digest,
             entries,
             complete,
         };

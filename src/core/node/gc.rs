@@ -1,16 +1,23 @@
-//! Tombstone collection: tombstones older than their lifetime are removed,
-//! and the collection floors that let peers notice staleness are raised.
+//! Tombstone collection: tombstones past their lifetime that every ring
+//! member is known to have held are removed, and the collection floors that
+//! let peers notice staleness are raised.
 
 use std::collections::BTreeMap;
 
+use super::agree::bucket_of_key;
 use super::{bump, Node, META_GC_FLOORS};
 use crate::core::entry::{entry_hash, key_hash, Origin, Version};
 use crate::core::store::{Store, StoreError, WriteBatch};
 
 impl<S: Store> Node<S> {
+    /// Collects tombstones past their lifetime on our clock that every
+    /// ring member is known to have held (a proof of their bucket, see
+    /// [`super::agree`]); in a ring of one, by age alone.
     pub(super) fn collect_garbage(&mut self, now_ms: u64) -> Result<(), StoreError> {
         let before = now_ms.saturating_sub(self.cfg.tombstone_lifetime_ms);
-        let old = self.store.old_tombstones(before, 1024)?;
+        let cycle = now_ms / self.cfg.interval_ms;
+        let candidates = self.store.old_tombstones(before, 1024)?;
+        let old = self.collectible(now_ms, candidates);
         if old.is_empty() {
             return Ok(());
         }
@@ -23,14 +30,18 @@ impl<S: Store> Node<S> {
             meta: vec![(META_GC_FLOORS.to_string(), encode_floors(&floors))],
             ..WriteBatch::default()
         })?;
+        let mut gone = Vec::with_capacity(old.len());
         for (key, v) in &old {
             // Only those still stored were removed; check before unhashing.
             if self.store.get(key)?.is_none() {
-                self.tree.toggle(key_hash(key), entry_hash(key, v, true));
+                let h = entry_hash(key, v, true);
+                self.tree.toggle(key_hash(key), h);
                 self.tombstones = self.tombstones.saturating_sub(1);
                 self.stats.tombstones_collected += 1;
+                gone.push((bucket_of_key(key), h));
             }
         }
+        self.collected(&gone, cycle);
         self.gc_floors = floors;
         Ok(())
     }
@@ -48,9 +59,10 @@ mod tests {
     use crate::core::config::Config;
     use crate::core::schedule::Schedule;
 
-    /// Tombstones live 10 s.
+    /// Tombstones live 10 s, in a ring of one: nobody else to wait for,
+    /// so age alone decides (the ring's rule is tested in `agree`).
     fn short_lived() -> Config {
-        let mut cfg = config(4, 0, Schedule::Successor);
+        let mut cfg = config(1, 0, Schedule::Successor);
         cfg.tombstone_lifetime_ms = 10_000;
         cfg
     }

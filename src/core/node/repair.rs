@@ -209,13 +209,19 @@ impl<S: Store> Node<S> {
 
     /// If a peer's digest shows that we are stale, wipes our data so that we
     /// resync from scratch instead of bringing deleted keys back.
-    pub(super) fn check_self_stale(&mut self, peer: u32, theirs: &Digest) -> bool {
+    /// Floors beyond what the peer's clock could honestly claim are
+    /// refused: a clock far ahead must not make us wipe.
+    pub(super) fn check_self_stale(&mut self, now_ms: u64, peer: u32, theirs: &Digest) -> bool {
+        if theirs.gc_floors.is_empty() {
+            return false;
+        }
+        let floors = self.honest_floors(now_ms, peer, theirs);
         let me_stale = stale(
             self.resyncing,
             self.keys + self.tombstones,
             &self.hints,
             &self.gc_floors,
-            &theirs.gc_floors,
+            &floors,
         );
         if !me_stale {
             return false;
@@ -236,6 +242,7 @@ impl<S: Store> Node<S> {
                 self.keys = 0;
                 self.tombstones = 0;
                 self.drop_relays();
+                self.agree.clear();
                 self.resyncing = true;
                 self.stats.wipes += 1;
                 self.events.push_back(Event::Wiped { peer });
@@ -295,14 +302,14 @@ mod tests {
             gc_floors: map(&[(2, 80)]),
             ..Digest::default()
         };
-        assert!(n0.check_self_stale(2, &theirs));
+        assert!(n0.check_self_stale(1000, 2, &theirs));
         assert_eq!(n0.counts(), (0, 0));
         assert!(n0.digest().resyncing);
         assert!(n0.digest().quiet, "relay queues went with the data");
         assert!(events(&mut n0).contains(&Event::Wiped { peer: 2 }));
         // Resyncing, it is not wiped again.
         n0.write(200, "b", Some(b"v".to_vec())).expect("write");
-        assert!(!n0.check_self_stale(2, &theirs));
+        assert!(!n0.check_self_stale(1000, 2, &theirs));
         assert_eq!(n0.counts(), (1, 0));
     }
 

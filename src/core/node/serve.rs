@@ -74,19 +74,22 @@ impl<S: Store> Node<S> {
                 self.hear(&digest);
                 // Wiped: this push was cut to our old hints, so it cannot
                 // complete a resync.
-                let wiped = self.check_self_stale(from, &digest);
+                let wiped = self.check_self_stale(now_ms, from, &digest);
                 let relayed = kind == PushKind::Relay;
                 let complete = complete && !wiped;
                 match self.accept(now_ms, from, &entries, complete, &digest, relayed) {
-                    Ok(_) => Body::Ack {
-                        digest: self.digest(),
-                    },
+                    Ok(_) => {
+                        self.hear_runs(now_ms, from, &digest.runs);
+                        Body::Ack {
+                            digest: self.digest(),
+                        }
+                    }
                     Err(reason) => self.refuse(from, reason, None),
                 }
             }
             Body::Syn { digest } => {
                 self.hear(&digest);
-                self.check_self_stale(from, &digest);
+                self.check_self_stale(now_ms, from, &digest);
                 if self.is_stale(&digest) {
                     return self.refuse(from, Refusal::StaleSender, Some(self.digest()));
                 }
