@@ -108,6 +108,8 @@ impl Wire {
             Ok(Body::TreeReply { .. }) => ("TreeReply", 0),
             Ok(Body::BucketQuery { .. }) => ("BucketQuery", 0),
             Ok(Body::Refused { .. }) => ("Refused", 0),
+            Ok(Body::ProbeReq { .. }) => ("ProbeReq", 0),
+            Ok(Body::Reached { .. }) => ("Reached", 0),
             Err(_) => ("undecodable", 0),
         };
         let t = self.by_type.entry(kind).or_default();

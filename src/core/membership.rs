@@ -207,6 +207,13 @@ impl View {
 
     /// Merges news from a peer.
     pub fn merge(&mut self, news: &[News]) -> Change {
+        self.merge_noting(news, &mut Vec::new())
+    }
+
+    /// [`View::merge`], adding to `revived` each other member the news
+    /// shows alive at a higher incarnation than we knew: it refuted, so it
+    /// is up, and whatever we counted against it is history.
+    pub fn merge_noting(&mut self, news: &[News], revived: &mut Vec<u32>) -> Change {
         let mut change = Change::None;
         for &(pos, inc, state) in news {
             if pos >= self.n {
@@ -229,6 +236,9 @@ impl View {
                     change = Change::Refuted;
                 }
                 continue;
+            }
+            if inc > m.incarnation && state == State::Alive {
+                revived.push(pos);
             }
             if inc > m.incarnation || (inc == m.incarnation && state > m.state) {
                 self.set(
@@ -262,6 +272,16 @@ mod tests {
         // An old rumour of its failure changes nothing.
         assert_eq!(v.merge(&[(1, 0, State::Failed)]), Change::None);
         assert_eq!(v.get(1).state, State::Alive);
+    }
+
+    #[test]
+    fn a_refutation_is_noted_as_a_revival() {
+        let mut v = View::new(3, 0, 0);
+        let mut revived = Vec::new();
+        v.merge_noting(&[(1, 0, State::Suspect)], &mut revived);
+        assert!(revived.is_empty());
+        v.merge_noting(&[(1, 1, State::Alive), (2, 0, State::Alive)], &mut revived);
+        assert_eq!(revived, vec![1], "only news newer than ours");
     }
 
     #[test]

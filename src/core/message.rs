@@ -78,6 +78,9 @@ pub enum PushKind {
     /// An eager relay of new entries along the schedule's relay tree, sent
     /// at once rather than at the next cycle.
     Relay,
+    /// Never in a push: marks the exchanges that carry an indirect probe's
+    /// [`Body::ProbeReq`] and [`Body::Reached`] (DESIGN §8).
+    Probe,
 }
 
 /// A request's body, or a reply's.
@@ -154,6 +157,21 @@ pub enum Body {
         reason: Refusal,
         /// The refuser's digest, when the refusal is about the sender's state.
         digest: Option<Digest>,
+    },
+    // New variants go last: a variant's index is its wire tag.
+    /// Request (SWIM's ping-req): `target` missed a request of the sender;
+    /// try to reach it, and send [`Body::Reached`] back if it answers. The
+    /// reply is an [`Body::Ack`] at once: the outcome comes later, as a
+    /// request of its own, so that no request waits on another.
+    ProbeReq {
+        /// Ring position of the member to reach.
+        target: u32,
+    },
+    /// Request: `target`, which the receiver asked us to probe, answered
+    /// us. The reply is an [`Body::Ack`].
+    Reached {
+        /// Ring position of the member that answered.
+        target: u32,
     },
 }
 

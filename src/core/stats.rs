@@ -43,6 +43,16 @@ pub struct Stats {
     pub relays_failed: u64,
     /// Entries carried by eager relays.
     pub relay_entries: u64,
+    /// Times this node raised its incarnation to refute a rumour of its
+    /// own failure (each a synced commit).
+    pub refutations: u64,
+    /// Times this node judged a member failed on its own evidence.
+    pub members_failed: u64,
+    /// Indirect probes this node started: a member missed a request, and
+    /// others were asked to reach it (DESIGN §8).
+    pub probes_started: u64,
+    /// Indirect probes that confirmed nothing: no one reached the member.
+    pub probes_unanswered: u64,
     /// Requests we refused, by reason.
     pub refused: BTreeMap<&'static str, u64>,
     /// Our requests that peers refused, by reason.

@@ -221,11 +221,15 @@ impl World<'_> {
         let mut sides = Vec::new();
         let mut one_way = Vec::new();
         let mut strip = Vec::new();
+        let mut links = Vec::new();
         let (mut loss, mut dup, mut reorder) = (self.sc.loss, 0.0f64, (0.0f64, 0u64));
         for f in active() {
             match f {
                 Fault::Partition { side, .. } => sides.push(side.iter().copied().collect()),
                 Fault::OneWay { senders, .. } => one_way.push(senders.iter().copied().collect()),
+                Fault::Link {
+                    node, unreachable, ..
+                } => links.push((*node, *unreachable)),
                 Fault::Loss { rate, .. } => loss = loss.max(*rate),
                 Fault::Duplicate { rate, .. } => dup = dup.max(*rate),
                 Fault::Reorder { rate, max_ms, .. } => {
@@ -238,6 +242,7 @@ impl World<'_> {
         self.strip = strip;
         self.net.set_partitions(sides);
         self.net.set_one_way(one_way);
+        self.net.set_links(links);
         self.net.set_loss(loss);
         self.net.set_duplicate(dup);
         self.net.set_reorder(reorder.0, reorder.1);
@@ -320,12 +325,17 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
         .filter(|f| {
             matches!(
                 f,
-                Fault::Crash { .. } | Fault::Partition { .. } | Fault::OneWay { .. }
+                Fault::Crash { .. }
+                    | Fault::Partition { .. }
+                    | Fault::OneWay { .. }
+                    | Fault::Link { .. }
             )
         })
         .map(|f| f.cycles().start)
         .min();
+    // What restarted nodes counted in their earlier lives.
     let mut entries_retired = 0u64;
+    let (mut refutations_retired, mut failed_retired) = (0u64, 0u64);
     let mut fallback_node_cycles = 0u64;
     let mut cycles_to_fallback = None;
     let mut spreads: Vec<Spread> = Vec::new();
@@ -355,7 +365,10 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
             if is_down && !was_down {
                 w.net.crash(i);
             } else if was_down && !is_down {
-                entries_retired += w.nodes[i as usize].stats().entries_sent;
+                let old = w.nodes[i as usize].stats();
+                entries_retired += old.entries_sent;
+                refutations_retired += old.refutations;
+                failed_retired += old.members_failed;
                 w.restart(i, rng.next_u64());
             }
             w.down[i as usize] = is_down;
@@ -469,11 +482,15 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
         resurrected_deletes,
         wipes: 0,
         tombstones_collected: 0,
+        refutations: refutations_retired,
+        failed_judgements: failed_retired,
     };
     for node in &w.nodes {
         out.entries_sent += node.stats().entries_sent;
         out.wipes += node.stats().wipes;
         out.tombstones_collected += node.stats().tombstones_collected;
+        out.refutations += node.stats().refutations;
+        out.failed_judgements += node.stats().members_failed;
     }
     out
 }

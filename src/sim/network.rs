@@ -61,6 +61,8 @@ pub struct Network {
     cuts: Vec<BTreeSet<u32>>,
     /// Active one-way cuts: what each set sends to a node outside it is lost.
     one_way: Vec<BTreeSet<u32>>,
+    /// Active link cuts: requests `.0` sends to `.1` are lost.
+    links: Vec<(u32, u32)>,
     /// Chance a delivered message is delivered twice.
     duplicate: f64,
     /// Chance a message is held back, and the longest extra delay, ms.
@@ -88,6 +90,7 @@ impl Network {
             open: HashMap::new(),
             cuts: Vec::new(),
             one_way: Vec::new(),
+            links: Vec::new(),
             duplicate: 0.0,
             reorder: (0.0, 0),
             messages: 0,
@@ -113,6 +116,18 @@ impl Network {
     /// outside it is lost (in flight too); the other way is open.
     pub fn set_one_way(&mut self, senders: Vec<BTreeSet<u32>>) {
         self.one_way = senders;
+    }
+
+    /// Sets the active link cuts: a request from `.0` to `.1` is lost (in
+    /// flight too); the other way, requests and replies pass.
+    pub fn set_links(&mut self, links: Vec<(u32, u32)>) {
+        self.links = links;
+    }
+
+    /// True when a request from `from` may reach `to`: the message passes,
+    /// and no link cut drops the connections `from` opens to `to`.
+    fn request_passes(&self, from: u32, to: u32) -> bool {
+        self.passes(from, to) && !self.links.contains(&(from, to))
     }
 
     /// From now on a delivered message is delivered twice with chance `p`.
@@ -220,7 +235,7 @@ impl Network {
         self.bytes += payload.len() as u64;
         self.open.insert((from, id), to);
         self.push(now + timeout_ms, Packet::Timeout { to: from, id });
-        if !self.passes(from, to) {
+        if !self.request_passes(from, to) {
             self.cut_off += 1;
         } else if !self.rng.chance(self.loss) {
             self.deliver(
@@ -262,7 +277,7 @@ impl Network {
             // A message that a partition made since it was sent cuts off is
             // lost on the way.
             let crossed = match &p {
-                Packet::Request { from, to, .. } => !self.passes(*from, *to),
+                Packet::Request { from, to, .. } => !self.request_passes(*from, *to),
                 Packet::Reply { to, id, .. } => !self.reply_connected(*to, *id),
                 _ => false,
             };

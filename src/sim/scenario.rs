@@ -40,6 +40,21 @@ pub enum Fault {
         /// Cycle it heals in.
         until: u64,
     },
+    /// One link cut one way, as a firewall that drops the connections
+    /// `node` opens to `unreachable`: requests `node` sends to
+    /// `unreachable` are lost, while requests `unreachable` sends to `node`
+    /// arrive and their replies come back (over TCP a reply rides the
+    /// requester's connection). Every other pair is untouched.
+    Link {
+        /// The node whose requests are lost.
+        node: u32,
+        /// The node it cannot reach.
+        unreachable: u32,
+        /// First cycle cut.
+        from: u64,
+        /// Cycle it heals in.
+        until: u64,
+    },
     /// Each message that is delivered is delivered twice with chance
     /// `rate`, the copy with its own latency.
     Duplicate {
@@ -96,6 +111,7 @@ impl Fault {
             Fault::Crash { from, until, .. }
             | Fault::Partition { from, until, .. }
             | Fault::OneWay { from, until, .. }
+            | Fault::Link { from, until, .. }
             | Fault::Duplicate { from, until, .. }
             | Fault::Reorder { from, until, .. }
             | Fault::Strip { from, until, .. }
@@ -283,6 +299,13 @@ pub struct Outcome {
     pub wipes: u64,
     /// Tombstones collected, summed over the nodes.
     pub tombstones_collected: u64,
+    /// Times some node raised its incarnation to refute a rumour of its
+    /// own failure, summed over the nodes (restarts not counted): each
+    /// costs a synced commit, and many of them mean a member flaps.
+    pub refutations: u64,
+    /// Times some node judged a member failed on its own evidence, summed
+    /// over the nodes; in a run where no node goes down, each is false.
+    pub failed_judgements: u64,
 }
 
 impl Outcome {

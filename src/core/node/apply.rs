@@ -134,7 +134,8 @@ impl<S: Store> Node<S> {
             "peer {from} sent only entries from the future ({held}, the newest {} ms ahead of our clock): held back",
             p.ahead_ms
         );
-        self.judge_missed(from);
+        let failures = p.failures;
+        self.judge(from, failures);
     }
 
     /// Commits entries (and meta) atomically, then updates the digest and
@@ -204,7 +205,10 @@ impl<S: Store> Node<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixture::{config, entry, node, reopen, transmits};
+    use super::super::fixture::{
+        config, deliver_all, entry, events, node, reopen, ring, transmits,
+    };
+    use super::super::Event;
     use super::*;
     use crate::core::entry::Version;
     use crate::core::schedule::Schedule;
@@ -421,5 +425,30 @@ mod tests {
         }
         let queued: Vec<&str> = n0.relay.unheld().map(|(k, _, _)| k.as_str()).collect();
         assert_eq!(queued, vec!["b", "c"]);
+    }
+
+    #[test]
+    fn a_pull_of_only_future_entries_is_a_miss_and_stops() {
+        let mut nodes = ring(2, Schedule::Random, |_| {});
+        let threshold = nodes[0].config().failure_threshold;
+        let now = 100_000;
+        nodes[1]
+            .write(now + 60_000, "f", Some(b"v".to_vec()))
+            .expect("write");
+        for _ in 0..threshold {
+            nodes[0].push_pull_with(1);
+            // Syn and SynAck only: nothing to push back, no pull again.
+            assert_eq!(deliver_all(&mut nodes, now), 1);
+        }
+        assert!(matches!(nodes[0].get("f"), Ok(None)));
+        assert!(nodes[0].view().is_failed(1), "{:?}", nodes[0].peers()[1]);
+        let oks: Vec<bool> = events(&mut nodes[0])
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::ExchangeDone { ok, .. } => Some(ok),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(oks, vec![false; threshold as usize]);
     }
 }

@@ -9,12 +9,12 @@
 //! [`Node::next_timeout`] when to call again. Nothing here reads a clock,
 //! sleeps, touches a socket or draws from a global generator.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use super::config::Config;
 use super::entry::{key_hash, Entry, InvalidEntry, Origin, Version};
 use super::hlc::Hlc;
-use super::membership::{Change, State, View};
+use super::membership::{Change, View};
 use super::message::{Digest, PushKind, Refusal};
 use super::rng::Rng;
 use super::schedule::{ring_offset, Schedule};
@@ -29,12 +29,14 @@ mod exchange;
 #[cfg(test)]
 mod fixture;
 mod gc;
+mod probe;
 mod relay;
 mod repair;
 mod serve;
 
 use agree::Agreement;
 use exchange::{Exchange, Outstanding};
+use probe::Probe;
 use relay::Held;
 
 const META_GC_FLOORS: &str = "gc_floors";
@@ -155,6 +157,9 @@ pub struct PeerSeen {
     /// first seen so, and at how many such exchanges: the same pair long
     /// enough means nothing moved between us (see `Node::follow_up`).
     pub(super) apart: Option<Apart>,
+    /// Indirect probes of it in a row that no one answered: confirmed
+    /// misses, which suspect and then fail it (DESIGN §8).
+    pub probe_misses: u32,
 }
 
 /// Two roots found apart, unchanged, at quiet exchanges with one peer.
@@ -199,6 +204,13 @@ pub struct Node<S: Store> {
     stats: Stats,
     rng: Rng,
     view: View,
+    /// The latest time an input brought: a failure comes without one.
+    now_ms: u64,
+    /// Indirect probes under way, by the member probed.
+    probes: BTreeMap<u32, Probe>,
+    /// Members that others reach but we cannot: we route around them
+    /// (fallback) without failing them, and try them directly each cycle.
+    unreachable: BTreeSet<u32>,
     mode: Mode,
     mode_since: u64,
     mode_reason: String,
@@ -278,6 +290,9 @@ impl<S: Store> Node<S> {
             stats: Stats::default(),
             rng: Rng::new(seed),
             view,
+            now_ms: 0,
+            probes: BTreeMap::new(),
+            unreachable: BTreeSet::new(),
             mode: Mode::Ring,
             mode_since: 0,
             mode_reason: String::from("started"),
@@ -404,6 +419,8 @@ impl<S: Store> Node<S> {
         self.cycle = Some(c);
         self.stats.cycles += 1;
         self.view.tick(c);
+        self.saw_time(now_ms);
+        self.expire_probes(now_ms);
         if let Err(e) = self.collect_garbage(now_ms) {
             log::warn!("tombstone collection failed, will retry next cycle: {e}");
         }
@@ -431,8 +448,11 @@ impl<S: Store> Node<S> {
                 self.start(ex);
             }
             // Probe each failed member: an answer carries its refutation,
-            // and the exchange catches it up.
-            for peer in self.view.failed() {
+            // and the exchange catches it up. So with each member we route
+            // around: an answer brings us back to the ring.
+            let mut lost = self.view.failed();
+            lost.extend(self.routed_around(&lost));
+            for peer in lost {
                 let ex = self.new_exchange(peer, PushKind::PushPull);
                 self.start(ex);
             }
@@ -443,12 +463,21 @@ impl<S: Store> Node<S> {
         self.start(ex);
     }
 
+    /// Notes the time an input brought.
+    fn saw_time(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+    }
+
     /// Takes in a peer's membership news.
     fn hear(&mut self, d: &Digest) {
-        match self.view.merge(&d.news) {
+        let mut revived = Vec::new();
+        let change = self.view.merge_noting(&d.news, &mut revived);
+        self.revived(&revived);
+        match change {
             Change::None => {}
             Change::Changed => self.update_mode(),
             Change::Refuted => {
+                self.stats.refutations += 1;
                 let inc = self.view.incarnation();
                 log::info!("a peer believed this node down: refuting with incarnation {inc}");
                 if let Err(e) = self.store.commit(WriteBatch {
@@ -463,23 +492,12 @@ impl<S: Store> Node<S> {
         }
     }
 
-    /// Judges a peer that did not answer our request: suspect at the first
-    /// miss, failed after `failure_threshold` in a row.
-    fn judge_missed(&mut self, peer: u32) {
-        let failures = self.peers.get(&peer).map_or(0, |p| p.failures);
-        let state = if failures >= self.cfg.failure_threshold {
-            State::Failed
-        } else {
-            State::Suspect
-        };
-        if self.view.judge(peer, state) {
-            self.update_mode();
-        }
-    }
-
+    /// Ring while every member is in it; fallback while some member is
+    /// failed, or alive but unreachable from here.
     fn update_mode(&mut self) {
         let failed = self.view.failed();
-        let mode = if failed.is_empty() {
+        let routed_around = self.routed_around(&failed);
+        let mode = if failed.is_empty() && routed_around.is_empty() {
             Mode::Ring
         } else {
             Mode::Fallback
@@ -487,16 +505,23 @@ impl<S: Store> Node<S> {
         if mode == self.mode {
             return;
         }
-        let reason = if failed.is_empty() {
+        let names = |ps: &[u32]| ps.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+        let reason = if mode == Mode::Ring {
             "every member is live again".to_string()
+        } else if failed.is_empty() {
+            format!(
+                "ring position(s) {} answer others but not this node",
+                names(&routed_around)
+            )
         } else {
-            let names: Vec<String> = failed.iter().map(u32::to_string).collect();
-            format!("ring position(s) {} failed", names.join(", "))
+            format!("ring position(s) {} failed", names(&failed))
         };
         self.mode = mode;
         self.mode_since = self.cycle.unwrap_or(0);
         self.mode_reason = reason.clone();
-        self.drop_relays();
+        let mut lost = failed;
+        lost.extend(routed_around);
+        self.drop_relays_to(&lost);
         self.events.push_back(Event::ModeChanged { mode, reason });
     }
 }
@@ -617,7 +642,10 @@ mod tests {
     #[test]
     fn misses_fail_a_member_and_switch_to_fallback_and_back() {
         let mut n0 = node(config(4, 0, Schedule::Successor));
-        for c in 1..=3u64 {
+        // Each miss is confirmed by an indirect probe that no one answers
+        // (its asks fail too), judged at the next cycle: the third
+        // confirmed miss, at the fourth cycle, fails the member.
+        for c in 1..=4u64 {
             assert_eq!(n0.mode().0, Mode::Ring, "after {} misses", c - 1);
             n0.handle_timeout(c * 1000);
             for t in transmits(&mut n0) {
@@ -634,8 +662,12 @@ mod tests {
             }
         )));
         // Fallback: a random live peer, and a probe of the failed one.
-        n0.handle_timeout(4000);
-        let to: Vec<u32> = transmits(&mut n0).iter().map(|t| t.to).collect();
+        n0.handle_timeout(5000);
+        let to: Vec<u32> = transmits(&mut n0)
+            .iter()
+            .filter(|t| matches!(body(&t.payload), Body::Syn { .. }))
+            .map(|t| t.to)
+            .collect();
         assert_eq!(to.len(), 2);
         assert!(to.contains(&1));
     }

@@ -237,6 +237,17 @@ impl<S: Store> Node<S> {
         self.eager.clear();
     }
 
+    /// On a change of mode: drops the cycle's relay queue, which only the
+    /// ring's cycle pushes drain (fallback's push-pull carries its entries
+    /// by digest), and the eager queues to `lost` members (failed, or
+    /// routed around), whose relays would only fail. Eager queues to live
+    /// members stay: a relay is a plain push of current entries, which a
+    /// member takes whatever either side's mode.
+    pub(super) fn drop_relays_to(&mut self, lost: &[u32]) {
+        self.relay.clear();
+        self.eager.retain(|t, _| !lost.contains(t));
+    }
+
     /// Keeps the cycle's relay queue within its bound: beyond it, the oldest
     /// are left to digest repair.
     pub(super) fn cap_relay(&mut self) {

@@ -23,6 +23,7 @@ impl<S: Store> Node<S> {
         signer: Option<u32>,
         bytes: &[u8],
     ) -> Vec<u8> {
+        self.saw_time(now_ms);
         self.stats.bytes_received += bytes.len() as u64;
         let body = match decode(bytes) {
             Err(_) => self.refuse(u32::MAX, Refusal::Malformed, None),
@@ -125,6 +126,12 @@ impl<S: Store> Node<S> {
                         Body::BucketReply { entries, want }
                     }
                     Err(_) => self.refuse(from, Refusal::StoreFailed, None),
+                }
+            }
+            body @ (Body::ProbeReq { .. } | Body::Reached { .. }) => {
+                match self.serve_probe(from, body) {
+                    Some(reply) => reply,
+                    None => self.refuse(from, Refusal::Malformed, None),
                 }
             }
             _ => self.refuse(from, Refusal::Malformed, None),

@@ -55,6 +55,9 @@ pub struct PeerStatus {
     pub clock_ahead_ms: u64,
     /// Batches in a row from it that held only entries from the future.
     pub future_only_batches: u32,
+    /// Indirect probes of it in a row that no other member could answer
+    /// for: confirmed misses, which suspect and then fail it.
+    pub probe_misses: u32,
     /// alive, suspect or failed.
     pub state: String,
     /// Its incarnation as we know it.
@@ -117,6 +120,7 @@ async fn status(req: Req) -> tide::Result {
             failures: p.seen.failures,
             clock_ahead_ms: p.seen.ahead_ms,
             future_only_batches: p.seen.future_only,
+            probe_misses: p.seen.probe_misses,
             state: p.member.state.name().to_string(),
             incarnation: p.member.incarnation,
         })
