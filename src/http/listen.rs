@@ -39,6 +39,7 @@ use async_std::io::{ReadExt, WriteExt};
 use async_std::net::{TcpListener, TcpStream};
 
 use super::edge::{Edge, PeerWire};
+use super::framing::{FrameError, Framer, Phase};
 use crate::service::now_ms;
 
 /// Connections served at once. systemd gives a service 1024 descriptors
@@ -53,6 +54,9 @@ pub const MAX_CONNECTIONS_PER_IP: usize = 64;
 /// 8 KiB async-h1 allows for a head, plus one 8 KiB read of its buffer
 /// that may carry the start of the body.
 pub const HEAD_BUDGET: usize = 16 << 10;
+
+/// Bytes read from the socket at once, ahead of async-h1.
+const READ_CHUNK: usize = 8 << 10;
 
 /// Time given to a refused request's answer to be written before the
 /// connection closes.
@@ -179,6 +183,17 @@ struct State {
     class: AtomicU8,
     /// Bytes read and written before the first request showed the class.
     unseen: [AtomicU64; 2],
+    /// What came from the socket and was not handed to async-h1 yet, and
+    /// where its requests end.
+    inbox: Mutex<Inbox>,
+}
+
+/// Bytes read from the socket ahead of async-h1, handed on as the
+/// [`Framer`] allows.
+struct Inbox {
+    framer: Framer,
+    buf: Vec<u8>,
+    start: usize,
 }
 
 impl State {
@@ -190,7 +205,16 @@ impl State {
             deadline: Mutex::new(Some(Instant::now() + timeout)),
             class: AtomicU8::new(UNSEEN),
             unseen: [AtomicU64::new(0), AtomicU64::new(0)],
+            inbox: Mutex::new(Inbox {
+                framer: Framer::new(HEAD_BUDGET),
+                buf: Vec::with_capacity(READ_CHUNK),
+                start: 0,
+            }),
         }
+    }
+
+    fn inbox(&self) -> std::sync::MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Counts `n` bytes read (`written` false) or written: to `wire` on a
@@ -235,13 +259,23 @@ impl State {
         *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) = d;
     }
 
-    fn begin_request(&self) {
+    /// async-h1 has parsed a head whose body is `len` bytes long (`None`:
+    /// chunked): from here the framer hands on that body, then the next
+    /// head.
+    fn begin_request(&self, len: Option<u64>) {
+        self.inbox().framer.body(len);
+        self.head_bytes.store(0, Ordering::SeqCst);
         self.set_deadline(None);
         self.in_request.store(true, Ordering::SeqCst);
     }
 
+    /// Whether the connection must end after this request (a body the
+    /// framer cannot find the end of).
+    fn must_close(&self) -> bool {
+        self.inbox().framer.ends_connection()
+    }
+
     fn end_request(&self, close: bool, timeout: Duration) {
-        self.head_bytes.store(0, Ordering::SeqCst);
         self.closing.store(close, Ordering::SeqCst);
         self.in_request.store(false, Ordering::SeqCst);
         self.set_deadline(Some(
@@ -251,13 +285,22 @@ impl State {
 
     /// A head had begun to arrive, and no request is being served.
     fn mid_head(&self) -> bool {
-        !self.in_request.load(Ordering::SeqCst) && self.head_bytes.load(Ordering::SeqCst) > 0
+        if self.in_request.load(Ordering::SeqCst) {
+            return false;
+        }
+        let inbox = self.inbox();
+        match inbox.framer.phase() {
+            Phase::Head { len, .. } => len > 0 || inbox.start < inbox.buf.len(),
+            // A head async-h1 could not take.
+            Phase::Parsed => true,
+            Phase::Body(_) | Phase::Unframed => false,
+        }
     }
 }
 
-/// The socket as async-h1 sees it: counts head bytes, refuses to read an
-/// endless head, reads nothing more once the answer says close, and counts
-/// a peer connection's bytes.
+/// The socket as async-h1 sees it: hands on no byte past the request being
+/// read (see [`Framer`]), refuses to read an endless head, reads nothing
+/// more once the answer says close, and counts a peer connection's bytes.
 #[derive(Clone)]
 struct Conn {
     stream: TcpStream,
@@ -272,24 +315,56 @@ impl async_std::io::Read for Conn {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.state.closing.load(Ordering::SeqCst) {
+        if this.state.closing.load(Ordering::SeqCst) || buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let head = !this.state.in_request.load(Ordering::SeqCst);
-        if head && this.state.head_bytes.load(Ordering::SeqCst) > HEAD_BUDGET {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "request head too long",
-            )));
-        }
-        let r = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if let Poll::Ready(Ok(n)) = &r {
-            if head {
-                this.state.head_bytes.fetch_add(*n, Ordering::SeqCst);
+        let mut inbox = this.state.inbox();
+        if inbox.start == inbox.buf.len() {
+            let Inbox { buf: mine, .. } = &mut *inbox;
+            mine.resize(READ_CHUNK, 0);
+            match Pin::new(&mut this.stream).poll_read(cx, mine) {
+                Poll::Ready(Ok(n)) => {
+                    mine.truncate(n);
+                    inbox.start = 0;
+                    this.state.count(&this.edge.peer_wire, n, false);
+                    if n == 0 {
+                        return Poll::Ready(Ok(0));
+                    }
+                }
+                other => {
+                    mine.clear();
+                    inbox.start = 0;
+                    return other;
+                }
             }
-            this.state.count(&this.edge.peer_wire, *n, false);
         }
-        r
+        let Inbox {
+            framer,
+            buf: mine,
+            start,
+        } = &mut *inbox;
+        let avail = &mine[*start..];
+        let avail = &avail[..avail.len().min(buf.len())];
+        let n = match framer.take(avail) {
+            Ok(n) => n,
+            Err(FrameError::HeadTooLong) => {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "request head too long",
+                )))
+            }
+            Err(FrameError::NotFramed) => {
+                return Poll::Ready(Err(io::Error::other(
+                    "a read before the request's body length was known",
+                )))
+            }
+        };
+        buf[..n].copy_from_slice(&avail[..n]);
+        *start += n;
+        let head = framer.head_len();
+        drop(inbox);
+        this.state.head_bytes.store(head, Ordering::SeqCst);
+        Poll::Ready(Ok(n))
     }
 }
 
@@ -384,9 +459,11 @@ async fn connection(
         let app = app.clone();
         let st = Arc::clone(&st);
         st.class_by(&counted.peer_wire, req.url().path());
+        // async-h1 calls this as soon as it has parsed the head, before it
+        // reads any of the body: the framer learns the body's length here.
+        st.begin_request(req.len().map(|n| n as u64));
         let counted = Arc::clone(&counted);
         async move {
-            st.begin_request();
             req.set_peer_addr(Some(peer));
             req.set_local_addr(local);
             let res: tide::http::Result<tide::http::Response> = match unsupported_coding(&req) {
@@ -412,6 +489,12 @@ async fn connection(
                 }
                 None => app.respond(req).await,
             };
+            let mut res = res;
+            if st.must_close() {
+                if let Ok(r) = res.as_mut() {
+                    r.insert_header("connection", "close");
+                }
+            }
             let close = res.as_ref().map_or(true, |r| {
                 r.header("connection")
                     .is_some_and(|c| c.as_str().eq_ignore_ascii_case("close"))
@@ -423,7 +506,7 @@ async fn connection(
     let refuse = match first(serve, watchdog(Arc::clone(&state))).await {
         Some(Ok(())) => None,
         Some(Err(e)) if state.mid_head() => {
-            let too_long = state.head_bytes.load(Ordering::SeqCst) > HEAD_BUDGET
+            let too_long = state.head_bytes.load(Ordering::SeqCst) >= HEAD_BUDGET
                 || e.to_string().contains("8kb");
             Some(if too_long {
                 (
