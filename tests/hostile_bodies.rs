@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,19 +26,6 @@ const HOLD: Duration = Duration::from_secs(3);
 
 /// The node's peak resident memory must stay under this.
 const RSS_LIMIT: u64 = 100 << 20;
-
-/// A node's data and digest root: what an attack must leave alone.
-fn state(c: &Cluster, i: usize) -> (String, BTreeMap<String, Option<String>>) {
-    let data = c
-        .keys(i, "")
-        .into_iter()
-        .map(|k| {
-            let v = c.get(i, &k);
-            (k, v)
-        })
-        .collect();
-    (c.root(i), data)
-}
 
 /// Sends `SENDERS` requests at once, each a head with `headers(n)` that
 /// announces a `BODY`-byte body, and `send` bytes of it, written as long
@@ -87,17 +73,6 @@ fn flood(addr: &str, send: usize, headers: impl Fn(usize) -> String + Sync) -> V
     })
 }
 
-/// The refusals node `i` counted with `reason`.
-fn refused(c: &Cluster, i: usize, reason: &str) -> f64 {
-    let (_, body) = c.call(i, "GET", "/metrics", None);
-    let text = String::from_utf8_lossy(&body);
-    let label = format!("reason=\"{reason}\"");
-    text.lines()
-        .filter(|l| l.starts_with("ringsync_refused_requests_total{") && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn concurrent_large_bodies_leave_the_node_small() {
     let c = Cluster::start(2, Schedule::Successor, &quiet_interval(), "");
@@ -105,7 +80,7 @@ fn concurrent_large_bodies_leave_the_node_small() {
     for k in 0..4 {
         c.put(0, &format!("kept/{k}"), &format!("value {k}"));
     }
-    let before = state(&c, 0);
+    let before = c.data_and_root(0);
 
     // Unsigned: refused on the head, the body never read.
     let answers = flood(&addr, BODY, |_| String::new());
@@ -119,7 +94,7 @@ fn concurrent_large_bodies_leave_the_node_small() {
         a.expect(401, "missing_signature", "an unsigned 60 MB peer body");
         assert_eq!(a.header("connection"), Some("close"), "{a:?}");
     }
-    assert!(refused(&c, 0, "missing_signature") >= 1.0);
+    assert!(c.refused(0, "missing_signature") >= 1.0);
 
     // A forged signature passes the head's checks, so its body would be
     // read: one budget's worth of bodies is taken at a time, the rest is
@@ -151,11 +126,11 @@ fn concurrent_large_bodies_leave_the_node_small() {
         }
     }
     assert!(
-        refused(&c, 0, "body_budget") >= (SENDERS - 2) as f64,
+        c.refused(0, "body_budget") >= (SENDERS - 2) as f64,
         "no body was refused for the budget"
     );
 
-    assert_eq!(state(&c, 0), before, "the bodies changed node 0");
+    assert_eq!(c.data_and_root(0), before, "the bodies changed node 0");
     // The node still takes a write and serves.
     c.put(0, "after", "yes");
     let (status, _) = c.call(0, "GET", "/livez", None);

@@ -155,7 +155,7 @@ pub const HEADER_REASON: &str = "x-ringsync-reason";
 /// Every reason the HTTP layer may refuse a request with, so that each has
 /// a metric series from the start (the gate's, the handlers' and the
 /// listener's; the protocol's own are in `core::message::Refusal`).
-pub const HTTP_REFUSALS: [&str; 19] = [
+pub const HTTP_REFUSALS: [&str; 20] = [
     "bad_body",
     "bad_hop",
     "bad_json",
@@ -171,6 +171,7 @@ pub const HTTP_REFUSALS: [&str; 19] = [
     "method_not_allowed",
     "no_route",
     "shutting_down",
+    "slow_head_evicted",
     "too_many_connections",
     "truncated_body",
     "unsupported_transfer_encoding",

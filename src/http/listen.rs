@@ -50,6 +50,11 @@ pub const MAX_CONNECTIONS: usize = 512;
 /// keeps a few connections per node; 64 leaves room for a busy operator.
 pub const MAX_CONNECTIONS_PER_IP: usize = 64;
 
+/// Connections over [`MAX_CONNECTIONS`] while evicted ones are closing:
+/// an eviction frees its place only once the evicted task ends, within
+/// moments; past this many, new connections are refused as before.
+const EVICTION_SLACK: usize = 64;
+
 /// Bytes read between two requests before their head is complete: the
 /// 8 KiB async-h1 allows for a head, plus one 8 KiB read of its buffer
 /// that may carry the start of the body.
@@ -95,42 +100,81 @@ pub async fn serve(
                 continue;
             }
         };
-        let Some(slot) = Limits::enter(&limits, peer.ip()) else {
-            edge.refusals.note(
-                "too_many_connections",
-                &format!("a connection from {peer} (at the limit of {MAX_CONNECTIONS} in all, {MAX_CONNECTIONS_PER_IP} per address)"),
-                now_ms(),
-            );
-            let _ = stream.shutdown(Shutdown::Both);
-            continue;
+        let state = Arc::new(State::new(timeout));
+        let entered = Limits::enter(&limits, peer.ip(), &state, &stream);
+        let slot = match entered {
+            Entered::Yes(slot) => slot,
+            Entered::Evicting(slot, victim) => {
+                edge.refusals.note(
+                    "slow_head_evicted",
+                    &format!("{victim}: closed at the limit of {MAX_CONNECTIONS} connections to let {peer} in: it had sent part of a head and nothing more for longest"),
+                    now_ms(),
+                );
+                slot
+            }
+            Entered::No => {
+                edge.refusals.note(
+                    "too_many_connections",
+                    &format!("a connection from {peer} (at the limit of {MAX_CONNECTIONS} in all, {MAX_CONNECTIONS_PER_IP} per address)"),
+                    now_ms(),
+                );
+                let _ = stream.shutdown(Shutdown::Both);
+                continue;
+            }
         };
         let app = app.clone();
         let edge = Arc::clone(&edge);
         async_std::task::spawn(async move {
-            connection(app, edge, stream, peer, timeout).await;
+            connection(app, edge, stream, state, peer, timeout).await;
             drop(slot);
         });
     }
 }
 
-/// Open connections, in all and per address.
+/// Open connections, in all and per address, and each one's state, so
+/// that a slow head can be found and closed when the limit is reached.
 #[derive(Default)]
 struct Limits {
     total: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    open: Mutex<HashMap<u64, Open>>,
+    next_id: AtomicU64,
+}
+
+/// An open connection, as the accept loop sees it.
+struct Open {
+    state: Arc<State>,
+    stream: TcpStream,
+    peer: Option<SocketAddr>,
 }
 
 /// One open connection's place in [`Limits`], given back when dropped.
 struct Slot {
     limits: Arc<Limits>,
     ip: Option<IpAddr>,
+    id: u64,
+}
+
+/// Whether a new connection may be served.
+enum Entered {
+    Yes(Slot),
+    /// At the limit: the connection named was closed to make room.
+    Evicting(Slot, String),
+    No,
 }
 
 impl Limits {
-    fn enter(limits: &Arc<Limits>, ip: IpAddr) -> Option<Slot> {
+    fn enter(limits: &Arc<Limits>, ip: IpAddr, state: &Arc<State>, stream: &TcpStream) -> Entered {
+        let mut victim = None;
         if limits.total.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-            limits.total.fetch_sub(1, Ordering::SeqCst);
-            return None;
+            // Connections being closed still count until their task ends:
+            // past the slack, even an eviction does not let one in.
+            let slack = limits.total.load(Ordering::SeqCst) <= MAX_CONNECTIONS + EVICTION_SLACK;
+            victim = slack.then(|| limits.evict_slowest_head()).flatten();
+            if victim.is_none() {
+                limits.total.fetch_sub(1, Ordering::SeqCst);
+                return Entered::No;
+            }
         }
         let counted = if ip.is_loopback() {
             None
@@ -140,20 +184,59 @@ impl Limits {
             if *n >= MAX_CONNECTIONS_PER_IP {
                 drop(m);
                 limits.total.fetch_sub(1, Ordering::SeqCst);
-                return None;
+                return Entered::No;
             }
             *n += 1;
             Some(ip)
         };
-        Some(Slot {
+        let id = limits.next_id.fetch_add(1, Ordering::Relaxed);
+        limits.opened().insert(
+            id,
+            Open {
+                state: Arc::clone(state),
+                peer: stream.peer_addr().ok(),
+                stream: stream.clone(),
+            },
+        );
+        let slot = Slot {
             limits: Arc::clone(limits),
             ip: counted,
-        })
+            id,
+        };
+        match victim {
+            Some(v) => Entered::Evicting(slot, v),
+            None => Entered::Yes(slot),
+        }
+    }
+
+    fn opened(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Open>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Closes the connection that has waited longest in the middle of a
+    /// head (the one whose deadline comes first), if any; says which.
+    /// Well-behaved clients send a head in one piece, so a connection
+    /// found there is slow, or holding its place on purpose.
+    fn evict_slowest_head(&self) -> Option<String> {
+        let mut open = self.opened();
+        let (&id, _) = open
+            .iter()
+            .filter(|(_, o)| !o.state.closing.load(Ordering::SeqCst) && o.state.mid_head())
+            .filter_map(|(id, o)| Some((id, o.state.deadline()?)))
+            .min_by_key(|(_, d)| *d)?;
+        let o = open.remove(&id)?;
+        o.state.closing.store(true, Ordering::SeqCst);
+        let _ = o.stream.shutdown(Shutdown::Both);
+        Some(
+            o.peer
+                .map_or_else(|| "a connection".into(), |p| p.to_string()),
+        )
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        self.limits.opened().remove(&self.id);
         if let Some(ip) = self.ip {
             let mut m = self.limits.per_ip.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(n) = m.get_mut(&ip) {
@@ -443,10 +526,10 @@ async fn connection(
     app: tide::Server<Arc<Edge>>,
     edge: Arc<Edge>,
     stream: TcpStream,
+    state: Arc<State>,
     peer: SocketAddr,
     timeout: Duration,
 ) {
-    let state = Arc::new(State::new(timeout));
     let conn = Conn {
         stream: stream.clone(),
         state: Arc::clone(&state),
