@@ -16,8 +16,7 @@ const HEAD_END: &[u8; 4] = b"\r\n\r\n";
 /// Where the connection is, as far as framing goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
-    /// Reading a head: `matched` bytes of [`HEAD_END`] have just come,
-    /// after `len` bytes of it in all.
+    /// Reading a head, not yet at its closing blank line.
     Head {
         /// Bytes of the head handed on so far.
         len: usize,

@@ -4,8 +4,12 @@
 //! - **Connections**: at most [`MAX_CONNECTIONS`] at once, and at most
 //!   [`MAX_CONNECTIONS_PER_IP`] from one address other than loopback (a
 //!   node's peers and its local tools all come from 127.0.0.1 in a test,
-//!   and the total still bounds them). Past either, a connection is closed
-//!   at once, and counted as `too_many_connections`.
+//!   and the total still bounds them). At the total, the connection that
+//!   has waited longest in the middle of a head is closed to let the new
+//!   one in (`slow_head_evicted`): a slowloris holds its places with heads
+//!   that never end, which no well-behaved client sends. Past that, or the
+//!   per-address limit, a connection is closed at once, and counted as
+//!   `too_many_connections`.
 //! - **Time**: a client has `request_timeout` (topology, default 10 s) from
 //!   the end of one answer to send the whole head of its next request, idle
 //!   time included; past it the connection is closed, with a 408 if part of
@@ -14,11 +18,14 @@
 //!   rest of a body it discards.
 //! - **Head size**: async-h1 checks a head's length only at each line's
 //!   end, so one endless line would grow its buffer without bound; reading
-//!   stops past [`HEAD_BUDGET`] bytes between requests, and the client gets
-//!   431.
+//!   stops past [`HEAD_BUDGET`] bytes of a head, and the client gets 431.
+//! - **Pipelining**: the socket is read here, and async-h1 is handed no
+//!   byte past the request it reads ([`super::framing`]), since it drops
+//!   its buffer after each request with whatever it held of the next.
 //!
-//! A request whose answer says `connection: close` (the gate's refusals of
-//! a body) ends the connection at once: the rest of its body is not read.
+//! A request whose answer says `connection: close` (the gate's refusals,
+//! made before a body is read) ends the connection at once: the rest of
+//! its body is not read.
 //!
 //! The bytes of peer connections are counted as they cross the socket
 //! ([`super::edge::PeerWire`]). A connection is a peer's when its first
@@ -55,9 +62,9 @@ pub const MAX_CONNECTIONS_PER_IP: usize = 64;
 /// moments; past this many, new connections are refused as before.
 const EVICTION_SLACK: usize = 64;
 
-/// Bytes read between two requests before their head is complete: the
-/// 8 KiB async-h1 allows for a head, plus one 8 KiB read of its buffer
-/// that may carry the start of the body.
+/// Bytes of a head handed to async-h1 before it must be complete: more
+/// than the 8 KiB async-h1 allows, so that its own check (at a line's end)
+/// answers first when it can.
 pub const HEAD_BUDGET: usize = 16 << 10;
 
 /// Bytes read from the socket at once, ahead of async-h1.
