@@ -172,6 +172,19 @@ enum Entered {
 
 impl Limits {
     fn enter(limits: &Arc<Limits>, ip: IpAddr, state: &Arc<State>, stream: &TcpStream) -> Entered {
+        // The address's own limit first, so that no connection is evicted
+        // for one that is then refused.
+        let counted = if ip.is_loopback() {
+            None
+        } else {
+            let mut m = limits.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let n = m.entry(ip).or_default();
+            if *n >= MAX_CONNECTIONS_PER_IP {
+                return Entered::No;
+            }
+            *n += 1;
+            Some(ip)
+        };
         let mut victim = None;
         if limits.total.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
             // Connections being closed still count until their task ends:
@@ -180,22 +193,10 @@ impl Limits {
             victim = slack.then(|| limits.evict_slowest_head()).flatten();
             if victim.is_none() {
                 limits.total.fetch_sub(1, Ordering::SeqCst);
+                limits.leave_ip(counted);
                 return Entered::No;
             }
         }
-        let counted = if ip.is_loopback() {
-            None
-        } else {
-            let mut m = limits.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-            let n = m.entry(ip).or_default();
-            if *n >= MAX_CONNECTIONS_PER_IP {
-                drop(m);
-                limits.total.fetch_sub(1, Ordering::SeqCst);
-                return Entered::No;
-            }
-            *n += 1;
-            Some(ip)
-        };
         let id = limits.next_id.fetch_add(1, Ordering::Relaxed);
         limits.opened().insert(
             id,
@@ -213,6 +214,18 @@ impl Limits {
         match victim {
             Some(v) => Entered::Evicting(slot, v),
             None => Entered::Yes(slot),
+        }
+    }
+
+    /// Gives back a place counted against `ip`'s own limit.
+    fn leave_ip(&self, ip: Option<IpAddr>) {
+        let Some(ip) = ip else { return };
+        let mut m = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&ip);
+            }
         }
     }
 
@@ -244,15 +257,7 @@ impl Limits {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.limits.opened().remove(&self.id);
-        if let Some(ip) = self.ip {
-            let mut m = self.limits.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(n) = m.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    m.remove(&ip);
-                }
-            }
-        }
+        self.limits.leave_ip(self.ip);
         self.limits.total.fetch_sub(1, Ordering::SeqCst);
     }
 }
