@@ -1,14 +1,15 @@
 //! Request framing an attacker controls: a body in a transfer coding the
 //! server does not read is refused with 501 before any of it is read, and
 //! the connection is closed, so the body's bytes are never taken for the
-//! next request (a request desync).
+//! next request (a request desync). Requests pipelined in one write are
+//! all answered, in order.
 
 mod common;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::raw::{connect, read_answer, ANSWER_DEADLINE};
+use common::raw::{connect, read_answer, read_answers, ANSWER_DEADLINE};
 use common::{quiet_interval, Cluster, WRITE_TOKEN};
 use ringsync::core::Schedule;
 
@@ -81,4 +82,56 @@ fn an_unknown_transfer_coding_gets_501_and_the_connection_closes() {
     let a = read_answer(&mut s, ANSWER_DEADLINE).expect("an answer");
     assert_eq!(a.status, 200, "{a:?}");
     assert_eq!(c.get(0, "chunked").as_deref(), Some("ok"));
+}
+
+#[test]
+fn fifty_pipelined_requests_are_all_answered_in_order() {
+    let c = Cluster::start(2, Schedule::Successor, &quiet_interval(), "");
+    let addr = c.url(0).trim_start_matches("http://").to_string();
+    let root = c.root(0);
+    // Each key is written, then read back, then /livez; 16 of each, and
+    // two more /livez, in one write.
+    let mut all = Vec::new();
+    let mut want = Vec::new();
+    for i in 0..16 {
+        let value = format!("value-{i}");
+        all.extend_from_slice(
+            format!(
+                "PUT /v1/kv/pipe-{i} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {WRITE_TOKEN}\r\ncontent-length: {}\r\n\r\n{value}",
+                value.len()
+            )
+            .as_bytes(),
+        );
+        want.push((200, None));
+        all.extend_from_slice(
+            format!("GET /v1/kv/pipe-{i} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {WRITE_TOKEN}\r\n\r\n")
+                .as_bytes(),
+        );
+        want.push((200, Some(value)));
+        all.extend_from_slice(b"GET /livez HTTP/1.1\r\nhost: x\r\n\r\n");
+        want.push((200, None));
+    }
+    for _ in 0..2 {
+        all.extend_from_slice(b"GET /livez HTTP/1.1\r\nhost: x\r\n\r\n");
+        want.push((200, None));
+    }
+    assert_eq!(want.len(), 50);
+    let mut s = connect(&addr);
+    s.write_all(&all).expect("write 50 requests at once");
+    let answers = read_answers(&mut s, want.len(), ANSWER_DEADLINE)
+        .unwrap_or_else(|e| panic!("pipelined requests: {e}"));
+    for (i, (a, (status, body))) in answers.iter().zip(&want).enumerate() {
+        assert_eq!(a.status, *status, "answer {i}: {a:?}");
+        if let Some(body) = body {
+            assert_eq!(
+                String::from_utf8_lossy(&a.body),
+                body.as_str(),
+                "answer {i} is not the value written just before it"
+            );
+        }
+    }
+    for i in 0..16 {
+        assert_eq!(c.get(0, &format!("pipe-{i}")), Some(format!("value-{i}")));
+    }
+    assert_ne!(c.root(0), root, "the writes moved the digest");
 }

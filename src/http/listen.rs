@@ -4,8 +4,12 @@
 //! - **Connections**: at most [`MAX_CONNECTIONS`] at once, and at most
 //!   [`MAX_CONNECTIONS_PER_IP`] from one address other than loopback (a
 //!   node's peers and its local tools all come from 127.0.0.1 in a test,
-//!   and the total still bounds them). Past either, a connection is closed
-//!   at once, and counted as `too_many_connections`.
+//!   and the total still bounds them). At the total, the connection that
+//!   has waited longest in the middle of a head is closed to let the new
+//!   one in (`slow_head_evicted`): a slowloris holds its places with heads
+//!   that never end, which no well-behaved client sends. Past that, or the
+//!   per-address limit, a connection is closed at once, and counted as
+//!   `too_many_connections`.
 //! - **Time**: a client has `request_timeout` (topology, default 10 s) from
 //!   the end of one answer to send the whole head of its next request, idle
 //!   time included; past it the connection is closed, with a 408 if part of
@@ -14,11 +18,14 @@
 //!   rest of a body it discards.
 //! - **Head size**: async-h1 checks a head's length only at each line's
 //!   end, so one endless line would grow its buffer without bound; reading
-//!   stops past [`HEAD_BUDGET`] bytes between requests, and the client gets
-//!   431.
+//!   stops past [`HEAD_BUDGET`] bytes of a head, and the client gets 431.
+//! - **Pipelining**: the socket is read here, and async-h1 is handed no
+//!   byte past the request it reads ([`super::framing`]), since it drops
+//!   its buffer after each request with whatever it held of the next.
 //!
-//! A request whose answer says `connection: close` (the gate's refusals of
-//! a body) ends the connection at once: the rest of its body is not read.
+//! A request whose answer says `connection: close` (the gate's refusals,
+//! made before a body is read) ends the connection at once: the rest of
+//! its body is not read.
 //!
 //! The bytes of peer connections are counted as they cross the socket
 //! ([`super::edge::PeerWire`]). A connection is a peer's when its first
@@ -39,6 +46,7 @@ use async_std::io::{ReadExt, WriteExt};
 use async_std::net::{TcpListener, TcpStream};
 
 use super::edge::{Edge, PeerWire};
+use super::framing::{FrameError, Framer, Phase};
 use crate::service::now_ms;
 
 /// Connections served at once. systemd gives a service 1024 descriptors
@@ -49,10 +57,18 @@ pub const MAX_CONNECTIONS: usize = 512;
 /// keeps a few connections per node; 64 leaves room for a busy operator.
 pub const MAX_CONNECTIONS_PER_IP: usize = 64;
 
-/// Bytes read between two requests before their head is complete: the
-/// 8 KiB async-h1 allows for a head, plus one 8 KiB read of its buffer
-/// that may carry the start of the body.
+/// Connections over [`MAX_CONNECTIONS`] while evicted ones are closing:
+/// an eviction frees its place only once the evicted task ends, within
+/// moments; past this many, new connections are refused as before.
+const EVICTION_SLACK: usize = 64;
+
+/// Bytes of a head handed to async-h1 before it must be complete: more
+/// than the 8 KiB async-h1 allows, so that its own check (at a line's end)
+/// answers first when it can.
 pub const HEAD_BUDGET: usize = 16 << 10;
+
+/// Bytes read from the socket at once, ahead of async-h1.
+const READ_CHUNK: usize = 8 << 10;
 
 /// Time given to a refused request's answer to be written before the
 /// connection closes.
@@ -91,74 +107,157 @@ pub async fn serve(
                 continue;
             }
         };
-        let Some(slot) = Limits::enter(&limits, peer.ip()) else {
-            edge.refusals.note(
-                "too_many_connections",
-                &format!("a connection from {peer} (at the limit of {MAX_CONNECTIONS} in all, {MAX_CONNECTIONS_PER_IP} per address)"),
-                now_ms(),
-            );
-            let _ = stream.shutdown(Shutdown::Both);
-            continue;
+        let state = Arc::new(State::new(timeout));
+        let entered = Limits::enter(&limits, peer.ip(), &state, &stream);
+        let slot = match entered {
+            Entered::Yes(slot) => slot,
+            Entered::Evicting(slot, victim) => {
+                edge.refusals.note(
+                    "slow_head_evicted",
+                    &format!("{victim}: closed at the limit of {MAX_CONNECTIONS} connections to let {peer} in: it had sent part of a head and nothing more for longest"),
+                    now_ms(),
+                );
+                slot
+            }
+            Entered::No => {
+                edge.refusals.note(
+                    "too_many_connections",
+                    &format!("a connection from {peer} (at the limit of {MAX_CONNECTIONS} in all, {MAX_CONNECTIONS_PER_IP} per address)"),
+                    now_ms(),
+                );
+                let _ = stream.shutdown(Shutdown::Both);
+                continue;
+            }
         };
         let app = app.clone();
         let edge = Arc::clone(&edge);
         async_std::task::spawn(async move {
-            connection(app, edge, stream, peer, timeout).await;
+            connection(app, edge, stream, state, peer, timeout).await;
             drop(slot);
         });
     }
 }
 
-/// Open connections, in all and per address.
+/// Open connections, in all and per address, and each one's state, so
+/// that a slow head can be found and closed when the limit is reached.
 #[derive(Default)]
 struct Limits {
     total: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    open: Mutex<HashMap<u64, Open>>,
+    next_id: AtomicU64,
+}
+
+/// An open connection, as the accept loop sees it.
+struct Open {
+    state: Arc<State>,
+    stream: TcpStream,
+    peer: Option<SocketAddr>,
 }
 
 /// One open connection's place in [`Limits`], given back when dropped.
 struct Slot {
     limits: Arc<Limits>,
     ip: Option<IpAddr>,
+    id: u64,
+}
+
+/// Whether a new connection may be served.
+enum Entered {
+    Yes(Slot),
+    /// At the limit: the connection named was closed to make room.
+    Evicting(Slot, String),
+    No,
 }
 
 impl Limits {
-    fn enter(limits: &Arc<Limits>, ip: IpAddr) -> Option<Slot> {
-        if limits.total.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-            limits.total.fetch_sub(1, Ordering::SeqCst);
-            return None;
-        }
+    fn enter(limits: &Arc<Limits>, ip: IpAddr, state: &Arc<State>, stream: &TcpStream) -> Entered {
+        // The address's own limit first, so that no connection is evicted
+        // for one that is then refused.
         let counted = if ip.is_loopback() {
             None
         } else {
             let mut m = limits.per_ip.lock().unwrap_or_else(|p| p.into_inner());
             let n = m.entry(ip).or_default();
             if *n >= MAX_CONNECTIONS_PER_IP {
-                drop(m);
-                limits.total.fetch_sub(1, Ordering::SeqCst);
-                return None;
+                return Entered::No;
             }
             *n += 1;
             Some(ip)
         };
-        Some(Slot {
+        let mut victim = None;
+        if limits.total.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            // Connections being closed still count until their task ends:
+            // past the slack, even an eviction does not let one in.
+            let slack = limits.total.load(Ordering::SeqCst) <= MAX_CONNECTIONS + EVICTION_SLACK;
+            victim = slack.then(|| limits.evict_slowest_head()).flatten();
+            if victim.is_none() {
+                limits.total.fetch_sub(1, Ordering::SeqCst);
+                limits.leave_ip(counted);
+                return Entered::No;
+            }
+        }
+        let id = limits.next_id.fetch_add(1, Ordering::Relaxed);
+        limits.opened().insert(
+            id,
+            Open {
+                state: Arc::clone(state),
+                peer: stream.peer_addr().ok(),
+                stream: stream.clone(),
+            },
+        );
+        let slot = Slot {
             limits: Arc::clone(limits),
             ip: counted,
-        })
+            id,
+        };
+        match victim {
+            Some(v) => Entered::Evicting(slot, v),
+            None => Entered::Yes(slot),
+        }
+    }
+
+    /// Gives back a place counted against `ip`'s own limit.
+    fn leave_ip(&self, ip: Option<IpAddr>) {
+        let Some(ip) = ip else { return };
+        let mut m = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&ip);
+            }
+        }
+    }
+
+    fn opened(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Open>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Closes the connection that has waited longest in the middle of a
+    /// head (the one whose deadline comes first), if any; says which.
+    /// Well-behaved clients send a head in one piece, so a connection
+    /// found there is slow, or holding its place on purpose.
+    fn evict_slowest_head(&self) -> Option<String> {
+        let mut open = self.opened();
+        let (&id, _) = open
+            .iter()
+            .filter(|(_, o)| !o.state.closing.load(Ordering::SeqCst) && o.state.mid_head())
+            .filter_map(|(id, o)| Some((id, o.state.deadline()?)))
+            .min_by_key(|(_, d)| *d)?;
+        let o = open.remove(&id)?;
+        o.state.closing.store(true, Ordering::SeqCst);
+        let _ = o.stream.shutdown(Shutdown::Both);
+        Some(
+            o.peer
+                .map_or_else(|| "a connection".into(), |p| p.to_string()),
+        )
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some(ip) = self.ip {
-            let mut m = self.limits.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(n) = m.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    m.remove(&ip);
-                }
-            }
-        }
+        self.limits.opened().remove(&self.id);
+        self.limits.leave_ip(self.ip);
         self.limits.total.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -179,6 +278,17 @@ struct State {
     class: AtomicU8,
     /// Bytes read and written before the first request showed the class.
     unseen: [AtomicU64; 2],
+    /// What came from the socket and was not handed to async-h1 yet, and
+    /// where its requests end.
+    inbox: Mutex<Inbox>,
+}
+
+/// Bytes read from the socket ahead of async-h1, handed on as the
+/// [`Framer`] allows.
+struct Inbox {
+    framer: Framer,
+    buf: Vec<u8>,
+    start: usize,
 }
 
 impl State {
@@ -190,7 +300,16 @@ impl State {
             deadline: Mutex::new(Some(Instant::now() + timeout)),
             class: AtomicU8::new(UNSEEN),
             unseen: [AtomicU64::new(0), AtomicU64::new(0)],
+            inbox: Mutex::new(Inbox {
+                framer: Framer::new(HEAD_BUDGET),
+                buf: Vec::with_capacity(READ_CHUNK),
+                start: 0,
+            }),
         }
+    }
+
+    fn inbox(&self) -> std::sync::MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Counts `n` bytes read (`written` false) or written: to `wire` on a
@@ -235,13 +354,23 @@ impl State {
         *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) = d;
     }
 
-    fn begin_request(&self) {
+    /// async-h1 has parsed a head whose body is `len` bytes long (`None`:
+    /// chunked): from here the framer hands on that body, then the next
+    /// head.
+    fn begin_request(&self, len: Option<u64>) {
+        self.inbox().framer.body(len);
+        self.head_bytes.store(0, Ordering::SeqCst);
         self.set_deadline(None);
         self.in_request.store(true, Ordering::SeqCst);
     }
 
+    /// Whether the connection must end after this request (a body the
+    /// framer cannot find the end of).
+    fn must_close(&self) -> bool {
+        self.inbox().framer.ends_connection()
+    }
+
     fn end_request(&self, close: bool, timeout: Duration) {
-        self.head_bytes.store(0, Ordering::SeqCst);
         self.closing.store(close, Ordering::SeqCst);
         self.in_request.store(false, Ordering::SeqCst);
         self.set_deadline(Some(
@@ -251,13 +380,22 @@ impl State {
 
     /// A head had begun to arrive, and no request is being served.
     fn mid_head(&self) -> bool {
-        !self.in_request.load(Ordering::SeqCst) && self.head_bytes.load(Ordering::SeqCst) > 0
+        if self.in_request.load(Ordering::SeqCst) {
+            return false;
+        }
+        let inbox = self.inbox();
+        match inbox.framer.phase() {
+            Phase::Head { len, .. } => len > 0 || inbox.start < inbox.buf.len(),
+            // A head async-h1 could not take.
+            Phase::Parsed => true,
+            Phase::Body(_) | Phase::Unframed => false,
+        }
     }
 }
 
-/// The socket as async-h1 sees it: counts head bytes, refuses to read an
-/// endless head, reads nothing more once the answer says close, and counts
-/// a peer connection's bytes.
+/// The socket as async-h1 sees it: hands on no byte past the request being
+/// read (see [`Framer`]), refuses to read an endless head, reads nothing
+/// more once the answer says close, and counts a peer connection's bytes.
 #[derive(Clone)]
 struct Conn {
     stream: TcpStream,
@@ -272,24 +410,56 @@ impl async_std::io::Read for Conn {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.state.closing.load(Ordering::SeqCst) {
+        if this.state.closing.load(Ordering::SeqCst) || buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let head = !this.state.in_request.load(Ordering::SeqCst);
-        if head && this.state.head_bytes.load(Ordering::SeqCst) > HEAD_BUDGET {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "request head too long",
-            )));
-        }
-        let r = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if let Poll::Ready(Ok(n)) = &r {
-            if head {
-                this.state.head_bytes.fetch_add(*n, Ordering::SeqCst);
+        let mut inbox = this.state.inbox();
+        if inbox.start == inbox.buf.len() {
+            let Inbox { buf: mine, .. } = &mut *inbox;
+            mine.resize(READ_CHUNK, 0);
+            match Pin::new(&mut this.stream).poll_read(cx, mine) {
+                Poll::Ready(Ok(n)) => {
+                    mine.truncate(n);
+                    inbox.start = 0;
+                    this.state.count(&this.edge.peer_wire, n, false);
+                    if n == 0 {
+                        return Poll::Ready(Ok(0));
+                    }
+                }
+                other => {
+                    mine.clear();
+                    inbox.start = 0;
+                    return other;
+                }
             }
-            this.state.count(&this.edge.peer_wire, *n, false);
         }
-        r
+        let Inbox {
+            framer,
+            buf: mine,
+            start,
+        } = &mut *inbox;
+        let avail = &mine[*start..];
+        let avail = &avail[..avail.len().min(buf.len())];
+        let n = match framer.take(avail) {
+            Ok(n) => n,
+            Err(FrameError::HeadTooLong) => {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "request head too long",
+                )))
+            }
+            Err(FrameError::NotFramed) => {
+                return Poll::Ready(Err(io::Error::other(
+                    "a read before the request's body length was known",
+                )))
+            }
+        };
+        buf[..n].copy_from_slice(&avail[..n]);
+        *start += n;
+        let head = framer.head_len();
+        drop(inbox);
+        this.state.head_bytes.store(head, Ordering::SeqCst);
+        Poll::Ready(Ok(n))
     }
 }
 
@@ -368,10 +538,10 @@ async fn connection(
     app: tide::Server<Arc<Edge>>,
     edge: Arc<Edge>,
     stream: TcpStream,
+    state: Arc<State>,
     peer: SocketAddr,
     timeout: Duration,
 ) {
-    let state = Arc::new(State::new(timeout));
     let conn = Conn {
         stream: stream.clone(),
         state: Arc::clone(&state),
@@ -384,9 +554,11 @@ async fn connection(
         let app = app.clone();
         let st = Arc::clone(&st);
         st.class_by(&counted.peer_wire, req.url().path());
+        // async-h1 calls this as soon as it has parsed the head, before it
+        // reads any of the body: the framer learns the body's length here.
+        st.begin_request(req.len().map(|n| n as u64));
         let counted = Arc::clone(&counted);
         async move {
-            st.begin_request();
             req.set_peer_addr(Some(peer));
             req.set_local_addr(local);
             let res: tide::http::Result<tide::http::Response> = match unsupported_coding(&req) {
@@ -412,6 +584,12 @@ async fn connection(
                 }
                 None => app.respond(req).await,
             };
+            let mut res = res;
+            if st.must_close() {
+                if let Ok(r) = res.as_mut() {
+                    r.insert_header("connection", "close");
+                }
+            }
             let close = res.as_ref().map_or(true, |r| {
                 r.header("connection")
                     .is_some_and(|c| c.as_str().eq_ignore_ascii_case("close"))
@@ -423,7 +601,7 @@ async fn connection(
     let refuse = match first(serve, watchdog(Arc::clone(&state))).await {
         Some(Ok(())) => None,
         Some(Err(e)) if state.mid_head() => {
-            let too_long = state.head_bytes.load(Ordering::SeqCst) > HEAD_BUDGET
+            let too_long = state.head_bytes.load(Ordering::SeqCst) >= HEAD_BUDGET
                 || e.to_string().contains("8kb");
             Some(if too_long {
                 (

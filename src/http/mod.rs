@@ -9,6 +9,7 @@
 pub mod bench_baseline;
 pub mod client;
 pub mod edge;
+pub mod framing;
 pub mod listen;
 pub mod metrics;
 pub mod routes;

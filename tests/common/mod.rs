@@ -291,4 +291,32 @@ impl Cluster {
     pub fn keys(&self, i: usize, prefix: &str) -> BTreeSet<String> {
         must(self.inner.keys(i, prefix))
     }
+
+    /// Node `i`'s keys and values, and its digest root: what an attack
+    /// must leave alone.
+    pub fn data_and_root(
+        &self,
+        i: usize,
+    ) -> (String, std::collections::BTreeMap<String, Option<String>>) {
+        let data = self
+            .keys(i, "")
+            .into_iter()
+            .map(|k| {
+                let v = self.get(i, &k);
+                (k, v)
+            })
+            .collect();
+        (self.root(i), data)
+    }
+
+    /// The requests node `i` refused with `reason`, from its metrics.
+    pub fn refused(&self, i: usize, reason: &str) -> f64 {
+        let (_, body) = self.call(i, "GET", "/metrics", None);
+        let text = String::from_utf8_lossy(&body);
+        let label = format!("reason=\"{reason}\"");
+        text.lines()
+            .filter(|l| l.starts_with("ringsync_refused_requests_total{") && l.contains(&label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
 }

@@ -101,47 +101,61 @@ pub fn connect(addr: &str) -> TcpStream {
 
 /// Reads one answer from `s`, waiting at most `deadline`.
 pub fn read_answer(s: &mut TcpStream, deadline: Duration) -> Result<Answer, String> {
+    let mut one = read_answers(s, 1, deadline)?;
+    one.pop().ok_or_else(|| "no answer".to_string())
+}
+
+/// Reads `n` answers in a row from `s` (pipelined requests' answers), all
+/// within `deadline`.
+pub fn read_answers(
+    s: &mut TcpStream,
+    n: usize,
+    deadline: Duration,
+) -> Result<Vec<Answer>, String> {
     let start = Instant::now();
     let mut buf = Vec::new();
+    let mut out = Vec::new();
     let mut chunk = [0u8; 8192];
     let mut eof = false;
-    loop {
-        if let Some(a) = parse(&buf, eof)? {
-            return Ok(a);
+    while out.len() < n {
+        if let Some((a, used)) = parse_one(&buf, eof)? {
+            out.push(a);
+            buf.drain(..used);
+            continue;
         }
         if eof {
             return Err(format!(
-                "the connection closed after {} bytes, before a whole answer: {:?}",
+                "the connection closed after {} whole answers of {n} and {} bytes more: {:?}",
+                out.len(),
                 buf.len(),
                 String::from_utf8_lossy(&buf)
             ));
         }
         if start.elapsed() > deadline {
             return Err(format!(
-                "no whole answer within {deadline:?}; got {:?}",
+                "{} whole answers of {n} within {deadline:?}; then got {:?}",
+                out.len(),
                 String::from_utf8_lossy(&buf)
             ));
         }
         match s.read(&mut chunk) {
             Ok(0) => eof = true,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
             Err(e)
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) => {}
-            Err(e) if !buf.is_empty() => {
-                // A reset after the answer was sent: take what came.
-                let _ = e;
-                eof = true;
-            }
-            Err(e) => return Err(format!("read failed: {e}")),
+            // A reset after an answer was sent: take what came.
+            Err(_) if !buf.is_empty() => eof = true,
+            Err(e) => return Err(format!("read failed after {} answers: {e}", out.len())),
         }
     }
+    Ok(out)
 }
 
-/// An answer, once `buf` holds a whole one.
-fn parse(buf: &[u8], eof: bool) -> Result<Option<Answer>, String> {
+/// An answer and the bytes of `buf` it took, once `buf` holds a whole one.
+fn parse_one(buf: &[u8], eof: bool) -> Result<Option<(Answer, usize)>, String> {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
         return Ok(None);
     };
@@ -165,32 +179,39 @@ fn parse(buf: &[u8], eof: bool) -> Result<Option<Answer>, String> {
     let chunked = headers
         .iter()
         .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
-    let body = match (len, chunked) {
-        (Some(n), _) if body.len() >= n => body[..n].to_vec(),
+    let (body, used) = match (len, chunked) {
+        (Some(n), _) if body.len() >= n => (body[..n].to_vec(), n),
         (Some(_), _) => return Ok(None),
         (None, true) => match dechunk(body) {
             Some(b) => b,
             None => return Ok(None),
         },
-        (None, false) if eof => body.to_vec(),
+        (None, false) if eof => (body.to_vec(), body.len()),
         (None, false) => return Ok(None),
     };
-    Ok(Some(Answer {
-        status,
-        headers,
-        body,
-    }))
+    Ok(Some((
+        Answer {
+            status,
+            headers,
+            body,
+        },
+        end + 4 + used,
+    )))
 }
 
-/// A whole chunked body, or `None` if more is to come.
-fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+/// A whole chunked body and the bytes it took (trailers aside), or `None`
+/// if more is to come.
+fn dechunk(whole: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let mut b = whole;
     let mut out = Vec::new();
     loop {
         let nl = b.windows(2).position(|w| w == b"\r\n")?;
         let size = usize::from_str_radix(String::from_utf8_lossy(&b[..nl]).trim(), 16).ok()?;
         b = &b[nl + 2..];
         if size == 0 {
-            return Some(out);
+            // The blank line that ends an answer without trailers.
+            let rest = b.strip_prefix(b"\r\n")?;
+            return Some((out, whole.len() - rest.len()));
         }
         if b.len() < size + 2 {
             return None;
