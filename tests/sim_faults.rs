@@ -9,8 +9,7 @@
 //! The real-world mix adds what the service meets: store faults, a one-way
 //! cut, duplicated and reordered messages, deletes, eager relay (on, as in
 //! the service, and off) and clocks up to 30 s apart: 100 seeds of each
-//! schedule per variant (the two relay-on variants are ignored while 1 and
-//! 2 successor seeds of their 300 still fail; DESIGN §12).
+//! schedule per variant.
 //!
 //! One seed fixes the whole run, the scenario included: a failing run prints
 //! its kind, schedule, size and seed, and `replay` in this file rebuilds it.
@@ -643,21 +642,15 @@ fn the_real_world_without_relay_or_clock_skew_keeps_every_write_and_every_delete
     assert_real_world(&Schedule::ALL, N, REAL_SEEDS, 0, false);
 }
 
-/// With eager relay on, as the service runs. Ignored while one seed of
-/// 300 fails (DESIGN §12): successor seed 3 ends 46 cycles after the heal
-/// with 3 keys missing at one node, repaired one hop at a time.
+/// With eager relay on, as the service runs.
 #[test]
-#[ignore = "successor seed 3 does not converge within the liveness limit; see DESIGN §12"]
 fn the_real_world_with_relay_keeps_every_write_and_every_delete() {
     assert_real_world(&Schedule::ALL, N, REAL_SEEDS, 0, true);
 }
 
 /// The mix: relay on and clocks up to 30 s apart, over the seeds of
-/// every schedule. Ignored while two seeds of 300 fail (DESIGN §12):
-/// successor seeds 23 and 57 (2 and 3 keys missing at the limit, seed 23
-/// with one deleted key served again).
+/// every schedule.
 #[test]
-#[ignore = "successor seeds 23 and 57 do not converge within the liveness limit; see DESIGN §12"]
 fn the_real_world_with_relay_and_30s_clock_skew_keeps_every_write_and_every_delete() {
     assert_real_world(&Schedule::ALL, N, REAL_SEEDS, 30_000, true);
 }
