@@ -96,8 +96,11 @@ impl<S: Store> Node<S> {
         }
         let quiet = (self.relay.is_empty() && theirs.quiet) || !ring || kind == PushKind::Sync;
         let roots = (self.tree.root(), theirs.root);
-        let held_back = self.exchanges.get(&ex).is_some_and(|x| x.held_back);
-        if !quiet || roots.0 == roots.1 || held_back {
+        let spent = self
+            .exchanges
+            .get(&ex)
+            .is_some_and(|x| x.held_back || x.repaired);
+        if !quiet || roots.0 == roots.1 || spent {
             return;
         }
         // The roots differ and we have nothing for them above their hints.
@@ -143,6 +146,9 @@ impl<S: Store> Node<S> {
             .iter()
             .all(|(o, v)| self.hints.get(o).is_some_and(|mine| mine >= v));
         if they_know_no_more || settled {
+            if let Some(x) = self.exchanges.get_mut(&ex) {
+                x.repaired = true;
+            }
             self.start_repair(ex, peer);
         }
     }

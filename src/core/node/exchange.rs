@@ -29,6 +29,10 @@ pub(super) struct Exchange {
     /// exchange: its root is apart from ours by them until our clock
     /// catches up, and no tree repair can close that gap sooner.
     pub(super) held_back: bool,
+    /// A tree repair ran in this exchange: one is all it gets, since what
+    /// a repair cannot close (entries the peer holds back) a second one
+    /// in the same instant cannot either.
+    pub(super) repaired: bool,
     /// Run for another node's indirect probe: who asked, until the first
     /// request ends and it is told whether the peer answered.
     pub(super) prober: Option<u32>,
@@ -143,6 +147,7 @@ impl<S: Store> Node<S> {
                 bytes: 0,
                 offered: None,
                 held_back: false,
+                repaired: false,
                 prober: None,
                 on_behalf: false,
             },
