@@ -258,7 +258,9 @@ pub struct Outcome {
     pub messages: u64,
     /// Entries put into messages.
     pub entries_sent: u64,
-    /// Entries the live nodes lacked at the start: the least that must move.
+    /// Entries the live nodes lacked at the start, each key counted once
+    /// (its final entry: a delete replaces its write): the least that must
+    /// move.
     pub entries_needed: u64,
     /// Bytes of all messages.
     pub bytes: u64,
