@@ -1,5 +1,6 @@
 //! Fuzzing on stable Rust: a deterministic, seeded, time-bounded mutation
-//! fuzzer in a plain test, over four targets:
+//! fuzzer in a plain test (harness in `tests/common/fuzzing.rs`), over
+//! three targets here and one in `tests/fuzz_http.rs`:
 //!
 //! - `decode_and_handle`: peer message bytes through
 //!   `core::message::decode` and `Node::handle_request` of a node on a
@@ -13,12 +14,6 @@
 //!   orders, groupings and with duplicates. Both end with the same digest
 //!   root and data, which is exactly the last-writer-wins maximum of every
 //!   accepted entry; a refused batch changes nothing.
-//! - `http_framing`: pipelined HTTP/1.1 requests through the listener's
-//!   `http::framing::Framer`, in pieces of random size. Nothing may
-//!   panic; what it hands on is the input, in order, with nothing left out
-//!   or made up; every head it hands on ends at the first blank line and
-//!   at no other, every body is as long as its head said, no head passes
-//!   the budget, and how the bytes were split changes none of it.
 //!
 //! Inputs come from a corpus of valid ones, mutated: bit flips, bytes set
 //! to edge values, insertions, deletions, truncations, duplications and
@@ -31,137 +26,26 @@
 //! Crashes found are kept in `REGRESSIONS_*` below and replayed on every
 //! run, before any fuzzing.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ringsync::core::entry::{Entry, Version};
-use ringsync::core::membership::State;
-use ringsync::core::message::{decode, encode, Body, Digest, Message, PushKind, Refusal};
-use ringsync::core::rng::Rng;
-use ringsync::core::{Config, Event, Node, Schedule};
-use ringsync::http::framing::{FrameError, Framer, Phase};
-use ringsync::store::MemoryStore;
-use ringsync::topology::Topology;
-
-/// Seconds per target when `RINGSYNC_FUZZ_SECS` is not set: long enough
-/// for tens of thousands of inputs in a release build, short enough for
-/// every CI run.
-const DEFAULT_SECS: f64 = 5.0;
+use common::fuzzing::{fuzz, mutate, pick};
 
 const CLUSTER: u64 = 0xF022;
 /// Ring size of the fuzzed nodes: node 0 receives from 1, 2 and 3.
 const N: u32 = 4;
 /// The time requests arrive at; generated versions lie around it.
 const NOW_MS: u64 = 1_700_000_000_000;
-
-fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
-    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
-}
-
-/// Runs `f` on seed after seed for the target's budget; on a panic, says
-/// how to replay that seed and fails.
-fn fuzz(target: &str, mut f: impl FnMut(&mut Rng)) {
-    let secs: f64 = env("RINGSYNC_FUZZ_SECS").unwrap_or(DEFAULT_SECS);
-    let budget = Duration::from_secs_f64(secs.max(0.0));
-    let iters: Option<u64> = env("RINGSYNC_FUZZ_ITERS");
-    let base: u64 = env("RINGSYNC_FUZZ_SEED").unwrap_or(1);
-    let start = Instant::now();
-    let mut i = 0u64;
-    loop {
-        let more = match iters {
-            Some(n) => i < n,
-            None => i == 0 || start.elapsed() < budget,
-        };
-        if !more {
-            break;
-        }
-        let seed = base.wrapping_add(i);
-        let mut rng = Rng::new(seed);
-        if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&mut rng))) {
-            eprintln!(
-                "fuzz target {target} failed on seed {seed}; replay it with:\n  \
-                 RINGSYNC_FUZZ_SEED={seed} RINGSYNC_FUZZ_ITERS=1 cargo test --test fuzz {target}"
-            );
-            resume_unwind(p);
-        }
-        i += 1;
-    }
-    eprintln!(
-        "fuzz target {target}: {i} inputs in {:.1?} from seed {base}",
-        start.elapsed()
-    );
-}
-
-// ----- mutation ---------------------------------------------------------
-
-/// Bytes that break parsers: zero, the top of signed and unsigned ranges,
-/// varint continuation bits.
-const EDGE_BYTES: [u8; 8] = [0x00, 0x01, 0x7f, 0x80, 0xfe, 0xff, 0x20, 0x0a];
-
-/// One to eight mutations of `input`, `other` being a second corpus entry
-/// to splice from.
-fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
-    let mut b = input.to_vec();
-    for _ in 0..1 + rng.below(8) {
-        let len = b.len() as u64;
-        let at = |rng: &mut Rng| rng.below(len.max(1)) as usize;
-        match rng.below(9) {
-            0 if !b.is_empty() => {
-                let i = at(rng);
-                b[i] ^= 1 << rng.below(8);
-            }
-            1 if !b.is_empty() => {
-                let i = at(rng);
-                b[i] = EDGE_BYTES[rng.below(EDGE_BYTES.len() as u64) as usize];
-            }
-            2 if !b.is_empty() => {
-                let i = at(rng);
-                b[i] = rng.next_u64() as u8;
-            }
-            3 => {
-                let i = if b.is_empty() { 0 } else { at(rng) };
-                let n = 1 + rng.below(8) as usize;
-                let junk: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
-                b.splice(i..i, junk);
-            }
-            4 if !b.is_empty() => {
-                let i = at(rng);
-                let n = (1 + rng.below(16) as usize).min(b.len() - i);
-                b.drain(i..i + n);
-            }
-            5 => {
-                let keep = rng.below(len + 1) as usize;
-                b.truncate(keep);
-            }
-            6 if !b.is_empty() => {
-                let i = at(rng);
-                let n = (1 + rng.below(32) as usize).min(b.len() - i);
-                let copy = b[i..i + n].to_vec();
-                let j = at(rng);
-                b.splice(j..j, copy);
-            }
-            7 if !other.is_empty() => {
-                let i = if b.is_empty() { 0 } else { at(rng) };
-                let j = rng.below(other.len() as u64) as usize;
-                let n = (1 + rng.below(64) as usize).min(other.len() - j);
-                b.splice(i..(i + n).min(b.len()), other[j..j + n].iter().copied());
-            }
-            // A run of 0xff: a huge varint length or count.
-            _ => {
-                let i = if b.is_empty() { 0 } else { at(rng) };
-                let n = 1 + rng.below(10) as usize;
-                b.splice(i..i, std::iter::repeat_n(0xff, n));
-            }
-        }
-    }
-    b
-}
-
-fn pick<'a, T>(rng: &mut Rng, items: &'a [T]) -> &'a T {
-    &items[rng.below(items.len() as u64) as usize]
-}
+use ringsync::core::entry::{Entry, Version};
+use ringsync::core::membership::State;
+use ringsync::core::message::{decode, encode, Body, Digest, Message, PushKind, Refusal};
+use ringsync::core::rng::Rng;
+use ringsync::core::{Config, Event, Node, Schedule};
+use ringsync::store::MemoryStore;
+use ringsync::topology::Topology;
 
 // ----- target: decode and handle -----------------------------------------
 
@@ -347,7 +231,7 @@ fn decode_and_handle() {
     let mut n = node(0, 7);
     let mut used = 0;
     let (mut decoded, mut answered) = (0u64, 0u64);
-    fuzz("decode_and_handle", |rng| {
+    fuzz("fuzz", "decode_and_handle", |rng| {
         if used >= 500 {
             n = node(0, rng.next_u64());
             used = 0;
@@ -444,7 +328,7 @@ fn topology_parse() {
         topology_one(text);
     }
     let corpus = topology_corpus();
-    fuzz("topology_parse", |rng| {
+    fuzz("fuzz", "topology_parse", |rng| {
         let input = pick(rng, &corpus);
         let text = if rng.chance(0.5) {
             // Structure-aware: splice TOML fragments in at line starts.
@@ -493,7 +377,7 @@ const FUTURE_MS: u64 = NOW_MS + 60_000;
 
 #[test]
 fn merge() {
-    fuzz("merge", |rng| {
+    fuzz("fuzz", "merge", |rng| {
         // A set of writes: one payload per (key, version), as in reality.
         let mut writes: BTreeMap<(String, Version), Entry> = BTreeMap::new();
         for _ in 0..1 + rng.below(30) {
@@ -581,194 +465,5 @@ fn merge() {
         assert_eq!(contents(&a), want, "node a is not the LWW maximum");
         assert_eq!(contents(&b), want, "node b is not the LWW maximum");
         assert_eq!(a.root(), b.root(), "equal data, different roots");
-    });
-}
-
-// ----- target: HTTP framing ----------------------------------------------
-
-/// The framer's head budget in this target: small, so that mutations
-/// reach it.
-const FUZZ_HEAD_BUDGET: usize = 512;
-
-fn framing_corpus() -> Vec<Vec<u8>> {
-    let get = "GET /livez HTTP/1.1\r\nhost: x\r\n\r\n";
-    let put = "PUT /v1/kv/a HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello";
-    let chunked = "POST /v1/peer/message HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
-    let empty = "POST /v1/sync HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
-    [
-        get.repeat(3),
-        format!("{put}{get}{put}"),
-        format!("{get}{chunked}{get}"),
-        format!("{empty}{put}\r\n\r\n{get}"),
-        format!("{get}\r\r\n\n{put}"),
-    ]
-    .into_iter()
-    .map(String::into_bytes)
-    .collect()
-}
-
-/// What a reader of the framed stream takes for a head's body, as async-h1
-/// does: a Content-Length, or no framing when a Transfer-Encoding is there.
-fn body_of(head: &[u8]) -> Option<u64> {
-    let text = String::from_utf8_lossy(head).to_ascii_lowercase();
-    let mut len = Some(0);
-    for line in text.split("\r\n") {
-        if let Some(v) = line.strip_prefix("content-length:") {
-            len = Some(v.trim().parse().unwrap_or(0));
-        }
-        if line.starts_with("transfer-encoding:") {
-            return None;
-        }
-    }
-    len
-}
-
-/// One framed part of a stream: a head, a body, or unframed bytes.
-#[derive(Debug, PartialEq, Eq)]
-enum Part {
-    Head(Vec<u8>),
-    Body(Vec<u8>),
-    Rest(Vec<u8>),
-}
-
-/// Feeds `input` to a framer in pieces whose sizes `rng` picks, as the
-/// listener does; returns the parts handed on and the error that stopped
-/// it, if one did.
-fn frame_all(input: &[u8], rng: &mut Rng) -> (Vec<Part>, Option<FrameError>) {
-    let mut f = Framer::new(FUZZ_HEAD_BUDGET);
-    let mut parts: Vec<Part> = Vec::new();
-    let mut at = 0;
-    while at < input.len() {
-        let piece = 1 + rng.below(64) as usize;
-        let avail = &input[at..(at + piece).min(input.len())];
-        let before = f.phase();
-        let n = match f.take(avail) {
-            Ok(n) => n,
-            Err(e) => return (parts, Some(e)),
-        };
-        assert!(n <= avail.len(), "handed on {n} of {} bytes", avail.len());
-        assert!(
-            n > 0,
-            "nothing handed on from {before:?} with bytes waiting"
-        );
-        let bytes = avail[..n].to_vec();
-        at += n;
-        let open = match (before, parts.last_mut()) {
-            (Phase::Head { len, .. }, Some(Part::Head(h))) if len > 0 => Some(h),
-            (Phase::Body(_), Some(Part::Body(b))) => Some(b),
-            (Phase::Unframed, Some(Part::Rest(r))) => Some(r),
-            _ => None,
-        };
-        match open {
-            Some(p) => p.extend_from_slice(&bytes),
-            None => parts.push(match before {
-                Phase::Head { .. } => Part::Head(bytes),
-                Phase::Body(_) => Part::Body(bytes),
-                _ => Part::Rest(bytes),
-            }),
-        }
-        if f.phase() == Phase::Parsed {
-            let Some(Part::Head(h)) = parts.last() else {
-                panic!("a head ended that was not handed on as one");
-            };
-            f.body(body_of(h));
-        }
-    }
-    (parts, None)
-}
-
-fn framing_one(input: &[u8], rng: &mut Rng) {
-    let (parts, err) = frame_all(input, rng);
-    let handed: Vec<u8> = parts
-        .iter()
-        .flat_map(|p| match p {
-            Part::Head(b) | Part::Body(b) | Part::Rest(b) => b.clone(),
-        })
-        .collect();
-    assert!(
-        input.starts_with(&handed),
-        "what was handed on is not the input"
-    );
-    if err.is_none() {
-        assert_eq!(handed.len(), input.len(), "bytes were left out");
-    }
-    let mut body_due: Option<u64> = None;
-    for (i, p) in parts.iter().enumerate() {
-        let last = i + 1 == parts.len();
-        match p {
-            Part::Head(h) => {
-                assert!(h.len() <= FUZZ_HEAD_BUDGET, "a head of {} bytes", h.len());
-                let end = h.windows(4).position(|w| w == b"\r\n\r\n");
-                match end {
-                    Some(e) => assert_eq!(e + 4, h.len(), "a head went past its blank line"),
-                    None => assert!(last, "a head was cut before its blank line"),
-                }
-                if end.is_some() {
-                    body_due = body_of(h);
-                }
-            }
-            Part::Body(b) => {
-                let due = body_due
-                    .take()
-                    .unwrap_or_else(|| panic!("a body after no head"));
-                if last {
-                    assert!(b.len() as u64 <= due, "a body longer than its head said");
-                } else {
-                    assert_eq!(b.len() as u64, due, "a body not as long as its head said");
-                }
-            }
-            Part::Rest(_) => {
-                assert_eq!(body_due, None, "unframed bytes after a framed head");
-                assert!(last, "anything after unframed bytes");
-            }
-        }
-    }
-    if err == Some(FrameError::HeadTooLong) {
-        assert!(
-            matches!(parts.last(), Some(Part::Head(h)) if h.len() == FUZZ_HEAD_BUDGET),
-            "the head budget was hit before the budget"
-        );
-    }
-    assert_ne!(err, Some(FrameError::NotFramed), "the driver always frames");
-    // Another split of the same bytes frames them the same.
-    let mut other = Rng::new(rng.next_u64());
-    let (again, err_again) = frame_all(input, &mut other);
-    assert_eq!(
-        (shape(&again), err_again),
-        (shape(&parts), err),
-        "the split changed the framing"
-    );
-}
-
-/// The shape of a framing: each part's kind and length (the pieces of
-/// one part are already joined by [`frame_all`]).
-fn shape(parts: &[Part]) -> Vec<(u8, usize)> {
-    parts
-        .iter()
-        .map(|p| match p {
-            Part::Head(b) => (0, b.len()),
-            Part::Body(b) => (1, b.len()),
-            Part::Rest(b) => (2, b.len()),
-        })
-        .collect()
-}
-
-const REGRESSIONS_FRAMING: &[&str] = &[];
-
-#[test]
-fn http_framing() {
-    for text in REGRESSIONS_FRAMING {
-        framing_one(text.as_bytes(), &mut Rng::new(0));
-    }
-    let corpus = framing_corpus();
-    fuzz("http_framing", |rng| {
-        let a = pick(rng, &corpus).clone();
-        let b = pick(rng, &corpus).clone();
-        let input = if rng.chance(0.1) {
-            a
-        } else {
-            mutate(rng, &a, &b)
-        };
-        framing_one(&input, rng);
     });
 }

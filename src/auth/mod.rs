@@ -40,6 +40,7 @@ mod secrets;
 mod sign;
 mod tokens;
 mod verify;
+mod window;
 
 pub use crypto::{ct_eq, hex, hmac_sha256, random_bytes};
 pub use refusal::{Denied, RefusalLog, Refused};
@@ -49,4 +50,5 @@ pub use sign::{
     HEADER_REPLY_SIGNATURE, HEADER_SIGNATURE, HEADER_TIME, HEADER_TO, OPERATOR_ID,
 };
 pub use tokens::{Access, Tokens, MIN_TOKEN_BYTES};
-pub use verify::{Guard, Signers, MAX_NONCES_PER_SENDER, MAX_SKEW_S, NONCE_TTL_MS};
+pub use verify::{Guard, Signers};
+pub use window::{MAX_NONCES_PER_SENDER, MAX_SKEW_S, NONCE_TTL_MS};

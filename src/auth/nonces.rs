@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::crypto::{hex, unhex};
 use super::refusal::Denied;
-use super::verify::{MAX_NONCES_PER_SENDER, NONCE_TTL_MS};
+use super::window::{MAX_NONCES_PER_SENDER, NONCE_TTL_MS};
 
 /// The first line of a saved nonce book: what it is, and its format.
 const SAVED_HEADER: &str = "ringsync nonce book 1";
