@@ -273,15 +273,7 @@ mod tests {
 
     fn give(node: &mut Node<TestStore>, e: &Entry) {
         let from = (node.cfg.me + 1) % node.cfg.n;
-        node.accept(
-            e.version.ms,
-            from,
-            std::slice::from_ref(e),
-            false,
-            &Digest::default(),
-            false,
-        )
-        .expect("accept");
+        super::super::fixture::take_one(node, e.version.ms, from, e);
     }
 
     /// One round of agreement pushes round the ring, without the entries

@@ -279,15 +279,7 @@ mod tests {
         let mut nodes = ring(4, Schedule::Random, |_| {});
         let now = 1_000;
         let take = |n: &mut Node<super::super::fixture::TestStore>, from: u32, e: &Entry| {
-            n.accept(
-                now,
-                from,
-                std::slice::from_ref(e),
-                false,
-                &Digest::default(),
-                false,
-            )
-            .expect("accept");
+            super::super::fixture::take_one(n, now, from, e);
         };
         // Node 0 sees origin 2's "p" after its own newer one, node 1 sees
         // origin 3's "q" after its own: each hint has an origin the

@@ -256,3 +256,17 @@ pub(super) fn pushed_keys(bytes: &[u8]) -> Option<Vec<String>> {
         _ => None,
     }
 }
+
+/// `node` takes the single entry `e` from peer `from` at `now_ms`, as a
+/// push of it would deliver it.
+pub(super) fn take_one(node: &mut Node<TestStore>, now_ms: u64, from: u32, e: &Entry) {
+    node.accept(
+        now_ms,
+        from,
+        std::slice::from_ref(e),
+        false,
+        &Digest::default(),
+        false,
+    )
+    .expect("accept");
+}
