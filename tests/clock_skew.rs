@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::tools::{ensure, skip, IfInstallFails, Tool};
@@ -34,19 +35,31 @@ fn within(bound_cycles: u64) -> Duration {
     Duration::from_millis((bound_cycles + 3) * INTERVAL_MS)
 }
 
-/// faketime, moving the wall clock only. Its default moves the monotonic
-/// clock too, and the Rust runtime's timed waits then sleep 15 s too long
-/// (their deadlines are taken on the faked clock, and the kernel waits on
-/// the real one); between hosts it is the wall clocks that disagree.
-fn launcher() -> Vec<String> {
+/// Where Debian's libfaketime package puts the library: under the
+/// architecture's folder of /usr/lib.
+fn libfaketime() -> Option<PathBuf> {
+    let plain = PathBuf::from("/usr/lib/faketime/libfaketime.so.1");
+    let per_arch = std::fs::read_dir("/usr/lib")
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|d| d.path().join("faketime/libfaketime.so.1"));
+    std::iter::once(plain).chain(per_arch).find(|p| p.is_file())
+}
+
+/// The skewed node's environment: libfaketime preloaded into the node's
+/// own process (the `faketime` command would run it as its child, which
+/// killing the node would leave running), moving the wall clock only. Its
+/// default moves the monotonic clock too, and the Rust runtime's timed
+/// waits then sleep 15 s too long (their deadlines are taken on the faked
+/// clock, and the kernel waits on the real one); between hosts it is the
+/// wall clocks that disagree.
+fn faked_clock(lib: &Path) -> Vec<(String, String)> {
     [
-        "env",
-        "FAKETIME_DONT_FAKE_MONOTONIC=1",
-        "faketime",
-        "-f",
-        AHEAD,
+        ("LD_PRELOAD", lib.display().to_string()),
+        ("FAKETIME", AHEAD.to_string()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
     ]
-    .map(String::from)
+    .map(|(k, v)| (k.to_string(), v))
     .to_vec()
 }
 
@@ -56,17 +69,21 @@ fn a_node_fifteen_seconds_ahead_neither_stalls_nor_is_stalled() {
         skip(&why);
         return;
     }
+    let Some(lib) = libfaketime() else {
+        skip("faketime is installed, but libfaketime.so.1 is in none of /usr/lib/faketime and /usr/lib/*/faketime");
+        return;
+    };
     // Successor's bound on N nodes is N - 1 cycles.
     let bound = (N - 1) as u64;
-    let c = Cluster::start_launched(
+    let c = Cluster::start_with_env(
         N,
         Schedule::Successor,
         &format!("{INTERVAL_MS}ms"),
         "",
-        vec![(SKEWED, launcher())],
+        vec![(SKEWED, faked_clock(&lib))],
     );
     c.wait_steady(Duration::from_secs(30));
-    // The launcher worked: the skewed node's cycle is about 15 intervals
+    // The clock is faked: the skewed node's cycle is about 15 intervals
     // ahead of the others'.
     let (behind, ahead) = (c.cycle(0), c.cycle(SKEWED));
     assert!(

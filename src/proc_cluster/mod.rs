@@ -82,10 +82,11 @@ pub struct Spec {
     pub call_timeout: Duration,
     /// The nodes' `RUST_LOG`; `None` leaves this process's.
     pub log_filter: Option<String>,
-    /// Commands that start some nodes instead of the binary itself, each
-    /// followed by the binary and its arguments: `(node, ["faketime",
-    /// "-f", "+15s"])` runs node `node` with its clock 15 s ahead.
-    pub launchers: Vec<(usize, Vec<String>)>,
+    /// Environment variables set for some nodes only: `(node, vars)`. The
+    /// node's process is still the binary itself, so that stopping or
+    /// killing it reaches the node (a wrapper command would leave it
+    /// running): libfaketime, for one, is loaded by `LD_PRELOAD`.
+    pub node_env: Vec<(usize, Vec<(String, String)>)>,
 }
 
 impl Spec {
@@ -104,7 +105,7 @@ impl Spec {
             ready_deadline: Duration::from_secs(20),
             call_timeout: Duration::from_secs(10),
             log_filter: None,
-            launchers: Vec::new(),
+            node_env: Vec::new(),
         }
     }
 }
@@ -213,7 +214,7 @@ pub struct ProcCluster {
     call_timeout: Duration,
     exe: PathBuf,
     log_filter: Option<String>,
-    launchers: Vec<(usize, Vec<String>)>,
+    node_env: Vec<(usize, Vec<(String, String)>)>,
     interval_ms: u64,
 }
 
@@ -259,7 +260,7 @@ impl ProcCluster {
             call_timeout: spec.call_timeout,
             exe: spec.exe.clone(),
             log_filter: spec.log_filter.clone(),
-            launchers: spec.launchers.clone(),
+            node_env: spec.node_env.clone(),
             interval_ms,
         };
         let toml = c.write_files(spec)?;
@@ -437,19 +438,10 @@ impl ProcCluster {
             .open(&path)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
-        let launcher = self
-            .launchers
-            .iter()
-            .find(|(node, _)| *node == i)
-            .map(|(_, command)| command.as_slice());
-        let mut cmd = match launcher {
-            Some([program, args @ ..]) => {
-                let mut cmd = Command::new(program);
-                cmd.args(args).arg(&self.exe);
-                cmd
-            }
-            _ => Command::new(&self.exe),
-        };
+        let mut cmd = Command::new(&self.exe);
+        for (_, vars) in self.node_env.iter().filter(|(node, _)| *node == i) {
+            cmd.envs(vars.iter().map(|(k, v)| (k, v)));
+        }
         cmd.arg("node")
             .arg("--topology")
             .arg(&self.topology)

@@ -144,17 +144,17 @@ impl Cluster {
     /// the harness's secret and tokens unless `extra_cluster_toml` mentions
     /// `secret_file` or `tokens_file` (as [`NO_SECRETS`] does).
     pub fn start(n: usize, schedule: Schedule, interval: &str, extra_cluster_toml: &str) -> Self {
-        Self::start_launched(n, schedule, interval, extra_cluster_toml, Vec::new())
+        Self::start_with_env(n, schedule, interval, extra_cluster_toml, Vec::new())
     }
 
-    /// [`Cluster::start`], with some nodes started by a launcher command
-    /// (see [`Spec::launchers`]).
-    pub fn start_launched(
+    /// [`Cluster::start`], with environment variables for some nodes
+    /// (see [`Spec::node_env`]).
+    pub fn start_with_env(
         n: usize,
         schedule: Schedule,
         interval: &str,
         extra_cluster_toml: &str,
-        launchers: Vec<(usize, Vec<String>)>,
+        node_env: Vec<(usize, Vec<(String, String)>)>,
     ) -> Self {
         // The test's name (the harness names its threads after tests):
         // the process id and a counter are added to make it unique.
@@ -179,7 +179,7 @@ impl Cluster {
             }),
             ready_deadline: READY_DEADLINE,
             call_timeout: CALL_TIMEOUT,
-            launchers,
+            node_env,
             ..Spec::new(Path::new(BIN), &test, n, schedule, interval)
         };
         Cluster {
