@@ -202,6 +202,10 @@ fn metrics_count_what_the_cores_did_and_pass_promtool() {
         "ringsync_tombstones_collected_total",
         "ringsync_gc_proofs_total",
         "ringsync_gc_claims_refused_total",
+        "ringsync_refutations_total",
+        "ringsync_members_failed_total",
+        "ringsync_probes_started_total",
+        "ringsync_probes_unanswered_total",
     ] {
         assert!(
             a.contains(&format!("# TYPE {family} ")),
@@ -214,6 +218,14 @@ fn metrics_count_what_the_cores_did_and_pass_promtool() {
     let st = nodes[1].stats();
     assert_eq!(value(&b, "ringsync_cycles_total", ""), st.cycles as f64);
     assert_eq!(value(&a, "ringsync_cycles_total", ""), 6.0);
+    for (family, count) in [
+        ("ringsync_refutations_total", st.refutations),
+        ("ringsync_members_failed_total", st.members_failed),
+        ("ringsync_probes_started_total", st.probes_started),
+        ("ringsync_probes_unanswered_total", st.probes_unanswered),
+    ] {
+        assert_eq!(value(&b, family, ""), count as f64, "{family}");
+    }
     // a wrote 5 keys and deleted one: b holds the same after the pushes.
     assert_eq!(value(&a, "ringsync_keys", ""), 4.0);
     assert_eq!(value(&a, "ringsync_tombstones", ""), 1.0);

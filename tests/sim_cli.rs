@@ -84,6 +84,8 @@ fn json_holds_the_options_and_one_summary_per_schedule() {
         assert!(s["redundancy"].as_f64().expect("a number") >= 1.0);
         assert_eq!(s["lost_writes"], 0, "{s}");
         assert_eq!(s["resurrected_deletes"], 0, "{s}");
+        assert!(s["failed_judgements"].as_u64().is_some(), "{s}");
+        assert!(s["refutations"].as_u64().is_some(), "{s}");
         assert!(v["max_cycles"][schedule.name()].as_u64().expect("a limit") >= 200);
     }
 }

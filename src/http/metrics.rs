@@ -209,6 +209,26 @@ pub fn render_snapshot(
         "Peer digests with collection floors, or proofs with a cut, beyond what the peer's clock could honestly claim: refused, never acted on.",
         st.gc_claims_refused,
     );
+    m.counter(
+        "ringsync_refutations_total",
+        "Times this node raised its incarnation to refute a rumour of its own failure (each a synced commit): many mean it flaps.",
+        st.refutations,
+    );
+    m.counter(
+        "ringsync_members_failed_total",
+        "Times this node judged a member failed on its own evidence, after indirect probes found no one who could reach it.",
+        st.members_failed,
+    );
+    m.counter(
+        "ringsync_probes_started_total",
+        "Indirect probes this node started: a member missed a request, and others were asked to reach it.",
+        st.probes_started,
+    );
+    m.counter(
+        "ringsync_probes_unanswered_total",
+        "Indirect probes in which no one reached the member: confirmed misses, which suspect and then fail it.",
+        st.probes_unanswered,
+    );
 
     peers(&mut m, node, ids, now_cycle);
     m.0

@@ -40,6 +40,12 @@ pub struct Summary {
     pub writes_failed: u64,
     /// Seeds of runs that lost a write or resurrected a delete.
     pub unsafe_seeds: Vec<u64>,
+    /// Incarnation raises to refute a rumour of one's own failure, summed
+    /// over the runs: many mean members flap.
+    pub refutations: u64,
+    /// Members judged failed, summed over the runs; in runs where no node
+    /// goes down, each is false.
+    pub failed_judgements: u64,
 }
 
 /// Sums up `runs` of one schedule.
@@ -82,6 +88,8 @@ pub fn summarize(schedule: Schedule, nodes: u32, runs: &[Outcome]) -> Summary {
             .filter(|r| r.lost_writes > 0 || r.resurrected_deletes > 0)
             .map(|r| r.seed)
             .collect(),
+        refutations: runs.iter().map(|r| r.refutations).sum(),
+        failed_judgements: runs.iter().map(|r| r.failed_judgements).sum(),
     }
 }
 
