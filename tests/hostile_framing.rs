@@ -6,10 +6,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::time::Duration;
 
-use common::raw::{connect, read_answer, read_answers, ANSWER_DEADLINE};
+use common::raw::{connect, read_answer, read_answers, rest_until_close, ANSWER_DEADLINE};
 use common::{quiet_interval, Cluster, WRITE_TOKEN};
 use ringsync::core::Schedule;
 
@@ -37,27 +37,10 @@ fn an_unknown_transfer_coding_gets_501_and_the_connection_closes() {
             "Transfer-Encoding {coding:?}: {a:?}"
         );
         // Nothing more is answered, and the server closes the connection.
-        let mut rest = Vec::new();
-        let mut chunk = [0u8; 1024];
-        let until = Instant::now() + Duration::from_secs(5);
-        let closed = loop {
-            match s.read(&mut chunk) {
-                Ok(0) => break true,
-                Ok(n) => rest.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    if Instant::now() > until {
-                        break false;
-                    }
-                }
-                Err(_) => break true,
-            }
+        let rest = rest_until_close(&mut s, Duration::from_secs(5));
+        let Some(rest) = rest else {
+            panic!("{coding}: the connection stayed open");
         };
-        assert!(closed, "{coding}: the connection stayed open");
         assert!(
             rest.is_empty(),
             "{coding}: a second answer came: {:?}",

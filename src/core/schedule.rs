@@ -57,6 +57,17 @@ impl std::str::FromStr for Schedule {
     }
 }
 
+/// Cycles within which a ring schedule brings a write to every node of a
+/// ring of `n` without faults: N-1 for successor, ceil(log2 N) for
+/// doubling; `None` for random push-pull, which has no such bound.
+pub fn ring_bound(schedule: Schedule, n: u32) -> Option<u64> {
+    match schedule {
+        Schedule::Successor => Some(u64::from(n.saturating_sub(1))),
+        Schedule::Doubling => Some(u64::from(log2_ceil(n))),
+        Schedule::Random => None,
+    }
+}
+
 /// ceil(log2 n), at least 1: the number of doubling offsets for a ring of n.
 pub fn log2_ceil(n: u32) -> u32 {
     if n <= 2 {

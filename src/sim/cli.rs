@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::report::{self, Summary};
 use super::{run as run_one, Scenario};
-use crate::core::schedule::log2_ceil;
+use crate::core::schedule::{log2_ceil, ring_bound};
 use crate::core::Schedule;
 
 /// Output format of `ringsync sim`.
@@ -258,11 +258,7 @@ pub fn apply_realism(opts: &SimOptions, sc: &mut Scenario) {
 /// cycles on average; beyond 10 (loss above about 0.68) a run is hopeless
 /// anyway and the limit stops growing.
 pub fn cycle_limit(schedule: Schedule, n: u32, loss: f64) -> u64 {
-    let bound = match schedule {
-        Schedule::Successor => u64::from(n - 1),
-        Schedule::Doubling => u64::from(log2_ceil(n)),
-        Schedule::Random => 2 * u64::from(log2_ceil(n)),
-    };
+    let bound = ring_bound(schedule, n).unwrap_or(2 * u64::from(log2_ceil(n)));
     let delivered = (1.0 - loss).powi(2);
     let tries = if delivered > 0.1 {
         1.0 / delivered

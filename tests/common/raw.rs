@@ -231,21 +231,28 @@ pub fn send(addr: &str, bytes: &[u8]) -> Answer {
 
 /// Whether the server closes `s` within `deadline` (reads EOF or a reset).
 pub fn closes_within(s: &mut TcpStream, deadline: Duration) -> bool {
+    rest_until_close(s, deadline).is_some()
+}
+
+/// The bytes the server sends on `s` until it closes it (EOF or a reset),
+/// or `None` if it has not within `deadline`.
+pub fn rest_until_close(s: &mut TcpStream, deadline: Duration) -> Option<Vec<u8>> {
     let start = Instant::now();
+    let mut rest = Vec::new();
     let mut chunk = [0u8; 1024];
     while start.elapsed() < deadline {
         match s.read(&mut chunk) {
-            Ok(0) => return true,
-            Ok(_) => {}
+            Ok(0) => return Some(rest),
+            Ok(n) => rest.extend_from_slice(&chunk[..n]),
             Err(e)
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) => {}
-            Err(_) => return true,
+            Err(_) => return Some(rest),
         }
     }
-    false
+    None
 }
 
 /// The signature headers of a request from `from` to `to` under `key`, at

@@ -5,7 +5,7 @@
 use super::{Apart, Mode, Node};
 use crate::core::entry::{Entry, Version};
 use crate::core::message::{Digest, PushKind};
-use crate::core::schedule::{log2_ceil, Schedule};
+use crate::core::schedule::ring_bound;
 use crate::core::store::{Store, StoreError};
 
 impl<S: Store> Node<S> {
@@ -130,10 +130,7 @@ impl<S: Store> Node<S> {
         };
         seen.apart = Some(apart);
         let settled = if ring {
-            let bound = match self.cfg.schedule {
-                Schedule::Doubling => u64::from(log2_ceil(self.cfg.n)),
-                _ => u64::from(self.cfg.n.saturating_sub(1)),
-            };
+            let bound = ring_bound(self.cfg.schedule, self.cfg.n).unwrap_or(0);
             cycle.saturating_sub(apart.since_cycle) > bound
         } else {
             apart.exchanges >= 2

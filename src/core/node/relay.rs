@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use super::{Mode, Node};
 use crate::core::entry::{Entry, Version};
 use crate::core::message::PushKind;
-use crate::core::schedule::{distance, log2_ceil, Schedule};
+use crate::core::schedule::{distance, ring_bound, Schedule};
 use crate::core::store::Store;
 
 /// A queue of items waiting to be passed on, and the requests in flight
@@ -290,11 +290,7 @@ impl<S: Store> Node<S> {
             // still lacks a cycle later was lost.
             return 1;
         }
-        match self.cfg.schedule {
-            Schedule::Successor => u64::from(self.cfg.n.saturating_sub(1)).max(1),
-            Schedule::Doubling => u64::from(log2_ceil(self.cfg.n)),
-            Schedule::Random => 0,
-        }
+        ring_bound(self.cfg.schedule, self.cfg.n).map_or(0, |b| b.max(1))
     }
 
     /// Doubling: drops the entries whose window has passed by cycle `c`.
