@@ -194,6 +194,33 @@ enum TopologyCommand {
         /// The file.
         file: PathBuf,
     },
+    /// Print what changing from OLD to NEW does (nodes added, removed,
+    /// moved, readdressed; settings changed) and whether running nodes can
+    /// take it by rolling reload; fails if they cannot.
+    Diff {
+        /// The topology file in force.
+        old: PathBuf,
+        /// The changed file.
+        new: PathBuf,
+    },
+}
+
+/// `ringsync topology diff`: prints the change; an error if it cannot be
+/// applied by rolling reload.
+fn topology_diff(old: &std::path::Path, new: &std::path::Path) -> Result<(), String> {
+    use ringsync::topology::{diff::Diff, Topology};
+    let (a, b) = (
+        Topology::load(old).map_err(|e| e.to_string())?,
+        Topology::load(new).map_err(|e| e.to_string())?,
+    );
+    let d = Diff::of(&a, &b);
+    println!("{d}");
+    d.rolling().map_err(|why| {
+        format!(
+            "{} cannot be applied by rolling reload: {why}",
+            new.display()
+        )
+    })
 }
 
 fn main() -> ExitCode {
@@ -233,6 +260,9 @@ fn main() -> ExitCode {
         } => ringsync::topology::Topology::load(&file)
             .map(|t| print!("{}", t.describe()))
             .map_err(|e| e.to_string()),
+        Command::Topology {
+            command: TopologyCommand::Diff { old, new },
+        } => topology_diff(&old, &new),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

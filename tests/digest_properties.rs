@@ -508,6 +508,8 @@ fn a_new_empty_node_receives_everything_in_bounded_batches() {
 fn push_bytes(cluster: u64, from: u32, entries: Vec<Entry>) -> Vec<u8> {
     encode(&Message {
         cluster,
+        name: cluster,
+        epoch: 0,
         from,
         body: Body::Push {
             kind: PushKind::Cycle,

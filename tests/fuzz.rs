@@ -165,6 +165,8 @@ fn message_corpus(rng: &mut Rng) -> Vec<Vec<u8>> {
         for body in bodies {
             out.push(encode(&Message {
                 cluster: CLUSTER,
+                name: CLUSTER,
+                epoch: 0,
                 from,
                 body,
             }));
@@ -355,6 +357,8 @@ fn topology_parse() {
 fn push(from: u32, entries: Vec<Entry>, kind: PushKind) -> Vec<u8> {
     encode(&Message {
         cluster: CLUSTER,
+        name: CLUSTER,
+        epoch: 0,
         from,
         body: Body::Push {
             kind,

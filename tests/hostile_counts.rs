@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::raw::{now_ms, request, send, signed};
+use common::raw::{message_from, now_ms, request, send, signed};
 use common::{quiet_interval, Cluster, SECRET};
-use ringsync::core::message::{encode, Body, Message};
+use ringsync::core::message::{encode, Body};
 use ringsync::core::Schedule;
 use ringsync::topology::Topology;
 
@@ -23,16 +23,14 @@ const MAX_GROWTH: u64 = 150 << 20;
 
 /// A bucket query from n1 whose one bucket claims [`CLAIMED`] hashes.
 fn claiming_query(c: &Cluster) -> Vec<u8> {
-    let cluster = Topology::load(c.topology())
-        .expect("the harness's topology")
-        .fingerprint();
-    let mut bytes = encode(&Message {
-        cluster,
-        from: 1,
-        body: Body::BucketQuery {
+    let t = Topology::load(c.topology()).expect("the harness's topology");
+    let mut bytes = encode(&message_from(
+        &t,
+        1,
+        Body::BucketQuery {
             buckets: vec![(0, Vec::new())],
         },
-    });
+    ));
     assert_eq!(
         bytes.pop(),
         Some(0),

@@ -19,11 +19,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::raw::{now_ms, read_answer, Answer, ANSWER_DEADLINE};
+use common::raw::{message_from, now_ms, read_answer, Answer, ANSWER_DEADLINE};
 use common::{wait_for, wait_until, BIN, READY_DEADLINE, READ_TOKEN, SECRET, WRITE_TOKEN};
 use ringsync::auth::{Secrets, HEADER_REPLY_SIGNATURE};
 use ringsync::core::entry::{Entry, Version};
-use ringsync::core::message::{decode, encode, Body, Digest, Message};
+use ringsync::core::message::{decode, encode, Body, Digest};
 use ringsync::core::Schedule;
 use ringsync::http::client::HttpTransport;
 use ringsync::proc_cluster::{free_ports, Credentials, ProcCluster, Spec};
@@ -69,8 +69,8 @@ struct Proxy {
     /// Replies it changed.
     tampered: AtomicU64,
     stop: AtomicBool,
-    /// The cluster fingerprint, for forged messages.
-    cluster: u64,
+    /// The cluster's topology, for forged messages.
+    topology: Topology,
     upstream: String,
 }
 
@@ -153,11 +153,7 @@ fn forged_body(p: &Proxy, request: &[u8]) -> Vec<u8> {
         },
         _ => Body::Ack { digest },
     };
-    encode(&Message {
-        cluster: p.cluster,
-        from: 1,
-        body,
-    })
+    encode(&message_from(&p.topology, 1, body))
 }
 
 /// The answer, as the proxy passes it on.
@@ -290,14 +286,12 @@ fn forged_and_altered_replies_are_refused_and_change_nothing() {
     let mut c = ProcCluster::new(&spec).expect("the cluster's folder");
     let n1_addr = c.url(1).trim_start_matches("http://").to_string();
     let real = format!("127.0.0.1:{}", free_ports(1).expect("a free port")[0]);
-    let fingerprint = Topology::load(c.topology())
-        .expect("the harness's topology")
-        .fingerprint();
+    let topology = Topology::load(c.topology()).expect("the harness's topology");
     let proxy = Arc::new(Proxy {
         mode: AtomicU8::new(Mode::Pass as u8),
         tampered: AtomicU64::new(0),
         stop: AtomicBool::new(false),
-        cluster: fingerprint,
+        topology,
         upstream: real.clone(),
     });
     let _stop = StopOnDrop(Arc::clone(&proxy));

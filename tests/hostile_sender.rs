@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::raw::{now_ms, request, send, signed};
+use common::raw::{message_from, now_ms, origin_at, request, send, signed};
 use common::{quiet_interval, Cluster, SECRET};
 use ringsync::core::entry::{Entry, Version};
-use ringsync::core::message::{encode, Body, Digest, Message, PushKind};
+use ringsync::core::message::{encode, Body, Digest, PushKind};
 use ringsync::core::Schedule;
 use ringsync::topology::Topology;
 
@@ -15,13 +15,12 @@ const PEER: &str = "/v1/peer/message";
 
 /// A cycle push from ring position `from` carrying one entry for `key`.
 fn push(c: &Cluster, from: u32, key: &str) -> Vec<u8> {
-    let fp = Topology::load(c.topology())
-        .expect("the harness's topology")
-        .fingerprint();
-    encode(&Message {
-        cluster: fp,
+    let t = Topology::load(c.topology()).expect("the harness's topology");
+    let origin = origin_at(&t, from);
+    encode(&message_from(
+        &t,
         from,
-        body: Body::Push {
+        Body::Push {
             kind: PushKind::Cycle,
             digest: Digest::default(),
             entries: vec![Entry {
@@ -30,12 +29,12 @@ fn push(c: &Cluster, from: u32, key: &str) -> Vec<u8> {
                 version: Version {
                     ms: now_ms() - 1_000,
                     counter: 0,
-                    origin: from,
+                    origin,
                 },
             }],
             complete: false,
         },
-    })
+    ))
 }
 
 #[test]

@@ -85,6 +85,8 @@ fn contents<S: Store>(s: &S) -> Vec<Entry> {
 fn push(to: &mut Node<MemoryStore>, from: u32, entries: Vec<Entry>) {
     let msg = Message {
         cluster: CLUSTER,
+        name: CLUSTER,
+        epoch: 0,
         from,
         body: Body::Push {
             kind: PushKind::Repair,

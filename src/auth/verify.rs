@@ -41,7 +41,8 @@ pub enum Signers {
 /// (SIGHUP).
 pub struct Guard {
     me: String,
-    members: Vec<String>,
+    /// The ids of the ring in force: a reload to a new epoch replaces them.
+    members: RwLock<Vec<String>>,
     secrets: RwLock<Secrets>,
     nonces: Mutex<NonceBooks>,
     /// Requests signed at or before this unix second are refused (0: none).
@@ -65,11 +66,17 @@ impl Guard {
     pub fn new(me: &str, members: Vec<String>, secrets: Secrets) -> Guard {
         Guard {
             me: me.to_string(),
-            members,
+            members: RwLock::new(members),
             secrets: RwLock::new(secrets),
             nonces: Mutex::new(NonceBooks::default()),
             replay_floor_s: AtomicU64::new(0),
         }
+    }
+
+    /// Puts the members of a new ring in force (a reload to a new epoch):
+    /// requests signed by a member removed from it are refused from now on.
+    pub fn set_members(&self, members: Vec<String>) {
+        *self.members.write().unwrap_or_else(|p| p.into_inner()) = members;
     }
 
     /// Refuses every request signed at or before `started_ms` (the process
@@ -226,7 +233,11 @@ impl Guard {
         let nonce = need(HEADER_NONCE, parts.nonce)?;
         let signature = need(HEADER_SIGNATURE, parts.signature)?;
 
-        let member = self.members.contains(&node);
+        let member = self
+            .members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&node);
         if node == OPERATOR_ID {
             if who == Signers::Members {
                 return Err(refused(

@@ -1,13 +1,23 @@
 //! The core's settings: plain numbers, no files or durations parsing here.
 
+use super::entry::Origin;
 use super::schedule::Schedule;
 
 /// Settings of one node's protocol core.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Fingerprint of the topology: peers with another one are refused.
+    /// Fingerprint of the topology in force (cluster name, epoch, ring): a
+    /// peer on the same epoch with another one is refused.
     pub cluster: u64,
-    /// Nodes in the ring.
+    /// Fingerprint of the cluster's name alone: a peer on an adjacent epoch
+    /// must have the same one.
+    pub name: u64,
+    /// The topology's epoch: peers one epoch apart still exchange entries
+    /// during a rolling change (DESIGN §14); further apart they are refused.
+    pub epoch: u64,
+    /// The ring: each member's stable identity (its origin), in ring order.
+    pub ring: Vec<Origin>,
+    /// Nodes in the ring (`ring.len()`).
     pub n: u32,
     /// This node's ring position.
     pub me: u32,
@@ -46,10 +56,15 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for everything but the ring itself.
+    /// Defaults for everything but the ring itself, on a ring of `n` whose
+    /// members' origins are their positions, at epoch 0 (set the real ring
+    /// with [`Config::set_ring`]).
     pub fn new(cluster: u64, n: u32, me: u32, schedule: Schedule, interval_ms: u64) -> Self {
         Config {
             cluster,
+            name: cluster,
+            epoch: 0,
+            ring: (0..n).collect(),
             n,
             me,
             schedule,
@@ -66,5 +81,38 @@ impl Config {
             relay: false,
             fallback_relay_fanout: 3,
         }
+    }
+
+    /// Puts a ring in force: the members' origins in ring order, this
+    /// node's position in it, the epoch and the topology's fingerprint.
+    pub fn set_ring(&mut self, cluster: u64, epoch: u64, ring: Vec<Origin>, me: u32) {
+        self.cluster = cluster;
+        self.epoch = epoch;
+        self.n = ring.len() as u32;
+        self.ring = ring;
+        self.me = me;
+    }
+
+    /// This node's own origin: what its writes carry.
+    pub fn origin(&self) -> Origin {
+        self.origin_at(self.me)
+    }
+
+    /// The origin of the member at ring position `pos`.
+    pub fn origin_at(&self, pos: u32) -> Origin {
+        self.ring.get(pos as usize).copied().unwrap_or(pos)
+    }
+
+    /// The ring position of the member with origin `origin`, if it is one.
+    pub fn position_of(&self, origin: Origin) -> Option<u32> {
+        // Rings whose origins are their positions (the simulator's) answer
+        // at once; other rings are small enough to search.
+        if self.ring.get(origin as usize) == Some(&origin) {
+            return Some(origin);
+        }
+        self.ring
+            .iter()
+            .position(|&o| o == origin)
+            .map(|p| p as u32)
     }
 }

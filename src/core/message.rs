@@ -14,7 +14,7 @@ use super::membership::News;
 use super::wire_caps;
 
 /// The wire format version this build speaks.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 /// What a node knows, in a few dozen bytes plus one watermark per origin.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,10 +178,17 @@ pub enum Body {
 /// One message between peers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
-    /// Fingerprint of the sender's topology: only the same cluster may talk.
+    /// Fingerprint of the sender's topology (name, epoch, ring): on the
+    /// same epoch, only the same one may talk.
     pub cluster: u64,
-    /// The sender's ring position.
-    pub from: u32,
+    /// Fingerprint of the sender's cluster name: on an adjacent epoch, only
+    /// the same one may talk.
+    pub name: u64,
+    /// The sender's topology epoch.
+    pub epoch: u64,
+    /// The sender's stable identity (its origin), not its ring position:
+    /// positions differ between epochs.
+    pub from: Origin,
     /// The body.
     pub body: Body,
 }
@@ -206,6 +213,8 @@ pub enum Refusal {
     StoreFailed,
     /// This node is shutting down.
     ShuttingDown,
+    /// The sender's topology epoch is more than one away from ours.
+    EpochApart,
 }
 
 impl Refusal {
@@ -220,6 +229,7 @@ impl Refusal {
             Refusal::StaleSender => "stale_sender",
             Refusal::StoreFailed => "store_failed",
             Refusal::ShuttingDown => "shutting_down",
+            Refusal::EpochApart => "epoch_apart",
         }
     }
 }
@@ -274,6 +284,8 @@ mod tests {
     fn round_trip_and_garbage_is_refused() {
         let m = Message {
             cluster: 9,
+            name: 9,
+            epoch: 0,
             from: 2,
             body: Body::Syn {
                 digest: Digest::default(),
@@ -282,7 +294,7 @@ mod tests {
         let bytes = encode(&m);
         assert_eq!(decode(&bytes), Ok(m));
         assert!(decode(&[]).is_err());
-        assert!(decode(&[2, 0, 0]).unwrap_err().contains("wire version 2"));
+        assert!(decode(&[3, 0, 0]).unwrap_err().contains("wire version 3"));
         assert!(decode(&bytes[..bytes.len() - 1]).is_err());
         let mut longer = bytes.clone();
         longer.push(0);
@@ -294,6 +306,8 @@ mod tests {
     fn claiming(body: Body, claimed: u64, items: &[u8]) -> Vec<u8> {
         let mut bytes = encode(&Message {
             cluster: 9,
+            name: 9,
+            epoch: 0,
             from: 2,
             body,
         });
@@ -354,6 +368,8 @@ mod tests {
     fn lists_at_their_caps_pass_and_one_more_is_refused() {
         let query = |per_bucket: usize, buckets: usize| Message {
             cluster: 9,
+            name: 9,
+            epoch: 0,
             from: 2,
             body: Body::BucketQuery {
                 buckets: (0..buckets as u32)
@@ -374,6 +390,8 @@ mod tests {
         assert!(e.contains("buckets in a query"), "{e}");
         let hints = Message {
             cluster: 9,
+            name: 9,
+            epoch: 0,
             from: 2,
             body: Body::Syn {
                 digest: Digest {

@@ -96,7 +96,7 @@ pub async fn serve(
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     on_bound();
     let limits = Arc::new(Limits::default());
-    let timeout = edge.node.topology.cluster.request_timeout;
+    let timeout = edge.node.topology().cluster.request_timeout;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,

@@ -28,7 +28,7 @@ use crate::store::Store;
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Every refusal reason, so each has a series from the start.
-const REFUSALS: [Refusal; 8] = [
+const REFUSALS: [Refusal; 9] = [
     Refusal::Malformed,
     Refusal::WrongCluster,
     Refusal::UnknownPeer,
@@ -37,6 +37,7 @@ const REFUSALS: [Refusal; 8] = [
     Refusal::StaleSender,
     Refusal::StoreFailed,
     Refusal::ShuttingDown,
+    Refusal::EpochApart,
 ];
 
 /// Renders a node's metrics. `ids[i]` is the id of the node at ring
@@ -142,6 +143,11 @@ pub fn render_snapshot(
         "ringsync_mode_since_cycle",
         "The cycle in which the mode last changed.",
         node.mode_since_cycle,
+    );
+    m.gauge(
+        "ringsync_topology_epoch",
+        "The topology epoch whose ring this node runs.",
+        node.epoch,
     );
     m.gauge("ringsync_keys", "Values stored.", node.keys);
     m.gauge(
@@ -385,7 +391,8 @@ mod tests {
                 | Refusal::InvalidEntry
                 | Refusal::StaleSender
                 | Refusal::StoreFailed
-                | Refusal::ShuttingDown => {}
+                | Refusal::ShuttingDown
+                | Refusal::EpochApart => {}
             }
         }
         let mut names: Vec<&str> = REFUSALS.iter().map(|r| r.name()).collect();

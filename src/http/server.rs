@@ -44,7 +44,7 @@ pub fn app(node: Arc<NodeHandle>) -> tide::Server<Arc<Edge>> {
 
 /// The edge of `node`, with the body budget its limits need.
 fn edge_of(node: Arc<NodeHandle>) -> Arc<Edge> {
-    let budget = BODY_BUDGET.max(max_peer_body(node.topology.cluster.max_value_size));
+    let budget = BODY_BUDGET.max(max_peer_body(node.topology().cluster.max_value_size));
     Arc::new(Edge::new(node, budget))
 }
 
@@ -162,13 +162,13 @@ async fn admit(mut req: Req, next: tide::Next<'_, Arc<Edge>>) -> Response {
         res.insert_header("connection", "close");
         return res;
     }
-    let max_value = node.topology.cluster.max_value_size as u64;
+    let max_value = node.topology().cluster.max_value_size as u64;
     let limit = match route {
-        Route::Peer => max_peer_body(node.topology.cluster.max_value_size),
+        Route::Peer => max_peer_body(node.topology().cluster.max_value_size),
         Route::Client if req.method() == tide::http::Method::Put => max_value,
         _ => SMALL_BODY,
     };
-    let timeout = node.topology.cluster.request_timeout;
+    let timeout = node.topology().cluster.request_timeout;
     let (body, _held) = match read_body_within(&mut req, limit, timeout, &edge.bodies).await {
         Ok(b) => b,
         Err(e) => {

@@ -3,14 +3,14 @@
 //! through the node's [`Transport`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use async_std::channel::{bounded, Sender};
 
 use super::now_ms;
-use super::reload::Settings;
+use super::reload::{RingChange, Settings};
 use super::report::SyncReports;
 use super::snapshot::Snapshot;
 use super::transport::{max_peer_body, Call, NodeDigest, PeerError, Reply, Transport};
@@ -67,10 +67,13 @@ pub struct Page {
 pub struct NodeHandle {
     node: Mutex<Node<AnyStore>>,
     transport: Arc<dyn Transport>,
-    /// The topology in force.
-    pub topology: Topology,
-    /// This node's ring position.
-    pub me: u32,
+    /// The topology in force: the ring of its epoch, with the cluster
+    /// settings this process started with (see [`NodeHandle::topology`]).
+    topology: RwLock<Arc<Topology>>,
+    /// This node's position in that ring.
+    me: AtomicU32,
+    /// This node's id: the same in every epoch.
+    id: String,
     /// True once the store is open, the topology loaded and the listener bound.
     pub ready: AtomicBool,
     /// True once a stop was asked for: writes are refused from then on.
@@ -119,7 +122,8 @@ impl NodeHandle {
         Ok(Arc::new(NodeHandle {
             node: Mutex::new(node),
             transport,
-            me,
+            me: AtomicU32::new(me),
+            id: id.to_string(),
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             waiters: Mutex::new(HashMap::new()),
@@ -130,7 +134,7 @@ impl NodeHandle {
             refused_by_us: RefusalLog::default(),
             refused_by_peers: RefusalLog::default(),
             refused_replies: RefusalLog::default(),
-            topology,
+            topology: RwLock::new(Arc::new(topology)),
         }))
     }
 
@@ -153,17 +157,35 @@ impl NodeHandle {
 
     /// This node's id.
     pub fn id(&self) -> &str {
-        &self.topology.nodes[self.me as usize].id
+        &self.id
     }
 
-    /// The address of the node at ring position `pos`.
-    pub fn addr(&self, pos: u32) -> &str {
-        &self.topology.nodes[pos as usize].addr
+    /// The topology in force: the ring of the epoch this node runs, and the
+    /// cluster settings it started with. A reload to a new epoch replaces
+    /// it (see [`NodeHandle::change_ring`]), so take it once per use.
+    pub fn topology(&self) -> Arc<Topology> {
+        Arc::clone(&self.topology.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// The id of the node at ring position `pos`.
-    pub fn id_of(&self, pos: u32) -> &str {
-        &self.topology.nodes[pos as usize].id
+    /// This node's ring position in the topology in force.
+    pub fn me(&self) -> u32 {
+        self.me.load(Ordering::SeqCst)
+    }
+
+    /// The address of the node at ring position `pos`, if there is one.
+    pub fn addr(&self, pos: u32) -> String {
+        self.topology()
+            .nodes
+            .get(pos as usize)
+            .map_or_else(String::new, |n| n.addr.clone())
+    }
+
+    /// The id of the node at ring position `pos`, or "?".
+    pub fn id_of(&self, pos: u32) -> String {
+        self.topology()
+            .nodes
+            .get(pos as usize)
+            .map_or_else(|| "?".to_string(), |n| n.id.clone())
     }
 
     /// True once the node serves.
@@ -187,6 +209,27 @@ impl NodeHandle {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Puts a new epoch's ring in force (a reload): the core's ring, the
+    /// addresses requests go to, and the members whose signatures are
+    /// taken. Requests in flight to the old ring end as failed.
+    pub(super) fn change_ring(self: &Arc<Self>, change: Box<RingChange>) -> Result<(), String> {
+        let RingChange { topology, me, .. } = *change;
+        let members = topology.nodes.iter().map(|n| n.id.clone()).collect();
+        self.with_node(|n| {
+            n.change_ring(
+                topology.fingerprint(),
+                topology.cluster.epoch,
+                topology.origins(),
+                me,
+            )
+        })
+        .map_err(|e| e.to_string())?;
+        self.guard.set_members(members);
+        self.me.store(me, Ordering::SeqCst);
+        *self.topology.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(topology);
+        Ok(())
     }
 
     /// Puts reloaded settings in force.
@@ -263,7 +306,7 @@ impl NodeHandle {
     /// Hands a peer's encoded message to the core and returns its reply.
     pub async fn peer_message(self: &Arc<Self>, body: Vec<u8>, signer: Option<&str>) -> PeerReply {
         // A signer the ring does not hold was refused at the gate already.
-        let signer = signer.and_then(|id| self.topology.node(id).ok().map(|(pos, _)| pos));
+        let signer = signer.map(crate::topology::origin_of);
         let this = Arc::clone(self);
         async_std::task::spawn_blocking(move || {
             this.with_node(|n| {
@@ -315,12 +358,13 @@ impl NodeHandle {
         send: impl for<'a> FnOnce(&'a dyn Transport, Call<'a>) -> Reply<'a, T>,
     ) -> Result<T, PeerError> {
         let signer = self.guard.signer();
+        let (addr, to) = (self.addr(pos), self.id_of(pos));
         let call = Call {
-            addr: self.addr(pos),
-            to: self.id_of(pos),
+            addr: &addr,
+            to: &to,
             timeout,
             signer: signer.as_ref(),
-            max_reply: max_peer_body(self.topology.cluster.max_value_size),
+            max_reply: max_peer_body(self.topology().cluster.max_value_size),
         };
         let result = send(self.transport.as_ref(), call).await;
         if let Err(e) = &result {
@@ -406,8 +450,8 @@ impl NodeHandle {
                     reason,
                     by_us,
                 } => {
-                    let who = self
-                        .topology
+                    let topology = self.topology();
+                    let who = topology
                         .nodes
                         .get(peer as usize)
                         .map_or("an unknown sender", |n| n.id.as_str());
@@ -425,19 +469,29 @@ impl NodeHandle {
                 Event::Wiped { peer } => {
                     log::warn!(
                         "wiped local data to resync from scratch (stale beyond the tombstone lifetime, seen from {})",
-                        self.topology.nodes.get(peer as usize).map_or("?", |n| n.id.as_str())
+                        self.id_of(peer)
                     );
                 }
             }
         }
     }
 
-    /// Delivers one request and feeds its outcome back to the core.
+    /// Delivers one request and feeds its outcome back to the core. The
+    /// peer is found by its origin in the ring in force: a request the core
+    /// made for a ring a reload has since replaced fails unsent.
     async fn deliver(self: Arc<Self>, t: Transmit) {
         let timeout = self.peer_timeout();
-        let result = self
-            .call(t.to, timeout, |tr, call| tr.message(call, t.payload))
-            .await;
+        let result = match self.topology().position_of_origin(t.peer) {
+            Some(pos) => {
+                self.call(pos, timeout, |tr, call| tr.message(call, t.payload))
+                    .await
+            }
+            None => Err(PeerError {
+                message: "the peer left the ring in force".into(),
+                refused_credentials: false,
+                refused_reply: None,
+            }),
+        };
         self.with_node(|node| match result {
             Ok(reply) => node.handle_reply(now_ms(), t.id, &reply),
             Err(e) => {
@@ -458,6 +512,8 @@ fn config_of(topology: &Topology, me: u32) -> Config {
         c.schedule,
         c.interval.as_millis() as u64,
     );
+    cfg.name = topology.name_fingerprint();
+    cfg.set_ring(topology.fingerprint(), c.epoch, topology.origins(), me);
     cfg.max_value = c.max_value_size;
     cfg.max_drift_ms = c.max_clock_drift.as_millis() as u64;
     cfg.tombstone_lifetime_ms = c.tombstone_lifetime.as_millis() as u64;

@@ -1,14 +1,15 @@
 //! SIGHUP: re-read the topology file and apply what can change in place.
 //!
-//! The ring (cluster name, ids, addresses, order) is fixed for the life of a
-//! process: every node must agree on it, peers check it through the
-//! fingerprint, and positions are baked into stored versions. A changed ring
-//! is refused here and needs a restart of every node. Settings the protocol
-//! core was opened with (interval, schedule, limits, the failure threshold)
-//! also need a restart of this node. What the shell alone uses is applied.
+//! The ring (ids, addresses, order) changes by rolling reload: the new file
+//! raises the epoch by one, each node puts the new ring in force when it
+//! reloads, and nodes one epoch apart keep exchanging meanwhile (DESIGN
+//! §14). The cluster name never changes. Settings the protocol core was
+//! opened with (interval, schedule, limits, the failure threshold) need a
+//! restart of this node; what the shell alone uses is applied.
 
 use std::time::Duration;
 
+use crate::topology::diff::Diff;
 use crate::topology::Topology;
 
 /// The settings a reload may change while the node runs.
@@ -27,14 +28,26 @@ impl Settings {
     }
 }
 
+/// A new ring to put in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingChange {
+    /// The topology in force after it: the new ring and epoch, with the
+    /// cluster settings this process runs with.
+    pub topology: Topology,
+    /// This node's position in the new ring.
+    pub me: u32,
+    /// What changed, in one line: "epoch 1 -> 2: added d, moved a".
+    pub summary: String,
+}
+
 /// What to do with a re-read topology.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
     /// Keep everything as it is, for this reason.
     Refuse(String),
-    /// Put `settings` in force. `changed` says what that changes (maybe
-    /// nothing); `need_restart` names changes that were read but cannot
-    /// take effect until this node restarts.
+    /// Put `settings` (and `ring`, if any) in force. `changed` says what
+    /// that changes (maybe nothing); `need_restart` names changes that were
+    /// read but cannot take effect until this node restarts.
     Apply {
         /// The settings to put in force.
         settings: Settings,
@@ -42,6 +55,8 @@ pub enum Plan {
         changed: Vec<String>,
         /// Changed settings left as they were, one per setting.
         need_restart: Vec<String>,
+        /// The new ring, when the file changed it.
+        ring: Option<Box<RingChange>>,
     },
 }
 
@@ -49,80 +64,43 @@ fn fmt_d(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-/// Decides what a reload does. `started` is the topology this process
-/// opened with, `current` the settings in force, `new` the file as read
-/// now, and `id` this node's id.
-pub fn plan(started: &Topology, current: &Settings, new: &Topology, id: &str) -> Plan {
-    let ring = |t: &Topology| -> Vec<(String, String)> {
-        t.nodes
-            .iter()
-            .map(|n| (n.id.clone(), n.addr.clone()))
-            .collect()
-    };
-    if started.cluster.name != new.cluster.name || ring(started) != ring(new) {
+/// Decides what a reload does. `in_force` is the topology this node runs
+/// (its ring and epoch, and the settings it started with), `current` the
+/// settings in force, `new` the file as read now, and `id` this node's id.
+pub fn plan(in_force: &Topology, current: &Settings, new: &Topology, id: &str) -> Plan {
+    let diff = Diff::of(in_force, new);
+    if let Err(why) = diff.rolling() {
         return Plan::Refuse(format!(
-            "the ring changed (cluster name, node ids, addresses or their order): \
-             that needs a restart of every node with the same new file; \
-             keeping the ring in force, fingerprint {:016x} (the file now has {:016x})",
-            started.fingerprint(),
-            new.fingerprint()
+            "{why}; keeping epoch {} in force",
+            in_force.cluster.epoch
         ));
     }
-
-    let (a, b) = (&started.cluster, &new.cluster);
-    let mut need_restart = Vec::new();
-    let mut differs = |key: &str, old: String, new: String| {
-        if old != new {
-            need_restart.push(format!("{key} {old} -> {new}"));
-        }
+    let ring = if diff.ring_changed() {
+        let Some(me) = new.position(id) else {
+            return Plan::Refuse(format!(
+                "this node ({id}) is not in the new ring of epoch {}: a node being removed is stopped, not reloaded; keeping epoch {} in force",
+                new.cluster.epoch, in_force.cluster.epoch
+            ));
+        };
+        let mut topology = new.clone();
+        topology.cluster = in_force.cluster.clone();
+        topology.cluster.epoch = new.cluster.epoch;
+        Some(Box::new(RingChange {
+            topology,
+            me,
+            summary: summary(&diff),
+        }))
+    } else {
+        None
     };
-    differs("interval", fmt_d(a.interval), fmt_d(b.interval));
-    differs("schedule", a.schedule.to_string(), b.schedule.to_string());
-    differs(
-        "tombstone_lifetime",
-        fmt_d(a.tombstone_lifetime),
-        fmt_d(b.tombstone_lifetime),
-    );
-    differs(
-        "max_value_size",
-        a.max_value_size.to_string(),
-        b.max_value_size.to_string(),
-    );
-    differs(
-        "max_clock_drift",
-        fmt_d(a.max_clock_drift),
-        fmt_d(b.max_clock_drift),
-    );
-    differs(
-        "failure_threshold",
-        a.failure_threshold.to_string(),
-        b.failure_threshold.to_string(),
-    );
-    differs("relay", a.relay.to_string(), b.relay.to_string());
-    differs(
-        "sync_max_rounds",
-        a.sync_max_rounds.to_string(),
-        b.sync_max_rounds.to_string(),
-    );
-    let path = |p: Option<&std::path::Path>| p.map_or("(none)".into(), |p| p.display().to_string());
-    differs(
-        "secret_file",
-        path(a.secret_file.as_deref()),
-        path(b.secret_file.as_deref()),
-    );
-    differs(
-        "tokens_file",
-        path(a.tokens_file.as_deref()),
-        path(b.tokens_file.as_deref()),
-    );
-    differs(
-        "request_timeout",
-        fmt_d(a.request_timeout),
-        fmt_d(b.request_timeout),
-    );
-    let data_dir = |t: &Topology| path(t.node(id).ok().and_then(|(_, n)| n.data_dir.as_deref()));
-    differs("data_dir", data_dir(started), data_dir(new));
 
+    let mut need_restart = diff.need_restart();
+    let path = |p: Option<&std::path::Path>| p.map_or("(none)".into(), |p| p.display().to_string());
+    let data_dir = |t: &Topology| path(t.node(id).ok().and_then(|(_, n)| n.data_dir.as_deref()));
+    let (was, now) = (data_dir(in_force), data_dir(new));
+    if was != now {
+        need_restart.push(format!("data_dir {was} -> {now}"));
+    }
     let settings = Settings::of(new);
     let mut changed = Vec::new();
     if settings.peer_timeout != current.peer_timeout {
@@ -136,7 +114,29 @@ pub fn plan(started: &Topology, current: &Settings, new: &Topology, id: &str) ->
         settings,
         changed,
         need_restart,
+        ring,
     }
+}
+
+/// "epoch 1 -> 2: added d, removed b, moved a, readdressed c".
+fn summary(d: &Diff) -> String {
+    let mut parts = Vec::new();
+    let ids = |what: &str, ids: Vec<&String>| {
+        (!ids.is_empty()).then(|| {
+            format!(
+                "{what} {}",
+                ids.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
+            )
+        })
+    };
+    parts.extend(ids("added", d.added.iter().map(|(i, _)| i).collect()));
+    parts.extend(ids("removed", d.removed.iter().map(|(i, _)| i).collect()));
+    parts.extend(ids("moved", d.moved.iter().map(|(i, _, _)| i).collect()));
+    parts.extend(ids(
+        "readdressed",
+        d.readdressed.iter().map(|(i, _, _)| i).collect(),
+    ));
+    format!("epoch {} -> {}: {}", d.epoch.0, d.epoch.1, parts.join(", "))
 }
 
 #[cfg(test)]
@@ -171,7 +171,8 @@ addr = "127.0.0.1:7102"
             Plan::Apply {
                 settings: Settings::of(&t),
                 changed: vec![],
-                need_restart: vec![]
+                need_restart: vec![],
+                ring: None,
             }
         );
     }
@@ -189,6 +190,7 @@ addr = "127.0.0.1:7102"
                 settings,
                 changed,
                 need_restart,
+                ring: None,
             } => {
                 assert_eq!(settings.peer_timeout, Duration::from_millis(300));
                 assert_eq!(changed, ["peer_timeout 500ms -> 300ms"]);
@@ -199,7 +201,7 @@ addr = "127.0.0.1:7102"
     }
 
     #[test]
-    fn a_changed_ring_is_refused() {
+    fn a_changed_ring_needs_the_next_epoch_and_keeps_the_name() {
         let t = topo(BASE);
         for changed in [
             BASE.replace("demo", "demo2"),
@@ -208,9 +210,43 @@ addr = "127.0.0.1:7102"
             format!("{BASE}\n[[node]]\nid = \"c\"\naddr = \"127.0.0.1:7103\"\n"),
         ] {
             match plan(&t, &Settings::of(&t), &topo(&changed), "a") {
-                Plan::Refuse(why) => assert!(why.contains("restart of every node"), "{why}"),
+                Plan::Refuse(why) => {
+                    assert!(why.contains("epoch") || why.contains("name"), "{why}")
+                }
                 other => panic!("{changed}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn the_next_epoch_puts_the_new_ring_in_force_with_the_settings_running() {
+        let t = topo(BASE);
+        let next = format!(
+            "{}\n[[node]]\nid = \"c\"\naddr = \"127.0.0.1:7103\"\n",
+            BASE.replace("name = \"demo\"", "name = \"demo\"\nepoch = 1")
+                .replace("interval = \"1s\"", "interval = \"2s\"")
+        );
+        match plan(&t, &Settings::of(&t), &topo(&next), "b") {
+            Plan::Apply {
+                need_restart,
+                ring: Some(r),
+                ..
+            } => {
+                assert_eq!(need_restart, ["interval 1s -> 2s"]);
+                assert_eq!((r.me, r.topology.cluster.epoch), (1, 1));
+                assert_eq!(r.topology.nodes.len(), 3);
+                assert_eq!(r.topology.cluster.interval, Duration::from_secs(1));
+                assert_eq!(r.summary, "epoch 0 -> 1: added c");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A node the new ring leaves out is stopped, not reloaded.
+        let without_a = BASE
+            .replace("name = \"demo\"", "name = \"demo\"\nepoch = 1")
+            .replace("id = \"a\"", "id = \"z\"");
+        match plan(&t, &Settings::of(&t), &topo(&without_a), "a") {
+            Plan::Refuse(why) => assert!(why.contains("not in the new ring"), "{why}"),
+            other => panic!("{other:?}"),
         }
     }
 }

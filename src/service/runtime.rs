@@ -62,7 +62,7 @@ impl NodeHandle {
 /// Drives cycles until the node stops, and tells systemd how it goes.
 async fn cycles(node: Arc<NodeHandle>, notifier: Arc<Notifier>) {
     let mut rng = Rng::new(now_ms() ^ (u64::from(std::process::id()) << 20));
-    let interval = node.topology.cluster.interval.as_millis() as u64;
+    let interval = node.topology().cluster.interval.as_millis() as u64;
     // A little jitter keeps all nodes from pushing in the same millisecond.
     let jitter = (interval / 20).max(1);
     let mut status = notify::StatusUpdates::default();
@@ -188,8 +188,8 @@ where
     let node = NodeHandle::open_with(topology, id, &dir, secrets, transport)?;
     log::info!(
         "node {id} opening: ring position {}, schedule {}, data in {}",
-        node.me,
-        node.topology.cluster.schedule,
+        node.me(),
+        node.topology().cluster.schedule,
         dir.display()
     );
     let notifier = Arc::new(Notifier::from_env());
@@ -204,7 +204,7 @@ where
             let node = Arc::clone(&node);
             Box::new(move || {
                 node.ready.store(true, Ordering::SeqCst);
-                log::info!("node {} ready on {}", node.id(), node.addr(node.me));
+                log::info!("node {} ready on {}", node.id(), node.addr(node.me()));
                 notifier.ready(&node.with_node(|n| notify::status_line(n)));
                 if let Some(every) = notify::watchdog_interval_from_env() {
                     async_std::task::spawn(watchdog(
@@ -289,10 +289,10 @@ fn reload_secrets(node: &NodeHandle, topology: &Topology) -> Option<String> {
 
 /// Re-reads the topology file and applies what may change in place; logs
 /// what it did and returns it as a status line.
-fn reload_topology(node: &NodeHandle, path: &Path) -> String {
+fn reload_topology(node: &Arc<NodeHandle>, path: &Path) -> String {
     // Secrets are read from the topology this process started with: a
     // changed secret_file path is, like the ring, for a restart.
-    let secrets_note = reload_secrets(node, &node.topology);
+    let secrets_note = reload_secrets(node, &node.topology());
     let line = reload_topology_file(node, path);
     match secrets_note {
         Some(n) => format!("{line}; {n}"),
@@ -300,7 +300,7 @@ fn reload_topology(node: &NodeHandle, path: &Path) -> String {
     }
 }
 
-fn reload_topology_file(node: &NodeHandle, path: &Path) -> String {
+fn reload_topology_file(node: &Arc<NodeHandle>, path: &Path) -> String {
     let new = match Topology::load(path) {
         Ok(t) => t,
         Err(e) => {
@@ -309,15 +309,16 @@ fn reload_topology_file(node: &NodeHandle, path: &Path) -> String {
         }
     };
     let current = node.settings();
-    match reload::plan(&node.topology, &current, &new, node.id()) {
+    match reload::plan(&node.topology(), &current, &new, node.id()) {
         Plan::Refuse(why) => {
             log::error!("reload: {why}");
-            "reload refused: the ring changed; restart every node".to_string()
+            format!("reload refused: {why}")
         }
         Plan::Apply {
             settings,
-            changed,
+            mut changed,
             need_restart,
+            ring,
         } => {
             node.set_settings(settings);
             if !need_restart.is_empty() {
@@ -325,6 +326,16 @@ fn reload_topology_file(node: &NodeHandle, path: &Path) -> String {
                     "reload: these changes take effect only when this node restarts, kept as they were: {}",
                     need_restart.join(", ")
                 );
+            }
+            if let Some(ring) = ring {
+                let summary = ring.summary.clone();
+                match node.change_ring(ring) {
+                    Ok(()) => changed.push(summary),
+                    Err(e) => {
+                        log::error!("reload: the new ring was not put in force: {e}");
+                        return format!("reload refused: {e}");
+                    }
+                }
             }
             if changed.is_empty() {
                 log::info!("reload: {} read, nothing to change", path.display());

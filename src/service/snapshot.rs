@@ -25,6 +25,8 @@ pub struct PeerSnapshot {
 pub struct Snapshot {
     /// This node's ring position.
     pub me: u32,
+    /// The topology epoch whose ring is in force.
+    pub epoch: u64,
     /// Cycle length, ms.
     pub interval_ms: u64,
     /// The last cycle run, if any.
@@ -70,6 +72,7 @@ impl Snapshot {
             .collect();
         Snapshot {
             me,
+            epoch: node.config().epoch,
             interval_ms: node.config().interval_ms,
             cycle: node.cycle(),
             stats: node.stats().clone(),

@@ -29,7 +29,7 @@ fn begin(node: &NodeHandle) -> String {
 }
 
 fn blank_report(node: &NodeHandle, id: &str) -> SyncReport {
-    let schedule = node.topology.cluster.schedule;
+    let schedule = node.topology().cluster.schedule;
     SyncReport {
         id: id.to_string(),
         state: "running".into(),
@@ -80,7 +80,7 @@ async fn local_hop(node: &Arc<NodeHandle>, hop: Hop) -> HopResult {
 }
 
 async fn hop(node: &Arc<NodeHandle>, h: Hop) -> HopResult {
-    if h.from == node.me {
+    if h.from == node.me() {
         return local_hop(node, h).await;
     }
     node.call(h.from, node.peer_timeout() * 25, |t, call| t.hop(call, h))
@@ -89,7 +89,7 @@ async fn hop(node: &Arc<NodeHandle>, h: Hop) -> HopResult {
 }
 
 async fn digest_of(node: &Arc<NodeHandle>, pos: u32) -> Option<NodeDigest> {
-    if pos == node.me {
+    if pos == node.me() {
         return Some(node.digest());
     }
     node.call(pos, node.peer_timeout(), |t, call| t.digest(call))
@@ -140,8 +140,8 @@ pub fn wave(schedule: Schedule, n: u32, me: u32) -> Vec<Vec<Hop>> {
 /// node left out makes it false.
 async fn run(node: Arc<NodeHandle>, id: String) -> SyncReport {
     let started = Instant::now();
-    let n = node.topology.nodes.len() as u32;
-    let schedule = node.topology.cluster.schedule;
+    let n = node.topology().nodes.len() as u32;
+    let schedule = node.topology().cluster.schedule;
     let mut report = blank_report(&node, &id);
     let live = collect_digests(&node, &mut report).await;
     let whole = live.len() as u32 == n && node.mode() == Mode::Ring;
@@ -153,7 +153,7 @@ async fn run(node: Arc<NodeHandle>, id: String) -> SyncReport {
         report.mode = Mode::Fallback.name().into();
     }
     if whole && schedule != Schedule::Random {
-        for round in wave(schedule, n, node.me) {
+        for round in wave(schedule, n, node.me()) {
             tally(&mut report, futures_join(&node, &round).await);
         }
         collect_digests(&node, &mut report).await;
@@ -163,7 +163,7 @@ async fn run(node: Arc<NodeHandle>, id: String) -> SyncReport {
             report.mode = format!("{}, then push-pull", schedule.name());
         }
         let k = live.len();
-        for r in 0..node.topology.cluster.sync_max_rounds as usize {
+        for r in 0..node.topology().cluster.sync_max_rounds as usize {
             // Round r pairs each reachable node with the one r+1 places on
             // among them: every pair meets within k-1 rounds.
             let step = 1 + r % (k - 1);
@@ -214,7 +214,7 @@ async fn futures_join(node: &Arc<NodeHandle>, round: &[Hop]) -> Vec<HopResult> {
 /// Fills in every node's digest, and whether they agree and the ring
 /// converged; returns the reachable ring positions.
 async fn collect_digests(node: &Arc<NodeHandle>, report: &mut SyncReport) -> Vec<u32> {
-    let n = node.topology.nodes.len() as u32;
+    let n = node.topology().nodes.len() as u32;
     report.nodes.clear();
     report.unreachable.clear();
     let mut live = Vec::new();
@@ -226,7 +226,7 @@ async fn collect_digests(node: &Arc<NodeHandle>, report: &mut SyncReport) -> Vec
             }
             None => report
                 .unreachable
-                .push(node.topology.nodes[pos as usize].id.clone()),
+                .push(node.topology().nodes[pos as usize].id.clone()),
         }
     }
     report.judge(n as usize);
@@ -270,8 +270,8 @@ impl NodeHandle {
 
     /// Runs this node's side of a hop another node's sync asked for.
     pub async fn serve_hop(self: &Arc<Self>, hop: Hop) -> Result<HopResult, NotOurHop> {
-        let n = self.topology.nodes.len() as u32;
-        if hop.from != self.me || hop.to >= n || hop.to == self.me {
+        let n = self.topology().nodes.len() as u32;
+        if hop.from != self.me() || hop.to >= n || hop.to == self.me() {
             return Err(NotOurHop);
         }
         Ok(local_hop(self, hop).await)

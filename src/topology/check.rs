@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::origin_of;
 use super::parse::{Ctx, RawCluster, RawNode};
 use super::{Cluster, NodeSpec, TopologyError};
 use crate::core::schedule::Schedule;
@@ -122,6 +123,18 @@ pub(super) fn cluster(cx: &Ctx, table: Spanned<RawCluster>) -> Result<Cluster, T
         u32::MAX,
         DEFAULT_SYNC_MAX_ROUNDS,
     )?;
+    let epoch = match &rc.epoch {
+        None => 0,
+        Some(e) => u64::try_from(*e.get_ref()).map_err(|_| {
+            cx.at(
+                e.span(),
+                format!(
+                    "epoch {} is negative; the epoch counts ring changes from 0: raise it by one with each change",
+                    e.get_ref()
+                ),
+            )
+        })?,
+    };
     let secret_file = path(cx, "secret_file", &rc.secret_file)?;
     let tokens_file = path(cx, "tokens_file", &rc.tokens_file)?;
     let request_timeout = duration(
@@ -151,6 +164,7 @@ pub(super) fn cluster(cx: &Ctx, table: Spanned<RawCluster>) -> Result<Cluster, T
         failure_threshold,
         relay: rc.relay.unwrap_or(true),
         sync_max_rounds,
+        epoch,
     })
 }
 
@@ -204,6 +218,17 @@ pub(super) fn ring(
                 format!(
                     "addr {:?} of node {:?} is already used by the node on line {first}; give every node its own host:port",
                     addr.get_ref(),
+                    id.get_ref()
+                ),
+            ));
+        }
+        let origin = origin_of(id.get_ref());
+        if let Some(other) = nodes.iter().find(|n| n.origin() == origin) {
+            return Err(cx.at(
+                id.span(),
+                format!(
+                    "node ids {:?} and {:?} hash to the same origin number {origin}, which would make their writes indistinguishable; rename one of them",
+                    other.id,
                     id.get_ref()
                 ),
             ));

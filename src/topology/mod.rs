@@ -13,6 +13,7 @@
 //! `check.rs` applies the defaults and checks the values and the ring.
 
 mod check;
+pub mod diff;
 mod parse;
 
 use std::fmt;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::core::entry::Origin;
 use crate::core::schedule::Schedule;
 use parse::Ctx;
 
@@ -65,6 +67,10 @@ pub struct Cluster {
     pub relay: bool,
     /// Most random rounds a manual sync runs in fallback mode (at least 1).
     pub sync_max_rounds: u32,
+    /// The ring's epoch (default 0): raised by one with each change of the
+    /// ring, so that nodes on the old and the new ring keep exchanging
+    /// during a rolling reload (DESIGN §14).
+    pub epoch: u64,
 }
 
 /// One `[[node]]` table: a ring member.
@@ -76,6 +82,26 @@ pub struct NodeSpec {
     pub addr: String,
     /// Where the node keeps its data, resolved against the file's folder.
     pub data_dir: Option<PathBuf>,
+}
+
+impl NodeSpec {
+    /// The node's origin: the number its writes carry (see [`origin_of`]).
+    pub fn origin(&self) -> Origin {
+        origin_of(&self.id)
+    }
+}
+
+/// The origin of node `id`: the first 4 bytes (big-endian) of SHA-256 over
+/// a fixed label and the id. It names the writer in every version, so it
+/// depends on the id alone: moving a node in the ring, or changing its
+/// address, changes no stored version's meaning. The topology check
+/// refuses two ids of one ring with the same origin.
+pub fn origin_of(id: &str) -> Origin {
+    let mut h = Sha256::new();
+    h.update(b"ringsync origin\0");
+    h.update(id.as_bytes());
+    let d = h.finalize();
+    u32::from_be_bytes([d[0], d[1], d[2], d[3]])
 }
 
 /// Why a topology could not be loaded: file, line if known, and a message
@@ -163,25 +189,39 @@ impl Topology {
         })
     }
 
-    /// First 8 bytes (big-endian) of SHA-256 over the cluster name, then each
-    /// node's id and addr in ring order, each prefixed by its length as a
-    /// big-endian u64. Timings and paths are left out on purpose: nodes must
-    /// agree on who is in the ring and in what order; they may tune the rest.
+    /// First 8 bytes (big-endian) of SHA-256 over the cluster name, the
+    /// epoch, then each node's id and addr in ring order, each text
+    /// prefixed by its length as a big-endian u64. Timings and paths are
+    /// left out on purpose: nodes on one epoch must agree on who is in the
+    /// ring and in what order; they may tune the rest.
     pub fn fingerprint(&self) -> u64 {
-        fn put(h: &mut Sha256, s: &str) {
-            h.update((s.len() as u64).to_be_bytes());
-            h.update(s.as_bytes());
-        }
         let mut h = Sha256::new();
         put(&mut h, &self.cluster.name);
+        h.update(self.cluster.epoch.to_be_bytes());
         for n in &self.nodes {
             put(&mut h, &n.id);
             put(&mut h, &n.addr);
         }
-        let digest = h.finalize();
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&digest[..8]);
-        u64::from_be_bytes(first)
+        first_u64(&h.finalize())
+    }
+
+    /// First 8 bytes of SHA-256 over the cluster name alone: what nodes one
+    /// epoch apart must share.
+    pub fn name_fingerprint(&self) -> u64 {
+        let mut h = Sha256::new();
+        put(&mut h, &self.cluster.name);
+        first_u64(&h.finalize())
+    }
+
+    /// The members' origins, in ring order.
+    pub fn origins(&self) -> Vec<Origin> {
+        self.nodes.iter().map(NodeSpec::origin).collect()
+    }
+
+    /// Ring index of the node with origin `origin`, if it is in the ring.
+    pub fn position_of_origin(&self, origin: Origin) -> Option<u32> {
+        let i = self.nodes.iter().position(|n| n.origin() == origin)?;
+        u32::try_from(i).ok()
     }
 
     /// Human-readable summary for `ringsync topology check`.
@@ -190,6 +230,7 @@ impl Topology {
         let mut out = String::new();
         out.push_str(&format!("topology {}\n", self.source));
         out.push_str(&format!("cluster      {}\n", c.name));
+        out.push_str(&format!("epoch        {}\n", c.epoch));
         out.push_str(&format!("fingerprint  {:016x}\n", self.fingerprint()));
         out.push_str(&format!("schedule     {}\n", c.schedule));
         out.push_str(&format!(
@@ -211,6 +252,18 @@ impl Topology {
         }
         out
     }
+}
+
+/// Hashes one text, prefixed by its length, into `h`.
+fn put(h: &mut Sha256, s: &str) {
+    h.update((s.len() as u64).to_be_bytes());
+    h.update(s.as_bytes());
+}
+
+fn first_u64(d: &[u8]) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(first)
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ pub(super) struct RawCluster {
     pub(super) failure_threshold: Option<Spanned<i64>>,
     pub(super) relay: Option<bool>,
     pub(super) sync_max_rounds: Option<Spanned<i64>>,
+    pub(super) epoch: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]

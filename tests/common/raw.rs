@@ -275,3 +275,24 @@ pub fn signed(
     Signer::new(from, Keyring::single(key.as_bytes()))
         .headers_with(method, path, query, to, body, time_ms, &n)
 }
+
+/// A peer message as node `from` (a ring position) of `topology` would
+/// send it: its topology's fingerprints and epoch, its origin.
+pub fn message_from(
+    topology: &ringsync::topology::Topology,
+    from: u32,
+    body: ringsync::core::message::Body,
+) -> ringsync::core::message::Message {
+    ringsync::core::message::Message {
+        cluster: topology.fingerprint(),
+        name: topology.name_fingerprint(),
+        epoch: topology.cluster.epoch,
+        from: origin_at(topology, from),
+        body,
+    }
+}
+
+/// The origin of the node at ring position `pos` of `topology`.
+pub fn origin_at(topology: &ringsync::topology::Topology, pos: u32) -> u32 {
+    topology.nodes.get(pos as usize).map_or(pos, |n| n.origin())
+}

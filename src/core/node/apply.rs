@@ -7,6 +7,7 @@ use super::{bump, encode_mark, Mode, Node, WriteError, META_GC_FLOORS, META_HLC,
 use crate::core::entry::{entry_hash, key_hash, validate, Entry};
 use crate::core::message::{Digest, Refusal};
 use crate::core::store::{Merged, Store, StoreError, WriteBatch};
+use crate::core::wire_caps::MAX_ORIGINS;
 
 impl<S: Store> Node<S> {
     /// A client write (`None` deletes). Returns once it is durable.
@@ -36,12 +37,21 @@ impl<S: Store> Node<S> {
         if entries.len() > self.cfg.batch_entries {
             return Err(Refusal::InvalidEntry);
         }
+        // Any origin may have written (a member removed since, or added in
+        // an epoch we do not have yet), but the watermarks of all of them
+        // must still fit one digest (`MAX_ORIGINS`), or no peer could read
+        // ours.
+        let mut new_origins = std::collections::BTreeSet::new();
         for e in entries {
-            if validate(&e.key, e.value.as_deref(), self.cfg.max_value).is_err()
-                || e.version.origin >= self.cfg.n
-            {
+            if validate(&e.key, e.value.as_deref(), self.cfg.max_value).is_err() {
                 return Err(Refusal::InvalidEntry);
             }
+            if !self.hints.contains_key(&e.version.origin) {
+                new_origins.insert(e.version.origin);
+            }
+        }
+        if self.hints.len() + new_origins.len() > MAX_ORIGINS {
+            return Err(Refusal::InvalidEntry);
         }
         Ok(())
     }
@@ -214,7 +224,7 @@ mod tests {
     use crate::core::schedule::Schedule;
 
     #[test]
-    fn validation_checks_count_limits_and_origin() {
+    fn validation_checks_count_limits_and_origins() {
         let mut cfg = config(4, 0, Schedule::Successor);
         cfg.batch_entries = 2;
         let n0 = node(cfg);
@@ -224,8 +234,17 @@ mod tests {
             n0.validate(&[ok.clone(), ok.clone(), ok.clone()]),
             Err(Refusal::InvalidEntry)
         );
-        let stranger = entry("k", Some("v"), 1_000, 4);
-        assert_eq!(n0.validate(&[stranger]), Err(Refusal::InvalidEntry));
+        // A writer outside the ring (removed, or added in a newer epoch)
+        // is taken, as long as every origin's watermark fits a digest.
+        let stranger = entry("k", Some("v"), 1_000, 4_000_000);
+        assert_eq!(n0.validate(std::slice::from_ref(&stranger)), Ok(()));
+        let mut full = node(config(4, 0, Schedule::Successor));
+        full.hints = (0..MAX_ORIGINS as u32)
+            .map(|o| (o + 1, Version::zero(o + 1)))
+            .collect();
+        assert_eq!(full.validate(&[stranger]), Err(Refusal::InvalidEntry));
+        let known = entry("k", Some("v"), 1_000, 1);
+        assert_eq!(full.validate(&[known]), Ok(()));
         let empty_key = entry("", Some("v"), 1_000, 1);
         assert_eq!(n0.validate(&[empty_key]), Err(Refusal::InvalidEntry));
         // The clock is accept's business: held back, not invalid.
@@ -237,7 +256,7 @@ mod tests {
     fn a_batch_with_one_invalid_entry_applies_nothing() {
         let mut n0 = node(config(4, 0, Schedule::Successor));
         let good = entry("good", Some("v"), 100, 1);
-        let bad = entry("bad", Some("v"), 100, 9);
+        let bad = entry("", Some("v"), 100, 1);
         let got = n0.accept(100, 1, &[good, bad], false, &Digest::default(), false);
         assert_eq!(got, Err(Refusal::InvalidEntry));
         assert!(matches!(n0.get("good"), Ok(None)));

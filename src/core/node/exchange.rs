@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use super::{Event, Node, Transmit};
+use super::{serve, Event, Node, Transmit};
 use crate::core::entry::{Entry, Origin, Version};
-use crate::core::message::{decode, encode, Body, Digest, Message, PushKind, Refusal};
+use crate::core::message::{encode, Body, Digest, PushKind, Refusal};
 use crate::core::schedule::Schedule;
 use crate::core::store::Store;
 
@@ -191,16 +191,10 @@ impl<S: Store> Node<S> {
             return;
         };
         self.stats.bytes_received += bytes.len() as u64;
-        let reply = match decode(bytes) {
-            Ok(msg) if msg.from == out.to && msg.cluster == self.cfg.cluster => {
-                Some((now_ms, msg.body, bytes.len()))
-            }
-            Ok(msg) if msg.cluster != self.cfg.cluster => {
-                self.note_refusal(out.to, Refusal::WrongCluster, true);
-                None
-            }
-            _ => {
-                self.note_refusal(out.to, Refusal::Malformed, true);
+        let reply = match serve::check_reply(&self.cfg, out.to, bytes) {
+            Ok(body) => Some((now_ms, body, bytes.len())),
+            Err(reason) => {
+                self.note_refusal(out.to, reason, true);
                 None
             }
         };
@@ -400,14 +394,6 @@ impl<S: Store> Node<S> {
 
     // ----- sending ------------------------------------------------------------
 
-    pub(super) fn message(&self, body: Body) -> Message {
-        Message {
-            cluster: self.cfg.cluster,
-            from: self.cfg.me,
-            body,
-        }
-    }
-
     pub(super) fn count_sent(&mut self, entries: &[Entry]) {
         self.stats.entries_sent += entries.len() as u64;
     }
@@ -459,7 +445,13 @@ impl<S: Store> Node<S> {
             x.bytes += payload.len() as u64;
             x.entries += pushed;
         }
-        self.transmits.push_back(Transmit { id, to, payload });
+        let peer = self.cfg.origin_at(to);
+        self.transmits.push_back(Transmit {
+            id,
+            to,
+            peer,
+            payload,
+        });
         id
     }
 

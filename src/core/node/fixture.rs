@@ -29,6 +29,11 @@ impl TestStore {
     pub(super) fn lose(&mut self, key: &str) {
         self.entries.remove(key);
     }
+
+    /// Removes a meta value, as a store written by an older build lacks it.
+    pub(super) fn drop_meta(&mut self, name: &str) {
+        self.meta.remove(name);
+    }
 }
 
 impl Store for TestStore {
@@ -231,6 +236,8 @@ pub(super) fn body(bytes: &[u8]) -> Body {
 pub(super) fn from_peer(from: u32, body: Body) -> Vec<u8> {
     encode(&Message {
         cluster: CLUSTER,
+        name: CLUSTER,
+        epoch: 0,
         from,
         body,
     })

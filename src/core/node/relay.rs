@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 use super::{Mode, Node};
-use crate::core::entry::{Entry, Version};
+use crate::core::entry::{Entry, Origin, Version};
 use crate::core::message::PushKind;
 use crate::core::schedule::{distance, ring_bound, Schedule};
 use crate::core::store::Store;
@@ -139,10 +139,10 @@ impl<S: Store> Node<S> {
     pub(super) fn enqueue_relay(&mut self, e: &Entry) {
         let n = self.cfg.n;
         let me = self.cfg.me;
-        let d = distance(n, e.version.origin, me);
+        let d = self.travelled(e.version.origin);
         let mut targets = Vec::new();
         if self.mode == Mode::Fallback || self.cfg.schedule == Schedule::Random {
-            if d == 0 {
+            if e.version.origin == self.cfg.origin() {
                 for _ in 0..self.cfg.fallback_relay_fanout * 4 {
                     if targets.len() as u32 >= self.cfg.fallback_relay_fanout {
                         break;
@@ -257,6 +257,18 @@ impl<S: Store> Node<S> {
         }
     }
 
+    /// How far along the ring an entry from `origin` has come to reach us:
+    /// the distance from its writer's position. A writer outside our ring
+    /// (removed, or added in an epoch we do not have yet) counts as here,
+    /// so its entries travel our whole ring; a node that holds one already
+    /// does not pass it on again, so this ends.
+    pub(super) fn travelled(&self, origin: Origin) -> u32 {
+        match self.cfg.position_of(origin) {
+            Some(p) => distance(self.cfg.n, p, self.cfg.me),
+            None => 0,
+        }
+    }
+
     /// Whether an entry newly held here is still to travel on from here.
     /// Past its window an entry no longer travels the path (see
     /// [`Node::window`]): one arriving that late came by repair, and relaying
@@ -265,7 +277,7 @@ impl<S: Store> Node<S> {
     /// else was lost.
     pub(super) fn relays(&self, e: &Entry, arrived: u64) -> bool {
         let n = self.cfg.n;
-        let d = distance(n, e.version.origin, self.cfg.me);
+        let d = self.travelled(e.version.origin);
         if self.birth_cycle(&e.version) + self.window() <= arrived {
             return false;
         }
@@ -318,7 +330,7 @@ impl<S: Store> Node<S> {
             .unheld()
             .take_while(|(_, _, arrived)| *arrived < c)
             .map(|(key, version, _)| {
-                let d = distance(n, version.origin, me);
+                let d = self.travelled(version.origin);
                 let send = match schedule {
                     Schedule::Successor => d + 1 < n,
                     Schedule::Doubling => self.birth_cycle(version) <= c && d + offset < n,

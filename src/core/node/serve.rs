@@ -3,6 +3,8 @@
 
 use super::repair::{MAX_BUCKETS, MAX_TREE_NODES};
 use super::Node;
+use crate::core::config::Config;
+use crate::core::entry::Origin;
 use crate::core::message::{decode, encode, Body, Digest, Message, PushKind, Refusal};
 use crate::core::store::Store;
 
@@ -14,26 +16,43 @@ impl<S: Store> Node<S> {
     }
 
     /// [`Node::handle_request`] for a request whose signature the caller
-    /// checked: `signer` is the ring position that signed it, and a message
-    /// whose `from` names another node is refused (`UnknownPeer`), so that
-    /// one member cannot speak for another.
+    /// checked: `signer` is the origin (stable identity) of the member that
+    /// signed it, and a message whose `from` names another node is refused
+    /// (`UnknownPeer`), so that one member cannot speak for another.
     pub fn handle_request_signed(
         &mut self,
         now_ms: u64,
-        signer: Option<u32>,
+        signer: Option<Origin>,
         bytes: &[u8],
     ) -> Vec<u8> {
         self.saw_time(now_ms);
         self.stats.bytes_received += bytes.len() as u64;
         let body = match decode(bytes) {
             Err(_) => self.refuse(u32::MAX, Refusal::Malformed, None),
-            Ok(msg) => match self.check_sender(&msg, signer) {
-                Err(reason) => self.refuse(msg.from, reason, None),
-                Ok(()) => {
-                    let from = msg.from;
+            Ok(mut msg) => match self.check_sender(&msg, signer) {
+                Err(reason) => {
+                    let peer = self.cfg.position_of(msg.from).unwrap_or(u32::MAX);
+                    self.refuse(peer, reason, None)
+                }
+                Ok(from) => {
                     self.peers.entry(from).or_default().received =
                         Some((now_ms, now_ms / self.cfg.interval_ms));
-                    self.serve(now_ms, from, msg.body)
+                    if msg.epoch != self.cfg.epoch {
+                        // A ring of another epoch: its membership news,
+                        // agreement runs and probes name positions of a
+                        // ring we do not stand on. Its entries and
+                        // watermarks name origins, and are taken.
+                        if is_foreign_probe(&msg.body) {
+                            Body::Ack {
+                                digest: self.digest(),
+                            }
+                        } else {
+                            forget_ring_state(&mut msg.body);
+                            self.serve(now_ms, from, msg.body)
+                        }
+                    } else {
+                        self.serve(now_ms, from, msg.body)
+                    }
                 }
             },
         };
@@ -42,17 +61,23 @@ impl<S: Store> Node<S> {
         reply
     }
 
-    fn check_sender(&self, msg: &Message, signer: Option<u32>) -> Result<(), Refusal> {
-        if msg.cluster != self.cfg.cluster {
-            return Err(Refusal::WrongCluster);
-        }
-        if msg.from >= self.cfg.n || msg.from == self.cfg.me {
-            return Err(Refusal::UnknownPeer);
-        }
+    /// Who sent `msg`, as a position in our ring, if it may talk to us: the
+    /// same topology on our epoch, or the same cluster one epoch apart
+    /// (a rolling change), from a member of our ring that is not us.
+    pub(super) fn check_sender(
+        &self,
+        msg: &Message,
+        signer: Option<Origin>,
+    ) -> Result<u32, Refusal> {
+        check_topology(&self.cfg, msg)?;
+        let from = match self.cfg.position_of(msg.from) {
+            Some(p) if p != self.cfg.me => p,
+            _ => return Err(Refusal::UnknownPeer),
+        };
         if signer.is_some_and(|s| s != msg.from) {
             return Err(Refusal::UnknownPeer);
         }
-        Ok(())
+        Ok(from)
     }
 
     fn serve(&mut self, now_ms: u64, from: u32, body: Body) -> Body {
@@ -138,9 +163,73 @@ impl<S: Store> Node<S> {
         }
     }
 
+    /// A message of ours: our topology's fingerprints and epoch, our origin.
+    pub(super) fn message(&self, body: Body) -> Message {
+        Message {
+            cluster: self.cfg.cluster,
+            name: self.cfg.name,
+            epoch: self.cfg.epoch,
+            from: self.cfg.origin(),
+            body,
+        }
+    }
+
     fn refuse(&mut self, peer: u32, reason: Refusal, digest: Option<Digest>) -> Body {
         self.note_refusal(peer, reason, true);
         Body::Refused { reason, digest }
+    }
+}
+
+/// Whether a message's topology may talk to ours: the same fingerprint on
+/// the same epoch; the same cluster name one epoch apart.
+pub(super) fn check_topology(cfg: &Config, msg: &Message) -> Result<(), Refusal> {
+    if msg.epoch == cfg.epoch {
+        if msg.cluster != cfg.cluster {
+            return Err(Refusal::WrongCluster);
+        }
+    } else if msg.name != cfg.name {
+        return Err(Refusal::WrongCluster);
+    } else if msg.epoch.abs_diff(cfg.epoch) > 1 {
+        return Err(Refusal::EpochApart);
+    }
+    Ok(())
+}
+
+/// The body of a reply to our request to ring position `to`, if it is one:
+/// from that member, of a topology that may talk to ours, with what it
+/// says in another ring's positions dropped.
+pub(super) fn check_reply(cfg: &Config, to: u32, bytes: &[u8]) -> Result<Body, Refusal> {
+    let mut msg = decode(bytes).map_err(|_| Refusal::Malformed)?;
+    if msg.from != cfg.origin_at(to) {
+        return Err(Refusal::Malformed);
+    }
+    check_topology(cfg, &msg)?;
+    if msg.epoch != cfg.epoch {
+        forget_ring_state(&mut msg.body);
+    }
+    Ok(msg.body)
+}
+
+/// A probe names members by position, which another epoch's ring does not
+/// share: it is answered, and not acted on.
+fn is_foreign_probe(body: &Body) -> bool {
+    matches!(body, Body::ProbeReq { .. } | Body::Reached { .. })
+}
+
+/// Drops what a message of another epoch says in positions of its ring:
+/// membership news and agreement runs.
+fn forget_ring_state(body: &mut Body) {
+    let digest = match body {
+        Body::Push { digest, .. }
+        | Body::Ack { digest }
+        | Body::Syn { digest }
+        | Body::SynAck { digest, .. } => Some(digest),
+        Body::Refused { digest, .. } => digest.as_mut(),
+        _ => None,
+    };
+    if let Some(d) = digest {
+        d.news.clear();
+        d.runs.clear();
     }
 }
 
@@ -165,6 +254,8 @@ mod tests {
         };
         let other = encode(&Message {
             cluster: CLUSTER + 1,
+            name: CLUSTER,
+            epoch: 0,
             from: 1,
             body: syn.clone(),
         });
@@ -203,7 +294,7 @@ mod tests {
         };
         let bad = push(vec![
             entry("a", Some("v"), 100, 1),
-            entry("b", Some("v"), 100, 9),
+            entry("", Some("v"), 100, 1),
         ]);
         let reply = n0.handle_request(100, &from_peer(1, bad));
         assert_eq!(reason(&reply), Some(Refusal::InvalidEntry));

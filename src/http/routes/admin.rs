@@ -71,6 +71,9 @@ pub struct Status {
     pub id: String,
     /// Cluster name.
     pub cluster: String,
+    /// The topology epoch whose ring this node runs: during a rolling
+    /// change of the ring, nodes one epoch apart still exchange.
+    pub epoch: u64,
     /// Ring position.
     pub position: u32,
     /// Ring successor's id.
@@ -104,15 +107,18 @@ pub struct Status {
 
 async fn status(req: Req) -> tide::Result {
     let node = &req.state().node;
-    let topo = &node.topology;
-    let n = topo.nodes.len() as u32;
+    let topo = &node.topology();
     let snap = node.snapshot();
+    // A reload between the two reads may leave them on different rings:
+    // name what is not there "?" rather than index past the end.
+    let at = |pos: u32| topo.nodes.get(pos as usize);
+    let n = topo.nodes.len().max(1) as u32;
     let peers = snap
         .peers
         .iter()
         .map(|p| PeerStatus {
-            id: topo.nodes[p.pos as usize].id.clone(),
-            addr: topo.nodes[p.pos as usize].addr.clone(),
+            id: at(p.pos).map_or_else(|| "?".into(), |s| s.id.clone()),
+            addr: at(p.pos).map_or_else(|| "?".into(), |s| s.addr.clone()),
             last_push_ok_ms: p.seen.push_ok.map(|x| x.0),
             last_push_ok_cycle: p.seen.push_ok.map(|x| x.1),
             last_received_ms: p.seen.received.map(|x| x.0),
@@ -128,8 +134,9 @@ async fn status(req: Req) -> tide::Result {
     json_response(&Status {
         id: node.id().to_string(),
         cluster: topo.cluster.name.clone(),
-        position: node.me,
-        successor: topo.nodes[((node.me + 1) % n) as usize].id.clone(),
+        epoch: snap.epoch,
+        position: snap.me,
+        successor: at((snap.me + 1) % n).map_or_else(|| "?".into(), |s| s.id.clone()),
         schedule: topo.cluster.schedule.name().to_string(),
         mode: snap.mode.name().into(),
         mode_since_cycle: snap.mode_since_cycle,
@@ -149,7 +156,7 @@ async fn metrics_text(req: Req) -> tide::Result {
     let edge = req.state();
     let ids: Vec<String> = edge
         .node
-        .topology
+        .topology()
         .nodes
         .iter()
         .map(|n| n.id.clone())

@@ -96,7 +96,7 @@ async fn put(mut req: Req) -> tide::Result {
         Ok(k) => k,
         Err(e) => return Ok(e.into()),
     };
-    let limit = req.state().node.topology.cluster.max_value_size as u64;
+    let limit = req.state().node.topology().cluster.max_value_size as u64;
     let body = match read_body(&mut req, limit).await {
         Ok(b) => b,
         Err(e) => return Ok(e.into()),
