@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod network;
 pub mod plot;
 pub mod report;
+mod ring;
 pub mod scenario;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -32,7 +33,7 @@ use crate::store::MemoryStore;
 use self::clock::Clocks;
 use self::ledger::Ledger;
 use self::network::{Network, Packet};
-pub use self::scenario::{Fault, Outcome, Scenario, TimedWrite};
+pub use self::scenario::{Fault, Outcome, RingChange, Scenario, TimedWrite};
 
 /// A fingerprint shared by every simulated node.
 const SIM_CLUSTER: u64 = 0x5151_5151;
@@ -47,6 +48,8 @@ struct Spread {
     cycle: u64,
     keys: Vec<(String, Version)>,
     targets: Vec<u32>,
+    /// Made after the last change of the ring was taken by every member.
+    after_change: bool,
 }
 
 /// Salt of the generator behind per-node clocks, store faults and slow
@@ -67,13 +70,33 @@ struct World<'a> {
     ledger: Ledger,
     /// Active [`Fault::Strip`]s: (node, key prefix).
     strip: Vec<(u32, String)>,
+    /// The rings of the run and the steps of its changes.
+    plan: ring::Plan,
+    /// The epoch each node runs.
+    epochs: Vec<u64>,
+    /// Nodes not running for a change of the ring: not yet added, removed,
+    /// or between a replacement's stop and its start.
+    absent: Vec<bool>,
 }
 
 impl World<'_> {
     /// Node `i`'s settings, as the service would give them.
     fn config(&self, i: u32, catch_up: bool) -> Config {
         let sc = self.sc;
-        let mut cfg = Config::new(SIM_CLUSTER, sc.nodes.max(2), i, sc.schedule, sc.interval_ms);
+        let epoch = self.epochs[i as usize];
+        let ring = &self.plan.rings[epoch as usize];
+        let me = ring.iter().position(|&o| o == i).unwrap_or(0) as u32;
+        let mut cfg = Config::new(
+            SIM_CLUSTER,
+            ring.len() as u32,
+            me,
+            sc.schedule,
+            sc.interval_ms,
+        );
+        if epoch > 0 {
+            let fp = ring::fingerprint(SIM_CLUSTER, epoch, ring);
+            cfg.set_ring(fp, epoch, ring.clone(), me);
+        }
         cfg.relay = sc.relay;
         cfg.catch_up_on_start = catch_up;
         if let Some(l) = sc.tombstone_lifetime_ms {
@@ -118,12 +141,13 @@ impl World<'_> {
         out
     }
 
-    /// Hands node `i`'s requests to the network and drops its events.
+    /// Hands node `i`'s requests to the network and drops its events. A
+    /// request goes to the node whose number is the peer's origin.
     fn drain(&mut self, i: u32, t: u64) {
         let node = &mut self.nodes[i as usize];
         while let Some(x) = node.poll_transmit() {
             self.net
-                .send_request(t, i, x.to, x.id, x.payload, self.sc.timeout_ms);
+                .send_request(t, i, x.peer, x.id, x.payload, self.sc.timeout_ms);
         }
         while node.poll_event().is_some() {}
     }
@@ -215,6 +239,36 @@ impl World<'_> {
         }
     }
 
+    /// Makes the steps of the ring changes due at the start of cycle `k`.
+    fn change_ring(&mut self, k: u64) {
+        let steps = self.plan.steps.get(&k).cloned().unwrap_or_default();
+        for step in steps {
+            match step {
+                ring::Step::Stop(i) => {
+                    self.absent[i as usize] = true;
+                }
+                ring::Step::Wipe(i) => {
+                    *self.nodes[i as usize].store_mut() = MemoryStore::new();
+                }
+                ring::Step::Take { node: i, epoch } => {
+                    self.epochs[i as usize] = epoch;
+                    if self.absent[i as usize] {
+                        // Starts with the new ring when it comes up.
+                        self.absent[i as usize] = false;
+                        continue;
+                    }
+                    let cfg = self.config(i, false);
+                    let ring = cfg.ring.clone();
+                    if let Err(e) =
+                        self.nodes[i as usize].change_ring(cfg.cluster, epoch, ring, cfg.me)
+                    {
+                        panic!("the simulator's ring change was refused: {e}");
+                    }
+                }
+            }
+        }
+    }
+
     /// Applies the faults active in cycle `k` to the network.
     fn set_faults(&mut self, k: u64) {
         let active = || self.sc.faults.iter().filter(|f| f.cycles().contains(&k));
@@ -253,7 +307,9 @@ impl World<'_> {
 pub fn run(sc: &Scenario, seed: u64) -> Outcome {
     let mut rng = Rng::new(seed);
     let mut realism = Rng::new(seed ^ REALISM_SALT);
-    let n = sc.nodes.max(2);
+    let plan = ring::Plan::of(sc);
+    // Nodes of the first ring, and every node number of the run.
+    let (first_n, n) = (sc.nodes.max(2), plan.slots);
     let first_cycle = EPOCH_MS / sc.interval_ms;
     let write_ms = first_cycle * sc.interval_ms - sc.interval_ms / 2;
     let mut clocks = Clocks::new(
@@ -267,7 +323,7 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
         clocks.shift(i, ms);
     }
     let crashed: HashSet<u32> = sc.crashed.iter().copied().filter(|&c| c < n).collect();
-    let live: Vec<u32> = (0..n).filter(|i| !crashed.contains(i)).collect();
+    let live: Vec<u32> = (0..first_n).filter(|i| !crashed.contains(i)).collect();
     let mut w = World {
         sc,
         nodes: Vec::with_capacity(n as usize),
@@ -277,9 +333,14 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
         realism: Rng::new(0),
         ledger: Ledger::new(),
         strip: Vec::new(),
+        epochs: (0..n).map(|i| plan.first_ring(i).0).collect(),
+        absent: (0..n).map(|i| i >= first_n).collect(),
+        plan,
     };
     for me in 0..n {
-        // The memory store cannot fail to open, with faults not yet on.
+        // The memory store cannot fail to open, with faults not yet on. A
+        // node added later opens now with the first ring that holds it, and
+        // stays down until it starts.
         match Node::open(w.config(me, false), MemoryStore::new(), rng.next_u64()) {
             Ok(node) => w.nodes.push(node),
             Err(e) => unreachable_store(&e),
@@ -341,6 +402,7 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
     let mut cycles_to_fallback = None;
     let mut spreads: Vec<Spread> = Vec::new();
     let mut spread_max: Option<u64> = None;
+    let mut ring_spread_max: Option<u64> = None;
 
     let mut converged_at: Option<u64> = if healed_at == 0 && same_roots(&w.nodes, &w.down) {
         Some(0)
@@ -354,15 +416,17 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
         let c = first_cycle + k;
         let start = c * sc.interval_ms;
 
-        // Faults change at cycle boundaries.
+        // Faults and changes of the ring happen at cycle boundaries.
+        w.change_ring(k);
         for i in 0..n {
             if crashed.contains(&i) {
                 continue;
             }
             let was_down = w.down[i as usize];
-            let is_down = sc.faults.iter().any(
-                |f| matches!(f, Fault::Crash { node, .. } if *node == i && f.cycles().contains(&k)),
-            );
+            let is_down = w.absent[i as usize]
+                || sc.faults.iter().any(|f| {
+                    matches!(f, Fault::Crash { node, .. } if *node == i && f.cycles().contains(&k))
+                });
             if is_down && !was_down {
                 w.net.crash(i);
             } else if was_down && !is_down {
@@ -405,7 +469,8 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
                         keys.push((key, e.version));
                     }
                 }
-                if during_fault {
+                let settled = w.plan.settled_at.is_some_and(|s| k >= s);
+                if during_fault || settled {
                     let targets = (0..n)
                         .filter(|&t| !w.down[t as usize] && w.net.connected(tw.node, t))
                         .collect();
@@ -413,6 +478,7 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
                         cycle: k,
                         keys,
                         targets,
+                        after_change: settled && !during_fault,
                     });
                 }
             }
@@ -442,7 +508,11 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
                         .all(|(key, v)| Ledger::holds(&w.nodes[t as usize], key, *v))
             });
             if done {
-                spread_max = spread_max.max(Some(k - s.cycle));
+                if s.after_change {
+                    ring_spread_max = ring_spread_max.max(Some(k - s.cycle));
+                } else {
+                    spread_max = spread_max.max(Some(k - s.cycle));
+                }
             }
             !done
         });
@@ -458,7 +528,8 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
             }
         }
     }
-    let spread_failed = !spreads.is_empty();
+    let spread_failed = spreads.iter().any(|s| !s.after_change);
+    let ring_spread_failed = spreads.iter().any(|s| s.after_change);
 
     // The data at the end: equal roots, and every winner everywhere.
     let converged = converged_at.is_some() && same_roots(&w.nodes, &w.down);
@@ -477,6 +548,11 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
         cycles_to_fallback,
         fallback_node_cycles,
         fault_spread_cycles: if spread_failed { None } else { spread_max },
+        spread_after_ring_change: if ring_spread_failed {
+            None
+        } else {
+            ring_spread_max
+        },
         writes_acked: w.ledger.acked_count,
         writes_failed: w.ledger.failed_count,
         lost_writes,

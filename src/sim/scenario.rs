@@ -139,6 +139,38 @@ pub struct TimedWrite {
     pub delete: bool,
 }
 
+/// A change of the ring during the run (a new topology epoch, one above
+/// the last), made as an operator makes it: by rolling reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingChange {
+    /// The new ring: node numbers in ring order. A node's number is its
+    /// identity (its origin) for the whole run; the first ring is
+    /// `0..nodes`. A number new here is a node added; one of the ring
+    /// before that is missing here, a node removed.
+    pub ring: Vec<u32>,
+    /// The cycle the change begins: removed and replaced nodes stop, and
+    /// the new ring's first member reloads.
+    pub from: u64,
+    /// Cycles between one member's reload and the next, in new-ring order
+    /// (0: all at once). An added node starts, empty, at its turn.
+    pub stagger: u64,
+    /// Members replaced by a new server under the same id: they stop at
+    /// `from` and start again, empty, at their turn.
+    pub replaced: Vec<u32>,
+}
+
+impl RingChange {
+    /// The cycle the `j`-th member of the new ring takes it.
+    pub fn turn(&self, j: usize) -> u64 {
+        self.from + j as u64 * self.stagger
+    }
+
+    /// The cycle its last member takes it.
+    pub fn last_turn(&self) -> u64 {
+        self.turn(self.ring.len().saturating_sub(1))
+    }
+}
+
 /// What to simulate.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -192,6 +224,8 @@ pub struct Scenario {
     /// Tombstone lifetime given to every node's core (`None`: the core's
     /// default, 7 days, which no simulated run reaches).
     pub tombstone_lifetime_ms: Option<u64>,
+    /// Changes of the ring, in order (each one epoch above the last).
+    pub ring_changes: Vec<RingChange>,
 }
 
 impl Scenario {
@@ -220,6 +254,7 @@ impl Scenario {
             store_faults: 0.0,
             slow_commit_ms: 600,
             tombstone_lifetime_ms: None,
+            ring_changes: Vec::new(),
         }
     }
 
@@ -234,14 +269,17 @@ impl Scenario {
             || self.clock_skew_ms > 0
             || !self.clock_ahead.is_empty()
             || self.store_faults > 0.0
+            || !self.ring_changes.is_empty()
     }
 
     /// The cycle in which the liveness phase begins: every fault has
-    /// healed and every timed write was made. 0 without either.
+    /// healed, every timed write was made, and every change of the ring
+    /// taken by all its members. 0 without any.
     pub fn healed_at(&self) -> u64 {
         let faults = self.faults.iter().map(|f| f.cycles().end);
         let writes = self.timed_writes.iter().map(|w| w.cycle + 1);
-        faults.chain(writes).max().unwrap_or(0)
+        let changes = self.ring_changes.iter().map(|c| c.last_turn() + 1);
+        faults.chain(writes).chain(changes).max().unwrap_or(0)
     }
 }
 
@@ -281,6 +319,11 @@ pub struct Outcome {
     /// side when it was made (counted like `cycles`: 1 means the cycle after
     /// the write). `None` when there were none, or one never made it.
     pub fault_spread_cycles: Option<u64>,
+    /// For the timed writes made after the last change of the ring was
+    /// taken by all its members: the most cycles any of them took to reach
+    /// every up node (counted like `fault_spread_cycles`). `None` when
+    /// there were none, or one never made it.
+    pub spread_after_ring_change: Option<u64>,
     /// Client writes (and deletes) acknowledged, before and during the run.
     pub writes_acked: u64,
     /// Client writes refused because their commit failed: not acknowledged,

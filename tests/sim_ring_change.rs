@@ -1,0 +1,126 @@
+//! Changing the ring mid-run in the simulator (issue 19, DESIGN §15): nodes
+//! added, removed (a dead one included), replaced by a new server under
+//! the same id, and the ring reordered, each by rolling reload, with
+//! writes and deletes throughout and the real-world faults on. Every seed
+//! must converge with no acknowledged write lost and no delete undone, and
+//! once the last member has the new epoch, writes spread within the
+//! schedule's bound again.
+//!
+//! `cargo test --test sim_ring_change -- --nocapture` prints the figures.
+
+use ringsync::core::schedule::ring_bound;
+use ringsync::core::Schedule;
+use ringsync::sim::{run, Fault, Outcome, RingChange, Scenario, TimedWrite};
+
+/// The four changes, on a ring of 6 (nodes 0..6).
+fn changes() -> Vec<(&'static str, Vec<RingChange>)> {
+    let change = |ring: Vec<u32>, replaced: Vec<u32>| RingChange {
+        ring,
+        from: 6,
+        stagger: 1,
+        replaced,
+    };
+    vec![
+        (
+            "add two",
+            vec![change(vec![0, 1, 6, 2, 3, 4, 5, 7], vec![])],
+        ),
+        ("remove one", vec![change(vec![0, 1, 2, 4, 5], vec![])]),
+        ("replace one", vec![change(vec![0, 1, 2, 3, 4, 5], vec![3])]),
+        ("reorder", vec![change(vec![5, 3, 1, 0, 2, 4], vec![])]),
+    ]
+}
+
+/// Writes and deletes throughout, only at nodes that stay from start to
+/// end (a removed or wiped node's unspread writes go with it, as on real
+/// servers), then writes after the change to time the spread.
+fn scenario(schedule: Schedule, steps: Vec<RingChange>, faults: bool) -> Scenario {
+    let mut sc = Scenario::new(6, schedule);
+    sc.writes = 24;
+    sc.writers = 2;
+    sc.deletes = 4;
+    sc.ring_changes = steps;
+    let settled = sc.healed_at();
+    for cycle in 0..settled + 3 {
+        let node = [0u32, 1][cycle as usize % 2];
+        sc.timed_writes.push(TimedWrite {
+            cycle,
+            node,
+            keys: 3,
+            prefix: format!("w{}-", cycle % 5),
+            delete: cycle % 4 == 3,
+        });
+    }
+    if faults {
+        sc.loss = 0.05;
+        sc.clock_skew_ms = 2_000;
+        sc.store_faults = 0.01;
+        sc.faults.push(Fault::Duplicate {
+            rate: 0.05,
+            from: 0,
+            until: settled,
+        });
+        sc.faults.push(Fault::Reorder {
+            rate: 0.05,
+            max_ms: 400,
+            from: 0,
+            until: settled,
+        });
+    }
+    sc.max_cycles = 120;
+    sc
+}
+
+fn show(what: &str, out: &Outcome) {
+    println!(
+        "{what}: converged {} after {} cycles, lost {}, resurrected {}, spread after change {:?}",
+        out.converged,
+        out.cycles_to_converge_after_heal,
+        out.lost_writes,
+        out.resurrected_deletes,
+        out.spread_after_ring_change
+    );
+}
+
+#[test]
+fn every_change_converges_with_nothing_lost_or_resurrected_under_faults() {
+    let seeds = if cfg!(debug_assertions) { 4 } else { 20 };
+    for schedule in [Schedule::Successor, Schedule::Doubling, Schedule::Random] {
+        for (what, steps) in changes() {
+            for seed in 1..=seeds {
+                let out = run(&scenario(schedule, steps.clone(), true), seed);
+                let what = format!("{what} {schedule} seed {seed}");
+                show(&what, &out);
+                assert!(out.converged, "{what}: {out:?}");
+                assert_eq!(out.lost_writes, 0, "{what}: {out:?}");
+                assert_eq!(out.resurrected_deletes, 0, "{what}: {out:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_ring_schedules_regain_their_bound_once_every_member_has_the_new_epoch() {
+    for schedule in [Schedule::Successor, Schedule::Doubling] {
+        for relay in [true, false] {
+            for (what, steps) in changes() {
+                let n = steps[0].ring.len() as u32;
+                let bound = ring_bound(schedule, n).expect("a ring schedule");
+                let mut sc = scenario(schedule, steps, false);
+                sc.relay = relay;
+                for seed in 1..=3 {
+                    let out = run(&sc, seed);
+                    let what = format!("{what} {schedule} relay {relay} seed {seed}");
+                    show(&what, &out);
+                    assert!(out.converged, "{what}: {out:?}");
+                    let spread = out.spread_after_ring_change;
+                    assert!(
+                        spread.is_some_and(|s| s <= bound),
+                        "{what}: writes after the change took {spread:?} cycles, bound {bound}"
+                    );
+                    assert_eq!((out.lost_writes, out.resurrected_deletes), (0, 0), "{what}");
+                }
+            }
+        }
+    }
+}
