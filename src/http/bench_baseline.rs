@@ -43,7 +43,8 @@ pub fn transfer(total: u64, chunk: usize) -> Result<Duration, String> {
         let started = Instant::now();
         let mut received = 0u64;
         while received < total {
-            let mut res = surf::post(&url)
+            let mut res = super::client::client()
+                .post(&url)
                 .content_type("application/octet-stream")
                 .body_bytes(request.clone())
                 .await
