@@ -48,6 +48,9 @@ pub struct Snapshot {
     /// Peers' replies this node refused before using them, by reason
     /// (kept by the service, not the core: empty from [`Snapshot::of`]).
     pub replies_refused: BTreeMap<&'static str, u64>,
+    /// Client writes and core calls waiting for the commit thread (kept
+    /// by the service: 0 from [`Snapshot::of`]).
+    pub commit_queue: u64,
 }
 
 impl Snapshot {
@@ -81,6 +84,7 @@ impl Snapshot {
             tombstones,
             peers,
             replies_refused: BTreeMap::new(),
+            commit_queue: 0,
         }
     }
 }
