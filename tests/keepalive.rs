@@ -7,14 +7,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{free_ports, wait_until, READY_DEADLINE};
 use ringsync::auth::Secrets;
+use ringsync::bench::put::{KeptAlive, LIVEZ};
 use ringsync::service::handle::AnyStore;
 use ringsync::service::transport::Offline;
 use ringsync::service::NodeHandle;
@@ -28,9 +27,6 @@ const REQUESTS: usize = 50;
 /// under a millisecond even in a debug build on a loaded machine, and a
 /// delayed-ACK stall is about 40 ms.
 const P50_LIMIT: Duration = Duration::from_millis(20);
-
-/// Longest wait for one answer.
-const ANSWER_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Node `a` of a two-node open ring, served from this process at the
 /// address it returns.
@@ -67,54 +63,14 @@ fn median(mut times: Vec<Duration>) -> Duration {
     times[times.len() / 2]
 }
 
-/// Reads one answer off a kept-alive connection: its status and body.
-fn read_answer(r: &mut BufReader<TcpStream>) -> (u16, Vec<u8>) {
-    let mut status = 0;
-    let mut len = 0usize;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = r.read_line(&mut line).expect("an answer's head");
-        assert!(n > 0, "the connection closed before an answer");
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if status == 0 {
-            status = l
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .expect("a status line");
-        } else if let Some((k, v)) = l.split_once(':') {
-            assert!(
-                !k.eq_ignore_ascii_case("transfer-encoding"),
-                "a /livez answer has a length"
-            );
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().expect("a content-length");
-            }
-        }
-    }
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).expect("the answer's body");
-    (status, body)
-}
-
-/// The median time of [`REQUESTS`] requests `request` (one write each)
-/// on one kept-alive connection to `addr`, each answered `want`.
+/// The median time of [`REQUESTS`] requests `request` on one kept-alive
+/// connection to `addr`, each answered `want`; and all the times.
 fn kept_alive_p50(addr: &str, request: &[u8], want: u16) -> (Duration, Vec<Duration>) {
-    let stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(ANSWER_DEADLINE))
-        .expect("a read timeout");
-    let mut w = stream.try_clone().expect("a second handle");
-    let mut r = BufReader::new(stream);
+    let mut conn = KeptAlive::connect(addr).expect("connect");
     let mut times = Vec::new();
     for _ in 0..REQUESTS {
         let t = Instant::now();
-        w.write_all(request).expect("send");
-        let (status, _) = read_answer(&mut r);
+        let (status, _) = conn.call(request).expect("an answer");
         times.push(t.elapsed());
         assert_eq!(status, want, "{}", String::from_utf8_lossy(request));
     }
@@ -124,11 +80,7 @@ fn kept_alive_p50(addr: &str, request: &[u8], want: u16) -> (Duration, Vec<Durat
 #[test]
 fn kept_alive_livez_is_answered_without_a_delayed_ack_stall() {
     let (_node, addr) = serve();
-    let (p50, times) = kept_alive_p50(
-        &addr,
-        b"GET /livez HTTP/1.1\r\nhost: keepalive\r\n\r\n",
-        200,
-    );
+    let (p50, times) = kept_alive_p50(&addr, LIVEZ, 200);
     assert!(
         p50 <= P50_LIMIT,
         "p50 of {REQUESTS} kept-alive GET /livez is {p50:?}, over {P50_LIMIT:?} (times: {times:?})"
