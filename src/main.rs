@@ -113,6 +113,11 @@ enum Command {
         /// bench/results/<stamp>-quick.json.
         #[arg(long)]
         quick: bool,
+        /// Run only these sections (comma-separated: convergence, digest,
+        /// join, merge, latency, put); writes only
+        /// bench/results/<stamp>-only.json.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Topology file tools.
     Topology {
@@ -251,7 +256,9 @@ fn main() -> ExitCode {
         } => ringsync::cli::client::put(&node, &key, Some(value.into_bytes()), json),
         Command::Del { key, node, json } => ringsync::cli::client::put(&node, &key, None, json),
         Command::Sim(args) => sim(args),
-        Command::Bench { quick } => ringsync::bench::run(quick, std::path::Path::new(".")),
+        Command::Bench { quick, only } => {
+            ringsync::bench::run(quick, &only, std::path::Path::new("."))
+        }
         Command::Secret {
             command: SecretCommand::New { out },
         } => ringsync::auth::secret_new(out.as_deref()),

@@ -13,8 +13,11 @@
 //! processes), [`digest`] (idle and repair cost, in-process: payload),
 //! [`join`] (join throughput and peak memory, real processes, with the
 //! default peer_timeout and a longer one), [`wire`] (idle cost on the wire,
-//! on the join's processes), [`merge`] (merge throughput) and [`latency`]
-//! (write visibility with eager relay, real processes).
+//! on the join's processes), [`merge`] (merge throughput), [`latency`]
+//! (write visibility with eager relay, real processes) and [`put`] (client
+//! write throughput against a plain server, kept-alive `/livez`).
+//! `--only` runs the sections named (see [`SECTIONS`]) and writes only
+//! `bench/results/<stamp>-only.json`.
 
 pub mod convergence;
 pub mod data;
@@ -23,6 +26,7 @@ pub mod join;
 pub mod latency;
 pub mod machine;
 pub mod merge;
+pub mod put;
 pub mod report;
 pub mod wire;
 
@@ -53,6 +57,8 @@ pub struct Scale {
     /// Writes measured per latency configuration with relay on (ring
     /// schedules), and otherwise.
     pub latency_writes: (u64, u64),
+    /// Seconds each side of the PUT throughput run is driven.
+    pub put_seconds: u64,
 }
 
 impl Scale {
@@ -67,6 +73,7 @@ impl Scale {
                 real_nodes: 5,
                 latency_nodes: 8,
                 latency_writes: (20, 10),
+                put_seconds: 1,
             }
         } else {
             Scale {
@@ -77,6 +84,7 @@ impl Scale {
                 real_nodes: 5,
                 latency_nodes: 32,
                 latency_writes: (100, 40),
+                put_seconds: 3,
             }
         }
     }
@@ -115,6 +123,10 @@ pub struct Results {
     pub merge: Option<merge::Merge>,
     /// Write-visibility latency.
     pub latency: Option<Vec<latency::Latency>>,
+    /// Client write throughput against a plain server.
+    pub put: Option<put::Put>,
+    /// Kept-alive `GET /livez`.
+    pub livez: Option<put::Livez>,
     /// Why a section has no figures, by section.
     pub errors: std::collections::BTreeMap<String, String>,
 }
@@ -137,6 +149,8 @@ impl Results {
             memory: None,
             merge: None,
             latency: None,
+            put: None,
+            livez: None,
             errors: Default::default(),
         }
     }
@@ -180,8 +194,20 @@ fn log(started: Instant, msg: &str) {
     eprintln!("[{:>6.1} s] {msg}", started.elapsed().as_secs_f64());
 }
 
+/// The sections `--only` may name: the idle and repair cost need the
+/// loaded dataset, as the join does.
+pub const SECTIONS: [&str; 6] = ["convergence", "digest", "join", "merge", "latency", "put"];
+
 /// Runs the benchmark from the repository root `root`; prints the report.
-pub fn run(quick: bool, root: &Path) -> Result<(), String> {
+/// With `only` not empty, runs just the sections it names.
+pub fn run(quick: bool, only: &[String], root: &Path) -> Result<(), String> {
+    if let Some(bad) = only.iter().find(|o| !SECTIONS.contains(&o.as_str())) {
+        return Err(format!(
+            "no bench section {bad:?}: the sections are {}",
+            SECTIONS.join(", ")
+        ));
+    }
+    let wants = |section: &str| only.is_empty() || only.iter().any(|o| o == section);
     let started = Instant::now();
     let scale = Scale::new(quick);
     let machine = machine::describe();
@@ -191,6 +217,37 @@ pub fn run(quick: bool, root: &Path) -> Result<(), String> {
     let mut r = Results::empty(machine, scale.clone());
     let mut say = |m: &str| log(started, m);
 
+    if wants("convergence") {
+        convergence_section(&mut r, &scale, &mut say);
+    }
+    if wants("digest") || wants("join") || wants("merge") {
+        data_sections(&mut r, &scale, &wants, &mut say)?;
+    }
+    if wants("latency") {
+        latency_section(&mut r, &scale, &mut say);
+    }
+    if wants("put") {
+        say("client writes against a plain server, kept-alive /livez");
+        match put::run(Duration::from_secs(scale.put_seconds)) {
+            Ok((p, l)) => {
+                r.put = Some(p);
+                r.livez = Some(l);
+            }
+            Err(e) => {
+                r.errors.insert("put".into(), e);
+            }
+        }
+    }
+    r.seconds = started.elapsed().as_secs_f64();
+    say("done");
+    if only.is_empty() {
+        write_out(&r, root)
+    } else {
+        write_only(&r, root)
+    }
+}
+
+fn convergence_section(r: &mut Results, scale: &Scale, say: &mut impl FnMut(&str)) {
     say("convergence: simulator sweep");
     r.sim = convergence::sweep(scale.sim_runs);
     say(&format!(
@@ -207,33 +264,38 @@ pub fn run(quick: bool, root: &Path) -> Result<(), String> {
         }
     }
     r.real = Some(real);
+}
 
+/// The sections on the loaded dataset: idle and repair cost, join, merge.
+fn data_sections(
+    r: &mut Results,
+    scale: &Scale,
+    wants: &impl Fn(&str) -> bool,
+    say: &mut impl FnMut(&str),
+) -> Result<(), String> {
     let scratch = data::Scratch::new("data")?;
     // Versions two hours old: far outside every dissemination window, and
     // never ahead of a node's clock.
     let now = crate::service::now_ms();
     let base_ms = now - 2 * 3600 * 1000;
-    say(&format!("loading {} keys into redb", scale.keys));
-    let base = match digest::build_base(scratch.path(), scale.keys, base_ms) {
-        Ok((path, secs)) => {
-            r.load_seconds = Some(secs);
-            Some(path)
+    let base = if wants("digest") || wants("join") {
+        say(&format!("loading {} keys into redb", scale.keys));
+        match digest::build_base(scratch.path(), scale.keys, base_ms) {
+            Ok((path, secs)) => {
+                r.load_seconds = Some(secs);
+                Some(path)
+            }
+            Err(e) => {
+                r.errors.insert("load".into(), e);
+                None
+            }
         }
-        Err(e) => {
-            r.errors.insert("load".into(), e);
-            None
-        }
+    } else {
+        None
     };
-    if let Some(base) = &base {
+    if let Some(base) = base.as_ref().filter(|_| wants("digest")) {
         say("idle and repair cost");
-        match digest::run(
-            scratch.path(),
-            base,
-            scale.keys,
-            &scale.repair_d,
-            now,
-            &mut say,
-        ) {
+        match digest::run(scratch.path(), base, scale.keys, &scale.repair_d, now, say) {
             Ok((idle, repair)) => {
                 r.idle = Some(idle);
                 r.repair = Some(repair);
@@ -247,8 +309,33 @@ pub fn run(quick: bool, root: &Path) -> Result<(), String> {
         }
     }
 
+    if wants("join") {
+        join_sections(r, base.as_deref(), scale, base_ms, say);
+    }
+    if let Some(b) = &base {
+        let _ = std::fs::remove_file(b);
+    }
+    if wants("merge") {
+        say("merge throughput");
+        match merge::run(scratch.path(), scale.keys, base_ms, now) {
+            Ok(m) => r.merge = Some(m),
+            Err(e) => {
+                r.errors.insert("merge".into(), e);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn join_sections(
+    r: &mut Results,
+    base: Option<&Path>,
+    scale: &Scale,
+    base_ms: u64,
+    say: &mut impl FnMut(&str),
+) {
     say("join throughput, memory and idle cost on the wire (real processes, defaults)");
-    match join::run(base.as_deref(), scale.keys, base_ms, None, &mut say) {
+    match join::run(base, scale.keys, base_ms, None, say) {
         Ok(o) => {
             r.join = Some(o.join);
             r.memory = Some(o.memory);
@@ -268,25 +355,15 @@ pub fn run(quick: bool, root: &Path) -> Result<(), String> {
         join::LONG_PEER_TIMEOUT_MS
     ));
     let long = Some(join::LONG_PEER_TIMEOUT_MS);
-    match join::run(base.as_deref(), scale.keys, base_ms, long, &mut say) {
+    match join::run(base, scale.keys, base_ms, long, say) {
         Ok(o) => r.join_long_timeout = Some(o.join),
         Err(e) => {
             r.errors.insert("join-long-timeout".into(), e);
         }
     }
-    if let Some(b) = &base {
-        let _ = std::fs::remove_file(b);
-    }
+}
 
-    say("merge throughput");
-    match merge::run(scratch.path(), scale.keys, base_ms, now) {
-        Ok(m) => r.merge = Some(m),
-        Err(e) => {
-            r.errors.insert("merge".into(), e);
-        }
-    }
-    drop(scratch);
-
+fn latency_section(r: &mut Results, scale: &Scale, say: &mut impl FnMut(&str)) {
     let n = scale.latency_nodes as usize;
     let (w_relay, w_cycles) = scale.latency_writes;
     let mut lat = Vec::new();
@@ -315,9 +392,6 @@ pub fn run(quick: bool, root: &Path) -> Result<(), String> {
         }
     }
     r.latency = Some(lat);
-    r.seconds = started.elapsed().as_secs_f64();
-    say("done");
-    write_out(&r, root)
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), String> {
@@ -325,6 +399,19 @@ fn write_file(path: &Path, text: &str) -> Result<(), String> {
         std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
     }
     std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// A run of some sections: its figures as JSON, to stdout and to
+/// `bench/results/<stamp>-only.json`; the report and `latest.json` are a
+/// whole run's.
+fn write_only(r: &Results, root: &Path) -> Result<(), String> {
+    let json = serde_json::to_string_pretty(r).map_err(|e| e.to_string())? + "\n";
+    let stamp = machine::utc(machine::now_secs()).1;
+    let p = root.join(format!("bench/results/{stamp}-only.json"));
+    write_file(&p, &json)?;
+    print!("{json}");
+    eprintln!("wrote {}", p.display());
+    Ok(())
 }
 
 fn write_out(r: &Results, root: &Path) -> Result<(), String> {

@@ -68,6 +68,22 @@ pub fn merge_decision(incoming: &Entry, stored: Option<(Version, bool)>) -> Merg
     }
 }
 
+/// Reads that may run beside the store's commits, with no access to the
+/// node that owns the store: each call sees every batch committed before it
+/// began, whole, and nothing of a commit still in progress.
+pub trait Reads: Send + Sync {
+    /// As [`Store::get`].
+    fn get(&self, key: &str) -> Result<Option<Entry>, StoreError>;
+
+    /// As [`Store::range`].
+    fn range(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError>;
+}
+
 /// A node's storage.
 pub trait Store {
     /// The stored entry of `key`, tombstones included.
@@ -113,6 +129,13 @@ pub trait Store {
 
     /// A meta value written by an earlier [`WriteBatch`].
     fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// A handle for reads outside the owner's lock, if the store can serve
+    /// reads while it commits. A store that holds one open keeps its data
+    /// open until the handle is dropped too.
+    fn reads(&self) -> Option<Box<dyn Reads>> {
+        None
+    }
 }
 
 #[cfg(test)]

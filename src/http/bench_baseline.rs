@@ -1,8 +1,10 @@
-//! The plain HTTP transfer the join benchmark (`src/bench/join.rs`) stands
-//! beside: the same server and client libraries as the peer protocol (tide,
-//! surf), over loopback, moving bytes and doing nothing else with them.
+//! The plain HTTP servers the benchmarks stand beside: the transfer the
+//! join benchmark (`src/bench/join.rs`) is measured against, with the same
+//! server and client libraries as the peer protocol (tide, surf), and the
+//! PUT server of the write benchmark (`src/bench/put.rs`). Over loopback,
+//! they move bytes and do nothing else with them.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,7 +45,8 @@ pub fn transfer(total: u64, chunk: usize) -> Result<Duration, String> {
         let started = Instant::now();
         let mut received = 0u64;
         while received < total {
-            let mut res = surf::post(&url)
+            let mut res = super::client::client()
+                .post(&url)
                 .content_type("application/octet-stream")
                 .body_bytes(request.clone())
                 .await
@@ -58,4 +61,40 @@ pub fn transfer(total: u64, chunk: usize) -> Result<Duration, String> {
     });
     async_std::task::block_on(server.cancel());
     result
+}
+
+/// A plain tide server answering `PUT /v1/kv/{key}` as a node does (200
+/// and a small JSON body), storing nothing: served by async-h1 on sockets
+/// with `TCP_NODELAY`, as the node's listener serves. Runs until the
+/// process ends; returns its address.
+pub fn put_server() -> Result<SocketAddr, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("the baseline server's address: {e}"))?;
+    let mut app = tide::new();
+    app.at("/v1/kv/:key")
+        .put(|mut req: Request<()>| async move {
+            let _ = req.body_bytes().await?;
+            let key = req.param("key")?.to_string();
+            let mut res = Response::new(200);
+            res.set_body(serde_json::json!({ "key": key, "version": "0.0.0", "deleted": false }));
+            Ok(res)
+        });
+    let listener = async_std::net::TcpListener::from(listener);
+    async_std::task::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                // Out of descriptors, mostly: wait for some to be freed.
+                async_std::task::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let app = app.clone();
+            async_std::task::spawn(async move {
+                let _ = async_h1::accept(stream, |req| app.respond(req)).await;
+            });
+        }
+    });
+    Ok(addr)
 }

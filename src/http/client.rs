@@ -2,6 +2,7 @@
 //! signed with the cluster secret when there is one.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use async_std::io::ReadExt;
@@ -33,6 +34,24 @@ async fn with_timeout<T>(
             humantime::format_duration(d)
         ))
     })?
+}
+
+/// This process's HTTP client: one pool of kept-alive connections per
+/// peer, each with `TCP_NODELAY`, since a request's head and body are two
+/// writes and the body would otherwise wait for the server's delayed ACK.
+pub fn client() -> surf::Client {
+    static CLIENT: OnceLock<surf::Client> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            surf::Config::new()
+                .set_tcp_no_delay(true)
+                .try_into()
+                .unwrap_or_else(|e| {
+                    log::warn!("an HTTP client with TCP_NODELAY could not be made ({e}); using the default one");
+                    surf::Client::new()
+                })
+        })
+        .clone()
 }
 
 /// The service's [`Transport`] over HTTP: surf requests to the peer
@@ -229,7 +248,7 @@ async fn read_capped(res: &mut surf::Response, u: &str, cap: u64) -> Result<Vec<
 pub async fn post_peer(call: Call<'_>, payload: Vec<u8>) -> Result<Vec<u8>, PeerError> {
     let u = url(call.addr, "/v1/peer/message");
     with_timeout(call.timeout, async {
-        let req = surf::post(&u).content_type("application/octet-stream");
+        let req = client().post(&u).content_type("application/octet-stream");
         Ok(peer_exchange(call, req, &u, "POST", payload).await?.body)
     })
     .await
@@ -240,7 +259,7 @@ pub async fn post_hop(call: Call<'_>, hop: Hop) -> Result<HopResult, PeerError> 
     let u = url(call.addr, "/v1/peer/hop");
     let body = serde_json::to_vec(&hop).map_err(|e| PeerError::plain(e.to_string()))?;
     with_timeout(call.timeout, async {
-        let req = surf::post(&u).content_type("application/json");
+        let req = client().post(&u).content_type("application/json");
         json_answer(peer_exchange(call, req, &u, "POST", body).await?, &u)
     })
     .await
@@ -251,7 +270,7 @@ pub async fn get_digest(call: Call<'_>) -> Result<NodeDigest, PeerError> {
     let u = url(call.addr, "/v1/peer/digest");
     with_timeout(call.timeout, async {
         json_answer(
-            peer_exchange(call, surf::get(&u), &u, "GET", Vec::new()).await?,
+            peer_exchange(call, client().get(&u), &u, "GET", Vec::new()).await?,
             &u,
         )
     })
@@ -366,10 +385,10 @@ pub fn call_with(
     };
     async_std::task::block_on(with_timeout(timeout, async move {
         let req = match method {
-            "GET" => surf::get(&u),
-            "PUT" => surf::put(&u),
-            "POST" => surf::post(&u),
-            "DELETE" => surf::delete(&u),
+            "GET" => client().get(&u),
+            "PUT" => client().put(&u),
+            "POST" => client().post(&u),
+            "DELETE" => client().delete(&u),
             other => return Err(PeerError::plain(format!("unsupported method {other}"))),
         };
         let bytes = body.clone().unwrap_or_default();

@@ -23,6 +23,10 @@
 //!   byte past the request it reads ([`super::framing`]), since it drops
 //!   its buffer after each request with whatever it held of the next.
 //!
+//! - **Writes**: every socket has `TCP_NODELAY`, and an answer's head and
+//!   body leave in one write ([`super::outbox`]): a kept-alive client
+//!   otherwise waited for its own delayed ACK, 40 ms, on every answer.
+//!
 //! A request whose answer says `connection: close` (the gate's refusals,
 //! made before a body is read) ends the connection at once: the rest of
 //! its body is not read.
@@ -47,6 +51,7 @@ use async_std::net::{TcpListener, TcpStream};
 
 use super::edge::{Edge, PeerWire};
 use super::framing::{FrameError, Framer, Phase};
+use super::outbox::Outbox;
 use crate::service::now_ms;
 
 /// Connections served at once. systemd gives a service 1024 descriptors
@@ -281,6 +286,8 @@ struct State {
     /// What came from the socket and was not handed to async-h1 yet, and
     /// where its requests end.
     inbox: Mutex<Inbox>,
+    /// What async-h1 wrote of the answer and was not sent yet.
+    outbox: Mutex<Outbox>,
 }
 
 /// Bytes read from the socket ahead of async-h1, handed on as the
@@ -305,6 +312,7 @@ impl State {
                 buf: Vec::with_capacity(READ_CHUNK),
                 start: 0,
             }),
+            outbox: Mutex::new(Outbox::default()),
         }
     }
 
@@ -470,18 +478,24 @@ impl async_std::io::Write for Conn {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let r = Pin::new(&mut this.stream).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &r {
-            this.state.count(&this.edge.peer_wire, *n, true);
-        }
-        r
+        let (state, wire) = (&this.state, &this.edge.peer_wire);
+        let mut out = state.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        out.poll_write(&mut this.stream, cx, buf, &mut |n| {
+            state.count(wire, n, true)
+        })
     }
 
+    // async-h1 flushes once an answer is written whole: it leaves then.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        let this = self.get_mut();
+        let (state, wire) = (&this.state, &this.edge.peer_wire);
+        let mut out = state.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        std::task::ready!(out.poll_send(&mut this.stream, cx, &mut |n| state.count(wire, n, true)))?;
+        Pin::new(&mut this.stream).poll_flush(cx)
     }
 
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.as_mut().poll_flush(cx))?;
         Pin::new(&mut self.get_mut().stream).poll_close(cx)
     }
 }
@@ -542,6 +556,9 @@ async fn connection(
     peer: SocketAddr,
     timeout: Duration,
 ) {
+    if let Err(e) = stream.set_nodelay(true) {
+        log::debug!("TCP_NODELAY on the connection from {peer}: {e}");
+    }
     let conn = Conn {
         stream: stream.clone(),
         state: Arc::clone(&state),
@@ -645,11 +662,8 @@ async fn connection(
             "HTTP/1.1 {status} {text}\r\ncontent-type: application/json\r\nx-ringsync-reason: {reason}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
             body.len()
         );
-        let _ = async_std::future::timeout(CLOSE_GRACE, async {
-            stream.write_all(head.as_bytes()).await?;
-            stream.write_all(body.as_bytes()).await
-        })
-        .await;
+        let answer = head + &body;
+        let _ = async_std::future::timeout(CLOSE_GRACE, stream.write_all(answer.as_bytes())).await;
     }
     linger(&mut stream).await;
 }

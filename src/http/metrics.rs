@@ -74,6 +74,11 @@ pub fn render_snapshot(
         st.cycles,
     );
     m.gauge(
+        "ringsync_commit_queue",
+        "Client writes and core calls waiting for the commit thread; it grows while the disk is slow.",
+        node.commit_queue,
+    );
+    m.gauge(
         "ringsync_cycle",
         "The last cycle this node ran (unix time / interval), 0 before the first.",
         node.cycle.unwrap_or(0),

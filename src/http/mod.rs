@@ -12,6 +12,7 @@ pub mod edge;
 pub mod framing;
 pub mod listen;
 pub mod metrics;
+mod outbox;
 pub mod routes;
 mod sealed;
 pub mod server;

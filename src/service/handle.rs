@@ -4,11 +4,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, TryLockError};
 use std::time::Duration;
 
 use async_std::channel::{bounded, Sender};
 
+use super::committer::Committer;
 use super::now_ms;
 use super::reload::{RingChange, Settings};
 use super::report::SyncReports;
@@ -18,7 +19,7 @@ use crate::auth::{Guard, RefusalLog, Secrets};
 use crate::core::entry::Entry;
 use crate::core::node::Mode;
 use crate::core::{Config, Event, Node, Transmit, WriteError};
-use crate::store::{Closed, Store, StoreError};
+use crate::store::{Closed, Reads, Store, StoreError};
 use crate::topology::Topology;
 
 /// Any store: the service runs on redb, in-process tests may use memory.
@@ -66,6 +67,15 @@ pub struct Page {
 /// Shared by the listener's handlers, the timer and the delivery tasks.
 pub struct NodeHandle {
     node: Mutex<Node<AnyStore>>,
+    /// The commit thread's queue: writes, peer messages, replies and
+    /// cycles run there, off the executor.
+    pub(super) committer: Committer,
+    /// Reads of the store beside its commits, if it has them (redb);
+    /// without, reads take the core's lock.
+    reads: RwLock<Option<Box<dyn Reads>>>,
+    /// The core's state after the last call that held its lock, shown
+    /// when a commit holds it.
+    shown: Mutex<Snapshot>,
     transport: Arc<dyn Transport>,
     /// The topology in force: the ring of its epoch, with the cluster
     /// settings this process started with (see [`NodeHandle::topology`]).
@@ -119,8 +129,12 @@ impl NodeHandle {
             now_ms() ^ u64::from(std::process::id()),
         )
         .map_err(|e| e.to_string())?;
-        Ok(Arc::new(NodeHandle {
+        let (committer, queue) = Committer::new();
+        let handle = Arc::new(NodeHandle {
+            reads: RwLock::new(node.store().reads()),
+            shown: Mutex::new(Snapshot::of(&node)),
             node: Mutex::new(node),
+            committer,
             transport,
             me: AtomicU32::new(me),
             id: id.to_string(),
@@ -135,7 +149,9 @@ impl NodeHandle {
             refused_by_peers: RefusalLog::default(),
             refused_replies: RefusalLog::default(),
             topology: RwLock::new(Arc::new(topology)),
-        }))
+        });
+        Committer::start(queue, Arc::downgrade(&handle))?;
+        Ok(handle)
     }
 
     /// The core, locked. Held only for plain computation and one commit.
@@ -145,8 +161,19 @@ impl NodeHandle {
     /// it makes the next start repair the whole file. From here on every
     /// store call fails with "the store is closed".
     pub fn close_store(&self) {
+        // The reads hold the file open too; reads in progress end first.
+        *self.reads.write().unwrap_or_else(|p| p.into_inner()) = None;
         let mut node = self.lock();
         drop(std::mem::replace(node.store_mut(), Box::new(Closed)));
+    }
+
+    fn reads(&self) -> RwLockReadGuard<'_, Option<Box<dyn Reads>>> {
+        self.reads.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps what status pages show of `core`, for when a commit holds it.
+    pub(super) fn keep_snapshot(&self, core: &Node<AnyStore>) {
+        *self.shown.lock().unwrap_or_else(|p| p.into_inner()) = Snapshot::of(core);
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Node<AnyStore>> {
@@ -237,12 +264,14 @@ impl NodeHandle {
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = settings;
     }
 
-    /// Runs `f` on the core, then sends what it asked to send. For the
-    /// service's own loops and for tests: the edge calls the typed methods.
+    /// Runs `f` on the core here and now, then sends what it asked to
+    /// send. For tests and the start: the service's loops use
+    /// [`NodeHandle::on_core`], the edge the typed methods.
     pub fn with_node<T>(self: &Arc<Self>, f: impl FnOnce(&mut Node<AnyStore>) -> T) -> T {
         let (out, transmits, events) = {
             let mut node = self.lock();
             let out = f(&mut node);
+            self.keep_snapshot(&node);
             let (t, e) = drain(&mut node);
             (out, t, e)
         };
@@ -250,9 +279,23 @@ impl NodeHandle {
         out
     }
 
-    /// The stored value of `key`: `None` if absent or deleted.
+    /// Runs `f` on the core on the commit thread, in its turn, then sends
+    /// what it asked to send; `None` if `f` panicked.
+    pub async fn on_core<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Node<AnyStore>) -> T + Send + 'static,
+    ) -> Option<T> {
+        self.committer.call(f).await
+    }
+
+    /// The stored value of `key`: `None` if absent or deleted. Read beside
+    /// any commit in progress.
     pub fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        Ok(self.lock().get(key)?.filter(|e| !e.is_tombstone()))
+        let found = match &*self.reads() {
+            Some(r) => r.get(key)?,
+            None => self.lock().get(key)?,
+        };
+        Ok(found.filter(|e| !e.is_tombstone()))
     }
 
     /// Up to `limit` live entries whose key starts with `prefix`, after
@@ -267,7 +310,10 @@ impl NodeHandle {
         let mut entries = Vec::new();
         let mut after = after.map(str::to_string);
         loop {
-            let chunk = self.lock().store_range(prefix, after.as_deref(), limit)?;
+            let chunk = match &*self.reads() {
+                Some(r) => r.range(prefix, after.as_deref(), limit)?,
+                None => self.lock().store_range(prefix, after.as_deref(), limit)?,
+            };
             let short = chunk.len() < limit;
             after = chunk.last().map(|e| e.key.clone());
             entries.extend(chunk.into_iter().filter(|e| !e.is_tombstone()));
@@ -288,7 +334,8 @@ impl NodeHandle {
     }
 
     /// Writes `value` under `key` (`None` deletes it) and returns the
-    /// entry stored. The commit runs off the async executor.
+    /// entry stored, once it is durable. The commit runs on the commit
+    /// thread, shared with the writes that queued beside it.
     pub async fn write(
         self: &Arc<Self>,
         key: String,
@@ -297,8 +344,8 @@ impl NodeHandle {
         if self.is_stopping() {
             return Err(WriteFailed::ShuttingDown);
         }
-        let this = Arc::clone(self);
-        async_std::task::spawn_blocking(move || this.with_node(|n| n.write(now_ms(), &key, value)))
+        self.committer
+            .write(key, value)
             .await
             .map_err(WriteFailed::Core)
     }
@@ -307,46 +354,54 @@ impl NodeHandle {
     pub async fn peer_message(self: &Arc<Self>, body: Vec<u8>, signer: Option<&str>) -> PeerReply {
         // A signer the ring does not hold was refused at the gate already.
         let signer = signer.map(crate::topology::origin_of);
-        let this = Arc::clone(self);
-        async_std::task::spawn_blocking(move || {
-            this.with_node(|n| {
-                // The core counts its refusals by reason: the one that moved
-                // is this request's.
-                let before = n.stats().refused.clone();
-                let bytes = n.handle_request_signed(now_ms(), signer, &body);
-                let refused = n
-                    .stats()
-                    .refused
-                    .iter()
-                    .find(|(k, v)| before.get(*k) != Some(*v))
-                    .map(|(k, _)| *k);
-                PeerReply { bytes, refused }
-            })
+        let answer = self.on_core(move |n| {
+            // The core counts its refusals by reason: the one that moved
+            // is this request's.
+            let before = n.stats().refused.clone();
+            let bytes = n.handle_request_signed(now_ms(), signer, &body);
+            let refused = n
+                .stats()
+                .refused
+                .iter()
+                .find(|(k, v)| before.get(*k) != Some(*v))
+                .map(|(k, _)| *k);
+            PeerReply { bytes, refused }
+        });
+        answer.await.unwrap_or(PeerReply {
+            bytes: Vec::new(),
+            refused: Some("internal_error"),
         })
-        .await
     }
 
-    /// This node's digest.
+    /// This node's digest (as of the last commit, if one is in progress).
     pub fn digest(&self) -> NodeDigest {
-        let node = self.lock();
-        let (keys, tombstones) = node.counts();
+        let snap = self.snapshot();
         NodeDigest {
             id: self.id().to_string(),
-            root: format!("{:016x}", node.root()),
-            keys,
-            tombstones,
+            root: format!("{:016x}", snap.root),
+            keys: snap.keys,
+            tombstones: snap.tombstones,
         }
     }
 
     /// Ring or fallback, as the core is now.
     pub fn mode(&self) -> Mode {
-        self.lock().mode().0
+        self.snapshot().mode
     }
 
-    /// The core's counters and state, for status pages and metrics.
+    /// The core's counters and state, for status pages and metrics: as
+    /// the core is now, or, while a commit holds it, as the last call
+    /// that held it left it.
     pub fn snapshot(&self) -> Snapshot {
-        let mut snap = Snapshot::of(&self.lock());
+        let mut snap = match self.node.try_lock() {
+            Ok(core) => Snapshot::of(&core),
+            Err(TryLockError::Poisoned(p)) => Snapshot::of(&p.into_inner()),
+            Err(TryLockError::WouldBlock) => {
+                self.shown.lock().unwrap_or_else(|p| p.into_inner()).clone()
+            }
+        };
         snap.replies_refused = self.refused_replies.counts();
+        snap.commit_queue = self.committer.queued() as u64;
         snap
     }
 
@@ -400,17 +455,17 @@ impl NodeHandle {
     /// Starts an exchange with `f` and waits until it ends (or the deadline).
     pub(super) async fn exchange(
         self: &Arc<Self>,
-        f: impl FnOnce(&mut Node<AnyStore>) -> u64,
+        f: impl FnOnce(&mut Node<AnyStore>) -> u64 + Send + 'static,
         deadline: Duration,
     ) -> ExchangeResult {
         let (tx, rx) = bounded(1);
-        let (transmits, events) = {
-            let mut node = self.lock();
-            let ex = f(&mut node);
-            self.waiters_lock().insert(ex, tx);
-            drain(&mut node)
-        };
-        self.dispatch(transmits, events);
+        let this = Arc::clone(self);
+        // Waiting on before its transmits go out, so its end is not missed.
+        self.on_core(move |node| {
+            let ex = f(node);
+            this.waiters_lock().insert(ex, tx);
+        })
+        .await;
         let failed = ExchangeResult {
             ok: false,
             entries: 0,
@@ -427,7 +482,7 @@ impl NodeHandle {
         self.waiters.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn dispatch(self: &Arc<Self>, transmits: Vec<Transmit>, events: Vec<Event>) {
+    pub(super) fn dispatch(self: &Arc<Self>, transmits: Vec<Transmit>, events: Vec<Event>) {
         for t in transmits {
             let this = Arc::clone(self);
             async_std::task::spawn(async move { this.deliver(t).await });
@@ -492,13 +547,15 @@ impl NodeHandle {
                 refused_reply: None,
             }),
         };
-        self.with_node(|node| match result {
+        let to = t.to;
+        self.on_core(move |node| match result {
             Ok(reply) => node.handle_reply(now_ms(), t.id, &reply),
             Err(e) => {
-                log::debug!("request to node {} failed: {}", t.to, e.message);
+                log::debug!("request to node {to} failed: {}", e.message);
                 node.handle_failure(t.id);
             }
-        });
+        })
+        .await;
     }
 }
 
@@ -523,7 +580,7 @@ fn config_of(topology: &Topology, me: u32) -> Config {
     cfg
 }
 
-fn drain(node: &mut Node<AnyStore>) -> (Vec<Transmit>, Vec<Event>) {
+pub(super) fn drain(node: &mut Node<AnyStore>) -> (Vec<Transmit>, Vec<Event>) {
     let mut t = Vec::new();
     while let Some(x) = node.poll_transmit() {
         t.push(x);

@@ -71,27 +71,30 @@ async fn cycles(node: Arc<NodeHandle>, notifier: Arc<Notifier>) {
             return;
         }
         let now = now_ms();
-        let next = node.lock().next_timeout(now) + rng.below(jitter);
+        let next = node.on_core(move |core| core.next_timeout(now)).await;
+        let next = next.unwrap_or(now + interval) + rng.below(jitter);
         async_std::task::sleep(Duration::from_millis(next.saturating_sub(now))).await;
         if node.is_stopping() {
             return;
         }
-        let line = node.with_node(|core| {
-            core.handle_timeout(now_ms());
-            notify::status_line(core)
-        });
-        if let Some(line) = status.due(line, std::time::Instant::now()) {
+        let line = node
+            .on_core(|core| {
+                core.handle_timeout(now_ms());
+                notify::status_line(core)
+            })
+            .await;
+        if let Some(line) = line.and_then(|l| status.due(l, std::time::Instant::now())) {
             notifier.status(&line);
         }
     }
 }
 
 /// `WATCHDOG=1` while the node works: each ping needs the executor to run
-/// this task and the core's lock to be free, so a wedged node goes quiet and
-/// systemd restarts it.
+/// this task and the commit thread to run a call, so a wedged node goes
+/// quiet and systemd restarts it.
 async fn watchdog(node: Arc<NodeHandle>, notifier: Arc<Notifier>, every: Duration) {
     loop {
-        drop(node.lock());
+        node.on_core(|_| ()).await;
         notifier.watchdog();
         async_std::task::sleep(every).await;
     }

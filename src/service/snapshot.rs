@@ -50,6 +50,9 @@ pub struct Snapshot {
     /// Peers' replies this node refused before using them, by reason
     /// (kept by the service, not the core: empty from [`Snapshot::of`]).
     pub replies_refused: BTreeMap<&'static str, u64>,
+    /// Client writes and core calls waiting for the commit thread (kept
+    /// by the service: 0 from [`Snapshot::of`]).
+    pub commit_queue: u64,
 }
 
 impl Snapshot {
@@ -84,6 +87,7 @@ impl Snapshot {
             tombstones,
             peers,
             replies_refused: BTreeMap::new(),
+            commit_queue: 0,
         }
     }
 }

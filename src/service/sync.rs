@@ -72,9 +72,9 @@ async fn local_hop(node: &Arc<NodeHandle>, hop: Hop) -> HopResult {
     let deadline = node.peer_timeout() * 20 + Duration::from_secs(5);
     let to = hop.to;
     let r = if hop.push_pull {
-        node.exchange(|n| n.push_pull_with(to), deadline).await
+        node.exchange(move |n| n.push_pull_with(to), deadline).await
     } else {
-        node.exchange(|n| n.sync_with(to), deadline).await
+        node.exchange(move |n| n.sync_with(to), deadline).await
     };
     r.into()
 }

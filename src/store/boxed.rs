@@ -1,7 +1,7 @@
 //! A boxed store is a store, so the service can hold any store behind one
 //! type (`Node<Box<dyn Store + Send>>`): redb on disk, memory in tests.
 
-use super::{Merged, Store, StoreError, WriteBatch};
+use super::{Merged, Reads, Store, StoreError, WriteBatch};
 use crate::core::entry::{Entry, Origin, Version};
 
 impl<S: Store + ?Sized> Store for Box<S> {
@@ -49,5 +49,9 @@ impl<S: Store + ?Sized> Store for Box<S> {
 
     fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         (**self).meta(name)
+    }
+
+    fn reads(&self) -> Option<Box<dyn Reads>> {
+        (**self).reads()
     }
 }

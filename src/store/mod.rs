@@ -3,10 +3,14 @@
 
 mod boxed;
 pub mod closed;
+pub mod gated;
 pub mod memory;
 pub mod redb;
 
 pub use self::closed::Closed;
+pub use self::gated::{Gate, Gated};
 pub use self::memory::MemoryStore;
 pub use self::redb::RedbStore;
-pub use crate::core::store::{bucket_of, merge_decision, Merged, Store, StoreError, WriteBatch};
+pub use crate::core::store::{
+    bucket_of, merge_decision, Merged, Reads, Store, StoreError, WriteBatch,
+};

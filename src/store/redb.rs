@@ -34,7 +34,7 @@ use ::redb::{
     ReadableTableMetadata, Table, TableDefinition,
 };
 
-use super::{merge_decision, Merged, Store, StoreError, WriteBatch};
+use super::{merge_decision, Merged, Reads, Store, StoreError, WriteBatch};
 use crate::core::entry::{key_hash, Entry, Origin, Version};
 
 /// The main table: key to encoded record.
@@ -118,7 +118,9 @@ fn decode(key: &str, rec: &[u8]) -> Result<Entry, StoreError> {
 ///
 /// Only one `RedbStore` may have a given file open at a time (redb locks it).
 pub struct RedbStore {
-    db: Database,
+    // Shared with the handles of [`Store::reads`]: the file closes (and
+    // redb writes its clean-shutdown state) when the last one is dropped.
+    db: Arc<Database>,
     path: PathBuf,
     repaired: bool,
 }
@@ -187,7 +189,7 @@ impl RedbStore {
         txn.commit()
             .map_err(ctx(&format!("creating the tables of {shown}")))?;
         Ok(RedbStore {
-            db,
+            db: Arc::new(db),
             path: path.to_path_buf(),
             repaired,
         })
@@ -216,9 +218,7 @@ impl RedbStore {
     }
 
     fn read(&self) -> Result<ReadTransaction, StoreError> {
-        self.db
-            .begin_read()
-            .map_err(ctx("beginning a read transaction"))
+        begin_read(&self.db)
     }
 
     /// The entry of `key`, looked up in an index: it must exist.
@@ -233,6 +233,73 @@ impl RedbStore {
                 "index {index} names key {key:?}, which is not stored"
             ))),
         }
+    }
+}
+
+fn begin_read(db: &Database) -> Result<ReadTransaction, StoreError> {
+    db.begin_read().map_err(ctx("beginning a read transaction"))
+}
+
+/// [`Store::get`] in a read transaction of its own.
+fn get_in(db: &Database, key: &str) -> Result<Option<Entry>, StoreError> {
+    let txn = begin_read(db)?;
+    let kv = open_read(&txn, KV, "kv")?;
+    match kv.get(key).map_err(ctx("reading kv"))? {
+        Some(rec) => decode(key, rec.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// [`Store::range`] in a read transaction of its own.
+fn range_in(
+    db: &Database,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Entry>, StoreError> {
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    let txn = begin_read(db)?;
+    let kv = open_read(&txn, KV, "kv")?;
+    let start = match after {
+        Some(a) if a >= prefix => Bound::Excluded(a),
+        _ => Bound::Included(prefix),
+    };
+    let iter = kv
+        .range::<&str>((start, Bound::Unbounded))
+        .map_err(ctx("scanning kv"))?;
+    for item in iter {
+        let (k, rec) = item.map_err(ctx("scanning kv"))?;
+        let key = k.value();
+        if !key.starts_with(prefix) {
+            break;
+        }
+        out.push(decode(key, rec.value())?);
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Reads of a [`RedbStore`] that run beside its commits: each in a redb
+/// read transaction, which sees the last commit made durable before it.
+struct RedbReads(Arc<Database>);
+
+impl Reads for RedbReads {
+    fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        get_in(&self.0, key)
+    }
+
+    fn range(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        range_in(&self.0, prefix, after, limit)
     }
 }
 
@@ -319,12 +386,7 @@ impl Writer<'_> {
 
 impl Store for RedbStore {
     fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        let txn = self.read()?;
-        let kv = open_read(&txn, KV, "kv")?;
-        match kv.get(key).map_err(ctx("reading kv"))? {
-            Some(rec) => decode(key, rec.value()).map(Some),
-            None => Ok(None),
-        }
+        get_in(&self.db, key)
     }
 
     fn commit(&mut self, batch: WriteBatch) -> Result<Vec<Merged>, StoreError> {
@@ -377,31 +439,7 @@ impl Store for RedbStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let mut out = Vec::new();
-        if limit == 0 {
-            return Ok(out);
-        }
-        let txn = self.read()?;
-        let kv = open_read(&txn, KV, "kv")?;
-        let start = match after {
-            Some(a) if a >= prefix => Bound::Excluded(a),
-            _ => Bound::Included(prefix),
-        };
-        let iter = kv
-            .range::<&str>((start, Bound::Unbounded))
-            .map_err(ctx("scanning kv"))?;
-        for item in iter {
-            let (k, rec) = item.map_err(ctx("scanning kv"))?;
-            let key = k.value();
-            if !key.starts_with(prefix) {
-                break;
-            }
-            out.push(decode(key, rec.value())?);
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        range_in(&self.db, prefix, after, limit)
     }
 
     fn by_origin(
@@ -529,6 +567,10 @@ impl Store for RedbStore {
             f(&decode(k.value(), rec.value())?);
         }
         Ok(())
+    }
+
+    fn reads(&self) -> Option<Box<dyn Reads>> {
+        Some(Box::new(RedbReads(Arc::clone(&self.db))))
     }
 
     fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {

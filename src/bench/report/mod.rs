@@ -1,10 +1,11 @@
 //! The benchmark's report: `docs/BENCHMARKS.md` and the chart.
 
 mod format;
+mod writes;
 
 use std::fmt::Write as _;
 
-use super::{convergence, digest, join, latency, merge, wire, Results};
+use super::{convergence, digest, join, latency, merge, put, wire, Results};
 use crate::core::schedule::log2_ceil;
 use format::{bytes, duration, int, join_settings, pct, verdict};
 
@@ -137,6 +138,25 @@ pub fn markdown(r: &Results) -> String {
             int(mem.keys),
             peak as f64 / 1e6,
             verdict(mem.meets_target)
+        );
+    }
+    if let Some(p) = &r.put {
+        let _ = writeln!(
+            s,
+            "| PUT rate, {} keep-alive clients | ≥ {} of a plain tide server | {} | {} |",
+            p.clients,
+            pct(put::TARGET_RATIO),
+            pct(p.ratio),
+            verdict(p.meets_target)
+        );
+    }
+    if let Some(l) = &r.livez {
+        let _ = writeln!(
+            s,
+            "| kept-alive `GET /livez`, p50 | ≤ {} ms | {:.2} ms | {} |",
+            put::TARGET_LIVEZ_MS,
+            l.p50_ms,
+            verdict(l.meets_target)
         );
     }
     let _ = writeln!(s);
@@ -594,6 +614,7 @@ pub fn markdown(r: &Results) -> String {
     {
         let _ = writeln!(s, "\n{}", error(r, "latency"));
     }
+    writes::section(&mut s, r);
     s
 }
 

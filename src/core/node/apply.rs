@@ -17,17 +17,46 @@ impl<S: Store> Node<S> {
         key: &str,
         value: Option<Vec<u8>>,
     ) -> Result<Entry, WriteError> {
-        validate(key, value.as_deref(), self.cfg.max_value).map_err(WriteError::Invalid)?;
+        let mut out = self.write_all(now_ms, vec![(key.to_string(), value)]);
+        out.pop()
+            .unwrap_or_else(|| Err(WriteError::Store(StoreError("no write was made".into()))))
+    }
+
+    /// Client writes made durable in one commit (a group commit: one
+    /// fsync for all of them), each answered as [`Node::write`] would
+    /// answer it alone, in order: each is checked alone and gets its own
+    /// version, later ones higher; if the commit fails, none is made.
+    pub fn write_all(
+        &mut self,
+        now_ms: u64,
+        writes: Vec<(String, Option<Vec<u8>>)>,
+    ) -> Vec<Result<Entry, WriteError>> {
         // A copy: the clock moves only if the commit succeeds (in `apply`).
         let mut clock = self.hlc.clone();
-        let entry = Entry {
-            key: key.to_string(),
-            value,
-            version: clock.tick(now_ms),
-        };
-        self.apply(now_ms, vec![entry.clone()], Vec::new(), true)
-            .map_err(WriteError::Store)?;
-        Ok(entry)
+        let mut entries = Vec::with_capacity(writes.len());
+        let mut out: Vec<Result<Entry, WriteError>> = writes
+            .into_iter()
+            .map(|(key, value)| {
+                validate(&key, value.as_deref(), self.cfg.max_value)
+                    .map_err(WriteError::Invalid)?;
+                let entry = Entry {
+                    key,
+                    value,
+                    version: clock.tick(now_ms),
+                };
+                entries.push(entry.clone());
+                Ok(entry)
+            })
+            .collect();
+        if entries.is_empty() {
+            return out;
+        }
+        if let Err(e) = self.apply(now_ms, entries, Vec::new(), true) {
+            for r in out.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(WriteError::Store(e.clone()));
+            }
+        }
+        out
     }
 
     /// Checks every entry of a message against the limits: one that breaks
@@ -392,6 +421,37 @@ mod tests {
             n0.write(100, "", None),
             Err(WriteError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn writes_made_together_take_one_commit_and_each_its_own_version() {
+        let cfg = config(4, 0, Schedule::Successor);
+        let mut n0 = node(cfg.clone());
+        let opened = n0.store().commits;
+        let out = n0.write_all(
+            100,
+            vec![
+                ("a".into(), Some(b"1".to_vec())),
+                ("".into(), Some(b"bad".to_vec())),
+                ("b".into(), Some(b"1".to_vec())),
+                ("a".into(), None),
+            ],
+        );
+        assert_eq!(n0.store().commits, opened + 1);
+        assert!(matches!(out[1], Err(WriteError::Invalid(_))));
+        let versions: Vec<Version> = out.iter().flatten().map(|e| e.version).collect();
+        assert_eq!(versions.len(), 3);
+        assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+        // The later write of a key wins, and the digest follows the store.
+        assert!(matches!(n0.get("a"), Ok(Some(e)) if e.is_tombstone()));
+        assert_eq!(n0.counts(), (1, 1));
+        let again = reopen(cfg, n0.store().clone());
+        assert_eq!((again.root(), again.counts()), (n0.root(), n0.counts()));
+        // A failed commit makes none of them.
+        n0.store_mut().fail_next_commit = true;
+        let out = n0.write_all(200, vec![("c".into(), None), ("d".into(), None)]);
+        assert!(out.iter().all(|r| matches!(r, Err(WriteError::Store(_)))));
+        assert!(matches!(n0.get("c"), Ok(None)));
     }
 
     #[test]

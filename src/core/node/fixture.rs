@@ -22,6 +22,8 @@ pub(super) struct TestStore {
     meta: BTreeMap<String, Vec<u8>>,
     /// When set, the next commit fails and changes nothing.
     pub(super) fail_next_commit: bool,
+    /// Commits made.
+    pub(super) commits: u64,
 }
 
 impl TestStore {
@@ -45,6 +47,7 @@ impl Store for TestStore {
         if std::mem::take(&mut self.fail_next_commit) {
             return Err(StoreError("told to fail".into()));
         }
+        self.commits += 1;
         if batch.clear_first {
             self.entries.clear();
         }
