@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::cluster::MemberStatus;
 use crate::auth::Signer;
 
 /// A node's digest as the sync report shows it.
@@ -135,6 +136,14 @@ pub trait Transport: Send + Sync {
 
     /// Asks the peer to run one hop of a manual sync (it is `hop.from`).
     fn hop<'a>(&'a self, call: Call<'a>, hop: Hop) -> Reply<'a, HopResult>;
+
+    /// The peer's status, as far as the cluster view reads it. A transport
+    /// that cannot fetch it (a test's) says so, and the peer shows as
+    /// unreachable with that reason.
+    fn status<'a>(&'a self, call: Call<'a>) -> Reply<'a, MemberStatus> {
+        let message = format!("{}: this transport fetches no status", call.addr);
+        Box::pin(std::future::ready(Err(PeerError::plain(message))))
+    }
 }
 
 /// A transport that reaches no one: every call fails at once, as to a
