@@ -179,7 +179,7 @@ function drawTable(view) {
   const body = document.querySelector("#nodes tbody");
   body.replaceChildren();
   for (const v of view.nodes) {
-    const tr = el("tr", { "data-node": v.id, "data-state": v.state });
+    const tr = el("tr", { "data-node": v.id, "data-state": v.state, "data-mode-since": show(v.mode_since_cycle) });
     const who = cell(tr, v.id);
     who.appendChild(el("span", { class: "why mono" }, v.addr));
     cell(tr, v.position, "num");
