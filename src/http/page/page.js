@@ -143,11 +143,15 @@ function drawRing(view) {
     g.appendChild(svg("circle", { class: "state-" + v.state, cx: x, cy: y, r: r }));
     if (!small) {
       g.appendChild(svg("text", { class: "pos", x: x, y: y + 4, "text-anchor": "middle" }, v.position));
-      const [lx, ly] = at(v.position, R + r + 26);
+      const [lx, ly] = at(v.position, R + r + 22);
       const anchor = Math.abs(lx) < 20 ? "middle" : lx > 0 ? "start" : "end";
-      g.appendChild(svg("text", { class: "label", x: lx, y: ly, "text-anchor": anchor }, v.id));
-      const word = v.state + (v.pushes === "random" ? " \u00b7 random" : "");
-      g.appendChild(svg("text", { class: "state", x: lx, y: ly + 14, "text-anchor": anchor }, word));
+      const lines = [[v.id, "label"], [v.state, "state"]];
+      if (v.pushes === "random") lines.push(["\u2192 random", "state"]);
+      // Above the circle the lines stack upwards, so as not to cover it.
+      const top = ly < -R / 2 ? ly - 13 * (lines.length - 1) : ly + 4;
+      lines.forEach(([text, cls], k) => {
+        g.appendChild(svg("text", { class: cls, x: lx, y: top + 13 * k, "text-anchor": anchor }, text));
+      });
     }
     box.appendChild(g);
   }
