@@ -269,3 +269,205 @@ fn an_open_cluster_page_offers_sync_and_shows_the_last_report() {
     );
     assert!(s.dom.contains("data-converged=\"true\""), "{}", s.dom);
 }
+
+/// Serves the page's own files and canned answers to `/v1/cluster` (the
+/// `k`-th from `answer(k)`) on 127.0.0.1, until dropped.
+struct CannedNode {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CannedNode {
+    fn start(answer: impl Fn(usize) -> (u16, String) + Send + 'static) -> CannedNode {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("local address");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let halt = std::sync::Arc::clone(&stop);
+        let page = |f: &str| {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("src/http/page")
+                .join(f);
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        };
+        let files = [
+            ("/", "text/html", page("index.html")),
+            ("/ui/page.css", "text/css", page("page.css")),
+            ("/ui/page.js", "text/javascript", page("page.js")),
+        ];
+        let thread = std::thread::spawn(move || {
+            let mut reads = 0;
+            while !halt.load(Ordering::SeqCst) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => head.extend_from_slice(&buf[..k]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head);
+                let path = head.split_whitespace().nth(1).unwrap_or("/");
+                let (status, kind, body) = if path == "/v1/cluster" {
+                    let (status, body) = answer(reads);
+                    reads += 1;
+                    (status, "application/json", body)
+                } else {
+                    match files.iter().find(|(p, _, _)| *p == path) {
+                        Some((_, kind, body)) => (200, *kind, body.clone()),
+                        None => (404, "text/plain", "not here".into()),
+                    }
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status} X\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        CannedNode {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for CannedNode {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A view with a node in each of the five states, judged by the service's
+/// own rules, `age_ms` old.
+fn five_states(age_ms: u64) -> String {
+    use ringsync::service::cluster::{judge, ClusterView, MemberPeer, MemberStatus, Probe, Ring};
+    let members: Vec<(String, String)> = (0..5)
+        .map(|i| (format!("n{i}"), format!("127.0.0.1:{}", 7300 + i)))
+        .collect();
+    let status = |i: usize, mode: &str, peers: &[(usize, &str)]| MemberStatus {
+        id: format!("n{i}"),
+        mode: mode.into(),
+        digest_root: "00000000000000aa".into(),
+        epoch: (i == 1).then(|| serde_json::json!(7)),
+        peers: peers
+            .iter()
+            .map(|&(p, s)| MemberPeer {
+                id: format!("n{p}"),
+                state: s.into(),
+            })
+            .collect(),
+        ..MemberStatus::default()
+    };
+    let ok = |i: usize, s: MemberStatus| Probe {
+        pos: i as u32,
+        result: Ok(s),
+        sent_ms: 0,
+        received_ms: 2,
+    };
+    let down = |i: usize| Probe {
+        pos: i as u32,
+        result: Err("connection refused".into()),
+        sent_ms: 0,
+        received_ms: 1,
+    };
+    let probes = vec![
+        ok(0, status(0, "fallback", &[(2, "suspect"), (3, "failed")])),
+        ok(1, status(1, "ring", &[])),
+        ok(2, status(2, "ring", &[])),
+        down(3),
+        down(4),
+    ];
+    let ring = Ring {
+        members: &members,
+        schedule: Schedule::Successor,
+        interval_ms: 1000,
+    };
+    let view = ClusterView {
+        node: "n0".into(),
+        cluster: "canned".into(),
+        schedule: "successor".into(),
+        interval_ms: 1000,
+        taken_ms: 0,
+        took_ms: 2,
+        age_ms,
+        reachable: 3,
+        roots_agree: true,
+        nodes: judge(ring, probes),
+        last_sync: None,
+        sync_from_browser: false,
+    };
+    serde_json::to_string(&view).expect("a view serializes")
+}
+
+/// Every state is drawn as its own word; the page calls its data stale
+/// when the view was old when served, and when a read fails after a good
+/// one (keeping what it showed).
+#[test]
+fn the_page_draws_every_state_and_says_when_its_data_is_stale() {
+    if !browser_or_skip("the stale page test") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let browser = Browser::new(dir.path());
+    let want: BTreeMap<String, String> = [
+        ("n0", "fallback"),
+        ("n1", "ring"),
+        ("n2", "suspect"),
+        ("n3", "failed"),
+        ("n4", "unreachable"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+
+    let fresh = CannedNode::start(|_| (200, five_states(20)));
+    let s = shown(&browser, &format!("http://{}/", fresh.addr)).expect("the page");
+    let states: BTreeMap<String, String> = s
+        .nodes
+        .iter()
+        .map(|(k, d)| (k.clone(), d.state.clone()))
+        .collect();
+    assert_eq!(states, want, "{}", s.dom);
+    assert!(!s.stale, "fresh data called stale: {}", s.dom);
+    assert!(
+        s.dom.contains(">7</td>"),
+        "the epoch is not shown: {}",
+        s.dom
+    );
+    drop(fresh);
+
+    let old = CannedNode::start(|_| (200, five_states(10_000)));
+    let s = shown(&browser, &format!("http://{}/", old.addr)).expect("the page");
+    assert!(s.stale, "a view 10 s old not called stale: {}", s.dom);
+    drop(old);
+
+    let gone = CannedNode::start(|k| {
+        if k == 0 {
+            (200, five_states(20))
+        } else {
+            (503, "{\"error\": \"gone\"}".into())
+        }
+    });
+    let s = shown(&browser, &format!("http://{}/", gone.addr)).expect("the page");
+    assert!(s.stale, "a failed read not called stale: {}", s.dom);
+    assert!(
+        s.dom.contains("HTTP 503"),
+        "the failure is not named: {}",
+        s.dom
+    );
+    assert_eq!(s.nodes.len(), 5, "the last view is not kept: {}", s.dom);
+}
