@@ -241,7 +241,8 @@ fn the_page_shows_the_ring_a_killed_node_failed_and_the_ring_again() {
 }
 
 /// Where nothing is signed, the page offers the sync itself, and shows the
-/// report of the last sync run from its node.
+/// report of the last sync run from its node; `ringsync status --cluster`
+/// prints the same view.
 #[test]
 fn an_open_cluster_page_offers_sync_and_shows_the_last_report() {
     if !browser_or_skip("the open cluster page test") {
@@ -268,6 +269,25 @@ fn an_open_cluster_page_offers_sync_and_shows_the_last_report() {
         s.dom
     );
     assert!(s.dom.contains("data-converged=\"true\""), "{}", s.dom);
+
+    // The same view in the terminal.
+    let out = std::process::Command::new(common::BIN)
+        .args(["status", "--cluster", "--node", &c.url(VIEWER)])
+        .output()
+        .expect("run ringsync status --cluster");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("3 of 3 reachable, their roots agree"),
+        "{text}"
+    );
+    for i in 0..3 {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{} ", c.id(i))));
+        assert!(row.is_some_and(|r| r.contains(" ring ")), "{text}");
+    }
+    assert!(text.contains(&format!("last sync {id} (done)")), "{text}");
 }
 
 /// Serves the page's own files and canned answers to `/v1/cluster` (the
