@@ -17,6 +17,9 @@ let syncing = false;
 // A failed "sync now" stays on the page until the next one, rather than
 // giving way to an older report at the next refresh.
 let syncFailed = false;
+// The report "sync now" got stays until the cached view has caught up
+// with it, rather than giving way to the report before it.
+let pinnedUntil = 0;
 
 function el(tag, attrs, text) {
   const e = document.createElement(tag);
@@ -225,7 +228,7 @@ function drawSync(view) {
       "This cluster signs its sync requests, so a browser cannot start one. From a shell with the cluster secret: ",
       el("code", {}, "RINGSYNC_SECRET_FILE=/path/to/secret ringsync sync --node " + location.origin));
   }
-  if (!syncing && !syncFailed && view.last_sync) drawReport(view.last_sync);
+  if (!syncing && !syncFailed && Date.now() >= pinnedUntil && view.last_sync) drawReport(view.last_sync);
 }
 
 function drawReport(r) {
@@ -266,6 +269,7 @@ async function syncNow() {
     const body = await res.json().catch(() => ({}));
     if (!res.ok) throw new Error("HTTP " + res.status + (body.error ? ": " + body.error : ""));
     drawReport(body);
+    pinnedUntil = Date.now() + 3 * REFRESH_MS;
   } catch (e) {
     syncFailed = true;
     box.replaceChildren(el("p", { class: "differs" }, "the sync failed: " + (e.message || e)));
