@@ -138,12 +138,23 @@ fn browser_or_skip(what: &str) -> bool {
     true
 }
 
+/// Saves a screenshot of `url` in the test's folder, and a copy under
+/// the target's folder for tests, which outlives the cluster's.
 fn screenshot(browser: &Browser, url: &str, dir: &Path, name: &str) {
     let to = dir.join(name);
     browser
         .screenshot(url, &to)
         .unwrap_or_else(|e| panic!("screenshot {name}: {e}"));
-    println!("screenshot: {}", to.display());
+    let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster_page");
+    let copied = std::fs::create_dir_all(&kept).and_then(|()| std::fs::copy(&to, kept.join(name)));
+    match copied {
+        Ok(_) => println!(
+            "screenshot: {} (kept as {})",
+            to.display(),
+            kept.join(name).display()
+        ),
+        Err(e) => println!("screenshot: {} (not kept: {e})", to.display()),
+    }
 }
 
 #[test]
