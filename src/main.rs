@@ -66,6 +66,9 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Every ring member as this node sees it (its `/v1/cluster`).
+        #[arg(long)]
+        cluster: bool,
     },
     /// Read a key.
     Get {
@@ -246,7 +249,12 @@ fn main() -> ExitCode {
         ),
         Command::Demo { topology, once } => ringsync::cli::demo::run(&topology, once),
         Command::Sync { node, json } => ringsync::cli::client::sync(&node, json),
-        Command::Status { node, json } => ringsync::cli::client::status(&node, json),
+        Command::Status {
+            node,
+            json,
+            cluster: true,
+        } => ringsync::cli::cluster::status(&node, json),
+        Command::Status { node, json, .. } => ringsync::cli::client::status(&node, json),
         Command::Get { key, node, json } => ringsync::cli::client::get(&node, &key, json),
         Command::Put {
             key,

@@ -274,7 +274,7 @@ pub fn run(path: &Path, once: bool) -> Result<(), String> {
     if once {
         return not_converged(&report).map_or(Ok(()), Err);
     }
-    println!("\nthe cluster keeps running; try `ringsync status --node {first}`. Ctrl-C stops it.");
+    println!("\nthe cluster keeps running; open {first}/ in a browser to see the ring, or try `ringsync status --cluster --node {first}`. Ctrl-C stops it.");
     if auth.token.is_some() {
         println!(
             "its credentials are in {}: `RINGSYNC_TOKEN_FILE={} ringsync put k v --node {first}`, `RINGSYNC_SECRET_FILE={} ringsync sync --node {first}`",

@@ -1,4 +1,5 @@
 //! The command line's pieces that are more than argument parsing.
 
 pub mod client;
+pub mod cluster;
 pub mod demo;

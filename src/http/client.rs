@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::edge::HEADER_REFUSED;
 use crate::auth::{RequestSeal, Signer, HEADER_NONCE, HEADER_REPLY_SIGNATURE, HEADER_SIGNATURE};
+use crate::service::cluster::MemberStatus;
 use crate::service::now_ms;
 use crate::service::transport::{
     Call, Hop, HopResult, NodeDigest, PeerError, Reply, Transport, REPLY_BAD_SIGNATURE,
@@ -70,6 +71,10 @@ impl Transport for HttpTransport {
 
     fn hop<'a>(&'a self, call: Call<'a>, hop: Hop) -> Reply<'a, HopResult> {
         Box::pin(post_hop(call, hop))
+    }
+
+    fn status<'a>(&'a self, call: Call<'a>) -> Reply<'a, MemberStatus> {
+        Box::pin(get_status(call))
     }
 }
 
@@ -267,7 +272,23 @@ pub async fn post_hop(call: Call<'_>, hop: Hop) -> Result<HopResult, PeerError> 
 
 /// The peer's digest.
 pub async fn get_digest(call: Call<'_>) -> Result<NodeDigest, PeerError> {
-    let u = url(call.addr, "/v1/peer/digest");
+    get_json(call, "/v1/peer/digest").await
+}
+
+/// The peer's `/v1/status`, for the cluster view. The route is open and
+/// its answer unsigned, so the request goes unsigned: what it tells is
+/// shown, never acted on.
+pub async fn get_status(call: Call<'_>) -> Result<MemberStatus, PeerError> {
+    let call = Call {
+        signer: None,
+        ..call
+    };
+    get_json(call, "/v1/status").await
+}
+
+/// A GET of a peer's JSON route, signed when `call` has a signer.
+async fn get_json<T: DeserializeOwned>(call: Call<'_>, path: &str) -> Result<T, PeerError> {
+    let u = url(call.addr, path);
     with_timeout(call.timeout, async {
         json_answer(
             peer_exchange(call, client().get(&u), &u, "GET", Vec::new()).await?,

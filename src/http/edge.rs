@@ -13,6 +13,7 @@ use serde_json::json;
 use tide::{Request, Response, StatusCode};
 
 use crate::auth::RefusalLog;
+use crate::service::cluster::ClusterCache;
 use crate::service::NodeHandle;
 
 /// What every handler is given: the node, the count of the requests this
@@ -26,6 +27,8 @@ pub struct Edge {
     pub peer_wire: PeerWire,
     /// Bytes of request bodies being read, over all connections.
     pub bodies: BodyBudget,
+    /// The last cluster view, shared by every viewer.
+    pub cluster: ClusterCache,
 }
 
 impl Edge {
@@ -37,6 +40,7 @@ impl Edge {
             refusals: RefusalLog::default(),
             peer_wire: PeerWire::default(),
             bodies: BodyBudget::new(body_budget),
+            cluster: ClusterCache::default(),
         }
     }
 }

@@ -52,6 +52,7 @@ fn app_over(edge: Arc<Edge>) -> tide::Server<Arc<Edge>> {
     let mut app = tide::with_state(edge);
     app.with(gate);
     routes::admin::mount(&mut app);
+    routes::cluster::mount(&mut app);
     routes::kv::mount(&mut app);
     routes::peer::mount(&mut app);
     app

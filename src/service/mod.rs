@@ -6,6 +6,7 @@
 //! served through a function `main` gives it; the HTTP edge (`src/http`)
 //! implements both and imports this module, never the reverse.
 
+pub mod cluster;
 mod committer;
 pub mod handle;
 pub mod logging;

@@ -73,6 +73,11 @@ impl SyncReports {
         self.reports.iter().find(|r| r.id == id).cloned()
     }
 
+    /// The report of the sync begun last, running or done.
+    pub fn latest(&self) -> Option<SyncReport> {
+        self.reports.back().cloned()
+    }
+
     /// Adds or replaces a report.
     pub fn put(&mut self, r: SyncReport) {
         if let Some(slot) = self.reports.iter_mut().find(|x| x.id == r.id) {

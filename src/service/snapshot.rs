@@ -45,6 +45,8 @@ pub struct Snapshot {
     pub keys: u64,
     /// Tombstones stored.
     pub tombstones: u64,
+    /// Entries waiting to be passed on (see [`Node::relay_queued`]).
+    pub relay_queue: u64,
     /// Every other node, in ring order.
     pub peers: Vec<PeerSnapshot>,
     /// Peers' replies this node refused before using them, by reason
@@ -85,6 +87,7 @@ impl Snapshot {
             root: node.root(),
             keys,
             tombstones,
+            relay_queue: node.relay_queued(),
             peers,
             replies_refused: BTreeMap::new(),
             commit_queue: 0,

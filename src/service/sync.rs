@@ -256,6 +256,14 @@ impl NodeHandle {
         self.syncs.lock().unwrap_or_else(|p| p.into_inner()).get(id)
     }
 
+    /// The report of the sync this node began last, running or done.
+    pub fn last_sync_report(&self) -> Option<SyncReport> {
+        self.syncs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .latest()
+    }
+
     /// Runs a whole-cluster sync from this node: to the end if `wait`,
     /// else in the background (its report is kept under its id).
     pub async fn start_sync(self: &Arc<Self>, wait: bool) -> SyncStarted {

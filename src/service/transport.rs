@@ -23,6 +23,62 @@ pub struct NodeDigest {
     pub tombstones: u64,
 }
 
+/// What the cluster view reads of a member's `/v1/status`. Everything but
+/// the id may be missing, so that a member of an older or newer version
+/// still shows with what it tells.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MemberStatus {
+    /// Its id.
+    pub id: String,
+    /// "ring" or "fallback".
+    #[serde(default)]
+    pub mode: String,
+    /// Why.
+    #[serde(default)]
+    pub mode_reason: String,
+    /// The cycle in which the mode last changed.
+    #[serde(default)]
+    pub mode_since_cycle: u64,
+    /// Its current cycle by its clock.
+    #[serde(default)]
+    pub cycle: u64,
+    /// The last cycle it ran.
+    #[serde(default)]
+    pub last_cycle: Option<u64>,
+    /// Its clock when it answered.
+    #[serde(default)]
+    pub now_ms: Option<u64>,
+    /// Root of its digest tree.
+    #[serde(default)]
+    pub digest_root: String,
+    /// Values stored.
+    #[serde(default)]
+    pub keys: u64,
+    /// Tombstones stored.
+    #[serde(default)]
+    pub tombstones: u64,
+    /// Entries waiting to be passed on.
+    #[serde(default)]
+    pub relay_queue: Option<u64>,
+    /// The membership epoch, copied as the member gives it (members that
+    /// have none show null).
+    #[serde(default)]
+    pub epoch: Option<serde_json::Value>,
+    /// The other members as it sees them.
+    #[serde(default)]
+    pub peers: Vec<MemberPeer>,
+}
+
+/// Another member as one member's status shows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberPeer {
+    /// Its id.
+    pub id: String,
+    /// alive, suspect or failed.
+    #[serde(default)]
+    pub state: String,
+}
+
 /// One hop: node `from` runs a sync exchange with node `to`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Hop {
@@ -135,6 +191,14 @@ pub trait Transport: Send + Sync {
 
     /// Asks the peer to run one hop of a manual sync (it is `hop.from`).
     fn hop<'a>(&'a self, call: Call<'a>, hop: Hop) -> Reply<'a, HopResult>;
+
+    /// The peer's status, as far as the cluster view reads it. A transport
+    /// that cannot fetch it (a test's) says so, and the peer shows as
+    /// unreachable with that reason.
+    fn status<'a>(&'a self, call: Call<'a>) -> Reply<'a, MemberStatus> {
+        let message = format!("{}: this transport fetches no status", call.addr);
+        Box::pin(std::future::ready(Err(PeerError::plain(message))))
+    }
 }
 
 /// A transport that reaches no one: every call fails at once, as to a

@@ -25,6 +25,7 @@ use serde_json::Value;
 #[allow(unused_imports)]
 pub use ringsync::proc_cluster::tail;
 
+pub mod browser;
 pub mod fuzzing;
 pub mod raw;
 pub mod tools;

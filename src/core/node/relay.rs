@@ -179,6 +179,13 @@ impl<S: Store> Node<S> {
         }
     }
 
+    /// Entries waiting to be passed on: the cycle's relay queue and every
+    /// eager queue (an entry queued for two targets counts twice).
+    pub fn relay_queued(&self) -> u64 {
+        let eager: usize = self.eager.values().map(Held::len).sum();
+        (self.relay.len() + eager) as u64
+    }
+
     /// Sends a relay to every target with entries waiting and none in flight.
     pub(super) fn pump_relays(&mut self) {
         let ready: Vec<u32> = self

@@ -9,8 +9,8 @@ use tide::{Response, StatusCode};
 
 use crate::http::edge::{error, json_response, query, Edge, Req};
 use crate::http::metrics;
-use crate::service::now_ms;
 use crate::service::sync::SyncStarted;
+use crate::service::{now_ms, NodeHandle};
 
 /// Adds the operator's routes.
 pub fn mount(app: &mut tide::Server<Arc<Edge>>) {
@@ -103,10 +103,22 @@ pub struct Status {
     /// Bytes of the protocol's messages it has sent: payload, without
     /// HTTP heads (`/metrics` has those as `ringsync_peer_wire_bytes_total`).
     pub bytes_sent: u64,
+    /// The last cycle this node ran, if any: with `now_ms`, how long ago
+    /// its timer last fired (a stuck timer shows here, not in `cycle`).
+    pub last_cycle: Option<u64>,
+    /// This node's clock when it answered, ms since the epoch: the cluster
+    /// view's measure of clock skew.
+    pub now_ms: u64,
+    /// Entries waiting to be passed on along the relay tree.
+    pub relay_queue: u64,
 }
 
 async fn status(req: Req) -> tide::Result {
-    let node = &req.state().node;
+    json_response(&status_of(&req.state().node))
+}
+
+/// This node's `/v1/status`.
+pub fn status_of(node: &NodeHandle) -> Status {
     let topo = &node.topology();
     let snap = node.snapshot();
     // A reload between the two reads may leave them on different rings:
@@ -131,7 +143,8 @@ async fn status(req: Req) -> tide::Result {
             incarnation: p.member.incarnation,
         })
         .collect();
-    json_response(&Status {
+    let now = now_ms();
+    Status {
         id: node.id().to_string(),
         cluster: topo.cluster.name.clone(),
         epoch: snap.epoch,
@@ -141,7 +154,7 @@ async fn status(req: Req) -> tide::Result {
         mode: snap.mode.name().into(),
         mode_since_cycle: snap.mode_since_cycle,
         mode_reason: snap.mode_reason,
-        cycle: now_ms() / (topo.cluster.interval.as_millis() as u64).max(1),
+        cycle: now / (topo.cluster.interval.as_millis() as u64).max(1),
         cycles_run: snap.stats.cycles,
         digest_root: format!("{:016x}", snap.root),
         keys: snap.keys,
@@ -149,7 +162,10 @@ async fn status(req: Req) -> tide::Result {
         peers,
         entries_sent: snap.stats.entries_sent,
         bytes_sent: snap.stats.bytes_sent,
-    })
+        last_cycle: snap.cycle,
+        now_ms: now,
+        relay_queue: snap.relay_queue,
+    }
 }
 
 async fn metrics_text(req: Req) -> tide::Result {
