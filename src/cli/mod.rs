@@ -2,3 +2,6 @@
 
 pub mod client;
 pub mod demo;
+pub mod kv;
+pub mod outcome;
+pub mod target;
