@@ -416,3 +416,80 @@ fn readme_and_help_agree_on_environment_and_exit_codes() {
         "README's exit codes and --help's differ"
     );
 }
+
+fn repo_file(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {name}: {e}"))
+}
+
+#[test]
+fn the_license_file_holds_the_license_cargo_toml_names() {
+    let manifest = repo_file("Cargo.toml");
+    assert!(
+        manifest
+            .lines()
+            .any(|l| l.trim() == "license = \"Apache-2.0\""),
+        "Cargo.toml names another license: update LICENSE with it"
+    );
+    let license = repo_file("LICENSE");
+    assert!(license.contains("Apache License"), "LICENSE is not Apache");
+    assert!(license.contains("Version 2.0, January 2004"));
+    assert!(
+        license.contains("END OF TERMS AND CONDITIONS"),
+        "LICENSE is cut short"
+    );
+    let changelog = repo_file("CHANGELOG.md");
+    let version = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("Cargo.toml's version");
+    assert!(
+        changelog.contains(&format!("## [{version}]")),
+        "CHANGELOG.md has no section for version {version}"
+    );
+}
+
+/// Repository paths named in the documents and manifests (`src/...`,
+/// `docs/...`, `topology/...`): each names a file or folder that is in the
+/// repository, and none climbs out of it with `../`.
+#[test]
+fn paths_the_documents_name_are_in_the_repository() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tops = [
+        "src/",
+        "docs/",
+        "tests/",
+        "topology/",
+        "systemd/",
+        "bench/",
+        ".ci/",
+    ];
+    for doc in [
+        "Cargo.toml",
+        "deny.toml",
+        "README.md",
+        "CHANGELOG.md",
+        "docs/DESIGN.md",
+        "systemd/README.md",
+        "topology/local-3.toml",
+    ] {
+        let text = repo_file(doc);
+        for word in text.split(|c: char| c.is_whitespace() || "`()[]\"',;:*".contains(c)) {
+            let word = word.trim_end_matches(['.', '!', '?']);
+            assert!(
+                !word.starts_with("../..") && !word.contains("/../.."),
+                "{doc} points outside the repository: {word}"
+            );
+            let named = tops.iter().any(|t| word.starts_with(t));
+            // Placeholders (<stamp>), globs and URLs' paths are not files.
+            if !named || word.contains(['<', '{', '$']) || word.ends_with('/') && word.len() < 4 {
+                continue;
+            }
+            assert!(
+                root.join(word).exists(),
+                "{doc} names {word}, which is not in the repository"
+            );
+        }
+    }
+}
