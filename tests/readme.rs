@@ -188,15 +188,15 @@ impl Drop for Shell {
 /// The walkthrough, in a temp dir that holds a copy of the topology file
 /// with its ports moved to free ones (other tests, or a user's own nodes,
 /// may hold 7101-7103); the commands' URLs move with them. `cargo install
-/// --path .` is the one line not run: the binary under test goes first on
-/// the PATH instead, which is what the line achieves.
+/// --locked --path .` is the one line not run: the binary under test goes
+/// first on the PATH instead, which is what the line achieves.
 #[test]
 fn the_walkthrough_runs_as_written() {
     let text = readme();
     let steps = steps(&text);
     assert_eq!(
         steps.first().map(|s| s.command.as_str()),
-        Some("cargo install --path ."),
+        Some("cargo install --locked --path ."),
         "the walkthrough starts by installing the binary"
     );
     for word in ["kill $B", "mode fallback", "ringsync sync", "ringsync list"] {
