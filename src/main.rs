@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use ringsync::cli::kv::{ListQuery, Source};
+use ringsync::cli::outcome::{Failure, EXIT_CODES_HELP};
 use ringsync::core::Schedule;
 use ringsync::http::client::HttpTransport;
 use ringsync::sim::cli::{Format, SimOptions};
@@ -20,6 +22,43 @@ use ringsync::sim::cli::{Format, SimOptions};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// What `--help` says after the commands: the environment it reads.
+const ENV_HELP: &str = "\
+Environment:
+  RINGSYNC_NODE         the node that client commands call when neither --node nor --topology/--id is given
+  RINGSYNC_TOKEN_FILE   a file whose first word is a client token: used by get, put, del and list
+  RINGSYNC_SECRET_FILE  the cluster secret file: signs sync (and get, put, del, list when there is no token)
+  RUST_LOG              a node's log level (default info)";
+
+/// The command line as parsed, printed by `--help`, `man` and `completions`.
+fn command() -> clap::Command {
+    Cli::command().after_help(format!("{ENV_HELP}\n\n{EXIT_CODES_HELP}"))
+}
+
+/// Which node a client command calls.
+#[derive(clap::Args)]
+struct Target {
+    /// The node's base URL, e.g. http://127.0.0.1:7101 (default: $RINGSYNC_NODE).
+    #[arg(long, value_name = "URL")]
+    node: Option<String>,
+    /// With --id: call the node of that id in this topology file.
+    #[arg(long, value_name = "FILE")]
+    topology: Option<PathBuf>,
+    /// With --topology: the node's id.
+    #[arg(long, value_name = "ID")]
+    id: Option<String>,
+}
+
+impl Target {
+    fn url(&self) -> Result<String, Failure> {
+        ringsync::cli::target::node_url(
+            self.node.as_deref(),
+            self.topology.as_deref(),
+            self.id.as_deref(),
+        )
+    }
 }
 
 #[derive(Subcommand)]
@@ -49,20 +88,19 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
-    /// Run a manual whole-cluster sync from a node and print its report.
+    /// Run a manual whole-cluster sync from a node and print its report
+    /// (exit 6 if the ring did not converge).
     Sync {
-        /// The node's base URL, e.g. http://127.0.0.1:7201.
-        #[arg(long)]
-        node: String,
-        /// Print JSON.
+        #[command(flatten)]
+        target: Target,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Print a node's status.
+    /// Print a node's status (reads no credentials).
     Status {
-        /// The node's base URL.
-        #[arg(long)]
-        node: String,
+        #[command(flatten)]
+        target: Target,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -70,41 +108,71 @@ enum Command {
         #[arg(long)]
         cluster: bool,
     },
-    /// Read a key.
+    /// Read a key: its value's bytes, untouched, to stdout (exit 3 if absent).
     Get {
         /// The key.
         key: String,
-        /// The node's base URL.
-        #[arg(long)]
-        node: String,
-        /// Print JSON.
+        #[command(flatten)]
+        target: Target,
+        /// Write the value to this file instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Print JSON: the value as "value" (UTF-8 text) or "value_hex".
         #[arg(long)]
         json: bool,
     },
-    /// Write a key.
+    /// Write a key: the value from the argument, --file, or stdin.
     Put {
         /// The key.
         key: String,
-        /// The value (UTF-8 text).
-        value: String,
-        /// The node's base URL.
-        #[arg(long)]
-        node: String,
+        /// The value (as given); without it and --file, stdin is read.
+        value: Option<String>,
+        /// Read the value from this file (any bytes).
+        #[arg(long, value_name = "FILE", conflicts_with = "value")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Delete a key.
+    /// Delete a key (exit 3 if the node did not hold it; the delete is recorded).
     Del {
         /// The key.
         key: String,
-        /// The node's base URL.
-        #[arg(long)]
-        node: String,
+        #[command(flatten)]
+        target: Target,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
+    /// List keys and values in key order, a page at a time.
+    List {
+        /// Only keys that start with this.
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Start after this key (the one a page ended on).
+        #[arg(long, value_name = "KEY")]
+        after: Option<String>,
+        /// Entries per page (at most 1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Read every page, to the last.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON: entries with "value" (UTF-8 text) or "value_hex", and "next_after".
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print shell completions for SHELL to stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout.
+    Man,
     /// Simulate a cluster: many nodes of the real core, one process.
     Sim(SimArgs),
     /// Measure convergence, idle and repair cost, join and merge
@@ -232,63 +300,108 @@ fn topology_diff(old: &std::path::Path, new: &std::path::Path) -> Result<(), Str
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("ringsync: {}", failure.message);
+            failure.code()
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    use ringsync::cli::{client, kv};
+    match cli.command {
         Command::Node {
             topology,
             id,
             data_dir,
             insecure,
-        } => ringsync::service::run_node(
+        } => Ok(ringsync::service::run_node(
             &topology,
             &id,
             data_dir.as_deref(),
             insecure,
             Arc::new(HttpTransport),
             ringsync::http::server::serve,
-        ),
-        Command::Demo { topology, once } => ringsync::cli::demo::run(&topology, once),
-        Command::Sync { node, json } => ringsync::cli::client::sync(&node, json),
+        )?),
+        Command::Demo { topology, once } => Ok(ringsync::cli::demo::run(&topology, once)?),
+        Command::Sync { target, json } => client::sync(&target.url()?, json),
         Command::Status {
-            node,
+            target,
             json,
             cluster: true,
-        } => ringsync::cli::cluster::status(&node, json),
-        Command::Status { node, json, .. } => ringsync::cli::client::status(&node, json),
-        Command::Get { key, node, json } => ringsync::cli::client::get(&node, &key, json),
+        } => Ok(ringsync::cli::cluster::status(&target.url()?, json)?),
+        Command::Status { target, json, .. } => client::status(&target.url()?, json),
+        Command::Get {
+            key,
+            target,
+            output,
+            json,
+        } => kv::get(&target.url()?, &key, output.as_deref(), json),
         Command::Put {
             key,
             value,
-            node,
+            file,
+            target,
             json,
-        } => ringsync::cli::client::put(&node, &key, Some(value.into_bytes()), json),
-        Command::Del { key, node, json } => ringsync::cli::client::put(&node, &key, None, json),
-        Command::Sim(args) => sim(args),
-        Command::Bench { quick, only } => {
-            ringsync::bench::run(quick, &only, std::path::Path::new("."))
+        } => {
+            let source = match (value, file) {
+                (Some(v), _) => Source::Arg(v),
+                (None, Some(f)) => Source::File(f),
+                (None, None) => Source::Stdin,
+            };
+            kv::put(&target.url()?, &key, &source, json)
         }
+        Command::Del { key, target, json } => kv::del(&target.url()?, &key, json),
+        Command::List {
+            prefix,
+            after,
+            limit,
+            all,
+            target,
+            json,
+        } => {
+            let q = ListQuery {
+                prefix,
+                after,
+                limit,
+                all,
+            };
+            kv::list(&target.url()?, &q, json)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut command(), "ringsync", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(command())
+            .render(&mut std::io::stdout())
+            .map_err(|e| Failure::from(format!("cannot write the manual page: {e}"))),
+        Command::Sim(args) => sim(args),
+        Command::Bench { quick, only } => Ok(ringsync::bench::run(
+            quick,
+            &only,
+            std::path::Path::new("."),
+        )?),
         Command::Secret {
             command: SecretCommand::New { out },
-        } => ringsync::auth::secret_new(out.as_deref()),
+        } => Ok(ringsync::auth::secret_new(out.as_deref())?),
         Command::Topology {
             command: TopologyCommand::Check { file },
         } => ringsync::topology::Topology::load(&file)
             .map(|t| print!("{}", t.describe()))
-            .map_err(|e| e.to_string()),
+            .map_err(|e| Failure::from(e.to_string())),
         Command::Topology {
             command: TopologyCommand::Diff { old, new },
-        } => topology_diff(&old, &new),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(msg) => {
-            eprintln!("ringsync: {msg}");
-            ExitCode::from(2)
-        }
+        } => Ok(topology_diff(&old, &new)?),
     }
 }
 
-fn sim(a: SimArgs) -> Result<(), String> {
+fn sim(a: SimArgs) -> Result<(), Failure> {
     let SimArgs {
         nodes,
         schedule,
@@ -308,28 +421,46 @@ fn sim(a: SimArgs) -> Result<(), String> {
     let relay = match relay.as_str() {
         "on" => true,
         "off" => false,
-        other => return Err(format!("--relay {other:?}: expected on or off")),
+        other => {
+            return Err(Failure::usage(format!(
+                "--relay {other:?}: expected on or off"
+            )))
+        }
     };
     let clock_skew_ms = humantime::parse_duration(&clock_skew)
-        .map_err(|e| format!("--clock-skew {clock_skew:?}: {e} (say e.g. 30s or 500ms)"))?
+        .map_err(|e| {
+            Failure::usage(format!(
+                "--clock-skew {clock_skew:?}: {e} (say e.g. 30s or 500ms)"
+            ))
+        })?
         .as_millis()
         .min(u128::from(u64::MAX)) as u64;
     let schedule = match schedule.as_str() {
         "all" => None,
-        s => Some(s.parse::<Schedule>()?),
+        s => Some(s.parse::<Schedule>().map_err(|_| {
+            Failure::usage(format!(
+                "--schedule {s:?}: expected successor, doubling, random or all"
+            ))
+        })?),
     };
     let format = match format.as_str() {
         "table" => Format::Table,
         "json" => Format::Json,
-        other => return Err(format!("unknown format {other:?}: expected table or json")),
+        other => {
+            return Err(Failure::usage(format!(
+                "--format {other:?}: expected table or json"
+            )))
+        }
     };
     if !(0.0..=1.0).contains(&loss) {
-        return Err(format!(
+        return Err(Failure::usage(format!(
             "--loss {loss} is not a probability between 0 and 1"
-        ));
+        )));
     }
     if nodes < 2 {
-        return Err(format!("--nodes {nodes}: a ring needs at least 2 nodes"));
+        return Err(Failure::usage(format!(
+            "--nodes {nodes}: a ring needs at least 2 nodes"
+        )));
     }
     let opts = SimOptions {
         nodes,

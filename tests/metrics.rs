@@ -408,3 +408,61 @@ fn peer_traffic_is_counted_on_the_wire_with_its_heads_and_client_calls_are_not()
     assert!(sent > 0, "n1's answers were not counted");
     assert_eq!(peer_wire(&c, 0), (0, 0), "n0 answered no peer request");
 }
+
+/// The HELP text of `name`.
+fn help_of<'a>(text: &'a str, name: &str) -> &'a str {
+    let prefix = format!("# HELP {name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no HELP for {name} in:\n{text}"))
+}
+
+/// What a lone node's own writes count in, and that each help says so:
+/// a client write changes the store without arriving from a peer.
+#[test]
+fn a_local_write_counts_as_applied_and_the_help_says_so() {
+    let mut n = node(0);
+    n.write(T0, "k", Some(b"v".to_vec())).expect("write");
+    n.write(T0, "gone", Some(b"v".to_vec())).expect("write");
+    n.write(T0, "gone", None).expect("delete");
+    let text = render(&n, &ids(), T0);
+    assert_eq!(value(&text, "ringsync_entries_applied_total", ""), 3.0);
+    assert_eq!(value(&text, "ringsync_entries_received_total", ""), 0.0);
+    assert_eq!(value(&text, "ringsync_keys", ""), 1.0);
+    assert_eq!(value(&text, "ringsync_tombstones", ""), 1.0);
+    assert_eq!(value(&text, "ringsync_mode_since_cycle", ""), 0.0);
+    let applied = help_of(&text, "ringsync_entries_applied_total");
+    assert!(
+        applied.contains("own client writes and deletes") && applied.contains("received entries"),
+        "{applied}"
+    );
+    assert!(
+        help_of(&text, "ringsync_entries_received_total").contains("whether or not they changed"),
+        "received entries are counted before the merge decides"
+    );
+    assert!(help_of(&text, "ringsync_keys").contains("tombstones, not counted"));
+    assert!(help_of(&text, "ringsync_mode_since_cycle").contains("0 while it has not changed"));
+}
+
+/// A request that fails counts as failed whatever it asked, while ok
+/// counts only pushes and push-pulls: tree and bucket queries and probes
+/// that were answered are in neither, as the help says.
+#[test]
+fn pushes_ok_and_failed_count_what_their_help_says() {
+    let (nodes, now) = exercised();
+    let text = render(&nodes[1], &ids(), now);
+    let st = nodes[1].stats();
+    assert!(st.pushes_failed > 0, "b's requests to c failed");
+    assert_eq!(
+        value(&text, "ringsync_pushes_total", "result=\"failed\""),
+        st.pushes_failed as f64
+    );
+    assert!(
+        st.pushes_ok + st.pushes_failed <= st.messages_sent,
+        "ok and failed never count more than the requests sent"
+    );
+    let help = help_of(&text, "ringsync_pushes_total");
+    assert!(help.contains("ok: pushes and push-pulls"), "{help}");
+    assert!(help.contains("failed: requests of any kind"), "{help}");
+    assert!(help_of(&text, "ringsync_messages_sent_total").contains("indirect probes"));
+}

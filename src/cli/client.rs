@@ -1,64 +1,147 @@
-//! `ringsync sync|status|get|put|del`: clients of a node's HTTP API,
-//! printing readable text, or JSON with `--json`. Credentials come from
-//! the files named by `RINGSYNC_TOKEN_FILE` (a bearer token for `/v1/kv`)
-//! and `RINGSYNC_SECRET_FILE` (the cluster secret, to sign `sync` and,
-//! without a token, `/v1/kv`).
+//! `ringsync sync|status`, and the calls every client command makes: a
+//! node's HTTP API with only the credentials its route needs, failures
+//! sorted into exit codes. Credentials come from the files named by
+//! `RINGSYNC_TOKEN_FILE` (a bearer token for `/v1/kv`) and
+//! `RINGSYNC_SECRET_FILE` (the cluster secret, to sign `sync` and, without
+//! a token, `/v1/kv`); open routes read neither.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::http::client::{call_with, ClientAuth};
-use crate::http::percent_encode;
+use super::outcome::{Exit, Failure};
+use crate::auth::Signer;
+use crate::http::client::{read_token, try_call_with, ClientAuth, ENV_SECRET_FILE, ENV_TOKEN_FILE};
 
-const TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const TIMEOUT: Duration = Duration::from_secs(10);
 /// A whole-cluster sync may take many hops, each bounded by peer timeouts.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// One API call with the credentials the environment names.
-fn call(
+/// Which credentials a route takes, so that a command reads only those.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Route {
+    /// Status, metrics, health: no credentials.
+    Open,
+    /// `/v1/kv`: a bearer token, or else the cluster secret.
+    Kv,
+    /// `/v1/sync`: the cluster secret.
+    Sync,
+}
+
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+fn signer() -> Result<Option<Signer>, Failure> {
+    env_path(ENV_SECRET_FILE)
+        .map(|p| Signer::operator_from_file(&p).map_err(Failure::from))
+        .transpose()
+}
+
+/// The credentials `route` takes, read from the files the environment
+/// names; nothing is read for an open route.
+fn credentials(route: Route) -> Result<ClientAuth, Failure> {
+    let mut auth = ClientAuth::default();
+    match route {
+        Route::Open => {}
+        Route::Kv => match env_path(ENV_TOKEN_FILE) {
+            Some(p) => auth.token = Some(read_token(&p)?),
+            None => auth.signer = signer()?,
+        },
+        Route::Sync => auth.signer = signer()?,
+    }
+    Ok(auth)
+}
+
+/// One API call with the credentials its route takes; an answer that is
+/// not 2xx is a [`Failure`] naming the problem and, for missing
+/// credentials, what to set.
+pub(super) fn call(
+    route: Route,
     method: &str,
     node: &str,
     path: &str,
     body: Option<Vec<u8>>,
-    timeout: Duration,
-) -> Result<(u16, Vec<u8>), String> {
-    call_with(method, node, path, body, timeout, &ClientAuth::from_env()?)
-}
-
-fn json_of(status: u16, body: &[u8]) -> Result<Value, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|_| {
-        format!(
-            "HTTP {status}: {}",
-            String::from_utf8_lossy(body).trim_end()
-        )
-    })?;
-    if (200..300).contains(&status) {
-        Ok(v)
+) -> Result<Vec<u8>, Failure> {
+    let timeout = if route == Route::Sync {
+        SYNC_TIMEOUT
     } else {
-        Err(format!(
-            "HTTP {status}: {}",
-            v.get("error")
-                .and_then(Value::as_str)
-                .unwrap_or("request failed")
-        ))
+        TIMEOUT
+    };
+    let auth = credentials(route)?;
+    let (status, body) = try_call_with(method, node, path, body, timeout, &auth)?;
+    if (200..300).contains(&status) {
+        Ok(body)
+    } else {
+        Err(refusal(route, status, &body))
     }
 }
 
-fn pretty(v: &Value) -> String {
+/// A node's error answer as a failure: 404 is "not found", anything else
+/// "refused", with a hint when the cause is a credential not given.
+fn refusal(route: Route, status: u16, body: &[u8]) -> Failure {
+    let v: Option<Value> = serde_json::from_slice(body).ok();
+    let field = |k: &str| {
+        v.as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let reason = field("reason").unwrap_or_default();
+    let error =
+        field("error").unwrap_or_else(|| String::from_utf8_lossy(body).trim_end().to_string());
+    let mut message = if reason.is_empty() {
+        format!("HTTP {status}: {error}")
+    } else {
+        format!("HTTP {status} {reason}: {error}")
+    };
+    let has = |name: &str| env_path(name).is_some();
+    let hint = match (route, reason.as_str()) {
+        (Route::Kv, "missing_token" | "missing_signature") if !has(ENV_TOKEN_FILE) && !has(ENV_SECRET_FILE) => Some(format!(
+            "set {ENV_TOKEN_FILE} to a file holding a client token (or {ENV_SECRET_FILE} to the cluster secret file)"
+        )),
+        (Route::Sync, "missing_signature") if !has(ENV_SECRET_FILE) => Some(format!(
+            "a sync is signed with the cluster secret: set {ENV_SECRET_FILE} to the cluster secret file"
+        )),
+        _ => None,
+    };
+    if let Some(hint) = hint {
+        message = format!("{message}\n{hint}");
+    }
+    let exit = if status == 404 && reason != "no_route" {
+        Exit::NotFound
+    } else {
+        Exit::Refused
+    };
+    Failure::new(exit, message)
+}
+
+fn json_of(body: &[u8]) -> Result<Value, Failure> {
+    serde_json::from_slice(body).map_err(|e| {
+        Failure::from(format!(
+            "the node's answer is not JSON ({e}): {}",
+            String::from_utf8_lossy(body).trim_end()
+        ))
+    })
+}
+
+pub(super) fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
 }
 
-/// Runs a manual sync at `node` and prints the report.
-pub fn sync(node: &str, json: bool) -> Result<(), String> {
-    let (status, body) = call("POST", node, "/v1/sync", None, SYNC_TIMEOUT)?;
-    let v = json_of(status, &body)?;
+/// Runs a manual sync at `node` and prints the report; a ring that did not
+/// converge is [`Exit::NotConverged`].
+pub fn sync(node: &str, json: bool) -> Result<(), Failure> {
+    let v = json_of(&call(Route::Sync, "POST", node, "/v1/sync", None)?)?;
     if json {
         println!("{}", pretty(&v));
     } else {
         print!("{}", sync_text(&v));
     }
-    not_converged(&v).map_or(Ok(()), Err)
+    not_converged(&v).map_or(Ok(()), |why| Err(Failure::new(Exit::NotConverged, why)))
 }
 
 /// Why a sync report does not show a converged ring, or None if it does.
@@ -135,10 +218,9 @@ pub fn sync_text(v: &Value) -> String {
     out
 }
 
-/// Prints a node's status.
-pub fn status(node: &str, json: bool) -> Result<(), String> {
-    let (status, body) = call("GET", node, "/v1/status", None, TIMEOUT)?;
-    let v = json_of(status, &body)?;
+/// Prints a node's status (an open route: no credentials are read).
+pub fn status(node: &str, json: bool) -> Result<(), Failure> {
+    let v = json_of(&call(Route::Open, "GET", node, "/v1/status", None)?)?;
     if json {
         println!("{}", pretty(&v));
     } else {
@@ -187,47 +269,4 @@ pub fn status_text(v: &Value) -> String {
         ));
     }
     out
-}
-
-/// Reads a key and prints its value.
-pub fn get(node: &str, key: &str, json: bool) -> Result<(), String> {
-    let path = format!("/v1/kv/{}", percent_encode(key));
-    let (status, body) = call("GET", node, &path, None, TIMEOUT)?;
-    if status != 200 {
-        return json_of(status, &body).map(|_| ());
-    }
-    if json {
-        let v = serde_json::json!({
-            "key": key,
-            "value": String::from_utf8_lossy(&body),
-        });
-        println!("{}", pretty(&v));
-    } else {
-        println!("{}", String::from_utf8_lossy(&body));
-    }
-    Ok(())
-}
-
-/// Writes (or with `None`, deletes) a key.
-pub fn put(node: &str, key: &str, value: Option<Vec<u8>>, json: bool) -> Result<(), String> {
-    let path = format!("/v1/kv/{}", percent_encode(key));
-    let (status, body) = match value {
-        Some(v) => call("PUT", node, &path, Some(v), TIMEOUT)?,
-        None => call("DELETE", node, &path, None, TIMEOUT)?,
-    };
-    let v = json_of(status, &body)?;
-    if json {
-        println!("{}", pretty(&v));
-    } else {
-        println!(
-            "{} {key} at version {}",
-            if v.get("deleted").and_then(Value::as_bool) == Some(true) {
-                "deleted"
-            } else {
-                "wrote"
-            },
-            v.get("version").and_then(Value::as_str).unwrap_or("?")
-        );
-    }
-    Ok(())
 }

@@ -3,3 +3,6 @@
 pub mod client;
 pub mod cluster;
 pub mod demo;
+pub mod kv;
+pub mod outcome;
+pub mod target;

@@ -393,6 +393,64 @@ pub fn call_with(
     timeout: Duration,
     auth: &ClientAuth,
 ) -> Result<(u16, Vec<u8>), String> {
+    try_call_with(method, base, path, body, timeout, auth).map_err(|e| e.message)
+}
+
+/// Why a client call got no answer: the CLI tells a node it cannot reach
+/// (its own exit code) from everything else.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallError {
+    /// True when no answer came from the node: the connection was refused
+    /// or failed, or nothing answered in time.
+    pub unreachable: bool,
+    /// What happened, naming the URL.
+    pub message: String,
+}
+
+impl CallError {
+    fn other(message: String) -> CallError {
+        CallError {
+            unreachable: false,
+            message,
+        }
+    }
+}
+
+/// Says why a request could not reach `base`, in words an operator can act
+/// on. surf's connection pool hides the socket's error behind its own
+/// text, so a plain connect to the same address asks the system again.
+fn unreachable(base: &str, e: &surf::Error) -> CallError {
+    let probe = || -> Option<std::io::Error> {
+        let u = surf::Url::parse(&url(base, "")).ok()?;
+        let addr = u.socket_addrs(|| None).ok()?.into_iter().next()?;
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).err()
+    };
+    let why = match probe() {
+        Some(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused".to_string()
+        }
+        Some(io) => io.to_string(),
+        // The node takes connections: the exchange itself failed.
+        None => return CallError::other(format!("{}: {e}", url(base, ""))),
+    };
+    CallError {
+        unreachable: true,
+        message: format!(
+            "cannot connect to {} ({why}): is the node running?",
+            url(base, "")
+        ),
+    }
+}
+
+/// As [`call_with`], telling an unreachable node from other failures.
+pub fn try_call_with(
+    method: &str,
+    base: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+    timeout: Duration,
+    auth: &ClientAuth,
+) -> Result<(u16, Vec<u8>), CallError> {
     let u = url(base, path);
     let client_api = path == "/v1/kv" || path.starts_with("/v1/kv/") || path.starts_with("/v1/kv?");
     let token = auth.token.as_deref().filter(|_| client_api);
@@ -404,16 +462,17 @@ pub fn call_with(
         (Some(_), Some(id)) => id.clone(),
         (Some(_), None) => node_id(base, timeout)?,
     };
-    async_std::task::block_on(with_timeout(timeout, async move {
+    let answer = async_std::task::block_on(async_std::future::timeout(timeout, async move {
         let req = match method {
             "GET" => client().get(&u),
             "PUT" => client().put(&u),
             "POST" => client().post(&u),
             "DELETE" => client().delete(&u),
-            other => return Err(PeerError::plain(format!("unsupported method {other}"))),
+            other => return Err(CallError::other(format!("unsupported method {other}"))),
         };
         let bytes = body.clone().unwrap_or_default();
-        let req = sign(req, &u, method, &to, &bytes, signer)?;
+        let req =
+            sign(req, &u, method, &to, &bytes, signer).map_err(|e| CallError::other(e.message))?;
         let req = match token {
             Some(t) => req.header("authorization", format!("Bearer {t}")),
             None => req,
@@ -422,26 +481,43 @@ pub fn call_with(
             Some(b) => req.content_type("application/octet-stream").body_bytes(b),
             None => req,
         };
-        let mut res = req
-            .await
-            .map_err(|e| PeerError::plain(format!("{u}: {e}")))?;
+        let mut res = req.await.map_err(|e| unreachable(base, &e))?;
         let status = u16::from(res.status());
         let body = res
             .body_bytes()
             .await
-            .map_err(|e| PeerError::plain(format!("{u}: {e}")))?;
+            .map_err(|e| CallError::other(format!("{u}: {e}")))?;
         Ok((status, body))
-    }))
-    .map_err(|e| e.message)
+    }));
+    answer.unwrap_or_else(|_| {
+        Err(CallError {
+            unreachable: true,
+            message: format!(
+                "no answer from {} within {}: is the node running?",
+                url(base, ""),
+                humantime::format_duration(timeout)
+            ),
+        })
+    })
 }
 
 /// The id of the node at `base`, from its `/v1/status`.
-fn node_id(base: &str, timeout: Duration) -> Result<String, String> {
-    let (status, body) = call("GET", base, "/v1/status", None, timeout)?;
-    let v: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|_| format!("{base}/v1/status answered HTTP {status}, not a status"))?;
+fn node_id(base: &str, timeout: Duration) -> Result<String, CallError> {
+    let (status, body) = try_call_with(
+        "GET",
+        base,
+        "/v1/status",
+        None,
+        timeout,
+        &ClientAuth::default(),
+    )?;
+    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
+        CallError::other(format!(
+            "{base}/v1/status answered HTTP {status}, not a status"
+        ))
+    })?;
     v.get("id")
         .and_then(serde_json::Value::as_str)
         .map(str::to_string)
-        .ok_or_else(|| format!("{base}/v1/status names no node id"))
+        .ok_or_else(|| CallError::other(format!("{base}/v1/status names no node id")))
 }

@@ -70,7 +70,7 @@ pub fn render_snapshot(
     );
     m.counter(
         "ringsync_cycles_total",
-        "Sync cycles this node has run since it started.",
+        "Sync cycles this node has run since it started (at most one per interval; cycles missed while it was busy or stopped are not counted).",
         st.cycles,
     );
     m.gauge(
@@ -90,7 +90,7 @@ pub fn render_snapshot(
     );
     m.counter(
         "ringsync_messages_sent_total",
-        "Requests this node sent to peers.",
+        "Requests this node sent to peers, of every kind: pushes (of its cycles and eager relay), push-pulls, digest tree and bucket queries, indirect probes.",
         st.messages_sent,
     );
     m.family(
@@ -105,7 +105,7 @@ pub fn render_snapshot(
     m.family(
         "ringsync_pushes_total",
         "counter",
-        "Requests of this node to its peers, by outcome: ok (answered) or failed (failed, timed out or refused). Counted for all peers together.",
+        "Requests of this node to its peers, for all peers together. ok: pushes and push-pulls that a peer answered as asked. failed: requests of any kind (see ringsync_messages_sent_total) that got no usable answer: the call failed or timed out, or the reply did not decode. A request a peer refused counts in neither (see ringsync_refused_by_peers_total).",
         [
             (vec![("result", "ok")], st.pushes_ok),
             (vec![("result", "failed")], st.pushes_failed),
@@ -118,22 +118,22 @@ pub fn render_snapshot(
     );
     m.counter(
         "ringsync_bytes_received_total",
-        "Bytes of requests and replies received.",
+        "Bytes of the protocol's messages this node received (its payload, without HTTP heads): peers' requests to it, and the replies to its own requests.",
         st.bytes_received,
     );
     m.counter(
         "ringsync_entries_sent_total",
-        "Entries put into messages to peers.",
+        "Entries this node put into messages to peers: in its pushes, and in its answers to push-pulls and bucket queries.",
         st.entries_sent,
     );
     m.counter(
         "ringsync_entries_received_total",
-        "Entries received in accepted messages.",
+        "Entries this node received in peers' messages that passed validation (pushes, push-pull and bucket answers), whether or not they changed its store; held-back ones included.",
         st.entries_received,
     );
     m.counter(
         "ringsync_entries_applied_total",
-        "Received entries that changed the store (won the last-writer-wins merge).",
+        "Entries that changed this node's store: its own client writes and deletes, and received entries that won the last-writer-wins merge.",
         st.entries_applied,
     );
 
@@ -146,7 +146,7 @@ pub fn render_snapshot(
     );
     m.gauge(
         "ringsync_mode_since_cycle",
-        "The cycle in which the mode last changed.",
+        "The cycle in which the mode last changed; 0 while it has not changed since the node started.",
         node.mode_since_cycle,
     );
     m.gauge(
@@ -154,10 +154,14 @@ pub fn render_snapshot(
         "The topology epoch whose ring this node runs.",
         node.epoch,
     );
-    m.gauge("ringsync_keys", "Values stored.", node.keys);
+    m.gauge(
+        "ringsync_keys",
+        "Keys this node holds a value for (deleted keys, its tombstones, not counted).",
+        node.keys,
+    );
     m.gauge(
         "ringsync_tombstones",
-        "Tombstones (deletes) stored.",
+        "Tombstones this node stores: deleted keys, kept until collected.",
         node.tombstones,
     );
 
@@ -197,7 +201,7 @@ pub fn render_snapshot(
     );
     m.counter(
         "ringsync_repairs_total",
-        "Digest tree repairs started.",
+        "Digest tree repairs this node started: walks down the digest tree with one peer to find the keys that differ, when their roots differ and nothing already on its way would close the gap.",
         st.repairs,
     );
     m.counter(

@@ -16,6 +16,20 @@ use crate::service::NodeHandle;
 pub fn mount(app: &mut tide::Server<Arc<Edge>>) {
     app.at("/v1/kv").get(list);
     app.at("/v1/kv/*key").get(get).put(put).delete(delete);
+    // `*key` matches no empty key: without this the router would answer
+    // 404 no_route, where the API documents 400 invalid_entry.
+    app.at("/v1/kv/")
+        .get(empty_key)
+        .put(empty_key)
+        .delete(empty_key);
+}
+
+async fn empty_key(_req: Req) -> tide::Result {
+    Ok(error(
+        StatusCode::BadRequest,
+        "invalid_entry",
+        "the key is empty: a key is 1 to 1024 bytes of UTF-8",
+    ))
 }
 
 fn key_of(req: &Req) -> Result<String, ApiError> {
@@ -101,7 +115,7 @@ async fn put(mut req: Req) -> tide::Result {
         Ok(b) => b,
         Err(e) => return Ok(e.into()),
     };
-    write(&req.state().node, key, Some(body)).await
+    write(&req.state().node, key, Some(body), true).await
 }
 
 async fn delete(req: Req) -> tide::Result {
@@ -109,13 +123,28 @@ async fn delete(req: Req) -> tide::Result {
         Ok(k) => k,
         Err(e) => return Ok(e.into()),
     };
-    write(&req.state().node, key, None).await
+    // The tombstone is written either way (it also deletes a write this
+    // node has not received yet); `existed` tells the client whether this
+    // node held a value to delete.
+    let existed = match req.state().node.get(&key) {
+        Ok(e) => e.is_some(),
+        Err(e) => return store_failed(e),
+    };
+    write(&req.state().node, key, None, existed).await
 }
 
-async fn write(node: &Arc<NodeHandle>, key: String, value: Option<Vec<u8>>) -> tide::Result {
+async fn write(
+    node: &Arc<NodeHandle>,
+    key: String,
+    value: Option<Vec<u8>>,
+    existed: bool,
+) -> tide::Result {
     match node.write(key, value).await {
+        Ok(e) if e.is_tombstone() => json_response(
+            &json!({ "key": e.key, "version": e.version.to_string(), "deleted": true, "existed": existed }),
+        ),
         Ok(e) => json_response(
-            &json!({ "key": e.key, "version": e.version.to_string(), "deleted": e.is_tombstone() }),
+            &json!({ "key": e.key, "version": e.version.to_string(), "deleted": false }),
         ),
         Err(WriteFailed::ShuttingDown) => Ok(error(
             StatusCode::ServiceUnavailable,
