@@ -16,11 +16,40 @@ use std::sync::{Arc, Weak};
 
 use async_std::channel::{bounded, Sender as Answer};
 
-use super::handle::{drain, AnyStore, NodeHandle};
+use std::sync::MutexGuard;
+
 use super::now_ms;
 use crate::core::entry::Entry;
-use crate::core::{Node, WriteError};
-use crate::store::StoreError;
+use crate::core::{Event, Node, Transmit, WriteError};
+use crate::store::{Store, StoreError};
+
+/// Any store: the service runs on redb, in-process tests may use memory.
+pub type AnyStore = Box<dyn Store + Send>;
+
+/// What the commit thread needs of the node it serves (`NodeHandle`):
+/// the core under its lock, a place for the status snapshot, and a way to
+/// send what the core asked to send.
+pub(super) trait Host: Send + Sync + 'static {
+    /// The core, locked.
+    fn lock(&self) -> MutexGuard<'_, Node<AnyStore>>;
+    /// Keeps what status pages show of the core as it is now.
+    fn keep_snapshot(&self, core: &Node<AnyStore>);
+    /// Sends the core's requests and acts on its events.
+    fn dispatch(self: &Arc<Self>, transmits: Vec<Transmit>, events: Vec<Event>);
+}
+
+/// Everything the core asked to send, and its events, taken out of it.
+pub(super) fn drain(node: &mut Node<AnyStore>) -> (Vec<Transmit>, Vec<Event>) {
+    let mut t = Vec::new();
+    while let Some(x) = node.poll_transmit() {
+        t.push(x);
+    }
+    let mut e = Vec::new();
+    while let Some(x) = node.poll_event() {
+        e.push(x);
+    }
+    (t, e)
+}
 
 /// Most jobs taken into one group: bounds a group's commit and the time
 /// the calls queued behind its writes wait, however many writers wait.
@@ -73,7 +102,7 @@ impl Committer {
 
     /// Starts the thread that serves `queue` for `node`. It ends when the
     /// node is dropped, which drops the queue's sending end.
-    pub(super) fn start(queue: Queue, node: Weak<NodeHandle>) -> Result<(), String> {
+    pub(super) fn start<H: Host>(queue: Queue, node: Weak<H>) -> Result<(), String> {
         std::thread::Builder::new()
             .name("ringsync-commit".into())
             .spawn(move || run(&queue, &node))
@@ -115,7 +144,7 @@ fn lost() -> WriteError {
     ))
 }
 
-fn run(Queue(queue, queued): &Queue, node: &Weak<NodeHandle>) {
+fn run<H: Host>(Queue(queue, queued): &Queue, node: &Weak<H>) {
     while let Ok(first) = queue.recv() {
         let mut jobs = vec![first];
         jobs.extend(queue.try_iter().take(MAX_GROUP - 1));
@@ -134,7 +163,7 @@ fn run(Queue(queue, queued): &Queue, node: &Weak<NodeHandle>) {
 
 /// Runs `jobs` in order under one hold of the core's lock, each run of
 /// consecutive writes in one commit, then sends what the core asked to.
-fn group(node: &Arc<NodeHandle>, jobs: Vec<Job>) {
+fn group<H: Host>(node: &Arc<H>, jobs: Vec<Job>) {
     let mut writes = Vec::new();
     let (transmits, events) = {
         let mut core = node.lock();
@@ -142,12 +171,12 @@ fn group(node: &Arc<NodeHandle>, jobs: Vec<Job>) {
             match job {
                 Job::Write { key, value, done } => writes.push(((key, value), done)),
                 Job::Call(f) => {
-                    commit(node, &mut core, &mut writes);
+                    commit(node.as_ref(), &mut core, &mut writes);
                     f(&mut core);
                 }
             }
         }
-        commit(node, &mut core, &mut writes);
+        commit(node.as_ref(), &mut core, &mut writes);
         node.keep_snapshot(&core);
         drain(&mut core)
     };
@@ -157,8 +186,8 @@ fn group(node: &Arc<NodeHandle>, jobs: Vec<Job>) {
 /// Makes `writes` durable in one commit and answers each, once what
 /// status pages show has caught up with them.
 #[allow(clippy::type_complexity)]
-fn commit(
-    node: &NodeHandle,
+fn commit<H: Host>(
+    node: &H,
     core: &mut Node<AnyStore>,
     writes: &mut Vec<((String, Option<Vec<u8>>), Answer<Result<Entry, WriteError>>)>,
 ) {
@@ -170,117 +199,5 @@ fn commit(
     node.keep_snapshot(core);
     for (result, done) in results.into_iter().zip(done) {
         let _ = done.try_send(result);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-    use std::time::Duration;
-
-    use super::*;
-    use crate::auth::Secrets;
-    use crate::service::transport::Offline;
-    use crate::store::{Gate, Gated, RedbStore};
-    use crate::topology::Topology;
-
-    /// Longest wait for what a test waits on: moments, unless it fails.
-    const DEADLINE: Duration = Duration::from_secs(20);
-
-    /// Node `a` of a two-node ring over redb in `dir`, its commits held
-    /// at the gate it returns.
-    fn gated_node(dir: &Path) -> (Arc<NodeHandle>, Arc<Gate>) {
-        let topo = Topology::parse(
-            "[cluster]\nname = \"commit-test\"\n[[node]]\nid = \"a\"\naddr = \"127.0.0.1:1\"\n[[node]]\nid = \"b\"\naddr = \"127.0.0.1:2\"\n",
-            "<text>",
-            None,
-        )
-        .expect("topology");
-        let gate = Arc::new(Gate::default());
-        let redb = RedbStore::open(&dir.join("s.redb")).expect("redb");
-        let store: AnyStore = Box::new(Gated::new(redb, Arc::clone(&gate)));
-        let node =
-            NodeHandle::new(topo, "a", store, Secrets::default(), Arc::new(Offline)).expect("open");
-        (node, gate)
-    }
-
-    fn put(
-        node: &Arc<NodeHandle>,
-        key: &str,
-    ) -> async_std::task::JoinHandle<Result<Entry, String>> {
-        let (node, key) = (Arc::clone(node), key.to_string());
-        async_std::task::spawn(async move {
-            node.write(key, Some(b"v".to_vec()))
-                .await
-                .map_err(|e| format!("{e:?}"))
-        })
-    }
-
-    fn wait(what: &str, mut cond: impl FnMut() -> bool) {
-        let until = std::time::Instant::now() + DEADLINE;
-        while !cond() {
-            assert!(
-                std::time::Instant::now() < until,
-                "waited {DEADLINE:?} for {what}"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    #[test]
-    fn reads_are_answered_while_a_commit_is_in_progress() {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let (node, gate) = gated_node(dir.path());
-        async_std::task::block_on(put(&node, "old")).expect("the first write");
-        gate.close();
-        let begun = gate.begun();
-        let writing = put(&node, "new");
-        assert!(
-            gate.wait_begun(begun + 1, DEADLINE),
-            "the write's commit began"
-        );
-        // That commit holds the core's lock at the gate; reads go on.
-        let old = node.get("old").expect("get").expect("old is stored");
-        assert_eq!(old.value.as_deref(), Some(&b"v"[..]));
-        assert_eq!(node.get("new").expect("get"), None, "not durable yet");
-        let page = node.list("", None, 10).expect("list");
-        assert_eq!(page.entries.len(), 1);
-        assert_eq!(node.snapshot().keys, 1);
-        assert_eq!(node.digest().keys, 1);
-        assert_eq!(gate.ended(), begun, "the reads did not wait for the commit");
-        gate.open();
-        async_std::task::block_on(writing).expect("the held write");
-        assert!(node.get("new").expect("get").is_some());
-        assert_eq!(node.snapshot().keys, 2);
-    }
-
-    #[test]
-    fn concurrent_writes_share_commits() {
-        const N: usize = 64;
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let (node, gate) = gated_node(dir.path());
-        gate.close();
-        let begun = gate.begun();
-        let mut writes = vec![put(&node, "w0")];
-        assert!(
-            gate.wait_begun(begun + 1, DEADLINE),
-            "the first commit began"
-        );
-        writes.extend((1..N).map(|i| put(&node, &format!("w{i}"))));
-        wait("the other writes to queue", || {
-            node.committer.queued() >= N - 1
-        });
-        gate.open();
-        for w in writes {
-            async_std::task::block_on(w).expect("a write");
-        }
-        let commits = gate.ended() - begun;
-        // The first alone, the rest together (relay failures may add a
-        // call between them, never a commit per write).
-        assert!(commits <= 3, "{N} concurrent writes took {commits} commits");
-        assert_eq!(node.snapshot().keys, N as u64);
-        for i in 0..N {
-            assert!(node.get(&format!("w{i}")).expect("get").is_some(), "w{i}");
-        }
     }
 }

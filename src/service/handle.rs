@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_std::channel::{bounded, Sender};
 
-use super::committer::Committer;
+use super::committer::{drain, Committer, Host};
 use super::now_ms;
 use super::reload::{RingChange, Settings};
 use super::report::SyncReports;
@@ -22,8 +22,7 @@ use crate::core::{Config, Event, Node, Transmit, WriteError};
 use crate::store::{Closed, Reads, Store, StoreError};
 use crate::topology::Topology;
 
-/// Any store: the service runs on redb, in-process tests may use memory.
-pub type AnyStore = Box<dyn Store + Send>;
+pub use super::committer::AnyStore;
 
 /// What an exchange with a peer moved, once it ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -580,16 +579,18 @@ fn config_of(topology: &Topology, me: u32) -> Config {
     cfg
 }
 
-pub(super) fn drain(node: &mut Node<AnyStore>) -> (Vec<Transmit>, Vec<Event>) {
-    let mut t = Vec::new();
-    while let Some(x) = node.poll_transmit() {
-        t.push(x);
+impl Host for NodeHandle {
+    fn lock(&self) -> MutexGuard<'_, Node<AnyStore>> {
+        NodeHandle::lock(self)
     }
-    let mut e = Vec::new();
-    while let Some(x) = node.poll_event() {
-        e.push(x);
+
+    fn keep_snapshot(&self, core: &Node<AnyStore>) {
+        NodeHandle::keep_snapshot(self, core)
     }
-    (t, e)
+
+    fn dispatch(self: &Arc<Self>, transmits: Vec<Transmit>, events: Vec<Event>) {
+        NodeHandle::dispatch(self, transmits, events)
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@
 
 pub mod cluster;
 mod committer;
+#[cfg(test)]
+mod committer_tests;
 pub mod handle;
 pub mod logging;
 pub mod nonces;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{serve, Event, Node, Transmit};
+use super::{epochs, Event, Node, Transmit};
 use crate::core::entry::{Entry, Origin, Version};
 use crate::core::message::{encode, Body, Digest, PushKind, Refusal};
 use crate::core::schedule::Schedule;
@@ -191,7 +191,7 @@ impl<S: Store> Node<S> {
             return;
         };
         self.stats.bytes_received += bytes.len() as u64;
-        let reply = match serve::check_reply(&self.cfg, out.to, bytes) {
+        let reply = match epochs::check_reply(&self.cfg, out.to, bytes) {
             Ok(body) => Some((now_ms, body, bytes.len())),
             Err(reason) => {
                 self.note_refusal(out.to, reason, true);

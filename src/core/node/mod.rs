@@ -25,6 +25,7 @@ use super::tree::Tree;
 mod agree;
 mod apply;
 mod delta;
+mod epochs;
 mod exchange;
 #[cfg(test)]
 mod fixture;

@@ -1,9 +1,9 @@
 //! The answering side: a peer's request is checked, served, and answered
 //! with exactly one reply, a refusal included.
 
+use super::epochs::{check_topology, forget_ring_state, is_foreign_probe};
 use super::repair::{MAX_BUCKETS, MAX_TREE_NODES};
 use super::Node;
-use crate::core::config::Config;
 use crate::core::entry::Origin;
 use crate::core::message::{decode, encode, Body, Digest, Message, PushKind, Refusal};
 use crate::core::store::Store;
@@ -177,59 +177,6 @@ impl<S: Store> Node<S> {
     fn refuse(&mut self, peer: u32, reason: Refusal, digest: Option<Digest>) -> Body {
         self.note_refusal(peer, reason, true);
         Body::Refused { reason, digest }
-    }
-}
-
-/// Whether a message's topology may talk to ours: the same fingerprint on
-/// the same epoch; the same cluster name one epoch apart.
-pub(super) fn check_topology(cfg: &Config, msg: &Message) -> Result<(), Refusal> {
-    if msg.epoch == cfg.epoch {
-        if msg.cluster != cfg.cluster {
-            return Err(Refusal::WrongCluster);
-        }
-    } else if msg.name != cfg.name {
-        return Err(Refusal::WrongCluster);
-    } else if msg.epoch.abs_diff(cfg.epoch) > 1 {
-        return Err(Refusal::EpochApart);
-    }
-    Ok(())
-}
-
-/// The body of a reply to our request to ring position `to`, if it is one:
-/// from that member, of a topology that may talk to ours, with what it
-/// says in another ring's positions dropped.
-pub(super) fn check_reply(cfg: &Config, to: u32, bytes: &[u8]) -> Result<Body, Refusal> {
-    let mut msg = decode(bytes).map_err(|_| Refusal::Malformed)?;
-    if msg.from != cfg.origin_at(to) {
-        return Err(Refusal::Malformed);
-    }
-    check_topology(cfg, &msg)?;
-    if msg.epoch != cfg.epoch {
-        forget_ring_state(&mut msg.body);
-    }
-    Ok(msg.body)
-}
-
-/// A probe names members by position, which another epoch's ring does not
-/// share: it is answered, and not acted on.
-fn is_foreign_probe(body: &Body) -> bool {
-    matches!(body, Body::ProbeReq { .. } | Body::Reached { .. })
-}
-
-/// Drops what a message of another epoch says in positions of its ring:
-/// membership news and agreement runs.
-fn forget_ring_state(body: &mut Body) {
-    let digest = match body {
-        Body::Push { digest, .. }
-        | Body::Ack { digest }
-        | Body::Syn { digest }
-        | Body::SynAck { digest, .. } => Some(digest),
-        Body::Refused { digest, .. } => digest.as_mut(),
-        _ => None,
-    };
-    if let Some(d) = digest {
-        d.news.clear();
-        d.runs.clear();
     }
 }
 
