@@ -462,6 +462,53 @@ impl ProcCluster {
         Ok(())
     }
 
+    /// Adds a node (`n{index}`) on a free port: in no ring yet, and not
+    /// started. Returns its index.
+    pub fn add_node(&mut self) -> Result<usize, String> {
+        let port = free_ports(1)?[0];
+        let i = self.nodes.len();
+        self.nodes.push(NodeProc {
+            id: format!("n{i}"),
+            addr: format!("127.0.0.1:{port}"),
+            child: None,
+        });
+        Ok(i)
+    }
+
+    /// Moves node `i`, stopped, to a new free port: a replacement server.
+    pub fn readdress(&mut self, i: usize) -> Result<(), String> {
+        if self.nodes[i].child.is_some() {
+            return Err(format!("node {i} still runs"));
+        }
+        let port = free_ports(1)?[0];
+        self.nodes[i].addr = format!("127.0.0.1:{port}");
+        Ok(())
+    }
+
+    /// Rewrites the topology file (every node's copy: they share it) with
+    /// the nodes `members` in ring order, at `epoch`; the `[cluster]`
+    /// settings stay. The nodes take it when they are reloaded (SIGHUP).
+    pub fn write_ring(&self, epoch: u64, members: &[usize]) -> Result<(), String> {
+        let text = std::fs::read_to_string(&self.topology)
+            .map_err(|e| format!("cannot read {}: {e}", self.topology.display()))?;
+        let head = text.split("\n[[node]]").next().unwrap_or_default();
+        let mut toml: String = head
+            .lines()
+            .filter(|l| !l.starts_with("epoch ="))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        toml = toml.replacen("[cluster]\n", &format!("[cluster]\nepoch = {epoch}\n"), 1);
+        for &i in members {
+            let node = &self.nodes[i];
+            toml.push_str(&format!(
+                "\n[[node]]\nid = \"{}\"\naddr = \"{}\"\n",
+                node.id, node.addr
+            ));
+        }
+        std::fs::write(&self.topology, toml)
+            .map_err(|e| format!("cannot write {}: {e}", self.topology.display()))
+    }
+
     /// Waits (one ready deadline) until node `i` is ready.
     pub fn wait_ready(&mut self, i: usize) -> Result<(), StartError> {
         self.wait_ready_until(i, Instant::now() + self.ready_deadline)

@@ -188,6 +188,27 @@ impl Cluster {
         }
     }
 
+    /// Adds a node on a free port, in no ring and not started.
+    pub fn add_node(&mut self) -> usize {
+        must(self.inner.add_node())
+    }
+
+    /// Moves stopped node `i` to a new free port.
+    pub fn readdress(&mut self, i: usize) {
+        must(self.inner.readdress(i))
+    }
+
+    /// Rewrites the shared topology file: `members` in ring order, `epoch`.
+    pub fn write_ring(&self, epoch: u64, members: &[usize]) {
+        must(self.inner.write_ring(epoch, members))
+    }
+
+    /// Starts node `i` and waits until it is ready.
+    pub fn start_node(&mut self, i: usize) {
+        must(self.inner.spawn(i));
+        must(self.inner.wait_ready(i).map_err(String::from))
+    }
+
     /// True while node `i`'s process runs.
     pub fn is_running(&mut self, i: usize) -> bool {
         self.inner.is_running(i)
