@@ -16,7 +16,7 @@ use ringsync::core::Schedule;
 use ringsync::http::percent_encode;
 use serde_json::Value;
 
-use common::{quiet_interval, wait_for, Cluster, BIN};
+use common::{quiet_interval, wait_for, wait_until, Cluster, BIN};
 
 /// Cycle length of the tests that watch cycles run: long against a local
 /// HTTP round trip (a few ms) and the timer jitter (interval/20 = 15 ms), so
@@ -134,9 +134,20 @@ fn diverge(c: &Cluster, round: &str) -> Vec<String> {
             keys.push(key);
         }
     }
-    c.put(1, &format!("{round}/gone"), "soon deleted");
+    let written = c.put(1, &format!("{round}/gone"), "soon deleted");
     // Later in wall-clock time at another node, so the delete's version is
-    // the newer one.
+    // the newer one: in a later millisecond, since within one the writers'
+    // origins (hashes of their ids) would decide.
+    let ms: u64 = written
+        .split('.')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a version's milliseconds in {written:?}"));
+    wait_until(
+        Duration::from_secs(5),
+        "the clock past the write's millisecond",
+        || common::raw::now_ms() > ms,
+    );
     c.del(n - 1, &format!("{round}/gone"));
     let roots: BTreeSet<String> = (0..n).map(|i| c.root(i)).collect();
     assert_eq!(roots.len(), n, "nodes should all differ before the sync");
