@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use crate::topology::diff::Diff;
+use crate::topology::diff::{fmt_d, Diff};
 use crate::topology::Topology;
 
 /// The settings a reload may change while the node runs.
@@ -58,10 +58,6 @@ pub enum Plan {
         /// The new ring, when the file changed it.
         ring: Option<Box<RingChange>>,
     },
-}
-
-fn fmt_d(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
 }
 
 /// Decides what a reload does. `in_force` is the topology this node runs

@@ -258,9 +258,8 @@ impl World<'_> {
                         continue;
                     }
                     let cfg = self.config(i, false);
-                    let ring = cfg.ring.clone();
                     if let Err(e) =
-                        self.nodes[i as usize].change_ring(cfg.cluster, epoch, ring, cfg.me)
+                        self.nodes[i as usize].change_ring(cfg.cluster, epoch, cfg.ring, cfg.me)
                     {
                         panic!("the simulator's ring change was refused: {e}");
                     }

@@ -148,7 +148,8 @@ impl fmt::Display for Diff {
     }
 }
 
-fn fmt_d(d: Duration) -> String {
+/// A duration as the topology file writes it ("500ms", "1m 30s").
+pub fn fmt_d(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
