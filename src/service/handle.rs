@@ -380,6 +380,7 @@ impl NodeHandle {
             root: format!("{:016x}", snap.root),
             keys: snap.keys,
             tombstones: snap.tombstones,
+            epoch: Some(self.topology().cluster.epoch),
         }
     }
 

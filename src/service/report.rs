@@ -101,6 +101,7 @@ mod tests {
             root: root.into(),
             keys: 1,
             tombstones: 0,
+            epoch: Some(0),
         }
     }
 

@@ -12,6 +12,7 @@ use super::transport::{Hop, HopResult, NodeDigest};
 use crate::core::node::Mode;
 use crate::core::schedule::log2_ceil;
 use crate::core::Schedule;
+use crate::topology::Topology;
 
 static SYNC_SEQ: AtomicU64 = AtomicU64::new(1);
 
@@ -67,10 +68,13 @@ impl From<ExchangeResult> for HopResult {
     }
 }
 
-/// Runs this node's side of a hop (we are `hop.from`).
+/// Runs this node's side of a hop (we are `hop.from`); a peer that is not
+/// in our ring fails the hop.
 async fn local_hop(node: &Arc<NodeHandle>, hop: Hop) -> HopResult {
     let deadline = node.peer_timeout() * 20 + Duration::from_secs(5);
-    let to = hop.to;
+    let Some(to) = node.topology().position(&hop.to) else {
+        return HopResult::default();
+    };
     let r = if hop.push_pull {
         node.exchange(move |n| n.push_pull_with(to), deadline).await
     } else {
@@ -80,55 +84,62 @@ async fn local_hop(node: &Arc<NodeHandle>, hop: Hop) -> HopResult {
 }
 
 async fn hop(node: &Arc<NodeHandle>, h: Hop) -> HopResult {
-    if h.from == node.me() {
+    if h.from == node.id() {
         return local_hop(node, h).await;
     }
-    node.call(h.from, node.peer_timeout() * 25, |t, call| t.hop(call, h))
+    let Some(from) = node.topology().position(&h.from) else {
+        return HopResult::default();
+    };
+    node.call(from, node.peer_timeout() * 25, |t, call| t.hop(call, h))
         .await
         .unwrap_or_default()
 }
 
-async fn digest_of(node: &Arc<NodeHandle>, pos: u32) -> Option<NodeDigest> {
-    if pos == node.me() {
+async fn digest_of(node: &Arc<NodeHandle>, id: &str) -> Option<NodeDigest> {
+    if id == node.id() {
         return Some(node.digest());
     }
+    let pos = node.topology().position(id)?;
     node.call(pos, node.peer_timeout(), |t, call| t.digest(call))
         .await
         .ok()
 }
 
-/// The hops of the schedule's wave, starting at `me`, in rounds: hops in
-/// one round run at once.
-pub fn wave(schedule: Schedule, n: u32, me: u32) -> Vec<Vec<Hop>> {
+/// The hops of the schedule's wave, starting at `me`, as (from, to) ring
+/// positions, in rounds: hops in one round run at once.
+pub fn wave(schedule: Schedule, n: u32, me: u32) -> Vec<Vec<(u32, u32)>> {
     match schedule {
         // Around the ring twice less two hops: the first N-1 gather every
         // node's data at me-1, the next N-1 carry it to everyone else.
         Schedule::Successor => (0..2 * n - 2)
             .map(|k| {
                 let from = (me + k) % n;
-                vec![Hop {
-                    from,
-                    to: (from + 1) % n,
-                    push_pull: false,
-                }]
+                vec![(from, (from + 1) % n)]
             })
             .collect(),
         // Recursive doubling: after round r every node holds the data of
         // the 2^(r+1) nodes behind it.
         Schedule::Doubling => (0..log2_ceil(n))
-            .map(|r| {
-                (0..n)
-                    .map(|from| Hop {
-                        from,
-                        to: (from + (1 << r)) % n,
-                        push_pull: false,
-                    })
-                    .collect()
-            })
+            .map(|r| (0..n).map(|from| (from, (from + (1 << r)) % n)).collect())
             .collect(),
         // Random: handled by rounds of push-pull until digests match.
         Schedule::Random => Vec::new(),
     }
+}
+
+/// Names the hops between ring positions of `topology` by node id.
+fn hops(topology: &Topology, pairs: &[(u32, u32)], push_pull: bool) -> Vec<Hop> {
+    let id = |p: u32| topology.nodes.get(p as usize).map(|n| n.id.clone());
+    pairs
+        .iter()
+        .filter_map(|&(f, t)| {
+            Some(Hop {
+                from: id(f)?,
+                to: id(t)?,
+                push_pull,
+            })
+        })
+        .collect()
 }
 
 /// Runs a whole-cluster sync from this node and returns its report.
@@ -140,11 +151,19 @@ pub fn wave(schedule: Schedule, n: u32, me: u32) -> Vec<Vec<Hop>> {
 /// node left out makes it false.
 async fn run(node: Arc<NodeHandle>, id: String) -> SyncReport {
     let started = Instant::now();
-    let n = node.topology().nodes.len() as u32;
-    let schedule = node.topology().cluster.schedule;
+    // The ring as this sync began: a reload during it changes nothing here.
+    let topology = node.topology();
+    let n = topology.nodes.len() as u32;
+    let schedule = topology.cluster.schedule;
     let mut report = blank_report(&node, &id);
-    let live = collect_digests(&node, &mut report).await;
-    let whole = live.len() as u32 == n && node.mode() == Mode::Ring;
+    let live = collect_digests(&node, &topology, &mut report).await;
+    // Nodes on another epoch run another ring: the wave of ours would not
+    // be theirs, so a rolling change in progress syncs by push-pull.
+    let one_epoch = report
+        .nodes
+        .iter()
+        .all(|d| d.epoch.is_none_or(|e| e == topology.cluster.epoch));
+    let whole = live.len() as u32 == n && one_epoch && node.mode() == Mode::Ring;
     if !whole {
         report.schedule = format!(
             "{} (fallback: push-pull among reachable nodes)",
@@ -153,10 +172,12 @@ async fn run(node: Arc<NodeHandle>, id: String) -> SyncReport {
         report.mode = Mode::Fallback.name().into();
     }
     if whole && schedule != Schedule::Random {
-        for round in wave(schedule, n, node.me()) {
+        let me = topology.position(node.id()).unwrap_or(0);
+        for round in wave(schedule, n, me) {
+            let round = hops(&topology, &round, false);
             tally(&mut report, futures_join(&node, &round).await);
         }
-        collect_digests(&node, &mut report).await;
+        collect_digests(&node, &topology, &mut report).await;
     }
     if !report.reachable_agree && live.len() > 1 {
         if whole && schedule != Schedule::Random {
@@ -167,15 +188,10 @@ async fn run(node: Arc<NodeHandle>, id: String) -> SyncReport {
             // Round r pairs each reachable node with the one r+1 places on
             // among them: every pair meets within k-1 rounds.
             let step = 1 + r % (k - 1);
-            let round: Vec<Hop> = (0..k)
-                .map(|i| Hop {
-                    from: live[i],
-                    to: live[(i + step) % k],
-                    push_pull: true,
-                })
-                .collect();
+            let pairs: Vec<(u32, u32)> = (0..k).map(|i| (live[i], live[(i + step) % k])).collect();
+            let round = hops(&topology, &pairs, true);
             tally(&mut report, futures_join(&node, &round).await);
-            collect_digests(&node, &mut report).await;
+            collect_digests(&node, &topology, &mut report).await;
             if report.reachable_agree {
                 break;
             }
@@ -199,8 +215,8 @@ fn tally(report: &mut SyncReport, results: Vec<HopResult>) {
 async fn futures_join(node: &Arc<NodeHandle>, round: &[Hop]) -> Vec<HopResult> {
     let tasks: Vec<_> = round
         .iter()
-        .map(|&h| {
-            let s = Arc::clone(node);
+        .map(|h| {
+            let (s, h) = (Arc::clone(node), h.clone());
             async_std::task::spawn(async move { hop(&s, h).await })
         })
         .collect();
@@ -213,20 +229,24 @@ async fn futures_join(node: &Arc<NodeHandle>, round: &[Hop]) -> Vec<HopResult> {
 
 /// Fills in every node's digest, and whether they agree and the ring
 /// converged; returns the reachable ring positions.
-async fn collect_digests(node: &Arc<NodeHandle>, report: &mut SyncReport) -> Vec<u32> {
-    let n = node.topology().nodes.len() as u32;
+async fn collect_digests(
+    node: &Arc<NodeHandle>,
+    topology: &Topology,
+    report: &mut SyncReport,
+) -> Vec<u32> {
+    let n = topology.nodes.len() as u32;
     report.nodes.clear();
     report.unreachable.clear();
     let mut live = Vec::new();
     for pos in 0..n {
-        match digest_of(node, pos).await {
+        match digest_of(node, &topology.nodes[pos as usize].id).await {
             Some(d) => {
                 report.nodes.push(d);
                 live.push(pos);
             }
             None => report
                 .unreachable
-                .push(node.topology().nodes[pos as usize].id.clone()),
+                .push(topology.nodes[pos as usize].id.clone()),
         }
     }
     report.judge(n as usize);
@@ -278,8 +298,8 @@ impl NodeHandle {
 
     /// Runs this node's side of a hop another node's sync asked for.
     pub async fn serve_hop(self: &Arc<Self>, hop: Hop) -> Result<HopResult, NotOurHop> {
-        let n = self.topology().nodes.len() as u32;
-        if hop.from != self.me() || hop.to >= n || hop.to == self.me() {
+        let ours = self.topology().position(&hop.to).is_some();
+        if hop.from != self.id() || !ours || hop.to == self.id() {
             return Err(NotOurHop);
         }
         Ok(local_hop(self, hop).await)
@@ -293,7 +313,7 @@ mod tests {
     #[test]
     fn successor_wave_goes_round_twice_less_two_hops() {
         let w = wave(Schedule::Successor, 4, 2);
-        let hops: Vec<(u32, u32)> = w.iter().map(|r| (r[0].from, r[0].to)).collect();
+        let hops: Vec<(u32, u32)> = w.iter().map(|r| r[0]).collect();
         assert_eq!(hops, vec![(2, 3), (3, 0), (0, 1), (1, 2), (2, 3), (3, 0)]);
     }
 
@@ -302,6 +322,6 @@ mod tests {
         let w = wave(Schedule::Doubling, 5, 0);
         assert_eq!(w.len(), 3);
         assert!(w.iter().all(|r| r.len() == 5));
-        assert_eq!(w[2][4].to, (4 + 4) % 5);
+        assert_eq!(w[2][4], (4, (4 + 4) % 5));
     }
 }

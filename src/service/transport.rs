@@ -21,6 +21,9 @@ pub struct NodeDigest {
     pub keys: u64,
     /// Tombstones stored.
     pub tombstones: u64,
+    /// The topology epoch it runs (missing from a node of an older version).
+    #[serde(default)]
+    pub epoch: Option<u64>,
 }
 
 /// What the cluster view reads of a member's `/v1/status`. Everything but
@@ -79,13 +82,16 @@ pub struct MemberPeer {
     pub state: String,
 }
 
-/// One hop: node `from` runs a sync exchange with node `to`.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+/// One hop: node `from` runs a sync exchange with node `to`. Nodes are
+/// named by id, not ring position: during a rolling ring change the
+/// coordinator and the hop's ends may run rings of different epochs, in
+/// which the same node stands at different positions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hop {
-    /// Ring position of the node that pushes.
-    pub from: u32,
-    /// Ring position of its peer.
-    pub to: u32,
+    /// Id of the node that pushes.
+    pub from: String,
+    /// Id of its peer.
+    pub to: String,
     /// Push-pull (random rounds) instead of a one-way sync push.
     pub push_pull: bool,
 }
