@@ -59,6 +59,8 @@ pub struct Scale {
     pub latency_writes: (u64, u64),
     /// Seconds each side of the PUT throughput run is driven.
     pub put_seconds: u64,
+    /// Sizes of the idle clusters whose wire cost is measured.
+    pub idle_nodes: Vec<u32>,
 }
 
 impl Scale {
@@ -74,6 +76,7 @@ impl Scale {
                 latency_nodes: 8,
                 latency_writes: (20, 10),
                 put_seconds: 1,
+                idle_nodes: vec![4, 8],
             }
         } else {
             Scale {
@@ -85,6 +88,7 @@ impl Scale {
                 latency_nodes: 32,
                 latency_writes: (100, 40),
                 put_seconds: 3,
+                idle_nodes: vec![8, 32, 64],
             }
         }
     }
@@ -107,8 +111,11 @@ pub struct Results {
     pub real: Option<Vec<convergence::Real>>,
     /// Idle cost per schedule, in-process: payload.
     pub idle: Option<Vec<digest::Idle>>,
-    /// Idle cost of two node processes, on the wire and in payload.
-    pub idle_wire: Option<wire::IdleWire>,
+    /// Idle cost of empty clusters of growing N, on the wire, per node.
+    pub idle_wire: Option<Vec<wire::IdleRow>>,
+    /// Idle cost of the join's two node processes holding the dataset, on
+    /// the wire and in payload.
+    pub join_idle_wire: Option<wire::IdleWire>,
     /// Repair cost per d.
     pub repair: Option<Vec<digest::Repair>>,
     /// Seconds to load the dataset into redb (informative only).
@@ -142,6 +149,7 @@ impl Results {
             real: None,
             idle: None,
             idle_wire: None,
+            join_idle_wire: None,
             repair: None,
             load_seconds: None,
             join: None,
@@ -196,7 +204,15 @@ fn log(started: Instant, msg: &str) {
 
 /// The sections `--only` may name: the idle and repair cost need the
 /// loaded dataset, as the join does.
-pub const SECTIONS: [&str; 6] = ["convergence", "digest", "join", "merge", "latency", "put"];
+pub const SECTIONS: [&str; 7] = [
+    "convergence",
+    "digest",
+    "join",
+    "merge",
+    "latency",
+    "put",
+    "idle_wire",
+];
 
 /// Runs the benchmark from the repository root `root`; prints the report.
 /// With `only` not empty, runs just the sections it names.
@@ -225,6 +241,22 @@ pub fn run(quick: bool, only: &[String], root: &Path) -> Result<(), String> {
     }
     if wants("latency") {
         latency_section(&mut r, &scale, &mut say);
+    }
+    if wants("idle_wire") {
+        say(&format!(
+            "idle cost on the wire, N = {:?}",
+            scale.idle_nodes
+        ));
+        let mut rows = Vec::new();
+        for (k, row) in wire::sweep(&scale.idle_nodes).into_iter().enumerate() {
+            match row {
+                Ok(row) => rows.push(row),
+                Err(e) => {
+                    r.errors.insert(format!("idle-wire-sweep-{k}"), e);
+                }
+            }
+        }
+        r.idle_wire = Some(rows);
     }
     if wants("put") {
         say("client writes against a plain server, kept-alive /livez");
@@ -340,7 +372,7 @@ fn join_sections(
             r.join = Some(o.join);
             r.memory = Some(o.memory);
             match o.idle {
-                Ok(i) => r.idle_wire = Some(i),
+                Ok(i) => r.join_idle_wire = Some(i),
                 Err(e) => {
                     r.errors.insert("idle-wire".into(), e);
                 }

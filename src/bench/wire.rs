@@ -1,15 +1,107 @@
-//! Idle cost on the wire: the idle cycles of two converged `ringsync node`
+//! Idle cost on the wire: the idle cycles of converged `ringsync node`
 //! processes, in the bytes that crossed their listeners' sockets (HTTP
 //! heads with the signature headers, and bodies) beside the payload the
-//! nodes count themselves, which is what the in-process figure counts.
+//! nodes count themselves, which is what the in-process figure counts:
+//! for the join's two nodes holding its dataset, and for empty clusters of
+//! growing N ([`sweep`]), where what grows with N shows.
 
 use std::time::Duration;
 
 use serde::Serialize;
 
 use super::digest::IDLE_TARGET_BYTES;
-use crate::proc_cluster::ProcCluster;
+use crate::core::Schedule;
+use crate::proc_cluster::{Credentials, ProcCluster};
 use crate::service::now_ms;
+
+/// Target of the sweep: bytes on the wire per node per interval, whatever N.
+pub const PER_NODE_TARGET_BYTES: f64 = 600.0;
+
+/// Cycle length of the sweep's clusters, ms.
+pub const SWEEP_INTERVAL_MS: u64 = 1000;
+
+/// One row of the sweep: an idle cluster of `nodes` nodes, each of which
+/// wrote one key.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleRow {
+    /// Node processes.
+    pub nodes: u32,
+    /// Schedule.
+    pub schedule: String,
+    /// Requests and answers on the wire per node per interval: HTTP heads
+    /// and bodies (`ringsync_peer_wire_bytes_total`, all nodes, over the
+    /// cycles measured, divided by nodes and cycles).
+    pub bytes_per_node_per_interval: f64,
+    /// The payload part of it (`ringsync_bytes_sent_total`).
+    pub payload_per_node_per_interval: f64,
+    /// Requests per node per interval.
+    pub requests_per_node: f64,
+    /// Within [`PER_NODE_TARGET_BYTES`].
+    pub meets_target: bool,
+}
+
+/// Idle cost of clusters of each size in `sizes`, successor and
+/// doubling, each signing its peer requests (as a cluster off loopback
+/// must): one row per (size, schedule), or why it has none.
+pub fn sweep(sizes: &[u32]) -> Vec<Result<IdleRow, String>> {
+    let mut rows = Vec::new();
+    for &n in sizes {
+        for schedule in [Schedule::Successor, Schedule::Doubling] {
+            rows.push(sweep_one(n, schedule).map_err(|e| format!("N = {n}, {schedule}: {e}")));
+        }
+    }
+    rows
+}
+
+fn sweep_one(n: u32, schedule: Schedule) -> Result<IdleRow, String> {
+    let label = format!("idle-{n}-{schedule}");
+    let spec = crate::proc_cluster::Spec {
+        credentials: Some(Credentials {
+            secret: "bench-cluster-secret-0123456789abcdef".into(),
+            write_token: "bench-write-token-0123456789".into(),
+            read_token: "bench-read-token-01234567890".into(),
+        }),
+        ..super::cluster_spec(
+            &label,
+            n as usize,
+            schedule,
+            &format!("{SWEEP_INTERVAL_MS}ms"),
+            "",
+        )?
+    };
+    let c = ProcCluster::start(&spec)?;
+    c.wait_steady(Duration::from_secs(60 + u64::from(n)))?;
+    // One write at each node, so that every digest names every writer, as
+    // in any cluster that has been written to; then idle once they agree.
+    for i in 0..c.n() {
+        c.put(i, &format!("idle-{i}"), b"x")?;
+    }
+    crate::proc_cluster::poll(
+        Duration::from_secs(60 + u64::from(n)),
+        "every node holds every write",
+        || {
+            let roots: Vec<String> = (0..c.n())
+                .map(|i| c.status(i).map(|s| s["digest_root"].to_string()))
+                .collect::<Result<_, _>>()?;
+            Ok(if roots.windows(2).all(|w| w[0] == w[1]) {
+                crate::proc_cluster::Check::Met(())
+            } else {
+                crate::proc_cluster::Check::Unmet(format!("roots {roots:?}"))
+            })
+        },
+    )?;
+    let w = idle(&c, schedule.name(), u64::from(n))?;
+    let per = |x: f64| x / f64::from(n);
+    let bytes = per(w.wire_bytes);
+    Ok(IdleRow {
+        nodes: n,
+        schedule: w.schedule,
+        bytes_per_node_per_interval: bytes,
+        payload_per_node_per_interval: per(w.payload_bytes),
+        requests_per_node: per(w.requests),
+        meets_target: bytes <= PER_NODE_TARGET_BYTES,
+    })
+}
 
 /// Idle cycles measured.
 pub const CYCLES: u64 = 5;
