@@ -1,6 +1,7 @@
 //! The benchmark's report: `docs/BENCHMARKS.md` and the chart.
 
 mod format;
+mod idle;
 mod writes;
 
 use std::fmt::Write as _;
@@ -336,7 +337,7 @@ pub fn markdown(r: &Results) -> String {
         }
     }
     let _ = writeln!(s);
-    idle_sweep(&mut s, r);
+    idle::idle_sweep(&mut s, r);
 
     // ----- 3. repair
     let _ = writeln!(s, "## 3. Repair cost\n");
@@ -662,48 +663,4 @@ mod tests {
         assert!(md.contains("not measured: join: no processes today"));
         assert!(md.contains("| processors (`nproc`) |"));
     }
-}
-
-/// The idle sweep's table: bytes on the wire per node per interval as N
-/// grows.
-fn idle_sweep(s: &mut String, r: &Results) {
-    let Some(rows) = &r.idle_wire else {
-        return;
-    };
-    let _ = writeln!(
-        s,
-        "Idle cost as N grows: clusters of `ringsync node` processes, each of which wrote one key, \
-         {} s cycles, a cluster secret (every peer request signed), once \
-         steady; {} idle cycles. Bytes on the wire (HTTP heads and bodies of \
-         the peer requests and their answers, `ringsync_peer_wire_bytes_total`) \
-         and payload (`ringsync_bytes_sent_total`), per node per interval. \
-         Target: ≤ {} B on the wire, flat in N.\n",
-        wire::SWEEP_INTERVAL_MS / 1000,
-        wire::CYCLES,
-        wire::PER_NODE_TARGET_BYTES
-    );
-    let _ = writeln!(
-        s,
-        "| N | schedule | requests per node | payload bytes | bytes on the wire | target |\n|---:|---|---:|---:|---:|---|"
-    );
-    for w in rows {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {:.1} | {} | {} | {} |",
-            w.nodes,
-            w.schedule,
-            w.requests_per_node,
-            int(w.payload_per_node_per_interval.round() as u64),
-            int(w.bytes_per_node_per_interval.round() as u64),
-            verdict(w.meets_target)
-        );
-    }
-    for (k, e) in r
-        .errors
-        .iter()
-        .filter(|(k, _)| k.starts_with("idle-wire-sweep"))
-    {
-        let _ = writeln!(s, "\n{k}: {e}");
-    }
-    let _ = writeln!(s);
 }
