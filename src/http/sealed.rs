@@ -27,6 +27,7 @@ pub(super) async fn seal(guard: &Guard, seal: &RequestSeal, mut res: Response) -
     let Some(signer) = guard.signer() else {
         return res;
     };
+    let typed = res.header("content-type").is_some();
     let body = res.take_body();
     let mime = body.mime().clone();
     let bytes = match body.into_bytes().await {
@@ -49,5 +50,9 @@ pub(super) async fn seal(guard: &Guard, seal: &RequestSeal, mut res: Response) -
     let mut body = Body::from_bytes(bytes);
     body.set_mime(mime);
     res.set_body(body);
+    // An answer that went untyped stays so (see routes/peer.rs).
+    if !typed {
+        res.remove_header("content-type");
+    }
     res
 }
