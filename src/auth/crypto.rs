@@ -1,5 +1,5 @@
 //! The primitives the rest of `auth` is built on: HMAC-SHA256, constant-time
-//! comparison, hex, and the kernel's random bytes.
+//! comparison, hex and unpadded base64url, and the kernel's random bytes.
 //!
 //! HMAC (RFC 2104) is written here over `sha2`, which the crate already
 //! uses, in a dozen lines checked against the RFC 4231 test vectors, rather
@@ -55,6 +55,62 @@ pub(super) fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+const B64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Unpadded base64url (RFC 4648 §5): what a nonce and a MAC go on the
+/// wire as, a third shorter than hex, and safe in a header.
+pub fn b64url(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(char::from(B64URL[(n >> (18 - 6 * i)) as usize & 63]));
+        }
+    }
+    out
+}
+
+/// The bytes unpadded base64url text stands for; `None` for anything else
+/// (padding, other alphabets, a length no encoding gives, stray low bits).
+pub(super) fn unb64url(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 4 == 1 {
+        return None;
+    }
+    let val = |c: u8| B64URL.iter().position(|&x| x == c).map(|v| v as u32);
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    for chunk in s.as_bytes().chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= val(c)? << (18 - 6 * i);
+        }
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        let keep = chunk.len() - 1;
+        // The bits past the last whole byte must be zero: one text per value.
+        if bytes[keep..].iter().any(|&b| b != 0) {
+            return None;
+        }
+        out.extend_from_slice(&bytes[..keep]);
+    }
+    Some(out)
+}
+
+/// A nonce or MAC as sent: base64url, or hex as older builds send it. The
+/// MAC covers the text as sent, so either is as safe; hex is told apart by
+/// its length (one in `hex_lens`) and alphabet.
+pub(super) fn untoken(s: &str, hex_lens: std::ops::RangeInclusive<usize>) -> Option<Vec<u8>> {
+    let is_hex = hex_lens.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if is_hex {
+        unhex(s)
+    } else {
+        unb64url(s)
+    }
+}
+
 /// `n` bytes from the kernel's random source.
 pub fn random_bytes(n: usize) -> Result<Vec<u8>, String> {
     let mut out = vec![0u8; n];
@@ -67,6 +123,33 @@ pub fn random_bytes(n: usize) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64url_round_trips_and_refuses_what_no_encoding_gives() {
+        // RFC 4648 §10 vectors, unpadded.
+        for (raw, text) in [
+            ("", ""),
+            ("f", "Zg"),
+            ("fo", "Zm8"),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg"),
+            ("fooba", "Zm9vYmE"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(b64url(raw.as_bytes()), text);
+            assert_eq!(unb64url(text).as_deref(), Some(raw.as_bytes()));
+        }
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(unb64url(&b64url(&all)), Some(all));
+        assert_eq!(b64url(&[0xfb, 0xff]), "-_8");
+        for bad in ["Zg==", "Z", "Zh", "Zm9v+", "Zm/v", "Zm9v Yg"] {
+            assert_eq!(unb64url(bad), None, "{bad:?}");
+        }
+        // A MAC as hex (older builds) or base64url reads the same.
+        let mac = [7u8; 32];
+        assert_eq!(untoken(&hex(&mac), 64..=64), Some(mac.to_vec()));
+        assert_eq!(untoken(&b64url(&mac), 64..=64), Some(mac.to_vec()));
+    }
 
     fn unhex_str(s: &str) -> Vec<u8> {
         unhex(s).expect("hex")

@@ -11,7 +11,7 @@
 //! **Signed requests.** The signer sends five headers: its id
 //! ([`HEADER_NODE`]), the id of the node it calls ([`HEADER_TO`]), the unix
 //! time in seconds ([`HEADER_TIME`]), a fresh random nonce
-//! ([`HEADER_NONCE`]) and [`HEADER_SIGNATURE`], the hex HMAC-SHA256 under
+//! ([`HEADER_NONCE`]) and [`HEADER_SIGNATURE`], the HMAC-SHA256 under
 //! the first key of the keyring of [`canonical`]: method, path, query, both
 //! ids, time, nonce and the SHA-256 of the body. The receiver accepts a
 //! request whose time is within [`MAX_SKEW_S`] of its own clock, whose MAC

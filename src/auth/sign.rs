@@ -5,7 +5,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::crypto::{hex, hmac_sha256, random_bytes, unhex};
+use super::crypto::{b64url, hex, hmac_sha256, random_bytes, untoken};
 use super::secrets::Keyring;
 
 /// The signer's id: a ring member's, or [`OPERATOR_ID`].
@@ -14,12 +14,14 @@ pub const HEADER_NODE: &str = "x-ringsync-node";
 pub const HEADER_TO: &str = "x-ringsync-to";
 /// Unix time in seconds at signing.
 pub const HEADER_TIME: &str = "x-ringsync-time";
-/// A random value used once: 32 hex digits.
+/// A random value used once: 16 bytes, unpadded base64url (22 characters;
+/// 16 to 64 hex digits from older builds are accepted too).
 pub const HEADER_NONCE: &str = "x-ringsync-nonce";
-/// The MAC: 64 hex digits.
+/// The MAC: 32 bytes, unpadded base64url (43 characters; 64 hex digits
+/// from older builds are accepted too).
 pub const HEADER_SIGNATURE: &str = "x-ringsync-signature";
 /// On a reply to a signed request: the responder's MAC over
-/// [`canonical_reply`], 64 hex digits.
+/// [`canonical_reply`], as [`HEADER_SIGNATURE`] is written.
 pub const HEADER_REPLY_SIGNATURE: &str = "x-ringsync-reply-signature";
 
 /// The id an operator's tool (the CLI, the demo, a test) signs as. It may
@@ -59,9 +61,9 @@ pub struct RequestSeal {
     pub path: String,
     /// The id that signed the request (the one the reply is for).
     pub signer: String,
-    /// Its nonce, as sent (hex).
+    /// Its nonce, as sent.
     pub nonce: String,
-    /// Its MAC, as sent (hex): binds the reply to everything the request's
+    /// Its MAC, as sent: binds the reply to everything the request's
     /// MAC covered, its body included.
     pub signature: String,
 }
@@ -133,7 +135,7 @@ impl Signer {
         nonce: &[u8],
     ) -> Vec<(&'static str, String)> {
         let time = (now_ms / 1000).to_string();
-        let nonce = hex(nonce);
+        let nonce = b64url(nonce);
         let text = canonical(method, path, query, &self.id, to, &time, &nonce, body);
         let mac = hmac_sha256(self.keyring.signing_key(), text.as_bytes());
         vec![
@@ -141,11 +143,11 @@ impl Signer {
             (HEADER_TO, to.to_string()),
             (HEADER_TIME, time),
             (HEADER_NONCE, nonce),
-            (HEADER_SIGNATURE, hex(&mac)),
+            (HEADER_SIGNATURE, b64url(&mac)),
         ]
     }
 
-    /// The MAC (hex) of a reply this signer sends, as the responder, to
+    /// The MAC (base64url) of a reply this signer sends, as the responder, to
     /// `request`.
     pub fn sign_reply(
         &self,
@@ -155,10 +157,10 @@ impl Signer {
         body: &[u8],
     ) -> String {
         let text = canonical_reply(request, &self.id, status, refused, body);
-        hex(&hmac_sha256(self.keyring.signing_key(), text.as_bytes()))
+        b64url(&hmac_sha256(self.keyring.signing_key(), text.as_bytes()))
     }
 
-    /// Whether `signature` (hex) is `responder`'s MAC, under any key of the
+    /// Whether `signature` (base64url, or hex from an older build) is `responder`'s MAC, under any key of the
     /// keyring, of this reply to `request`.
     pub fn accepts_reply(
         &self,
@@ -169,7 +171,7 @@ impl Signer {
         body: &[u8],
         signature: &str,
     ) -> bool {
-        let Some(mac) = unhex(signature).filter(|m| m.len() == 32) else {
+        let Some(mac) = untoken(signature, 64..=64).filter(|m| m.len() == 32) else {
             return false;
         };
         let text = canonical_reply(request, responder, status, refused, body);

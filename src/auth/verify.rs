@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
-use super::crypto::unhex;
+use super::crypto::untoken;
 use super::nonces::NonceBooks;
 use super::refusal::{refused, Denied, Refused};
 use super::secrets::Secrets;
@@ -297,19 +297,21 @@ impl Guard {
                 ),
             ));
         }
-        let nonce_bytes = match unhex(&nonce) {
+        let nonce_bytes = match untoken(&nonce, 16..=64) {
             Some(b) if (8..=32).contains(&b.len()) => b,
             _ => {
                 return Err(refused(
                     Denied::BadSignature,
-                    format!("{HEADER_NONCE} must be 16 to 64 hex digits"),
+                    format!("{HEADER_NONCE} must be 8 to 32 bytes in unpadded base64url (or 16 to 64 hex digits)"),
                 ))
             }
         };
-        let Some(mac) = unhex(&signature).filter(|m| m.len() == 32) else {
+        let Some(mac) = untoken(&signature, 64..=64).filter(|m| m.len() == 32) else {
             return Err(refused(
                 Denied::BadSignature,
-                format!("{HEADER_SIGNATURE} must be 64 hex digits"),
+                format!(
+                    "{HEADER_SIGNATURE} must be 32 bytes in unpadded base64url (or 64 hex digits)"
+                ),
             ));
         };
         Ok(Headers {
