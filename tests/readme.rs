@@ -464,6 +464,7 @@ fn paths_the_documents_name_are_in_the_repository() {
         "systemd/",
         "bench/",
         ".ci/",
+        "debian/",
     ];
     for doc in [
         "Cargo.toml",

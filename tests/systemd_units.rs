@@ -1,20 +1,27 @@
-//! The systemd unit: `systemd-analyze verify` has nothing to say about it,
-//! and `systemd-analyze security` rates its exposure 2.0 or better.
+//! The systemd unit and the Debian package that carries it: `systemd-analyze
+//! verify` has nothing to say about the unit, `systemd-analyze security`
+//! rates its exposure 2.0 or better, the package holds what it should and
+//! lintian has no error or warning about it, and both work under a real
+//! systemd (`tests/systemd/e2e.sh`).
 //!
-//! Neither needs systemd to be PID 1. `verify` exits 0 even on unknown keys
-//! and bad values, so any output at all fails the test. The unit is checked
-//! as an instance (`ringsync@a.service`) from a copy whose `ExecStart=`
-//! points at the binary just built, since verify wants the binary to exist.
+//! The analyses do not need systemd to be PID 1. `verify` exits 0 even on
+//! unknown keys and bad values, so any output at all fails the test. The
+//! unit is checked as an instance (`ringsync@a.service`) from a copy whose
+//! `ExecStart=` points at the binary just built, since verify wants the
+//! binary to exist.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use common::deb::{self, NoPackage};
 use common::tools::{self, IfInstallFails, Tool};
 use common::BIN;
 
 const INSTALLED_BIN: &str = "/usr/local/bin/ringsync";
+/// Where the package puts the binary, and its unit's `ExecStart=` with it.
+const PACKAGED_BIN: &str = "/usr/bin/ringsync";
 /// Highest exposure accepted, on systemd-analyze's 0 (best) to 10 scale.
 const MAX_EXPOSURE: f64 = 2.0;
 
@@ -165,14 +172,194 @@ fn security_exposure_is_at_most_2() {
     );
 }
 
-/// The units under a real systemd: `tests/systemd/e2e.sh` boots three
-/// Debian containers with systemd-nspawn, installs ringsync in each exactly
-/// as systemd/README.md says, and runs a write, a sync, a SIGKILL with
-/// fallback, a restart with catch-up, an automatic restart and a reload.
-/// Outside CI it skips (exit 77, with the reason) where containers cannot
-/// run: not root, no nspawn, no Debian mirror; in CI that fails. The first run builds the container
-/// root (about 260 MB, a minute or two) in /var/cache/ringsync-test-root;
-/// later runs take seconds. `RINGSYNC_SKIP_E2E=1` skips it on purpose
+/// The package of the binary under test (see [`common::deb`]), or `None`
+/// when it cannot be built here (said why); a failed build fails the test.
+fn package() -> Option<PathBuf> {
+    match deb::package() {
+        Ok(path) => Some(path),
+        Err(NoPackage::CannotBuild(why)) => {
+            tools::skip(&why);
+            None
+        }
+        Err(NoPackage::Failed(why)) => panic!("{why}"),
+    }
+}
+
+fn repo_file(path: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// Runs `command`, which must succeed; its stdout.
+fn stdout_of(command: &mut Command) -> Vec<u8> {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("run {command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?} ({}):\n{}",
+        out.status,
+        said(&out)
+    );
+    out.stdout
+}
+
+fn bin_says(args: &[&str]) -> Vec<u8> {
+    stdout_of(Command::new(BIN).args(args))
+}
+
+#[test]
+fn the_package_holds_the_binary_the_unit_the_config_and_the_docs() {
+    let Some(deb) = package() else { return };
+    let field = |name: &str| {
+        let out = stdout_of(Command::new("dpkg-deb").arg("-f").arg(&deb).arg(name));
+        String::from_utf8_lossy(&out).trim().to_string()
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(field("Package"), "ringsync");
+    assert_eq!(field("Version"), format!("{version}-1"));
+    // Only what the binary links: libc.
+    let depends = field("Depends");
+    assert!(
+        !depends.is_empty() && depends.split(',').all(|d| d.trim().starts_with("libc6 ")),
+        "Depends: {depends}"
+    );
+    assert_eq!(field("Recommends"), "systemd");
+    let changelog = String::from_utf8_lossy(&repo_file("debian/changelog")).to_string();
+    assert!(
+        changelog.starts_with(&format!("ringsync ({version}-1) ")),
+        "debian/changelog's first entry is not for {version}-1"
+    );
+
+    let root = tempfile::tempdir().expect("temp dir");
+    let files = root.path().join("files");
+    let control = root.path().join("control");
+    stdout_of(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&files));
+    stdout_of(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&control));
+    let packed = |path: &str| {
+        std::fs::read(files.join(path))
+            .unwrap_or_else(|e| panic!("the package has no /{path}: {e}"))
+    };
+
+    let bin = files.join(PACKAGED_BIN.trim_start_matches('/'));
+    let version_line = stdout_of(Command::new(&bin).arg("--version"));
+    assert_eq!(
+        version_line,
+        bin_says(&["--version"]),
+        "/usr/bin/ringsync is not the binary under test"
+    );
+
+    let unit = String::from_utf8_lossy(&repo_file("systemd/ringsync@.service")).to_string();
+    let want = unit.replace(
+        &format!("ExecStart={INSTALLED_BIN} "),
+        &format!("ExecStart={PACKAGED_BIN} "),
+    );
+    assert_ne!(want, unit, "the unit has no ExecStart={INSTALLED_BIN}");
+    assert_eq!(
+        String::from_utf8_lossy(&packed("lib/systemd/system/ringsync@.service")),
+        want,
+        "the packaged unit is not systemd/ringsync@.service with ExecStart={PACKAGED_BIN}"
+    );
+
+    assert_eq!(
+        packed("etc/ringsync/topology.toml"),
+        repo_file("topology/example-production.toml"),
+        "/etc/ringsync/topology.toml is not the commented example"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(
+            &std::fs::read(control.join("conffiles")).expect("the package has conffiles")
+        ),
+        "/etc/ringsync/topology.toml\n",
+        "conffiles"
+    );
+
+    let man = stdout_of(
+        Command::new("gzip")
+            .arg("-dc")
+            .arg(files.join("usr/share/man/man1/ringsync.1.gz")),
+    );
+    assert_eq!(
+        man,
+        bin_says(&["man"]),
+        "the man page is not `ringsync man`"
+    );
+    for (shell, path) in [
+        ("bash", "usr/share/bash-completion/completions/ringsync"),
+        ("zsh", "usr/share/zsh/vendor-completions/_ringsync"),
+        ("fish", "usr/share/fish/vendor_completions.d/ringsync.fish"),
+    ] {
+        assert_eq!(
+            packed(path),
+            bin_says(&["completions", shell]),
+            "/{path} is not `ringsync completions {shell}`"
+        );
+    }
+
+    assert_eq!(
+        packed("usr/share/doc/ringsync/README.md"),
+        repo_file("README.md")
+    );
+    assert_eq!(
+        packed("usr/share/doc/ringsync/copyright"),
+        repo_file("debian/copyright")
+    );
+    for script in ["postinst", "prerm", "postrm"] {
+        assert_eq!(
+            std::fs::read(control.join(script)).unwrap_or_default(),
+            repo_file(&format!("debian/{script}")),
+            "the package's {script} is not debian/{script}"
+        );
+    }
+}
+
+/// Debian's lintian: a test that needs it fails where it cannot be had
+/// (it installs wherever apt-get works).
+const LINTIAN: Tool = Tool {
+    command: "lintian",
+    probe_arg: "--version",
+    package: "lintian",
+    if_install_fails: IfInstallFails::Fail,
+};
+
+#[test]
+fn lintian_has_no_error_or_warning_about_the_package() {
+    let Some(deb) = package() else { return };
+    if let Err(why) = tools::ensure(&LINTIAN) {
+        tools::skip(&why);
+        return;
+    }
+    // Warnings it would give are fixed, or overridden with the reason in
+    // debian/lintian-overrides; notes (I:) are explained in Cargo.toml.
+    let out = Command::new("lintian")
+        .args(["--fail-on", "error,warning", "--info"])
+        .arg(&deb)
+        .output()
+        .expect("run lintian");
+    let text = said(&out);
+    let tags: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("E: ") || l.starts_with("W: "))
+        .collect();
+    assert!(
+        out.status.success() && tags.is_empty(),
+        "lintian {} ({}):\n{text}",
+        deb.display(),
+        out.status
+    );
+    eprintln!("lintian: no error or warning about {}", deb.display());
+}
+
+/// The units under a real systemd: `tests/systemd/e2e.sh` boots Debian
+/// containers with systemd-nspawn, installs the package in each exactly as
+/// systemd/README.md says, and runs a write, a sync, a SIGKILL with
+/// fallback, a restart with catch-up, an automatic restart, a reload, a
+/// reinstall over a running node, a fourth server added by rolling reload,
+/// and the package's removal and purge. Outside CI it skips (exit 77, with
+/// the reason) where containers cannot run: not root, no nspawn, no Debian
+/// mirror; in CI that fails. The first run builds the container root
+/// (about 260 MB, a minute or two) in /var/cache/ringsync-test-root; later
+/// runs take under a minute. `RINGSYNC_SKIP_E2E=1` skips it on purpose
 /// (outside CI).
 #[test]
 fn end_to_end_in_systemd_containers() {
@@ -180,10 +367,11 @@ fn end_to_end_in_systemd_containers() {
         tools::skip("RINGSYNC_SKIP_E2E=1");
         return;
     }
+    let Some(deb) = package() else { return };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/systemd/e2e.sh");
     let out = Command::new("bash")
         .arg(&script)
-        .arg(BIN)
+        .arg(&deb)
         .stdin(Stdio::null())
         .output()
         .expect("run tests/systemd/e2e.sh");

@@ -26,6 +26,7 @@ use serde_json::Value;
 pub use ringsync::proc_cluster::tail;
 
 pub mod browser;
+pub mod deb;
 pub mod fuzzing;
 pub mod raw;
 pub mod tools;
