@@ -517,6 +517,11 @@ impl NodeHandle {
                         self.refused_by_peers.note(reason.name(), &what, now_ms());
                     }
                 }
+                // Back to the ring is the good news: not a warning.
+                Event::ModeChanged {
+                    mode: Mode::Ring,
+                    reason,
+                } => log::info!("mode is now ring: {reason}"),
                 Event::ModeChanged { mode, reason } => {
                     log::warn!("mode is now {}: {reason}", mode.name());
                 }
