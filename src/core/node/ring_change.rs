@@ -98,7 +98,7 @@ impl<S: Store> Node<S> {
         log::info!("{reason}");
         let was = self.mode;
         self.mode = Mode::Ring;
-        self.mode_since = self.cycle.unwrap_or(0);
+        self.mode_since = self.cycle.unwrap_or(self.now_ms / self.cfg.interval_ms);
         self.mode_reason = reason.clone();
         if was != Mode::Ring {
             self.events.push_back(Event::ModeChanged {

@@ -82,10 +82,14 @@ pub struct Status {
     pub schedule: String,
     /// "ring" or "fallback".
     pub mode: String,
-    /// The cycle in which the mode last changed.
+    /// The cycle in which the mode began: the first cycle run, until it changes.
     pub mode_since_cycle: u64,
     /// Why the mode is what it is.
     pub mode_reason: String,
+    /// When the mode began: the start of `mode_since_cycle`, ms since the
+    /// epoch.
+    #[serde(default)]
+    pub mode_since_ms: u64,
     /// Current cycle (floor(unix ms / interval)).
     pub cycle: u64,
     /// Cycles this node has run since it started.
@@ -154,6 +158,7 @@ pub fn status_of(node: &NodeHandle) -> Status {
         mode: snap.mode.name().into(),
         mode_since_cycle: snap.mode_since_cycle,
         mode_reason: snap.mode_reason,
+        mode_since_ms: snap.mode_since_cycle.saturating_mul(snap.interval_ms),
         cycle: now / (topo.cluster.interval.as_millis() as u64).max(1),
         cycles_run: snap.stats.cycles,
         digest_root: format!("{:016x}", snap.root),
