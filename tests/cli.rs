@@ -415,3 +415,34 @@ fn status_shows_the_mode_with_its_reason_and_age_and_times_as_ages() {
         "a Unix time in {text}"
     );
 }
+
+#[test]
+fn status_and_logs_name_a_failed_peer_by_id_and_say_why_it_failed() {
+    let mut c = Cluster::start(2, Schedule::Successor, INTERVAL, "");
+    let url = c.url(0);
+    c.kill(1);
+    wait_for(Duration::from_secs(20), "n0 in fallback", || {
+        let s = c.status(0);
+        if s["mode"] == "fallback" {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    });
+    let o = cli(&["status", "--node", &url], &[]);
+    exits(&o, 0);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("mode fallback since "), "{text}");
+    assert!(text.contains(" s ago: node(s) n1 failed"), "{text}");
+    assert!(text.contains("    last failure "), "{text}");
+    let o = cli(&["status", "--node", &url, "--json"], &[]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status JSON");
+    let why = v["peers"][0]["last_failure"].as_str().unwrap_or_default();
+    assert!(!why.is_empty(), "no last_failure in {v}");
+    assert!(v["peers"][0]["last_failure_ms"].is_u64(), "{v}");
+    let log = std::fs::read_to_string(c.log_path(0)).expect("n0's log");
+    assert!(
+        log.contains("mode is now fallback: node(s) n1 failed"),
+        "{log}"
+    );
+}

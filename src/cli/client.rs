@@ -288,6 +288,12 @@ pub fn status_text(v: &Value) -> String {
             at("last_received_ms"),
             f("failures")
         ));
+        if let Some(why) = p.get("last_failure").and_then(Value::as_str) {
+            out.push_str(&format!(
+                "    last failure {}: {why}\n",
+                ago(now, p.get("last_failure_ms").and_then(Value::as_u64))
+            ));
+        }
     }
     out
 }

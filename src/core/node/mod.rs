@@ -520,16 +520,21 @@ impl<S: Store> Node<S> {
         if mode == self.mode {
             return;
         }
-        let names = |ps: &[u32]| ps.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+        let names = |ps: &[u32]| {
+            ps.iter()
+                .map(|&p| self.cfg.name_at(p))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let reason = if mode == Mode::Ring {
             "every member is live again".to_string()
         } else if failed.is_empty() {
             format!(
-                "ring position(s) {} answer others but not this node",
+                "node(s) {} answer others but not this node",
                 names(&routed_around)
             )
         } else {
-            format!("ring position(s) {} failed", names(&failed))
+            format!("node(s) {} failed", names(&failed))
         };
         self.mode = mode;
         self.mode_since = self.cycle.unwrap_or(self.now_ms / self.cfg.interval_ms);

@@ -60,6 +60,13 @@ pub struct PeerStatus {
     pub probe_misses: u32,
     /// alive, suspect or failed.
     pub state: String,
+    /// Why our last request to it failed (a timeout, a refused
+    /// connection, a refusal such as `bad_signature`), if one has.
+    #[serde(default)]
+    pub last_failure: Option<String>,
+    /// When: ms since the epoch.
+    #[serde(default)]
+    pub last_failure_ms: Option<u64>,
     /// Its incarnation as we know it.
     pub incarnation: u64,
 }
@@ -132,7 +139,8 @@ pub fn status_of(node: &NodeHandle) -> Status {
     let peers = snap
         .peers
         .iter()
-        .map(|p| PeerStatus {
+        .map(|p| (p, at(p.pos).and_then(|s| node.last_failure(&s.id))))
+        .map(|(p, failure)| PeerStatus {
             id: at(p.pos).map_or_else(|| "?".into(), |s| s.id.clone()),
             addr: at(p.pos).map_or_else(|| "?".into(), |s| s.addr.clone()),
             last_push_ok_ms: p.seen.push_ok.map(|x| x.0),
@@ -144,6 +152,8 @@ pub fn status_of(node: &NodeHandle) -> Status {
             future_only_batches: p.seen.future_only,
             probe_misses: p.seen.probe_misses,
             state: p.member.state.name().to_string(),
+            last_failure_ms: failure.as_ref().map(|f| f.0),
+            last_failure: failure.map(|f| f.1),
             incarnation: p.member.incarnation,
         })
         .collect();
