@@ -153,7 +153,9 @@ pub fn start(
 
 /// `ringsync topology check FILE`: the checks [`start`] makes, for every
 /// node of the file, without flags. A node without a data_dir is a
-/// warning here (its `--data-dir` may supply it), an error at start.
+/// warning here (its `--data-dir` may supply it), an error at start; so is
+/// a node off loopback without a secret when no secret_file is named (the
+/// systemd credential `secret` may supply it).
 pub fn check(path: &Path) -> Findings {
     let (topology, errors) = Topology::load_partial(path);
     let valid = errors.is_empty();
@@ -178,7 +180,12 @@ pub fn check(path: &Path) -> Findings {
         }
         if let Some(signed) = signed {
             if let Err(e) = exposure(&topology, spec, signed, false) {
-                f.errors.push(e);
+                // Without a secret_file, the secret may be the systemd
+                // credential the unit loads when it starts: a warning here.
+                match topology.cluster.secret_file {
+                    Some(_) => f.errors.push(e),
+                    None => f.warnings.push(e),
+                }
             }
         }
     }
