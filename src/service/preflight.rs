@@ -82,8 +82,8 @@ fn exposure(
     Err(problem(
         topology,
         format!(
-            "no cluster secret, and node {:?} listens on {}, which is not a loopback address: anyone who can reach it could change its data. \
-             Give it a secret (`ringsync secret new --out FILE`, the same file on every node, named by secret_file in {}, or the systemd credential `secret`), \
+            "no cluster secret, and this node listens on {1}, which is not a loopback address (node {0:?}): anyone who can reach it could change its data. \
+             Give it a secret (`ringsync secret new --out FILE`, the same file on every node, named by secret_file in {2}, or the systemd credential `secret`), \
              or pass --insecure to `ringsync node` if the network is trusted",
             spec.id, spec.addr, topology.source
         ),
