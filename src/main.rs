@@ -265,7 +265,9 @@ struct SimArgs {
 
 #[derive(Subcommand)]
 enum TopologyCommand {
-    /// Check a topology file and print the ring.
+    /// Check a topology file as `ringsync node` does at start (settings,
+    /// ring, secret and tokens files, a secret off loopback) and print the
+    /// ring; every problem is listed, and any fails the check.
     Check {
         /// The file.
         file: PathBuf,
@@ -279,6 +281,27 @@ enum TopologyCommand {
         /// The changed file.
         new: PathBuf,
     },
+}
+
+/// `ringsync topology check`: the checks `ringsync node` makes at start,
+/// for every node of the file; prints the ring, and every problem found.
+fn topology_check(file: &std::path::Path) -> Result<(), Failure> {
+    use ringsync::service::preflight;
+    let found = preflight::check(file);
+    if let Some(t) = &found.topology {
+        print!("{}", t.describe());
+    }
+    for w in &found.warnings {
+        eprintln!("warning: {w}");
+    }
+    match found.errors.len() {
+        0 => Ok(()),
+        n => Err(Failure::from(format!(
+            "{n} problem(s) in {}, which `ringsync node` refuses to start with:\n{}",
+            file.display(),
+            preflight::lines(&found.errors)
+        ))),
+    }
 }
 
 /// `ringsync topology diff`: prints the change; an error if it cannot be
@@ -392,9 +415,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => Ok(ringsync::auth::secret_new(out.as_deref())?),
         Command::Topology {
             command: TopologyCommand::Check { file },
-        } => ringsync::topology::Topology::load(&file)
-            .map(|t| print!("{}", t.describe()))
-            .map_err(|e| Failure::from(e.to_string())),
+        } => topology_check(&file),
         Command::Topology {
             command: TopologyCommand::Diff { old, new },
         } => Ok(topology_diff(&old, &new)?),

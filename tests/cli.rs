@@ -377,3 +377,72 @@ fn completions_and_the_man_page_print_without_a_node() {
         "{text}"
     );
 }
+
+#[test]
+fn status_shows_the_mode_with_its_reason_and_age_and_times_as_ages() {
+    let c = Cluster::start(2, Schedule::Successor, INTERVAL, "");
+    let url = c.url(0);
+    // Both nodes have run cycles and reached each other.
+    wait_for(Duration::from_secs(20), "a push from n0 answered", || {
+        let s = c.status(0);
+        match s["peers"][0]["last_push_ok_ms"].as_u64() {
+            Some(_) => Ok(()),
+            None => Err(s.to_string()),
+        }
+    });
+    let o = cli(&["status", "--node", &url, "--json"], &[]);
+    exits(&o, 0);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status JSON");
+    let (since, cycle) = (
+        v["mode_since_cycle"].as_u64().expect("mode_since_cycle"),
+        v["cycle"].as_u64().expect("cycle"),
+    );
+    // Cycles are numbered from the clock: the mode began in a recent one.
+    assert!(since > 0 && since <= cycle && cycle - since < 1000, "{v}");
+
+    let o = cli(&["status", "--node", &url], &[]);
+    exits(&o, 0);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("mode ring since "), "{text}");
+    assert!(text.contains(" s ago: "), "{text}");
+    assert!(
+        text.contains("last push ok ") && text.contains(" s ago"),
+        "{text}"
+    );
+    let now_s = v["now_ms"].as_u64().expect("now_ms") / 1000;
+    assert!(
+        !text.contains(&now_s.to_string()[..6]),
+        "a Unix time in {text}"
+    );
+}
+
+#[test]
+fn status_and_logs_name_a_failed_peer_by_id_and_say_why_it_failed() {
+    let mut c = Cluster::start(2, Schedule::Successor, INTERVAL, "");
+    let url = c.url(0);
+    c.kill(1);
+    wait_for(Duration::from_secs(20), "n0 in fallback", || {
+        let s = c.status(0);
+        if s["mode"] == "fallback" {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    });
+    let o = cli(&["status", "--node", &url], &[]);
+    exits(&o, 0);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("mode fallback since "), "{text}");
+    assert!(text.contains(" s ago: node(s) n1 failed"), "{text}");
+    assert!(text.contains("    last failure "), "{text}");
+    let o = cli(&["status", "--node", &url, "--json"], &[]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status JSON");
+    let why = v["peers"][0]["last_failure"].as_str().unwrap_or_default();
+    assert!(!why.is_empty(), "no last_failure in {v}");
+    assert!(v["peers"][0]["last_failure_ms"].is_u64(), "{v}");
+    let log = std::fs::read_to_string(c.log_path(0)).expect("n0's log");
+    assert!(
+        log.contains("mode is now fallback: node(s) n1 failed"),
+        "{log}"
+    );
+}

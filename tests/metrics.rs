@@ -441,7 +441,7 @@ fn a_local_write_counts_as_applied_and_the_help_says_so() {
         "received entries are counted before the merge decides"
     );
     assert!(help_of(&text, "ringsync_keys").contains("tombstones, not counted"));
-    assert!(help_of(&text, "ringsync_mode_since_cycle").contains("0 while it has not changed"));
+    assert!(help_of(&text, "ringsync_mode_since_cycle").contains("the first cycle the node ran"));
 }
 
 /// A request that fails counts as failed whatever it asked, while ok

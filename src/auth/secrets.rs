@@ -139,26 +139,34 @@ impl Secrets {
     /// when it is there and not blank, else from the topology's
     /// `secret_file` and `tokens_file`.
     pub fn load(cluster: &Cluster, credentials: Option<&Path>) -> Result<Secrets, String> {
-        let (keyring, keyring_from) = read_secret_file(
+        Secrets::load_all(cluster, credentials).map_err(|e| e.join("; "))
+    }
+
+    /// As [`Secrets::load`], with the problems of both files, not the first.
+    pub fn load_all(cluster: &Cluster, credentials: Option<&Path>) -> Result<Secrets, Vec<String>> {
+        let keyring = read_secret_file(
             credentials,
             "secret",
             cluster.secret_file.as_deref(),
             "secret_file",
             Keyring::parse,
-        )?;
-        let (tokens, tokens_from) = read_secret_file(
+        );
+        let tokens = read_secret_file(
             credentials,
             "tokens",
             cluster.tokens_file.as_deref(),
             "tokens_file",
             Tokens::parse,
-        )?;
-        Ok(Secrets {
-            keyring,
-            tokens,
-            keyring_from,
-            tokens_from,
-        })
+        );
+        match (keyring, tokens) {
+            (Ok((keyring, keyring_from)), Ok((tokens, tokens_from))) => Ok(Secrets {
+                keyring,
+                tokens,
+                keyring_from,
+                tokens_from,
+            }),
+            (k, t) => Err([k.err(), t.err()].into_iter().flatten().collect()),
+        }
     }
 
     /// `$CREDENTIALS_DIRECTORY`, if systemd set it.

@@ -229,22 +229,42 @@ pub fn status(node: &str, json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A status as text.
+/// How long before `now` the time `at` (both ms since the epoch) was, as
+/// "3 s ago"; "never" when there is none.
+fn ago(now: Option<u64>, at: Option<u64>) -> String {
+    match (now, at) {
+        (Some(now), Some(at)) => {
+            let s = now.saturating_sub(at) / 1000;
+            match s {
+                0..=119 => format!("{s} s ago"),
+                120..=7199 => format!("{} min ago", s / 60),
+                _ => format!("{} h ago", s / 3600),
+            }
+        }
+        _ => "never".to_string(),
+    }
+}
+
+/// A status as text: the mode with its reason and age, and every time as
+/// an age (`--json` keeps the raw fields).
 pub fn status_text(v: &Value) -> String {
     let s = |k: &str| {
         v.get(k)
             .map(|x| x.to_string().trim_matches('"').to_string())
             .unwrap_or_default()
     };
+    let now = v.get("now_ms").and_then(Value::as_u64);
     let mut out = format!(
-        "node {} (position {}, successor {}) cluster {}: schedule {}, mode {}, cycle {}\n  digest {}  keys {}  tombstones {}\n",
+        "node {} (position {}, successor {}) cluster {}: schedule {}, cycle {}\n  mode {} since {}: {}\n  digest {}  keys {}  tombstones {}\n",
         s("id"),
         s("position"),
         s("successor"),
         s("cluster"),
         s("schedule"),
-        s("mode"),
         s("cycle"),
+        s("mode"),
+        ago(now, v.get("mode_since_ms").and_then(Value::as_u64)),
+        s("mode_reason"),
         s("digest_root"),
         s("keys"),
         s("tombstones")
@@ -259,14 +279,21 @@ pub fn status_text(v: &Value) -> String {
             None | Some(Value::Null) => "never".to_string(),
             Some(x) => x.to_string().trim_matches('"').to_string(),
         };
+        let at = |k: &str| ago(now, p.get(k).and_then(Value::as_u64));
         out.push_str(&format!(
-            "  peer {:<12} {:<8} last push ok cycle {:<12} last received cycle {:<12} failures {}\n",
+            "  peer {:<12} {:<8} last push ok {:<12} last received {:<12} failures {}\n",
             f("id"),
             f("state"),
-            f("last_push_ok_cycle"),
-            f("last_received_cycle"),
+            at("last_push_ok_ms"),
+            at("last_received_ms"),
             f("failures")
         ));
+        if let Some(why) = p.get("last_failure").and_then(Value::as_str) {
+            out.push_str(&format!(
+                "    last failure {}: {why}\n",
+                ago(now, p.get("last_failure_ms").and_then(Value::as_u64))
+            ));
+        }
     }
     out
 }

@@ -1,5 +1,7 @@
 //! The core's settings: plain numbers, no files or durations parsing here.
 
+use std::collections::BTreeMap;
+
 use super::entry::Origin;
 use super::schedule::Schedule;
 
@@ -17,6 +19,9 @@ pub struct Config {
     pub epoch: u64,
     /// The ring: each member's stable identity (its origin), in ring order.
     pub ring: Vec<Origin>,
+    /// What logs and mode reasons call a member, by origin (its node id);
+    /// a member without one is called by its ring position.
+    pub names: BTreeMap<Origin, String>,
     /// Nodes in the ring (`ring.len()`).
     pub n: u32,
     /// This node's ring position.
@@ -65,6 +70,7 @@ impl Config {
             name: cluster,
             epoch: 0,
             ring: (0..n).collect(),
+            names: BTreeMap::new(),
             n,
             me,
             schedule,
@@ -101,6 +107,15 @@ impl Config {
     /// The origin of the member at ring position `pos`.
     pub fn origin_at(&self, pos: u32) -> Origin {
         self.ring.get(pos as usize).copied().unwrap_or(pos)
+    }
+
+    /// What humans read for the member at ring position `pos`: its name,
+    /// or else the position.
+    pub fn name_at(&self, pos: u32) -> String {
+        self.names
+            .get(&self.origin_at(pos))
+            .cloned()
+            .unwrap_or_else(|| pos.to_string())
     }
 
     /// The ring position of the member with origin `origin`, if it is one.

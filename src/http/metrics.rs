@@ -146,7 +146,7 @@ pub fn render_snapshot(
     );
     m.gauge(
         "ringsync_mode_since_cycle",
-        "The cycle in which the mode last changed; 0 while it has not changed since the node started.",
+        "The cycle in which the current mode began: the first cycle the node ran, until the mode changes (0 before any cycle).",
         node.mode_since_cycle,
     );
     m.gauge(

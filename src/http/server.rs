@@ -110,7 +110,7 @@ fn gate<'a>(
         let mut res = admit(req, next).await;
         if res.status().is_client_error() || res.status().is_server_error() {
             if res.is_empty() == Some(true) && res.ext::<Noted>().is_none() {
-                res = unexplained(res.status(), &what);
+                res = unexplained(res.status());
             }
             if let Some(n) = res.ext::<Noted>() {
                 if !NOT_REFUSALS.contains(&n.reason) {
@@ -125,17 +125,18 @@ fn gate<'a>(
 
 /// A JSON error for an answer that came without one: tide's own 404 and
 /// 405, or a handler's error.
-fn unexplained(status: StatusCode, what: &str) -> Response {
+fn unexplained(status: StatusCode) -> Response {
     let (reason, message) = match status {
         StatusCode::NotFound => (
             "no_route",
-            format!("no route for {what}; the routes are listed in README.md (The HTTP API)"),
+            "no route for this method and path; the routes are listed in README.md (The HTTP API)"
+                .to_string(),
         ),
         StatusCode::MethodNotAllowed => (
             "method_not_allowed",
-            format!("{what}: this method is not allowed on this path"),
+            "this method is not allowed on this path".to_string(),
         ),
-        s => ("error", format!("{what} failed: {s}")),
+        s => ("error", format!("the request failed: {s}")),
     };
     api_error(status, reason, message).into()
 }

@@ -16,7 +16,7 @@ use super::report::SyncReports;
 use super::snapshot::Snapshot;
 use super::transport::{max_peer_body, Call, NodeDigest, PeerError, Reply, Transport};
 use crate::auth::{Guard, RefusalLog, Secrets};
-use crate::core::entry::Entry;
+use crate::core::entry::{Entry, Origin};
 use crate::core::node::Mode;
 use crate::core::{Config, Event, Node, Transmit, WriteError};
 use crate::store::{Closed, Reads, Store, StoreError};
@@ -106,6 +106,9 @@ pub struct NodeHandle {
     /// Peers' replies we refused before using them (a bad reply signature),
     /// counted and logged at most once a second per reason.
     refused_replies: RefusalLog,
+    /// Each peer's last failed request: when (ms) and why, by peer id, for
+    /// `/v1/status` (the log has it only once a minute, or at debug).
+    last_failures: Mutex<HashMap<String, (u64, String)>>,
 }
 
 impl NodeHandle {
@@ -147,6 +150,7 @@ impl NodeHandle {
             refused_by_us: RefusalLog::default(),
             refused_by_peers: RefusalLog::default(),
             refused_replies: RefusalLog::default(),
+            last_failures: Mutex::new(HashMap::new()),
             topology: RwLock::new(Arc::new(topology)),
         });
         Committer::start(queue, Arc::downgrade(&handle))?;
@@ -244,6 +248,7 @@ impl NodeHandle {
         let RingChange { topology, me, .. } = *change;
         let members = topology.nodes.iter().map(|n| n.id.clone()).collect();
         self.with_node(|n| {
+            n.add_names(names(&topology));
             n.change_ring(
                 topology.fingerprint(),
                 topology.cluster.epoch,
@@ -423,6 +428,7 @@ impl NodeHandle {
         };
         let result = send(self.transport.as_ref(), call).await;
         if let Err(e) = &result {
+            self.failed(&to, &e.message);
             if e.refused_credentials {
                 self.warn_refused_by(pos, &e.message);
             }
@@ -432,6 +438,19 @@ impl NodeHandle {
             }
         }
         result
+    }
+
+    /// Keeps why the last request to peer `id` failed.
+    fn failed(&self, id: &str, why: &str) {
+        let mut all = self.last_failures.lock().unwrap_or_else(|p| p.into_inner());
+        all.insert(id.to_string(), (now_ms(), why.to_string()));
+    }
+
+    /// When (ms since the epoch) and why the last request to peer `id`
+    /// failed, if one has.
+    pub fn last_failure(&self, id: &str) -> Option<(u64, String)> {
+        let all = self.last_failures.lock().unwrap_or_else(|p| p.into_inner());
+        all.get(id).cloned()
     }
 
     /// Warns, at most once a minute per peer, that a peer refused our
@@ -514,10 +533,16 @@ impl NodeHandle {
                         let what = format!("a request from {who}: {reason}");
                         self.refused_by_us.note(reason.name(), &what, now_ms());
                     } else {
+                        self.failed(who, &format!("it refused our request: {reason}"));
                         let what = format!("{who} refused our request: {reason}");
                         self.refused_by_peers.note(reason.name(), &what, now_ms());
                     }
                 }
+                // Back to the ring is the good news: not a warning.
+                Event::ModeChanged {
+                    mode: Mode::Ring,
+                    reason,
+                } => log::info!("mode is now ring: {reason}"),
                 Event::ModeChanged { mode, reason } => {
                     log::warn!("mode is now {}: {reason}", mode.name());
                 }
@@ -547,7 +572,7 @@ impl NodeHandle {
                 refused_reply: None,
             }),
         };
-        let to = t.to;
+        let to = self.id_of(t.to);
         self.on_core(move |node| match result {
             Ok(reply) => node.handle_reply(now_ms(), t.id, &reply),
             Err(e) => {
@@ -560,6 +585,11 @@ impl NodeHandle {
 }
 
 /// The core's settings for node `me` of `topology`.
+/// Each member's origin with its id: what the core calls it in logs.
+fn names(topology: &Topology) -> impl Iterator<Item = (Origin, String)> + '_ {
+    topology.nodes.iter().map(|n| (n.origin(), n.id.clone()))
+}
+
 fn config_of(topology: &Topology, me: u32) -> Config {
     let c = &topology.cluster;
     let mut cfg = Config::new(
@@ -571,6 +601,7 @@ fn config_of(topology: &Topology, me: u32) -> Config {
     );
     cfg.name = topology.name_fingerprint();
     cfg.set_ring(topology.fingerprint(), c.epoch, topology.origins(), me);
+    cfg.names = names(topology).collect();
     cfg.max_value = c.max_value_size;
     cfg.max_drift_ms = c.max_clock_drift.as_millis() as u64;
     cfg.tombstone_lifetime_ms = c.tombstone_lifetime.as_millis() as u64;

@@ -1,4 +1,5 @@
-//! One line per event, with the node id; level from RUST_LOG (default info).
+//! One line per event: UTC time (RFC 3339, ms), level, node id, message;
+//! level from RUST_LOG (default info).
 
 use std::io::Write;
 
@@ -8,6 +9,9 @@ pub fn init(id: &str) {
     let _ = env_logger::Builder::from_env(
         env_logger::Env::default().default_filter_or("info,tide=warn"),
     )
-    .format(move |buf, record| writeln!(buf, "{} node={} {}", record.level(), id, record.args()))
+    .format(move |buf, record| {
+        let at = buf.timestamp_millis();
+        writeln!(buf, "{at} {} node={} {}", record.level(), id, record.args())
+    })
     .try_init();
 }

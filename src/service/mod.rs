@@ -14,6 +14,7 @@ pub mod handle;
 pub mod logging;
 pub mod nonces;
 pub mod notify;
+pub mod preflight;
 pub mod reload;
 pub mod report;
 pub mod runtime;

@@ -2,7 +2,7 @@
 //! drive cycles, reload on SIGHUP, stop cleanly.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use super::handle::NodeHandle;
 use super::nonces;
 use super::notify::{self, Notifier};
 use super::now_ms;
+use super::preflight;
 use super::reload::{self, Plan};
 use super::transport::{Offline, Transport};
 use crate::auth::Secrets;
@@ -113,10 +114,9 @@ pub fn is_loopback(addr: &str) -> bool {
     }
 }
 
-/// Reads the secrets and decides whether the node may run with them: with
-/// no cluster secret, only on loopback or with `--insecure`.
-fn secrets_for(topology: &Topology, addr: &str, insecure: bool) -> Result<Secrets, String> {
-    let secrets = Secrets::load(&topology.cluster, Secrets::credentials_dir().as_deref())?;
+/// Logs what the node's requests are guarded with (the checks that it may
+/// run so are in [`preflight::start`]).
+fn log_secrets(secrets: &Secrets, addr: &str) {
     if let (Some(k), Some(from)) = (&secrets.keyring, &secrets.keyring_from) {
         log::info!(
             "peer and sync requests are signed: {} key(s) from {}",
@@ -133,27 +133,16 @@ fn secrets_for(topology: &Topology, addr: &str, insecure: bool) -> Result<Secret
                 "no client tokens: /v1/kv takes only requests signed with the cluster secret"
             );
         }
-        return Ok(secrets);
-    }
-    if is_loopback(addr) {
+    } else if is_loopback(addr) {
         log::warn!(
             "no cluster secret: peer and sync requests are not signed; allowed only because {addr} is a loopback address"
         );
-        return Ok(secrets);
-    }
-    if insecure {
+    } else {
         log::warn!(
             "no cluster secret and --insecure: anyone who can reach {addr} can send this node peer messages and start syncs{}",
             if secrets.tokens.is_none() { ", and read and write its data" } else { "" }
         );
-        return Ok(secrets);
     }
-    Err(format!(
-        "no cluster secret, and this node listens on {addr}, which is not a loopback address: anyone who can reach it could change its data. \
-         Give it a secret (`ringsync secret new --out FILE`, the same file on every node, named by secret_file in {}, or the systemd credential `secret`), \
-         or pass --insecure if the network is trusted",
-        topology.source
-    ))
 }
 
 /// `ringsync node`: runs one node until SIGTERM or SIGINT, reaching its
@@ -174,20 +163,18 @@ where
     Served: Future<Output = Result<(), String>>,
 {
     crate::service::logging::init(id);
-    let topology = Topology::load(topology_path).map_err(|e| e.to_string())?;
-    let (_, spec) = topology.node(id).map_err(|e| e.to_string())?;
-    let dir: PathBuf = match (data_dir, &spec.data_dir) {
-        (Some(d), _) => d.to_path_buf(),
-        (None, Some(d)) => d.clone(),
-        (None, None) => {
-            return Err(format!(
-                "node {id:?} has no data_dir in {} and no --data-dir was given: say where its data lives",
-                topology_path.display()
-            ))
-        }
-    };
-    let addr = spec.addr.clone();
-    let secrets = secrets_for(&topology, &addr, insecure)?;
+    let preflight::Start {
+        topology,
+        data_dir: dir,
+        secrets,
+        warnings,
+    } = preflight::start(topology_path, id, data_dir, insecure)
+        .map_err(|problems| preflight::lines(&problems))?;
+    for w in &warnings {
+        log::warn!("{w}");
+    }
+    let addr = topology.node(id).map_err(|e| e.to_string())?.1.addr.clone();
+    log_secrets(&secrets, &addr);
     let node = NodeHandle::open_with(topology, id, &dir, secrets, transport)?;
     log::info!(
         "node {id} opening: ring position {}, schedule {}, data in {}",

@@ -43,27 +43,50 @@ const MAX_ID_LEN: usize = 64;
 /// How the accepted duration syntax is shown in error messages.
 const DURATION_FORM: &str = "like \"500ms\", \"1s\", \"1m 30s\" or \"7days\"";
 
-/// Applies defaults and checks to the `[cluster]` table.
-pub(super) fn cluster(cx: &Ctx, table: Spanned<RawCluster>) -> Result<Cluster, TopologyError> {
+/// The problems found in one file so far: every check adds to it and goes
+/// on, so that one run reports them all.
+pub(super) type Problems = Vec<TopologyError>;
+
+/// `r`'s value, or `fallback` with its error kept in `problems`.
+fn keep<T>(problems: &mut Problems, r: Result<T, TopologyError>, fallback: T) -> T {
+    r.unwrap_or_else(|e| {
+        problems.push(e);
+        fallback
+    })
+}
+
+/// Applies defaults and checks to the `[cluster]` table; what is wrong goes
+/// to `problems` (the value then stands at its default).
+pub(super) fn cluster(cx: &Ctx, table: Spanned<RawCluster>, problems: &mut Problems) -> Cluster {
     let span = table.span();
     let rc = table.into_inner();
-    let Some(name) = rc.name else {
-        return Err(cx.at(
-            span,
-            "[cluster] has no name; add name = \"my-cluster\" (every node's copy must use the same name)",
-        ));
+    let name = match rc.name {
+        None => {
+            problems.push(cx.at(
+                span,
+                "[cluster] has no name; add name = \"my-cluster\" (every node's copy must use the same name)",
+            ));
+            String::new()
+        }
+        Some(name) => {
+            if name.get_ref().trim().is_empty() {
+                problems.push(cx.at(
+                    name.span(),
+                    "cluster name is empty; set name = \"my-cluster\" (any non-empty text)",
+                ));
+            }
+            name.into_inner()
+        }
     };
-    if name.get_ref().trim().is_empty() {
-        return Err(cx.at(
-            name.span(),
-            "cluster name is empty; set name = \"my-cluster\" (any non-empty text)",
-        ));
-    }
 
-    let interval = duration(cx, "interval", &rc.interval, DEFAULT_INTERVAL)?;
+    let interval = keep(
+        problems,
+        duration(cx, "interval", &rc.interval, DEFAULT_INTERVAL),
+        DEFAULT_INTERVAL,
+    );
     if interval < MIN_INTERVAL {
         let span = rc.interval.as_ref().map(Spanned::span);
-        return Err(cx.err(
+        problems.push(cx.err(
             span,
             format!(
                 "interval {} is shorter than the minimum of 10ms; set interval to \"10ms\" or more (\"1s\" is typical)",
@@ -74,84 +97,120 @@ pub(super) fn cluster(cx: &Ctx, table: Spanned<RawCluster>) -> Result<Cluster, T
 
     let schedule = match &rc.schedule {
         None => Schedule::Successor,
-        Some(s) => s.get_ref().trim().parse::<Schedule>().map_err(|m| {
-            cx.at(
-                s.span(),
-                format!("{m}; set schedule = \"successor\", \"doubling\" or \"random\""),
-            )
-        })?,
+        Some(s) => keep(
+            problems,
+            s.get_ref().trim().parse::<Schedule>().map_err(|m| {
+                cx.at(
+                    s.span(),
+                    format!("{m}; set schedule = \"successor\", \"doubling\" or \"random\""),
+                )
+            }),
+            Schedule::Successor,
+        ),
     };
 
-    let peer_timeout = duration(cx, "peer_timeout", &rc.peer_timeout, interval / 2)?;
+    let peer_timeout = keep(
+        problems,
+        duration(cx, "peer_timeout", &rc.peer_timeout, interval / 2),
+        interval / 2,
+    );
     if peer_timeout.is_zero() {
-        return Err(cx.err(
+        problems.push(cx.err(
             rc.peer_timeout.as_ref().map(Spanned::span),
             "peer_timeout is zero, so every push would time out; set it above 0, like \"500ms\", or remove it to use interval/2",
         ));
     }
 
-    let tombstone_lifetime = duration(
-        cx,
-        "tombstone_lifetime",
-        &rc.tombstone_lifetime,
+    let tombstone_lifetime = keep(
+        problems,
+        duration(
+            cx,
+            "tombstone_lifetime",
+            &rc.tombstone_lifetime,
+            DEFAULT_TOMBSTONE_LIFETIME,
+        ),
         DEFAULT_TOMBSTONE_LIFETIME,
-    )?;
-    let max_clock_drift = duration(
-        cx,
-        "max_clock_drift",
-        &rc.max_clock_drift,
+    );
+    let max_clock_drift = keep(
+        problems,
+        duration(
+            cx,
+            "max_clock_drift",
+            &rc.max_clock_drift,
+            DEFAULT_MAX_CLOCK_DRIFT,
+        ),
         DEFAULT_MAX_CLOCK_DRIFT,
-    )?;
-    let max_value_size = count(
-        cx,
-        "max_value_size",
-        &rc.max_value_size,
-        usize::MAX,
+    );
+    let max_value_size = keep(
+        problems,
+        count(
+            cx,
+            "max_value_size",
+            &rc.max_value_size,
+            usize::MAX,
+            DEFAULT_MAX_VALUE_SIZE,
+        ),
         DEFAULT_MAX_VALUE_SIZE,
-    )?;
-    let failure_threshold = count(
-        cx,
-        "failure_threshold",
-        &rc.failure_threshold,
-        u32::MAX,
+    );
+    let failure_threshold = keep(
+        problems,
+        count(
+            cx,
+            "failure_threshold",
+            &rc.failure_threshold,
+            u32::MAX,
+            DEFAULT_FAILURE_THRESHOLD,
+        ),
         DEFAULT_FAILURE_THRESHOLD,
-    )?;
-    let sync_max_rounds = count(
-        cx,
-        "sync_max_rounds",
-        &rc.sync_max_rounds,
-        u32::MAX,
+    );
+    let sync_max_rounds = keep(
+        problems,
+        count(
+            cx,
+            "sync_max_rounds",
+            &rc.sync_max_rounds,
+            u32::MAX,
+            DEFAULT_SYNC_MAX_ROUNDS,
+        ),
         DEFAULT_SYNC_MAX_ROUNDS,
-    )?;
+    );
     let epoch = match &rc.epoch {
         None => 0,
-        Some(e) => u64::try_from(*e.get_ref()).map_err(|_| {
-            cx.at(
-                e.span(),
-                format!(
-                    "epoch {} is negative; the epoch counts ring changes from 0: raise it by one with each change",
-                    e.get_ref()
-                ),
-            )
-        })?,
+        Some(e) => keep(
+            problems,
+            u64::try_from(*e.get_ref()).map_err(|_| {
+                cx.at(
+                    e.span(),
+                    format!(
+                        "epoch {} is negative; the epoch counts ring changes from 0: raise it by one with each change",
+                        e.get_ref()
+                    ),
+                )
+            }),
+            0,
+        ),
     };
-    let secret_file = path(cx, "secret_file", &rc.secret_file)?;
-    let tokens_file = path(cx, "tokens_file", &rc.tokens_file)?;
-    let request_timeout = duration(
-        cx,
-        "request_timeout",
-        &rc.request_timeout,
+    let secret_file = keep(problems, path(cx, "secret_file", &rc.secret_file), None);
+    let tokens_file = keep(problems, path(cx, "tokens_file", &rc.tokens_file), None);
+    let request_timeout = keep(
+        problems,
+        duration(
+            cx,
+            "request_timeout",
+            &rc.request_timeout,
+            DEFAULT_REQUEST_TIMEOUT,
+        ),
         DEFAULT_REQUEST_TIMEOUT,
-    )?;
+    );
     if request_timeout.is_zero() {
-        return Err(cx.err(
+        problems.push(cx.err(
             rc.request_timeout.as_ref().map(Spanned::span),
             "request_timeout is zero, so every request would be cut; set it above 0, like \"10s\", or remove it to use the default",
         ));
     }
 
-    Ok(Cluster {
-        name: name.into_inner(),
+    Cluster {
+        name,
         interval,
         schedule,
         peer_timeout,
@@ -165,66 +224,94 @@ pub(super) fn cluster(cx: &Ctx, table: Spanned<RawCluster>) -> Result<Cluster, T
         relay: rc.relay.unwrap_or(true),
         sync_max_rounds,
         epoch,
-    })
+    }
 }
 
 /// Checks each `[[node]]` table and the ring they form, in file order: ids
-/// and addresses well formed and unique, at least two members.
+/// and addresses well formed and unique, at least two members. A node
+/// with a problem is left out of the ring returned; the problem goes to
+/// `problems`.
 pub(super) fn ring(
     cx: &Ctx,
     tables: Vec<Spanned<RawNode>>,
-) -> Result<Vec<NodeSpec>, TopologyError> {
+    problems: &mut Problems,
+) -> Vec<NodeSpec> {
+    let tables_len = tables.len();
     let mut nodes: Vec<NodeSpec> = Vec::with_capacity(tables.len());
     // (id, line) and (normalized addr, line) of the nodes seen so far.
     let mut seen_ids: Vec<(String, usize)> = Vec::new();
     let mut seen_addrs: Vec<(String, usize)> = Vec::new();
+    let mut first_line = None;
     for (i, node) in tables.into_iter().enumerate() {
         let node_span = node.span();
-        let rn = node.into_inner();
-        let Some(id) = rn.id else {
-            return Err(cx.at(
-                node_span,
-                format!(
-                    "[[node]] number {} has no id; add id = \"...\" to it",
-                    i + 1
-                ),
-            ));
-        };
-        check_id(id.get_ref()).map_err(|m| cx.at(id.span(), m))?;
-        let id_line = cx.line_of(id.span().start);
-        if let Some((_, first)) = seen_ids.iter().find(|(s, _)| s == id.get_ref()) {
-            return Err(cx.at(
-                id.span(),
-                format!(
-                    "node id {:?} is used twice (first on line {first}); give every node a unique id",
-                    id.get_ref()
-                ),
-            ));
+        first_line.get_or_insert(cx.line_of(node_span.start));
+        if let Some(spec) = node_spec(
+            cx,
+            i,
+            node,
+            &mut seen_ids,
+            &mut seen_addrs,
+            &nodes,
+            problems,
+        ) {
+            nodes.push(spec);
         }
-        let Some(addr) = rn.addr else {
-            return Err(cx.at(
-                node_span,
-                format!(
-                    "node {:?} has no addr; add addr = \"host:port\" to its [[node]] table",
-                    id.get_ref()
-                ),
-            ));
-        };
-        let norm = check_addr(addr.get_ref()).map_err(|m| cx.at(addr.span(), m))?;
-        let addr_line = cx.line_of(addr.span().start);
-        if let Some((_, first)) = seen_addrs.iter().find(|(s, _)| *s == norm) {
-            return Err(cx.at(
-                addr.span(),
-                format!(
-                    "addr {:?} of node {:?} is already used by the node on line {first}; give every node its own host:port",
-                    addr.get_ref(),
-                    id.get_ref()
-                ),
-            ));
-        }
+    }
+
+    if tables_len < 2 {
+        problems.push(cx.on_line(
+            seen_ids.first().map(|(_, l)| *l).or(first_line),
+            format!(
+                "the ring has {tables_len} node(s) but needs at least 2; add a [[node]] table with id and addr for each member"
+            ),
+        ));
+    }
+    if u32::try_from(tables_len).is_err() {
+        problems.push(cx.err(None, "too many nodes; a ring holds at most 2^32 - 1"));
+    }
+    nodes
+}
+
+/// Checks the `[[node]]` table number `i` against itself and the nodes
+/// before it; `None` when it has a problem (each is in `problems`).
+fn node_spec(
+    cx: &Ctx,
+    i: usize,
+    node: Spanned<RawNode>,
+    seen_ids: &mut Vec<(String, usize)>,
+    seen_addrs: &mut Vec<(String, usize)>,
+    nodes: &[NodeSpec],
+    problems: &mut Problems,
+) -> Option<NodeSpec> {
+    let node_span = node.span();
+    let rn = node.into_inner();
+    let before = problems.len();
+    let Some(id) = rn.id else {
+        problems.push(cx.at(
+            node_span,
+            format!(
+                "[[node]] number {} has no id; add id = \"...\" to it",
+                i + 1
+            ),
+        ));
+        return None;
+    };
+    if let Err(m) = check_id(id.get_ref()) {
+        problems.push(cx.at(id.span(), m));
+    }
+    let id_line = cx.line_of(id.span().start);
+    if let Some((_, first)) = seen_ids.iter().find(|(s, _)| s == id.get_ref()) {
+        problems.push(cx.at(
+            id.span(),
+            format!(
+                "node id {:?} is used twice (first on line {first}); give every node a unique id",
+                id.get_ref()
+            ),
+        ));
+    } else {
         let origin = origin_of(id.get_ref());
         if let Some(other) = nodes.iter().find(|n| n.origin() == origin) {
-            return Err(cx.at(
+            problems.push(cx.at(
                 id.span(),
                 format!(
                     "node ids {:?} and {:?} hash to the same origin number {origin}, which would make their writes indistinguishable; rename one of them",
@@ -233,29 +320,44 @@ pub(super) fn ring(
                 ),
             ));
         }
-        let data_dir = path(cx, "data_dir", &rn.data_dir)?;
         seen_ids.push((id.get_ref().clone(), id_line));
-        seen_addrs.push((norm, addr_line));
-        nodes.push(NodeSpec {
-            id: id.into_inner(),
-            addr: addr.into_inner(),
-            data_dir,
-        });
     }
-
-    if nodes.len() < 2 {
-        return Err(cx.on_line(
-            seen_ids.first().map(|(_, l)| *l),
+    match &rn.addr {
+        None => problems.push(cx.at(
+            node_span,
             format!(
-                "the ring has {} node(s) but needs at least 2; add a [[node]] table with id and addr for each member",
-                nodes.len()
+                "node {:?} has no addr; add addr = \"host:port\" to its [[node]] table",
+                id.get_ref()
             ),
-        ));
+        )),
+        Some(addr) => match check_addr(addr.get_ref()) {
+            Err(m) => problems.push(cx.at(addr.span(), m)),
+            Ok(norm) => {
+                let addr_line = cx.line_of(addr.span().start);
+                if let Some((_, first)) = seen_addrs.iter().find(|(s, _)| *s == norm) {
+                    problems.push(cx.at(
+                        addr.span(),
+                        format!(
+                            "addr {:?} of node {:?} is already used by the node on line {first}; give every node its own host:port",
+                            addr.get_ref(),
+                            id.get_ref()
+                        ),
+                    ));
+                } else {
+                    seen_addrs.push((norm, addr_line));
+                }
+            }
+        },
     }
-    if u32::try_from(nodes.len()).is_err() {
-        return Err(cx.err(None, "too many nodes; a ring holds at most 2^32 - 1"));
+    let data_dir = keep(problems, path(cx, "data_dir", &rn.data_dir), None);
+    if problems.len() > before {
+        return None;
     }
-    Ok(nodes)
+    Some(NodeSpec {
+        id: id.into_inner(),
+        addr: rn.addr.map(Spanned::into_inner).unwrap_or_default(),
+        data_dir,
+    })
 }
 
 /// The duration `value` holds, or `default` when the key is absent.

@@ -130,38 +130,90 @@ impl std::error::Error for TopologyError {}
 impl Topology {
     /// Parses and validates topology text. `source` names it in errors (a
     /// path, or `"<text>"`); relative `secret_file` and `data_dir` paths are
-    /// joined to `base_dir` when one is given.
+    /// joined to `base_dir` when one is given. The error is the first
+    /// problem; [`Topology::parse_all`] has them all.
     pub fn parse(
         text: &str,
         source: &str,
         base_dir: Option<&Path>,
     ) -> Result<Topology, TopologyError> {
+        Topology::parse_all(text, source, base_dir).map_err(first)
+    }
+
+    /// As [`Topology::parse`], with every problem of the text, in file
+    /// order (cluster settings first, then the nodes), never an empty list.
+    pub fn parse_all(
+        text: &str,
+        source: &str,
+        base_dir: Option<&Path>,
+    ) -> Result<Topology, Vec<TopologyError>> {
+        match Topology::parse_partial(text, source, base_dir) {
+            (Some(t), problems) if problems.is_empty() => Ok(t),
+            (_, problems) => Err(problems),
+        }
+    }
+
+    /// Every problem of the text, and as much of a topology as it holds:
+    /// `None` only when it is not TOML of the right shape; a setting with a
+    /// problem stands at its default, a node with one is left out. What
+    /// checks the rest (the secret file, say) goes on from there.
+    pub fn parse_partial(
+        text: &str,
+        source: &str,
+        base_dir: Option<&Path>,
+    ) -> (Option<Topology>, Vec<TopologyError>) {
         let cx = Ctx {
             text,
             source,
             base_dir,
         };
-        let (cluster, nodes) = cx.read()?;
-        Ok(Topology {
-            cluster: check::cluster(&cx, cluster)?,
-            nodes: check::ring(&cx, nodes)?,
+        let (cluster, nodes) = match cx.read() {
+            Ok(read) => read,
+            Err(e) => return (None, vec![e]),
+        };
+        let mut problems = check::Problems::new();
+        let cluster = check::cluster(&cx, cluster, &mut problems);
+        let nodes = check::ring(&cx, nodes, &mut problems);
+        let t = Topology {
+            cluster,
+            nodes,
             source: source.to_string(),
-        })
+        };
+        (Some(t), problems)
     }
 
     /// Reads and validates the topology file at `path`. Relative paths in it
     /// resolve against the file's folder. A read failure is also a
-    /// [`TopologyError`] naming the file.
+    /// [`TopologyError`] naming the file. The error is the first problem;
+    /// [`Topology::load_all`] has them all.
     pub fn load(path: &Path) -> Result<Topology, TopologyError> {
+        Topology::load_all(path).map_err(first)
+    }
+
+    /// As [`Topology::load`], with every problem of the file.
+    pub fn load_all(path: &Path) -> Result<Topology, Vec<TopologyError>> {
+        match Topology::load_partial(path) {
+            (Some(t), problems) if problems.is_empty() => Ok(t),
+            (_, problems) => Err(problems),
+        }
+    }
+
+    /// [`Topology::parse_partial`] of the file at `path`.
+    pub fn load_partial(path: &Path) -> (Option<Topology>, Vec<TopologyError>) {
         let source = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| TopologyError {
-            source: source.clone(),
-            line: None,
-            message: format!(
-                "cannot read the topology file ({e}); check the path and that this user may read it"
+        match std::fs::read_to_string(path) {
+            Ok(text) => Topology::parse_partial(&text, &source, path.parent()),
+            Err(e) => (
+                None,
+                vec![TopologyError {
+                    source,
+                    line: None,
+                    message: format!(
+                        "cannot read the topology file ({e}); check the path and that this user may read it"
+                    ),
+                }],
             ),
-        })?;
-        Topology::parse(&text, &source, path.parent())
+        }
     }
 
     /// Ring index of node `id`, if it is in the ring.
@@ -252,6 +304,18 @@ impl Topology {
         }
         out
     }
+}
+
+/// The first of a list of problems (the lists are never empty).
+fn first(problems: Vec<TopologyError>) -> TopologyError {
+    problems
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| TopologyError {
+            source: String::new(),
+            line: None,
+            message: "invalid topology".into(),
+        })
 }
 
 /// Hashes one text, prefixed by its length, into `h`.

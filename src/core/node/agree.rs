@@ -147,7 +147,8 @@ impl<S: Store> Node<S> {
                     if cut > honest_cut {
                         self.stats.gc_claims_refused += 1;
                         log::warn!(
-                            "peer {from} passed a collection cut {} ms past what its clock could honestly claim: refused",
+                            "peer {} passed a collection cut {} ms past what its clock could honestly claim: refused",
+                            self.cfg.name_at(from),
                             cut - honest_cut
                         );
                     } else {
@@ -198,7 +199,8 @@ impl<S: Store> Node<S> {
         if !refused.is_empty() {
             self.stats.gc_claims_refused += 1;
             log::warn!(
-                "peer {peer} claims collection floors up to {} ms past what its clock could honestly claim: refused",
+                "peer {} claims collection floors up to {} ms past what its clock could honestly claim: refused",
+                self.cfg.name_at(peer),
                 refused.values().map(|v| v.ms - limit).max().unwrap_or(0)
             );
         }

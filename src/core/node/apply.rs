@@ -170,7 +170,8 @@ impl<S: Store> Node<S> {
         p.future_only += 1;
         p.failures = p.failures.max(p.future_only);
         log::warn!(
-            "peer {from} sent only entries from the future ({held}, the newest {} ms ahead of our clock): held back",
+            "peer {} sent only entries from the future ({held}, the newest {} ms ahead of our clock): held back",
+            self.cfg.name_at(from),
             p.ahead_ms
         );
         let failures = p.failures;

@@ -73,7 +73,10 @@ impl<S: Store> Node<S> {
         let (entries, complete) = match self.lacking(theirs, window_at) {
             Ok(x) => x,
             Err(e) => {
-                log::warn!("reading the delta for peer {peer} failed: {e}");
+                log::warn!(
+                    "reading the delta for peer {} failed: {e}",
+                    self.cfg.name_at(peer)
+                );
                 self.mark_failed(ex);
                 return;
             }

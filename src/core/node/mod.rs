@@ -426,6 +426,11 @@ impl<S: Store> Node<S> {
         if self.cycle.is_some_and(|last| last >= c) {
             return;
         }
+        if self.cycle.is_none() && self.mode_since == 0 {
+            // A mode set before any cycle (none had a number) began with
+            // the first one.
+            self.mode_since = c;
+        }
         self.cycle = Some(c);
         self.stats.cycles += 1;
         self.view.tick(c);
@@ -515,19 +520,24 @@ impl<S: Store> Node<S> {
         if mode == self.mode {
             return;
         }
-        let names = |ps: &[u32]| ps.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+        let names = |ps: &[u32]| {
+            ps.iter()
+                .map(|&p| self.cfg.name_at(p))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let reason = if mode == Mode::Ring {
             "every member is live again".to_string()
         } else if failed.is_empty() {
             format!(
-                "ring position(s) {} answer others but not this node",
+                "node(s) {} answer others but not this node",
                 names(&routed_around)
             )
         } else {
-            format!("ring position(s) {} failed", names(&failed))
+            format!("node(s) {} failed", names(&failed))
         };
         self.mode = mode;
-        self.mode_since = self.cycle.unwrap_or(0);
+        self.mode_since = self.cycle.unwrap_or(self.now_ms / self.cfg.interval_ms);
         self.mode_reason = reason.clone();
         let mut lost = failed;
         lost.extend(routed_around);

@@ -227,8 +227,9 @@ impl<S: Store> Node<S> {
             return false;
         }
         log::warn!(
-            "peer {peer} has collected deletes newer than anything we know: \
-             wiping our data to resync from scratch"
+            "peer {} has collected deletes newer than anything we know: \
+             wiping our data to resync from scratch",
+            self.cfg.name_at(peer)
         );
         let batch = WriteBatch {
             clear_first: true,

@@ -31,6 +31,12 @@ impl std::fmt::Display for RingChangeError {
 impl std::error::Error for RingChangeError {}
 
 impl<S: Store> Node<S> {
+    /// Learns what to call members (by origin): names are kept across ring
+    /// changes, since an origin stands for one node id forever.
+    pub fn add_names(&mut self, names: impl IntoIterator<Item = (Origin, String)>) {
+        self.cfg.names.extend(names);
+    }
+
     /// Puts a new epoch's ring in force: `ring` holds the members' origins
     /// in ring order, `me` this node's position in it, `cluster` the new
     /// topology's fingerprint. This node's own origin must stay the same
@@ -94,11 +100,14 @@ impl<S: Store> Node<S> {
         let n = ring.len() as u32;
         self.cfg.set_ring(cluster, epoch, ring, me);
         self.view = View::new(n, me, incarnation);
-        let reason = format!("epoch {epoch} in force: a ring of {n}, this node at position {me}");
+        let reason = format!(
+            "epoch {epoch} in force: a ring of {n}, this node ({}) at position {me}",
+            self.cfg.name_at(me)
+        );
         log::info!("{reason}");
         let was = self.mode;
         self.mode = Mode::Ring;
-        self.mode_since = self.cycle.unwrap_or(0);
+        self.mode_since = self.cycle.unwrap_or(self.now_ms / self.cfg.interval_ms);
         self.mode_reason = reason.clone();
         if was != Mode::Ring {
             self.events.push_back(Event::ModeChanged {

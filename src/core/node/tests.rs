@@ -133,3 +133,15 @@ fn hints_only_rise() {
     bump(&mut hints, 1, v(2));
     assert_eq!(hints.get(&1), Some(&v(3)));
 }
+
+#[test]
+fn the_mode_began_in_the_first_cycle_run_not_in_cycle_0() {
+    // Cycles are numbered from the clock: the first one run is far from 0.
+    let mut cfg = config(3, 0, Schedule::Successor);
+    cfg.interval_ms = 1_000;
+    let mut n0 = node(cfg);
+    n0.handle_timeout(1_796_048_644_250);
+    assert_eq!(n0.mode(), (Mode::Ring, 1_796_048_644, "started"));
+    n0.handle_timeout(1_796_048_645_100);
+    assert_eq!(n0.mode().1, 1_796_048_644);
+}

@@ -60,6 +60,13 @@ pub struct PeerStatus {
     pub probe_misses: u32,
     /// alive, suspect or failed.
     pub state: String,
+    /// Why our last request to it failed (a timeout, a refused
+    /// connection, a refusal such as `bad_signature`), if one has.
+    #[serde(default)]
+    pub last_failure: Option<String>,
+    /// When: ms since the epoch.
+    #[serde(default)]
+    pub last_failure_ms: Option<u64>,
     /// Its incarnation as we know it.
     pub incarnation: u64,
 }
@@ -82,10 +89,14 @@ pub struct Status {
     pub schedule: String,
     /// "ring" or "fallback".
     pub mode: String,
-    /// The cycle in which the mode last changed.
+    /// The cycle in which the mode began: the first cycle run, until it changes.
     pub mode_since_cycle: u64,
     /// Why the mode is what it is.
     pub mode_reason: String,
+    /// When the mode began: the start of `mode_since_cycle`, ms since the
+    /// epoch.
+    #[serde(default)]
+    pub mode_since_ms: u64,
     /// Current cycle (floor(unix ms / interval)).
     pub cycle: u64,
     /// Cycles this node has run since it started.
@@ -128,7 +139,8 @@ pub fn status_of(node: &NodeHandle) -> Status {
     let peers = snap
         .peers
         .iter()
-        .map(|p| PeerStatus {
+        .map(|p| (p, at(p.pos).and_then(|s| node.last_failure(&s.id))))
+        .map(|(p, failure)| PeerStatus {
             id: at(p.pos).map_or_else(|| "?".into(), |s| s.id.clone()),
             addr: at(p.pos).map_or_else(|| "?".into(), |s| s.addr.clone()),
             last_push_ok_ms: p.seen.push_ok.map(|x| x.0),
@@ -140,6 +152,8 @@ pub fn status_of(node: &NodeHandle) -> Status {
             future_only_batches: p.seen.future_only,
             probe_misses: p.seen.probe_misses,
             state: p.member.state.name().to_string(),
+            last_failure_ms: failure.as_ref().map(|f| f.0),
+            last_failure: failure.map(|f| f.1),
             incarnation: p.member.incarnation,
         })
         .collect();
@@ -154,6 +168,7 @@ pub fn status_of(node: &NodeHandle) -> Status {
         mode: snap.mode.name().into(),
         mode_since_cycle: snap.mode_since_cycle,
         mode_reason: snap.mode_reason,
+        mode_since_ms: snap.mode_since_cycle.saturating_mul(snap.interval_ms),
         cycle: now / (topo.cluster.interval.as_millis() as u64).max(1),
         cycles_run: snap.stats.cycles,
         digest_root: format!("{:016x}", snap.root),
