@@ -30,6 +30,7 @@ mod exchange;
 #[cfg(test)]
 mod fixture;
 mod gc;
+mod lag;
 mod probe;
 mod relay;
 mod repair;
@@ -164,6 +165,12 @@ pub struct PeerSeen {
     /// first seen so, and at how many such exchanges: the same pair long
     /// enough means nothing moved between us (see `Node::follow_up`).
     pub(super) apart: Option<Apart>,
+    /// Its staleness when it last showed us its digest: the age, in ms,
+    /// of the oldest entry we held that its hints showed it lacked (0:
+    /// none), as `lag.rs` takes it.
+    pub staleness_ms: u64,
+    /// When that was (our clock, ms).
+    pub staleness_at_ms: u64,
     /// Indirect probes of it in a row that no one answered: confirmed
     /// misses, which suspect and then fail it (DESIGN §8).
     pub probe_misses: u32,
@@ -224,6 +231,9 @@ pub struct Node<S: Store> {
     caught_up: bool,
     /// Ring agreement on tombstone buckets: what may be collected.
     agree: Agreement,
+    /// The cycle of this node's last tree comparison under load
+    /// (`Node::follow_up`): they run at most once per dissemination window.
+    compared_at: Option<u64>,
 }
 
 impl<S: Store> Node<S> {
@@ -308,6 +318,7 @@ impl<S: Store> Node<S> {
             mode_reason: String::from("started"),
             caught_up,
             agree: Agreement::default(),
+            compared_at: None,
         })
     }
 

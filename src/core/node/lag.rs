@@ -1,0 +1,89 @@
+//! Per-peer staleness: at each digest a peer shows us, the age of the
+//! oldest entry we hold that its hints show it lacks.
+
+use std::collections::BTreeMap;
+
+use super::Node;
+use crate::core::entry::Version;
+use crate::core::message::Digest;
+use crate::core::store::Store;
+
+impl<S: Store> Node<S> {
+    /// Takes `peer`'s staleness from its digest `d`, seen at `now_ms`: for
+    /// each origin of which we have seen more than its hint says it has,
+    /// the oldest entry we hold above that hint is one it lacks; the figure
+    /// is the age of the oldest such, 0 when there is none. Holes below a
+    /// hint are not in it: the tree comparison finds those, within the
+    /// dissemination window (`Node::follow_up`), so the figure is short of
+    /// the truth by at most that.
+    pub(super) fn note_lag(&mut self, peer: u32, now_ms: u64, d: &Digest) {
+        let age = self
+            .oldest_lacking(&d.hints)
+            .map_or(0, |v| now_ms.saturating_sub(v.ms));
+        let seen = self.peers.entry(peer).or_default();
+        seen.staleness_ms = age;
+        seen.staleness_at_ms = now_ms;
+    }
+
+    /// The version of the oldest entry we hold that a holder of `hints`
+    /// lacks by them. A store that fails to read shows nothing lacking
+    /// there: the figure is a report, and the next digest reads again.
+    fn oldest_lacking(
+        &self,
+        hints: &BTreeMap<crate::core::entry::Origin, Version>,
+    ) -> Option<Version> {
+        let mut oldest: Option<Version> = None;
+        for (&origin, &mine) in &self.hints {
+            let theirs = hints.get(&origin).copied().unwrap_or(Version::zero(origin));
+            if mine <= theirs {
+                continue;
+            }
+            if let Ok(first) = self.store.by_origin(origin, theirs, 1) {
+                if let Some(e) = first.first() {
+                    if oldest.is_none_or(|o| e.version.ms < o.ms) {
+                        oldest = Some(e.version);
+                    }
+                }
+            }
+        }
+        oldest
+    }
+
+    /// The largest staleness among the peers, ms (see [`PeerSeen`]).
+    ///
+    /// [`PeerSeen`]: super::PeerSeen
+    pub fn worst_staleness_ms(&self) -> u64 {
+        self.peers
+            .values()
+            .map(|p| p.staleness_ms)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::{config, node};
+    use crate::core::schedule::Schedule;
+
+    #[test]
+    fn a_peer_lacking_our_writes_is_as_stale_as_the_oldest_of_them() {
+        let mut n0 = node(config(3, 0, Schedule::Successor));
+        let empty = n0.digest();
+        n0.write(1_000, "a", Some(b"1".to_vec())).expect("write");
+        n0.write(1_500, "b", Some(b"2".to_vec())).expect("write");
+        n0.note_lag(1, 4_000, &empty);
+        assert_eq!(n0.peers()[1].staleness_ms, 3_000, "a, 3 s old");
+        assert_eq!(n0.worst_staleness_ms(), 3_000);
+        // It now holds "a": "b" is the oldest it lacks.
+        let mut d = empty.clone();
+        let a = n0.get("a").expect("read").expect("held");
+        d.hints.insert(a.version.origin, a.version);
+        n0.note_lag(1, 4_000, &d);
+        assert_eq!(n0.peers()[1].staleness_ms, 2_500);
+        // Everything: 0.
+        n0.note_lag(1, 4_000, &n0.digest());
+        assert_eq!(n0.peers()[1].staleness_ms, 0);
+        assert_eq!(n0.worst_staleness_ms(), 0);
+    }
+}
