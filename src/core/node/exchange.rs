@@ -230,7 +230,7 @@ impl<S: Store> Node<S> {
                 }
                 if let Some(d) = heard(outcome, body) {
                     self.hear(d);
-                    self.note_lag(peer, *now_ms, d);
+                    self.note_lag(peer, d);
                 }
                 outcome
             }

@@ -4,34 +4,34 @@
 use std::collections::BTreeMap;
 
 use super::Node;
-use crate::core::entry::Version;
+use crate::core::entry::{Origin, Version};
 use crate::core::message::Digest;
 use crate::core::store::Store;
 
 impl<S: Store> Node<S> {
-    /// Takes `peer`'s staleness from its digest `d`, seen at `now_ms`: for
-    /// each origin of which we have seen more than its hint says it has,
-    /// the oldest entry we hold above that hint is one it lacks; the figure
-    /// is the age of the oldest such, 0 when there is none. Holes below a
-    /// hint are not in it: the tree comparison finds those, within the
-    /// dissemination window (`Node::follow_up`), so the figure is short of
-    /// the truth by at most that.
-    pub(super) fn note_lag(&mut self, peer: u32, now_ms: u64, d: &Digest) {
-        let age = self
-            .oldest_lacking(&d.hints)
-            .map_or(0, |v| now_ms.saturating_sub(v.ms));
-        let seen = self.peers.entry(peer).or_default();
-        seen.staleness_ms = age;
-        seen.staleness_at_ms = now_ms;
+    /// Keeps `peer`'s hints from its digest `d`.
+    pub(super) fn note_lag(&mut self, peer: u32, d: &Digest) {
+        self.peer_hints.insert(peer, d.hints.clone());
     }
 
-    /// The version of the oldest entry we hold that a holder of `hints`
-    /// lacks by them. A store that fails to read shows nothing lacking
-    /// there: the figure is a report, and the next digest reads again.
-    fn oldest_lacking(
-        &self,
-        hints: &BTreeMap<crate::core::entry::Origin, Version>,
-    ) -> Option<Version> {
+    /// `peer`'s staleness now, ms: for each origin of which we have seen
+    /// more than its last hints say it has, the oldest entry we hold above
+    /// that hint is one it lacks; this is the age of the oldest such, 0
+    /// when there is none or it never showed us a digest. Until it shows
+    /// us another, what it lacked keeps ageing: a peer that stopped grows
+    /// staler. Holes below a hint are not in it: the tree comparison finds
+    /// those within the dissemination window (`Node::follow_up`), so the
+    /// figure is short of the truth by at most that. A store that fails to
+    /// read shows nothing lacking there: the figure is a report.
+    pub(super) fn staleness_of(&self, peer: u32) -> u64 {
+        let Some(hints) = self.peer_hints.get(&peer) else {
+            return 0;
+        };
+        self.oldest_lacking(hints)
+            .map_or(0, |v| self.now_ms.saturating_sub(v.ms))
+    }
+
+    fn oldest_lacking(&self, hints: &BTreeMap<Origin, Version>) -> Option<Version> {
         let mut oldest: Option<Version> = None;
         for (&origin, &mine) in &self.hints {
             let theirs = hints.get(&origin).copied().unwrap_or(Version::zero(origin));
@@ -49,13 +49,11 @@ impl<S: Store> Node<S> {
         oldest
     }
 
-    /// The largest staleness among the peers, ms (see [`PeerSeen`]).
-    ///
-    /// [`PeerSeen`]: super::PeerSeen
+    /// The largest staleness among the peers, ms (see `staleness_of`).
     pub fn worst_staleness_ms(&self) -> u64 {
-        self.peers
-            .values()
-            .map(|p| p.staleness_ms)
+        self.peer_hints
+            .keys()
+            .map(|&p| self.staleness_of(p))
             .max()
             .unwrap_or(0)
     }
@@ -72,17 +70,24 @@ mod tests {
         let empty = n0.digest();
         n0.write(1_000, "a", Some(b"1".to_vec())).expect("write");
         n0.write(1_500, "b", Some(b"2".to_vec())).expect("write");
-        n0.note_lag(1, 4_000, &empty);
+        n0.now_ms = 4_000;
+        n0.note_lag(1, &empty);
         assert_eq!(n0.peers()[1].staleness_ms, 3_000, "a, 3 s old");
         assert_eq!(n0.worst_staleness_ms(), 3_000);
         // It now holds "a": "b" is the oldest it lacks.
         let mut d = empty.clone();
         let a = n0.get("a").expect("read").expect("held");
         d.hints.insert(a.version.origin, a.version);
-        n0.note_lag(1, 4_000, &d);
+        n0.note_lag(1, &d);
         assert_eq!(n0.peers()[1].staleness_ms, 2_500);
+        // Until it shows another digest, what it lacks keeps ageing.
+        n0.now_ms = 5_000;
+        assert_eq!(n0.peers()[1].staleness_ms, 3_500);
+        // A peer that never showed one is not counted.
+        assert_eq!(n0.peers()[2].staleness_ms, 0);
         // Everything: 0.
-        n0.note_lag(1, 4_000, &n0.digest());
+        let all = n0.digest();
+        n0.note_lag(1, &all);
         assert_eq!(n0.peers()[1].staleness_ms, 0);
         assert_eq!(n0.worst_staleness_ms(), 0);
     }
