@@ -6,12 +6,24 @@ use std::collections::BTreeMap;
 use super::Node;
 use crate::core::entry::{Origin, Version};
 use crate::core::message::Digest;
+use crate::core::schedule::log2_ceil;
 use crate::core::store::Store;
 
 impl<S: Store> Node<S> {
     /// Keeps `peer`'s hints from its digest `d`.
     pub(super) fn note_lag(&mut self, peer: u32, d: &Digest) {
-        self.peer_hints.insert(peer, d.hints.clone());
+        self.peer_hints.insert(peer, (d.hints.clone(), self.now_ms));
+    }
+
+    /// How long a peer's hints are taken as what it holds: the longest a
+    /// ring schedule leaves between two exchanges with a peer it talks to
+    /// (doubling's ceil(log2 N) cycles), and one cycle more. A peer the
+    /// schedule never talks to (under doubling, most of the ring) showed
+    /// its hints in some earlier mode; past this, we no longer know what
+    /// it lacks, unless our requests to it fail, which is exactly when it
+    /// may be falling behind.
+    fn hints_kept_ms(&self) -> u64 {
+        (u64::from(log2_ceil(self.cfg.n)) + 1) * self.cfg.interval_ms
     }
 
     /// `peer`'s staleness now, ms: for each origin of which we have seen
@@ -24,9 +36,13 @@ impl<S: Store> Node<S> {
     /// figure is short of the truth by at most that. A store that fails to
     /// read shows nothing lacking there: the figure is a report.
     pub(super) fn staleness_of(&self, peer: u32) -> u64 {
-        let Some(hints) = self.peer_hints.get(&peer) else {
+        let Some((hints, at)) = self.peer_hints.get(&peer) else {
             return 0;
         };
+        let failing = self.peers.get(&peer).is_some_and(|p| p.failures > 0);
+        if !failing && self.now_ms.saturating_sub(*at) > self.hints_kept_ms() {
+            return 0;
+        }
         self.oldest_lacking(hints)
             .map_or(0, |v| self.now_ms.saturating_sub(v.ms))
     }
@@ -61,7 +77,7 @@ impl<S: Store> Node<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixture::{config, node};
+    use super::super::fixture::{config, node, INTERVAL};
     use crate::core::schedule::Schedule;
 
     #[test]
@@ -85,6 +101,13 @@ mod tests {
         assert_eq!(n0.peers()[1].staleness_ms, 3_500);
         // A peer that never showed one is not counted.
         assert_eq!(n0.peers()[2].staleness_ms, 0);
+        // Nor one whose hints are older than the schedule's longest gap
+        // between exchanges (3 nodes: 3 cycles), unless it fails our
+        // requests.
+        n0.now_ms = 4_000 + 3 * INTERVAL + 1;
+        assert_eq!(n0.peers()[1].staleness_ms, 0);
+        n0.peers.entry(1).or_default().failures = 1;
+        assert!(n0.peers()[1].staleness_ms > 5_000);
         // Everything: 0.
         let all = n0.digest();
         n0.note_lag(1, &all);

@@ -232,8 +232,9 @@ pub struct Node<S: Store> {
     /// The cycle of this node's last tree comparison under load
     /// (`Node::follow_up`): they run at most once per dissemination window.
     compared_at: Option<u64>,
-    /// Each peer's hints, from the last digest it showed us (`lag.rs`).
-    peer_hints: HashMap<u32, BTreeMap<Origin, Version>>,
+    /// Each peer's hints, from the last digest it showed us, and when
+    /// (`lag.rs`).
+    peer_hints: HashMap<u32, (BTreeMap<Origin, Version>, u64)>,
 }
 
 impl<S: Store> Node<S> {
