@@ -185,7 +185,7 @@ enum Command {
         #[arg(long)]
         quick: bool,
         /// Run only these sections (comma-separated: convergence, digest,
-        /// join, merge, latency, put); writes only
+        /// join, merge, latency, put, staleness); writes only
         /// bench/results/<stamp>-only.json.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
