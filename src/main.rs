@@ -185,7 +185,7 @@ enum Command {
         #[arg(long)]
         quick: bool,
         /// Run only these sections (comma-separated: convergence, digest,
-        /// join, merge, latency, put); writes only
+        /// join, merge, latency, put, staleness); writes only
         /// bench/results/<stamp>-only.json.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
@@ -257,6 +257,14 @@ struct SimArgs {
     /// Of the writes, how many are deleted before the first cycle.
     #[arg(long, default_value_t = 10)]
     deletes: u32,
+    /// Steady load: client writes per cycle, spread over all nodes, for
+    /// --cycles cycles; reports the p50, p99 and max of write-to-everywhere
+    /// time (0: no load).
+    #[arg(long, default_value_t = 0, value_name = "W")]
+    load: u32,
+    /// Cycles the --load runs.
+    #[arg(long, default_value_t = ringsync::sim::cli::DEFAULT_LOAD_CYCLES, value_name = "C")]
+    cycles: u64,
     /// Also sweep N over 2, 4, 8, ... up to --nodes and draw cycles to
     /// convergence against N into this SVG file (prints the sweep's table).
     #[arg(long, value_name = "FILE.svg")]
@@ -437,6 +445,8 @@ fn sim(a: SimArgs) -> Result<(), Failure> {
         clock_skew,
         store_faults,
         deletes,
+        load,
+        cycles,
         plot,
     } = a;
     let relay = match relay.as_str() {
@@ -497,6 +507,8 @@ fn sim(a: SimArgs) -> Result<(), Failure> {
         clock_skew_ms,
         store_faults,
         deletes,
+        load,
+        cycles,
     };
     let out = match plot {
         Some(path) => ringsync::sim::plot::run(&opts, &path)?,

@@ -197,6 +197,7 @@ fn metrics_count_what_the_cores_did_and_pass_promtool() {
         "ringsync_refused_requests_total",
         "ringsync_held_back_entries_total",
         "ringsync_peer_clock_ahead_seconds",
+        "ringsync_peer_staleness_seconds",
         "ringsync_repairs_total",
         "ringsync_wipes_total",
         "ringsync_tombstones_collected_total",

@@ -122,7 +122,7 @@ type Spoil = fn(&mut SimOptions);
 
 #[test]
 fn bad_options_are_refused_naming_the_flag() {
-    let cases: [(&str, Spoil); 15] = [
+    let cases: [(&str, Spoil); 16] = [
         ("--store-faults", |o| o.store_faults = 2.0),
         ("--store-faults", |o| o.store_faults = f64::NAN),
         ("--clock-skew", |o| o.clock_skew_ms = u64::MAX),
@@ -140,6 +140,10 @@ fn bad_options_are_refused_naming_the_flag() {
         ("--writes", |o| {
             o.nodes = 50_000;
             o.writes = 1_000_000;
+        }),
+        ("--load", |o| {
+            o.load = 5;
+            o.cycles = 0;
         }),
     ];
     for (flag, set) in cases {
@@ -188,4 +192,34 @@ fn json_sums_lost_writes_and_resurrected_deletes_under_skew_and_store_faults() {
         assert!(s["writes_failed"].is_u64(), "{s}");
     }
     assert_eq!(out, run(&o).expect("runs"), "same seed, same figures");
+}
+
+#[test]
+fn a_steady_load_reports_write_to_everywhere_times_and_only_then() {
+    let mut o = opts();
+    o.format = Format::Json;
+    o.runs = 1;
+    o.load = 12;
+    o.cycles = 6;
+    let out = run(&o).expect("runs");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    assert_eq!(v["options"]["load"], 12);
+    assert_eq!(v["options"]["cycles"], 6);
+    for s in v["summaries"].as_array().expect("summaries is a list") {
+        let p50 = s["staleness_p50"].as_u64().expect("a p50");
+        let p99 = s["staleness_p99"].as_u64().expect("a p99");
+        let max = s["staleness_max"].as_u64().expect("a max");
+        assert!(p50 <= p99 && p99 <= max, "{s}");
+        assert_eq!(s["staleness_unfinished"], 0, "{s}");
+        assert_eq!(s["lost_writes"], 0, "{s}");
+    }
+    o.format = Format::Table;
+    let table = run(&o).expect("runs");
+    assert!(table.contains("load=12 per cycle for 6 cycles"), "{table}");
+    assert_eq!(table.matches("staleness (cycles").count(), 3, "{table}");
+    // Without load, no staleness figures.
+    o.load = 0;
+    o.format = Format::Json;
+    let v: serde_json::Value = serde_json::from_str(&run(&o).expect("runs")).expect("JSON");
+    assert!(v["summaries"][0].get("staleness_p50").is_none(), "{v}");
 }

@@ -35,6 +35,8 @@ pub fn sweep(runs: u32) -> Vec<Summary> {
         clock_skew_ms: 0,
         store_faults: 0.0,
         deletes: 0,
+        load: 0,
+        cycles: 0,
     })
 }
 

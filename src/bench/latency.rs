@@ -66,7 +66,7 @@ fn totals(c: &ProcCluster) -> Result<(u64, u64), String> {
     Ok((entries, bytes))
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

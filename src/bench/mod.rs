@@ -15,7 +15,9 @@
 //! default peer_timeout and a longer one), [`wire`] (idle cost on the wire,
 //! on the join's processes), [`merge`] (merge throughput), [`latency`]
 //! (write visibility with eager relay, real processes) and [`put`] (client
-//! write throughput against a plain server, kept-alive `/livez`).
+//! write throughput against a plain server, kept-alive `/livez`) and
+//! [`staleness`] (write-to-everywhere time under a steady load, simulator
+//! and real processes).
 //! `--only` runs the sections named (see [`SECTIONS`]) and writes only
 //! `bench/results/<stamp>-only.json`.
 
@@ -28,6 +30,7 @@ pub mod machine;
 pub mod merge;
 pub mod put;
 pub mod report;
+pub mod staleness;
 pub mod wire;
 
 use std::path::{Path, PathBuf};
@@ -61,6 +64,11 @@ pub struct Scale {
     pub put_seconds: u64,
     /// Sizes of the idle clusters whose wire cost is measured.
     pub idle_nodes: Vec<u32>,
+    /// The simulated staleness runs: nodes, writes per cycle, cycles.
+    pub staleness_sim: (u32, u32, u64),
+    /// The real staleness run: processes, writes per second, seconds of
+    /// writes, seconds one node is stopped.
+    pub staleness_real: (u32, u64, u64, u64),
 }
 
 impl Scale {
@@ -77,6 +85,8 @@ impl Scale {
                 latency_writes: (20, 10),
                 put_seconds: 1,
                 idle_nodes: vec![4, 8],
+                staleness_sim: (16, 20, 30),
+                staleness_real: (8, 50, 6, 1),
             }
         } else {
             Scale {
@@ -89,6 +99,8 @@ impl Scale {
                 latency_writes: (100, 40),
                 put_seconds: 3,
                 idle_nodes: vec![8, 32, 64],
+                staleness_sim: (64, 100, 200),
+                staleness_real: (8, 200, 60, 5),
             }
         }
     }
@@ -134,6 +146,10 @@ pub struct Results {
     pub put: Option<put::Put>,
     /// Kept-alive `GET /livez`.
     pub livez: Option<put::Livez>,
+    /// Staleness under load in the simulator.
+    pub staleness_sim: Option<Vec<staleness::SimRow>>,
+    /// Staleness under load on real processes.
+    pub staleness_real: Option<staleness::Real>,
     /// Why a section has no figures, by section.
     pub errors: std::collections::BTreeMap<String, String>,
 }
@@ -159,6 +175,8 @@ impl Results {
             latency: None,
             put: None,
             livez: None,
+            staleness_sim: None,
+            staleness_real: None,
             errors: Default::default(),
         }
     }
@@ -204,7 +222,7 @@ fn log(started: Instant, msg: &str) {
 
 /// The sections `--only` may name: the idle and repair cost need the
 /// loaded dataset, as the join does.
-pub const SECTIONS: [&str; 7] = [
+pub const SECTIONS: [&str; 8] = [
     "convergence",
     "digest",
     "join",
@@ -212,6 +230,7 @@ pub const SECTIONS: [&str; 7] = [
     "latency",
     "put",
     "idle_wire",
+    "staleness",
 ];
 
 /// Runs the benchmark from the repository root `root`; prints the report.
@@ -269,6 +288,9 @@ pub fn run(quick: bool, only: &[String], root: &Path) -> Result<(), String> {
                 r.errors.insert("put".into(), e);
             }
         }
+    }
+    if wants("staleness") {
+        staleness_section(&mut r, &scale, &mut say);
     }
     r.seconds = started.elapsed().as_secs_f64();
     say("done");
@@ -391,6 +413,24 @@ fn join_sections(
         Ok(o) => r.join_long_timeout = Some(o.join),
         Err(e) => {
             r.errors.insert("join-long-timeout".into(), e);
+        }
+    }
+}
+
+fn staleness_section(r: &mut Results, scale: &Scale, say: &mut impl FnMut(&str)) {
+    let (n, load, cycles) = scale.staleness_sim;
+    say(&format!(
+        "staleness: simulator, N = {n}, {load} writes per cycle for {cycles} cycles"
+    ));
+    r.staleness_sim = Some(staleness::sim(n, load, cycles));
+    let (n, rate, seconds, stop) = scale.staleness_real;
+    say(&format!(
+        "staleness: real processes, N = {n}, {rate} writes/s for {seconds} s, one stopped {stop} s"
+    ));
+    match staleness::real(n as usize, rate, seconds, Duration::from_secs(stop)) {
+        Ok(x) => r.staleness_real = Some(x),
+        Err(e) => {
+            r.errors.insert("staleness-real".into(), e);
         }
     }
 }

@@ -117,6 +117,16 @@ pub fn table(view: &ClusterView) -> String {
             out.push_str(&format!("  {}: in fallback: {why}\n", v.id));
         }
     }
+    let worst = view
+        .nodes
+        .iter()
+        .filter_map(|v| v.staleness_ms.map(|s| (s, v.id.as_str())))
+        .max();
+    if let Some((ms, id)) = worst {
+        out.push_str(&format!(
+            "worst staleness: {ms} ms (at {id}: the oldest entry it holds that a peer lacks)\n"
+        ));
+    }
     match &view.last_sync {
         None => out.push_str("no sync run from this node since it started\n"),
         Some(r) => out.push_str(&format!(

@@ -316,6 +316,12 @@ fn peers(m: &mut Metrics, node: &Snapshot, ids: &[String], now_cycle: u64) {
         by_peer(&|p| p.seen.ahead_ms).into_iter().map(|(l, ms)| (l, ms as f64 / 1000.0)),
     );
     m.family(
+        "ringsync_peer_staleness_seconds",
+        "gauge",
+        "The peer's staleness: the age of the oldest entry this node holds that the peer's last digest shows it lacks (0: none known). Until the peer shows another digest, what it lacked keeps ageing.",
+        by_peer(&|p| p.seen.staleness_ms).into_iter().map(|(l, ms)| (l, ms as f64 / 1000.0)),
+    );
+    m.family(
         "ringsync_peer_state",
         "gauge",
         "1 for the peer's membership state as this node sees it: alive, suspect or failed.",

@@ -59,6 +59,9 @@ pub struct NodeView {
     pub root_agrees: bool,
     /// Entries waiting to be passed on.
     pub relay_queue: Option<u64>,
+    /// The largest staleness of its peers, ms: the age of the oldest entry
+    /// it holds that a peer's last digest shows it lacks.
+    pub staleness_ms: Option<u64>,
     /// How far its clock reads ahead of this node's (negative: behind),
     /// within half the round trip.
     pub clock_skew_ms: Option<i64>,
@@ -178,6 +181,7 @@ pub fn judge(ring: Ring<'_>, mut probes: Vec<Probe>) -> Vec<NodeView> {
                 digest_root: None,
                 root_agrees: false,
                 relay_queue: None,
+                staleness_ms: None,
                 clock_skew_ms: None,
                 round_trip_ms: None,
                 pushes: None,
@@ -220,6 +224,7 @@ fn fill(
     v.digest_root = Some(s.digest_root.clone());
     v.root_agrees = majority == Some(s.digest_root.as_str());
     v.relay_queue = s.relay_queue;
+    v.staleness_ms = s.staleness_max_ms;
     // Its clock read at some moment of the round trip: the middle is the
     // best guess, half the round trip the error.
     let middle = (p.sent_ms + p.received_ms) / 2;

@@ -63,6 +63,10 @@ pub struct MemberStatus {
     /// Entries waiting to be passed on.
     #[serde(default)]
     pub relay_queue: Option<u64>,
+    /// The largest staleness of its peers, ms, as it reckons them (none
+    /// from a member that does not say).
+    #[serde(default)]
+    pub staleness_max_ms: Option<u64>,
     /// The membership epoch, copied as the member gives it (members that
     /// have none show null).
     #[serde(default)]

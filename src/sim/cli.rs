@@ -47,6 +47,11 @@ pub struct SimOptions {
     /// Of the writes, how many are deleted by their writer before the first
     /// cycle (a quarter interval after they were written).
     pub deletes: u32,
+    /// Steady load: writes per cycle during the first `cycles` cycles,
+    /// spread over every up node (0: none).
+    pub load: u32,
+    /// Cycles the load runs.
+    pub cycles: u64,
 }
 
 impl SimOptions {
@@ -66,9 +71,14 @@ impl SimOptions {
             clock_skew_ms: 0,
             store_faults: 0.0,
             deletes: 10,
+            load: 0,
+            cycles: DEFAULT_LOAD_CYCLES,
         }
     }
 }
+
+/// Cycles a steady load runs unless told (`--cycles`).
+pub const DEFAULT_LOAD_CYCLES: u64 = 200;
 
 /// Drift of a skewed clock, at most, in parts per million: what a cheap
 /// crystal oscillator gives.
@@ -134,6 +144,8 @@ pub fn run(opts: &SimOptions) -> Result<String, String> {
                     "clock_skew_ms": opts.clock_skew_ms,
                     "store_faults": opts.store_faults,
                     "deletes": opts.deletes.min(opts.writes),
+                    "load": opts.load,
+                    "cycles": opts.cycles,
                 },
                 "max_cycles": limits
                     .iter()
@@ -200,12 +212,20 @@ fn check(opts: &SimOptions) -> Result<(), String> {
             opts.nodes - 2
         ));
     }
-    let held = u64::from(opts.writes) * u64::from(opts.nodes - opts.crash);
+    if opts.load > 0 && opts.cycles == 0 {
+        return Err(format!(
+            "--load {} --cycles 0: a load needs at least one cycle to run in",
+            opts.load
+        ));
+    }
+    let written = u64::from(opts.writes) + u64::from(opts.load) * opts.cycles;
+    let held = written.saturating_mul(u64::from(opts.nodes - opts.crash));
     if held > MAX_HELD_ENTRIES {
         return Err(format!(
-            "--writes {} on {} live nodes: {held} stored entries in all, more than the \
-             {MAX_HELD_ENTRIES} one simulation can hold in memory",
+            "--writes {} (and --load x --cycles {}) on {} live nodes: {held} stored entries \
+             in all, more than the {MAX_HELD_ENTRIES} one simulation can hold in memory",
             opts.writes,
+            u64::from(opts.load) * opts.cycles,
             opts.nodes - opts.crash
         ));
     }
@@ -246,6 +266,8 @@ pub fn apply_realism(opts: &SimOptions, sc: &mut Scenario) {
     };
     sc.store_faults = opts.store_faults;
     sc.deletes = opts.deletes.min(sc.writes);
+    sc.load = opts.load;
+    sc.load_cycles = opts.cycles;
 }
 
 /// Cycles after which a run counts as not converged: twice the schedule's
@@ -283,5 +305,9 @@ fn header(opts: &SimOptions) -> String {
         opts.clock_skew_ms,
         opts.store_faults,
         opts.deletes.min(opts.writes)
-    )
+    ) + &if opts.load > 0 {
+        format!("load={} per cycle for {} cycles\n", opts.load, opts.cycles)
+    } else {
+        String::new()
+    }
 }

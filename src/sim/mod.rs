@@ -15,6 +15,7 @@
 pub mod cli;
 pub mod clock;
 pub mod ledger;
+pub mod load;
 pub mod network;
 pub mod plot;
 pub mod report;
@@ -77,6 +78,8 @@ struct World<'a> {
     /// Nodes not running for a change of the ring: not yet added, removed,
     /// or between a replacement's stop and its start.
     absent: Vec<bool>,
+    /// The steady load's writes, followed until they are everywhere.
+    load_track: load::Tracker,
 }
 
 impl World<'_> {
@@ -335,6 +338,7 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
         epochs: (0..n).map(|i| plan.first_ring(i).0).collect(),
         absent: (0..n).map(|i| i >= first_n).collect(),
         plan,
+        load_track: load::Tracker::default(),
     };
     for me in 0..n {
         // The memory store cannot fail to open, with faults not yet on. A
@@ -451,6 +455,10 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
         let end = start + sc.interval_ms;
         let writes_now: Vec<&TimedWrite> =
             sc.timed_writes.iter().filter(|t| t.cycle == k).collect();
+        // The load's writes before the middle of the cycle, where the timed
+        // ones are made, then the rest.
+        let half = sc.load / 2;
+        w.load(k, start, 0..half);
         if !writes_now.is_empty() {
             let mid = start + sc.interval_ms / 2;
             w.deliver_until(mid);
@@ -482,8 +490,10 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
                 }
             }
         }
+        w.load(k, start, half..sc.load);
         w.deliver_until(end);
         cycles += 1;
+        w.load_track.check(k, &w.nodes, &w.down);
 
         if eventful {
             w.ledger.check(&w.nodes, &w.down);
@@ -533,6 +543,8 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
     // The data at the end: equal roots, and every winner everywhere.
     let converged = converged_at.is_some() && same_roots(&w.nodes, &w.down);
     let (lost_writes, resurrected_deletes) = w.ledger.finish(&w.nodes, &w.down);
+    let (staleness, staleness_unfinished) =
+        std::mem::take(&mut w.load_track).finish(cycles.saturating_sub(1));
     let mut out = Outcome {
         seed,
         converged,
@@ -556,6 +568,8 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
         writes_failed: w.ledger.failed_count,
         lost_writes,
         resurrected_deletes,
+        staleness,
+        staleness_unfinished,
         wipes: 0,
         tombstones_collected: 0,
         refutations: refutations_retired,

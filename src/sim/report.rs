@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::load::quantile;
 use super::Outcome;
 use crate::core::Schedule;
 
@@ -46,6 +47,20 @@ pub struct Summary {
     /// Members judged failed, summed over the runs; in runs where no node
     /// goes down, each is false.
     pub failed_judgements: u64,
+    /// Under a steady load: the median of the write-to-everywhere times,
+    /// in cycles, over every load write of every run (see
+    /// [`Outcome::staleness`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub staleness_p50: Option<u64>,
+    /// Their 99th percentile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub staleness_p99: Option<u64>,
+    /// Their maximum: the largest staleness seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub staleness_max: Option<u64>,
+    /// Load writes not yet everywhere when their run ended, summed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub staleness_unfinished: Option<u64>,
 }
 
 /// Sums up `runs` of one schedule.
@@ -57,6 +72,16 @@ pub fn summarize(schedule: Schedule, nodes: u32, runs: &[Outcome]) -> Summary {
         .get(((cycles.len() as f64 * 0.99).ceil() as usize).saturating_sub(1))
         .copied()
         .unwrap_or(0);
+    let mut hist: Vec<u64> = Vec::new();
+    for r in runs {
+        if hist.len() < r.staleness.len() {
+            hist.resize(r.staleness.len(), 0);
+        }
+        for (d, n) in r.staleness.iter().enumerate() {
+            hist[d] += n;
+        }
+    }
+    let loaded = hist.iter().any(|&n| n > 0);
     let sent: u64 = runs.iter().map(|r| r.entries_sent).sum();
     let needed: u64 = runs.iter().map(|r| r.entries_needed).sum();
     Summary {
@@ -90,6 +115,10 @@ pub fn summarize(schedule: Schedule, nodes: u32, runs: &[Outcome]) -> Summary {
             .collect(),
         refutations: runs.iter().map(|r| r.refutations).sum(),
         failed_judgements: runs.iter().map(|r| r.failed_judgements).sum(),
+        staleness_p50: quantile(&hist, 0.5),
+        staleness_p99: quantile(&hist, 0.99),
+        staleness_max: quantile(&hist, 1.0),
+        staleness_unfinished: loaded.then(|| runs.iter().map(|r| r.staleness_unfinished).sum()),
     }
 }
 
@@ -123,6 +152,18 @@ pub fn table(rows: &[Summary]) -> String {
             r.bytes,
             r.redundancy
         ));
+        if let (Some(p50), Some(p99), Some(max)) =
+            (r.staleness_p50, r.staleness_p99, r.staleness_max)
+        {
+            s.push_str(&format!(
+                "  staleness (cycles from a write to everywhere): p50 {p50} p99 {p99} max {max}\n"
+            ));
+            if let Some(left @ 1..) = r.staleness_unfinished {
+                s.push_str(&format!(
+                    "  {left} load writes were not everywhere when the run ended (max is a lower bound)\n"
+                ));
+            }
+        }
         if !r.failed_seeds.is_empty() {
             s.push_str(&format!(
                 "  did not converge; replay with --seed: {:?}\n",

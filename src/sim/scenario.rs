@@ -226,6 +226,13 @@ pub struct Scenario {
     pub tombstone_lifetime_ms: Option<u64>,
     /// Changes of the ring, in order (each one epoch above the last).
     pub ring_changes: Vec<RingChange>,
+    /// Steady load: client writes per cycle, spread evenly over the cycle
+    /// and over the up nodes in turn, in each of the first `load_cycles`
+    /// cycles (0: none). Each is followed until every up node holds it
+    /// ([`Outcome::staleness`]).
+    pub load: u32,
+    /// Cycles the load runs.
+    pub load_cycles: u64,
 }
 
 impl Scenario {
@@ -255,6 +262,8 @@ impl Scenario {
             slow_commit_ms: 600,
             tombstone_lifetime_ms: None,
             ring_changes: Vec::new(),
+            load: 0,
+            load_cycles: 0,
         }
     }
 
@@ -279,7 +288,13 @@ impl Scenario {
         let faults = self.faults.iter().map(|f| f.cycles().end);
         let writes = self.timed_writes.iter().map(|w| w.cycle + 1);
         let changes = self.ring_changes.iter().map(|c| c.last_turn() + 1);
-        faults.chain(writes).chain(changes).max().unwrap_or(0)
+        let load = (self.load > 0).then_some(self.load_cycles);
+        faults
+            .chain(writes)
+            .chain(changes)
+            .chain(load)
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -340,6 +355,15 @@ pub struct Outcome {
     /// yet an up node serves a value for it at the end, or served one after
     /// it had held the tombstone.
     pub resurrected_deletes: u64,
+    /// Write-to-everywhere times of the steady load's writes
+    /// ([`Scenario::load`]): `staleness[d]` writes were held by every up
+    /// node (at their version or a newer one) at the end of the `d`-th
+    /// cycle after the one they were acknowledged in (0: that same cycle).
+    /// Empty without load.
+    pub staleness: Vec<u64>,
+    /// Of those, the writes still not everywhere when the run ended
+    /// (counted above at the run's last cycle, a lower bound).
+    pub staleness_unfinished: u64,
     /// Times a node wiped itself to resync, summed over the nodes.
     pub wipes: u64,
     /// Tombstones collected, summed over the nodes.

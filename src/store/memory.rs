@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{bucket_of, merge_decision, Merged, Store, StoreError, WriteBatch};
-use crate::core::entry::{Entry, Origin, Version};
+use super::{merge_decision, Merged, Store, StoreError, WriteBatch};
+use crate::core::entry::{key_hash, Entry, Origin, Version};
 use crate::core::rng::Rng;
 
 /// A [`Store`] held in memory.
@@ -14,6 +14,10 @@ pub struct MemoryStore {
     kv: BTreeMap<String, (Version, Option<Vec<u8>>)>,
     origin: BTreeSet<(Origin, Version, String)>,
     tombs: BTreeSet<(u64, Version, String)>,
+    /// Every stored key by its hash, so that a bucket (a range of hashes)
+    /// is read without scanning the store: tree comparisons run while
+    /// writes go on, and the simulator's stores grow large under load.
+    hashed: BTreeSet<(u64, String)>,
     meta: BTreeMap<String, Vec<u8>>,
     /// When set, the next commit fails with this message and changes nothing.
     pub fail_next_commit: Option<String>,
@@ -60,6 +64,7 @@ impl MemoryStore {
     /// used to test that the digest notices.
     pub fn lose(&mut self, key: &str) -> Option<Entry> {
         let (version, value) = self.kv.remove(key)?;
+        self.hashed.remove(&(key_hash(key), key.to_string()));
         self.origin
             .remove(&(version.origin, version, key.to_string()));
         self.tombs.remove(&(version.ms, version, key.to_string()));
@@ -86,7 +91,13 @@ impl MemoryStore {
         if let Some((v, tomb)) = replaced {
             self.unindex(&e.key, v, tomb);
         }
-        self.kv.insert(e.key.clone(), (e.version, e.value.clone()));
+        if self
+            .kv
+            .insert(e.key.clone(), (e.version, e.value.clone()))
+            .is_none()
+        {
+            self.hashed.insert((key_hash(&e.key), e.key.clone()));
+        }
         self.origin
             .insert((e.version.origin, e.version, e.key.clone()));
         if e.is_tombstone() {
@@ -120,6 +131,7 @@ impl Store for MemoryStore {
         }
         if batch.clear_first {
             self.kv.clear();
+            self.hashed.clear();
             self.origin.clear();
             self.tombs.clear();
         }
@@ -127,6 +139,7 @@ impl Store for MemoryStore {
         for (key, version) in &batch.collect {
             if matches!(self.kv.get(key), Some((v, None)) if v == version) {
                 self.kv.remove(key);
+                self.hashed.remove(&(key_hash(key), key.clone()));
                 self.unindex(key, *version, true);
             }
         }
@@ -175,14 +188,29 @@ impl Store for MemoryStore {
     }
 
     fn bucket(&self, bucket: u32, bits: u32) -> Result<Vec<Entry>, StoreError> {
-        // A linear scan: the memory store serves the simulator, whose nodes
-        // hold few keys; the durable store keeps a real bucket index.
-        Ok(self
-            .kv
-            .iter()
-            .filter(|(k, _)| bucket_of(k, bits) == bucket)
-            .map(|(k, v)| entry(k, v))
-            .collect())
+        if bits == 0 {
+            // One bucket, 0, holds every key.
+            if bucket != 0 {
+                return Ok(Vec::new());
+            }
+            return Ok(self.kv.iter().map(|(k, v)| entry(k, v)).collect());
+        }
+        let bits = bits.min(63);
+        if u64::from(bucket) >> bits != 0 {
+            return Ok(Vec::new());
+        }
+        let shift = 64 - bits;
+        let lo = u64::from(bucket) << shift;
+        let hi = lo.checked_add(1u64 << shift);
+        let mut out: Vec<Entry> = self
+            .hashed
+            .range((lo, String::new())..)
+            .take_while(|(h, _)| hi.is_none_or(|hi| *h < hi))
+            .filter_map(|(_, k)| self.kv.get(k).map(|v| entry(k, v)))
+            .collect();
+        // In key order, as the trait promises.
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
     }
 
     fn old_tombstones(

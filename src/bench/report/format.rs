@@ -57,6 +57,15 @@ pub(super) fn join_settings(j: &join::Join) -> String {
     }
 }
 
+/// " (n unfinished)" after a count of writes, or nothing.
+pub(super) fn unfinished(n: u64) -> String {
+    if n > 0 {
+        format!(" ({n} unfinished)")
+    } else {
+        String::new()
+    }
+}
+
 pub(super) fn verdict(met: bool) -> &'static str {
     if met {
         "met"

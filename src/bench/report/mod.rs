@@ -2,13 +2,14 @@
 
 mod format;
 mod idle;
+mod staleness;
 mod writes;
 
 use std::fmt::Write as _;
 
 use super::{convergence, digest, join, latency, merge, put, wire, Results};
 use crate::core::schedule::log2_ceil;
-use format::{bytes, duration, int, join_settings, pct, verdict};
+use format::{bytes, duration, int, join_settings, pct, unfinished, verdict};
 
 /// The convergence chart of the run's simulator sweep.
 pub fn chart(r: &Results) -> String {
@@ -599,11 +600,7 @@ pub fn markdown(r: &Results) -> String {
                     x.schedule,
                     if x.relay { "on" } else { "off" },
                     x.writes,
-                    if x.unfinished > 0 {
-                        format!(" ({} unfinished)", x.unfinished)
-                    } else {
-                        String::new()
-                    },
+                    unfinished(x.unfinished),
                     x.p50_ms,
                     x.p99_ms,
                     x.max_ms,
@@ -628,6 +625,7 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(s, "\n{}", error(r, "latency"));
     }
     writes::section(&mut s, r);
+    staleness::section(&mut s, r);
     s
 }
 

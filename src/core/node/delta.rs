@@ -103,7 +103,24 @@ impl<S: Store> Node<S> {
             .exchanges
             .get(&ex)
             .is_some_and(|x| x.held_back || x.repaired);
-        if !quiet || roots.0 == roots.1 || spent {
+        if roots.0 == roots.1 || spent {
+            return;
+        }
+        // Under steady writes the signs below seldom hold: roots never
+        // stand still and the peer always knows of something new. A hole
+        // then waited for a lull. So the trees are also compared while
+        // writes go on, once per dissemination window, and only what has
+        // settled (whose window has passed, `Node::settled`) moves: what is
+        // still on its way is left to the schedule, which keeps the wave's
+        // redundancy, and a hole is filled within a window of being found.
+        let cycle = self.cycle.unwrap_or(0);
+        let due = self
+            .compared_at
+            .is_none_or(|at| cycle >= at + self.window().max(1));
+        if !quiet {
+            if due && kind != PushKind::Relay {
+                self.compare_trees(ex, peer, cycle);
+            }
             return;
         }
         // The roots differ and we have nothing for them above their hints.
@@ -118,7 +135,6 @@ impl<S: Store> Node<S> {
         // everything both ways at once, so one exchange is long enough; on
         // the ring, data reaches everyone within the schedule's bound, and
         // before that a root apart is most often data on its way.
-        let cycle = self.cycle.unwrap_or(0);
         let seen = self.peers.entry(peer).or_default();
         let apart = match seen.apart {
             Some(a) if a.roots == roots => Apart {
@@ -145,12 +161,18 @@ impl<S: Store> Node<S> {
             .hints
             .iter()
             .all(|(o, v)| self.hints.get(o).is_some_and(|mine| mine >= v));
-        if they_know_no_more || settled {
-            if let Some(x) = self.exchanges.get_mut(&ex) {
-                x.repaired = true;
-            }
-            self.start_repair(ex, peer);
+        if they_know_no_more || settled || (due && kind != PushKind::Relay) {
+            self.compare_trees(ex, peer, cycle);
         }
+    }
+
+    /// Starts exchange `ex`'s one tree comparison with `peer`.
+    fn compare_trees(&mut self, ex: u64, peer: u32, cycle: u64) {
+        if let Some(x) = self.exchanges.get_mut(&ex) {
+            x.repaired = true;
+        }
+        self.compared_at = Some(cycle);
+        self.start_repair(ex, peer);
     }
 }
 
@@ -256,17 +278,23 @@ mod tests {
     }
 
     #[test]
-    fn a_ring_peer_that_is_not_quiet_is_not_compared() {
+    fn a_ring_peer_that_is_not_quiet_is_compared_once_per_window() {
         let mut n0 = node(config(4, 0, Schedule::Successor));
         let mut theirs = n0.digest();
         theirs.root ^= 1;
         theirs.quiet = false;
+        // Under load the trees are compared anyway (what has settled).
+        let ex = n0.new_exchange(1, PushKind::Cycle);
+        n0.follow_up(ex, 1, PushKind::Cycle, &theirs);
+        assert_eq!(transmits(&mut n0).len(), 1);
+        // Not again within the window, and never for a relay.
         let ex = n0.new_exchange(1, PushKind::Cycle);
         n0.follow_up(ex, 1, PushKind::Cycle, &theirs);
         assert!(transmits(&mut n0).is_empty());
-        theirs.quiet = true;
-        n0.follow_up(ex, 1, PushKind::Cycle, &theirs);
-        assert_eq!(transmits(&mut n0).len(), 1);
+        n0.compared_at = None;
+        let ex = n0.new_exchange(1, PushKind::Relay);
+        n0.follow_up(ex, 1, PushKind::Relay, &theirs);
+        assert!(transmits(&mut n0).is_empty());
     }
 
     /// Two nodes whose hints never agree, each having seen a superseded

@@ -30,6 +30,7 @@ mod exchange;
 #[cfg(test)]
 mod fixture;
 mod gc;
+mod lag;
 mod probe;
 mod relay;
 mod repair;
@@ -164,6 +165,10 @@ pub struct PeerSeen {
     /// first seen so, and at how many such exchanges: the same pair long
     /// enough means nothing moved between us (see `Node::follow_up`).
     pub(super) apart: Option<Apart>,
+    /// Its staleness: the age, in ms, of the oldest entry we hold that
+    /// its last digest's hints show it lacks (0: none, or no digest yet),
+    /// as `lag.rs` reckons it when [`Node::peers`] is called.
+    pub staleness_ms: u64,
     /// Indirect probes of it in a row that no one answered: confirmed
     /// misses, which suspect and then fail it (DESIGN §8).
     pub probe_misses: u32,
@@ -224,6 +229,12 @@ pub struct Node<S: Store> {
     caught_up: bool,
     /// Ring agreement on tombstone buckets: what may be collected.
     agree: Agreement,
+    /// The cycle of this node's last tree comparison under load
+    /// (`Node::follow_up`): they run at most once per dissemination window.
+    compared_at: Option<u64>,
+    /// Each peer's hints, from the last digest it showed us, and when
+    /// (`lag.rs`).
+    peer_hints: HashMap<u32, (BTreeMap<Origin, Version>, u64)>,
 }
 
 impl<S: Store> Node<S> {
@@ -308,6 +319,8 @@ impl<S: Store> Node<S> {
             mode_reason: String::from("started"),
             caught_up,
             agree: Agreement::default(),
+            compared_at: None,
+            peer_hints: HashMap::new(),
         })
     }
 
@@ -342,7 +355,11 @@ impl<S: Store> Node<S> {
     /// What we know of each peer, by ring position (built on each call).
     pub fn peers(&self) -> Vec<PeerSeen> {
         (0..self.cfg.n)
-            .map(|p| self.peers.get(&p).copied().unwrap_or_default())
+            .map(|p| {
+                let mut seen = self.peers.get(&p).copied().unwrap_or_default();
+                seen.staleness_ms = self.staleness_of(p);
+                seen
+            })
             .collect()
     }
 

@@ -19,6 +19,8 @@ pub(super) struct Held<T> {
     items: VecDeque<T>,
     /// (request id, items carried), in the order the runs were taken.
     holds: VecDeque<(u64, usize)>,
+    /// Requests that failed in a row since one was delivered.
+    failed: u32,
 }
 
 impl<T> Default for Held<T> {
@@ -26,9 +28,15 @@ impl<T> Default for Held<T> {
         Held {
             items: VecDeque::new(),
             holds: VecDeque::new(),
+            failed: 0,
         }
     }
 }
+
+/// Tries of an eager relay before its queue is dropped and left to the
+/// cycle: a lost message is retried at once, a peer that is gone is not
+/// retried for ever.
+pub(super) const RELAY_TRIES: u32 = 3;
 
 impl<T> Held<T> {
     pub(super) fn len(&self) -> usize {
@@ -121,6 +129,7 @@ impl<T> Held<T> {
     pub(super) fn clear(&mut self) {
         self.items.clear();
         self.holds.clear();
+        self.failed = 0;
     }
 }
 
@@ -222,13 +231,24 @@ impl<S: Store> Node<S> {
         }
     }
 
-    /// Relay request `id` to `peer` ended. A failed relay is dropped with
-    /// what waited behind it: the next cycle's digest-and-delta carries them.
+    /// Relay request `id` to `peer` ended. A failed relay is sent again at
+    /// once: dropped, its entries would become holes at the peer as soon
+    /// as a later relay of the same origins raised its hints above them,
+    /// and holes under steady writes wait for a tree comparison. After
+    /// [`RELAY_TRIES`] failures in a row the queue is dropped with what
+    /// waited behind it, left to the cycle's digest-and-delta and repair.
     pub(super) fn relay_done(&mut self, peer: u32, id: u64, delivered: bool) {
         if let Some(q) = self.eager.get_mut(&peer) {
-            if q.release(id, delivered) && !delivered {
-                self.stats.relays_failed += 1;
-                q.clear();
+            if q.release(id, delivered) {
+                if delivered {
+                    q.failed = 0;
+                } else {
+                    self.stats.relays_failed += 1;
+                    q.failed += 1;
+                    if q.failed >= RELAY_TRIES {
+                        q.clear();
+                    }
+                }
             }
             if q.is_empty() {
                 self.eager.remove(&peer);

@@ -153,7 +153,10 @@ impl<S: Store> Node<S> {
             let mine_hashes: HashSet<u64> = mine.iter().map(Entry::hash64).collect();
             let their_set: HashSet<u64> = theirs.iter().copied().collect();
             for e in mine {
-                if !their_set.contains(&e.hash64()) && entries.len() < self.cfg.batch_entries {
+                if !their_set.contains(&e.hash64())
+                    && entries.len() < self.cfg.batch_entries
+                    && self.settled(&e.version)
+                {
                     bytes += e.wire_len();
                     entries.push(e);
                 }
@@ -179,7 +182,7 @@ impl<S: Store> Node<S> {
             match self.store.bucket(b, bits) {
                 Ok(es) => out.extend(
                     es.into_iter()
-                        .filter(|e| want.contains(&e.hash64()))
+                        .filter(|e| want.contains(&e.hash64()) && self.settled(&e.version))
                         .take(self.cfg.batch_entries - out.len()),
                 ),
                 Err(e) => {
@@ -192,6 +195,16 @@ impl<S: Store> Node<S> {
         if !out.is_empty() {
             self.send_push(ex, peer, PushKind::Repair, out, false);
         }
+    }
+
+    /// True when an entry of version `v` has finished its journey along
+    /// the ring's schedule (its window has passed), so that a node lacking
+    /// it lost it: a tree comparison moves only such entries, what is still
+    /// on its way being the schedule's to deliver. Off the ring every
+    /// entry counts as settled; before its first cycle, none has.
+    pub(super) fn settled(&self, v: &Version) -> bool {
+        let ring = self.cfg.schedule.is_ring() && self.mode == super::Mode::Ring;
+        !ring || self.birth_cycle(v) + self.window() <= self.cycle.unwrap_or(0)
     }
 
     // ----- staleness ----------------------------------------------------------

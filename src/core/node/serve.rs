@@ -98,6 +98,7 @@ impl<S: Store> Node<S> {
                     return self.refuse(from, Refusal::StaleSender, Some(self.digest()));
                 }
                 self.hear(&digest);
+                self.note_lag(from, &digest);
                 // Wiped: this push was cut to our old hints, so it cannot
                 // complete a resync.
                 let wiped = self.check_self_stale(now_ms, from, &digest);
@@ -115,6 +116,7 @@ impl<S: Store> Node<S> {
             }
             Body::Syn { digest } => {
                 self.hear(&digest);
+                self.note_lag(from, &digest);
                 self.check_self_stale(now_ms, from, &digest);
                 if self.is_stale(&digest) {
                     return self.refuse(from, Refusal::StaleSender, Some(self.digest()));

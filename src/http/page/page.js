@@ -171,8 +171,10 @@ function drawRing(view) {
   for (const v of nodes) counts[v.state] = (counts[v.state] || 0) + 1;
   const parts = Object.entries(counts).map(([s, c]) => c + " " + s);
   const summary = document.getElementById("summary");
+  const stale = nodes.map((v) => v.staleness_ms).filter((s) => s !== null && s !== undefined);
+  const worst = stale.length ? " Worst staleness: " + ms(Math.max(...stale)) + "." : "";
   summary.textContent = parts.join(", ") + "; " + agree +
-    (view.roots_agree ? " among the " + view.reachable + " reachable" : "") + ".";
+    (view.roots_agree ? " among the " + view.reachable + " reachable" : "") + "." + worst;
   summary.dataset.rootsAgree = String(view.roots_agree);
 }
 
@@ -207,6 +209,7 @@ function drawTable(view) {
       root.appendChild(el("span", { class: "why" }, "differs"));
     }
     cell(tr, show(v.relay_queue), "num");
+    cell(tr, ms(v.staleness_ms), "num");
     const skew = v.clock_skew_ms === null ? "" : (v.clock_skew_ms > 0 ? "+" : "") + ms(v.clock_skew_ms);
     const sk = cell(tr, skew, "num");
     if (v.round_trip_ms !== null) sk.appendChild(el("span", { class: "why" }, "\u00b1" + ms(Math.ceil(v.round_trip_ms / 2))));

@@ -58,6 +58,10 @@ pub struct PeerStatus {
     /// Indirect probes of it in a row that no other member could answer
     /// for: confirmed misses, which suspect and then fail it.
     pub probe_misses: u32,
+    /// Its staleness: the age, ms, of the oldest entry this node holds
+    /// that the peer's last digest shows it lacks (0: none known).
+    #[serde(default)]
+    pub staleness_ms: u64,
     /// alive, suspect or failed.
     pub state: String,
     /// Why our last request to it failed (a timeout, a refused
@@ -122,6 +126,9 @@ pub struct Status {
     pub now_ms: u64,
     /// Entries waiting to be passed on along the relay tree.
     pub relay_queue: u64,
+    /// The largest of the peers' `staleness_ms`.
+    #[serde(default)]
+    pub staleness_max_ms: u64,
 }
 
 async fn status(req: Req) -> tide::Result {
@@ -151,6 +158,7 @@ pub fn status_of(node: &NodeHandle) -> Status {
             clock_ahead_ms: p.seen.ahead_ms,
             future_only_batches: p.seen.future_only,
             probe_misses: p.seen.probe_misses,
+            staleness_ms: p.seen.staleness_ms,
             state: p.member.state.name().to_string(),
             last_failure_ms: failure.as_ref().map(|f| f.0),
             last_failure: failure.map(|f| f.1),
@@ -180,6 +188,12 @@ pub fn status_of(node: &NodeHandle) -> Status {
         last_cycle: snap.cycle,
         now_ms: now,
         relay_queue: snap.relay_queue,
+        staleness_max_ms: snap
+            .peers
+            .iter()
+            .map(|p| p.seen.staleness_ms)
+            .max()
+            .unwrap_or(0),
     }
 }
 
