@@ -136,13 +136,13 @@ impl<S: Store> Node<S> {
     /// the origin covers distances [d, d + min(lowbit(d), n - d)), so every
     /// node is reached once, in ceil(log2 n) hops). In fallback (and in the
     /// random schedule) a client write goes to a few random live peers.
-    pub(super) fn enqueue_relay(&mut self, e: &Entry) {
+    pub(super) fn enqueue_relay(&mut self, key: String, version: Version) {
         let n = self.cfg.n;
         let me = self.cfg.me;
-        let d = self.travelled(e.version.origin);
+        let d = self.travelled(version.origin);
         let mut targets = Vec::new();
         if self.mode == Mode::Fallback || self.cfg.schedule == Schedule::Random {
-            if e.version.origin == self.cfg.origin() {
+            if version.origin == self.cfg.origin() {
                 for _ in 0..self.cfg.fallback_relay_fanout * 4 {
                     if targets.len() as u32 >= self.cfg.fallback_relay_fanout {
                         break;
@@ -174,7 +174,7 @@ impl<S: Store> Node<S> {
             let q = self.eager.entry(t).or_default();
             // Beyond the bound, arrivals are left to the next cycle.
             if q.len() < self.cfg.relay_queue_max {
-                q.push((e.key.clone(), e.version));
+                q.push((key.clone(), version));
             }
         }
     }
@@ -282,10 +282,10 @@ impl<S: Store> Node<S> {
     /// it would resend it to peers that hold it, and keep this node from
     /// being quiet, which holds back the tree comparison that finds what
     /// else was lost.
-    pub(super) fn relays(&self, e: &Entry, arrived: u64) -> bool {
+    pub(super) fn relays(&self, version: &Version, arrived: u64) -> bool {
         let n = self.cfg.n;
-        let d = self.travelled(e.version.origin);
-        if self.birth_cycle(&e.version) + self.window() <= arrived {
+        let d = self.travelled(version.origin);
+        if self.birth_cycle(version) + self.window() <= arrived {
             return false;
         }
         match self.cfg.schedule {
@@ -540,10 +540,10 @@ mod tests {
         let n1 = node(config(4, 1, Schedule::Successor));
         let e = entry("k", Some("v"), 0, 0);
         // Born in cycle 1, travelling for 3 cycles.
-        assert!(n1.relays(&e, 1));
-        assert!(n1.relays(&e, 3));
-        assert!(!n1.relays(&e, 4));
+        assert!(n1.relays(&e.version, 1));
+        assert!(n1.relays(&e.version, 3));
+        assert!(!n1.relays(&e.version, 4));
         let n3 = node(config(4, 3, Schedule::Successor));
-        assert!(!n3.relays(&e, 1), "the last node before the origin");
+        assert!(!n3.relays(&e.version, 1), "the last node before the origin");
     }
 }
