@@ -10,6 +10,23 @@ use crate::core::message::PushKind;
 use crate::core::schedule::{distance, ring_bound, Schedule};
 use crate::core::store::Store;
 
+/// What a queue item costs in memory: its key's bytes and its fixed size.
+pub(super) trait Weigh {
+    fn weight(&self) -> usize;
+}
+
+impl Weigh for (String, Version) {
+    fn weight(&self) -> usize {
+        self.0.len() + std::mem::size_of::<Self>()
+    }
+}
+
+impl Weigh for (String, Version, u64) {
+    fn weight(&self) -> usize {
+        self.0.len() + std::mem::size_of::<Self>()
+    }
+}
+
 /// A queue of items waiting to be passed on, and the requests in flight
 /// that carry runs of them. The runs lie at the front, one after the other
 /// in the order the requests took them, and each is known by its request
@@ -19,6 +36,8 @@ pub(super) struct Held<T> {
     items: VecDeque<T>,
     /// (request id, items carried), in the order the runs were taken.
     holds: VecDeque<(u64, usize)>,
+    /// The items' [`Weigh::weight`], summed.
+    bytes: usize,
 }
 
 impl<T> Default for Held<T> {
@@ -26,13 +45,19 @@ impl<T> Default for Held<T> {
         Held {
             items: VecDeque::new(),
             holds: VecDeque::new(),
+            bytes: 0,
         }
     }
 }
 
-impl<T> Held<T> {
+impl<T: Weigh> Held<T> {
     pub(super) fn len(&self) -> usize {
         self.items.len()
+    }
+
+    /// What the items cost, in bytes.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -40,6 +65,7 @@ impl<T> Held<T> {
     }
 
     pub(super) fn push(&mut self, item: T) {
+        self.bytes += item.weight();
         self.items.push_back(item);
     }
 
@@ -78,7 +104,8 @@ impl<T> Held<T> {
         };
         let end = (start + count).min(self.items.len());
         if delivered {
-            self.items.drain(start..end);
+            let gone: usize = self.items.drain(start..end).map(|t| t.weight()).sum();
+            self.bytes = self.bytes.saturating_sub(gone);
         } else if i < self.holds.len() {
             // Later runs are still held: move this one behind them, so that
             // the held runs stay together at the front.
@@ -93,7 +120,8 @@ impl<T> Held<T> {
     /// Drops the `n` oldest items, held or not.
     pub(super) fn drop_front(&mut self, n: usize) {
         let n = n.min(self.items.len());
-        self.items.drain(..n);
+        let gone: usize = self.items.drain(..n).map(|t| t.weight()).sum();
+        self.bytes = self.bytes.saturating_sub(gone);
         let mut left = n;
         while left > 0 {
             let Some(front) = self.holds.front_mut() else {
@@ -112,15 +140,22 @@ impl<T> Held<T> {
     pub(super) fn retain_unheld(&mut self, mut keep: impl FnMut(&T) -> bool) {
         let held = self.held();
         let mut i = 0usize;
+        let mut gone = 0usize;
         self.items.retain(|item| {
             i += 1;
-            i <= held || keep(item)
+            let kept = i <= held || keep(item);
+            if !kept {
+                gone += item.weight();
+            }
+            kept
         });
+        self.bytes = self.bytes.saturating_sub(gone);
     }
 
     pub(super) fn clear(&mut self) {
         self.items.clear();
         self.holds.clear();
+        self.bytes = 0;
     }
 }
 
@@ -172,9 +207,12 @@ impl<S: Store> Node<S> {
         }
         for t in targets {
             let q = self.eager.entry(t).or_default();
-            // Beyond the bound, arrivals are left to the next cycle.
-            if q.len() < self.cfg.relay_queue_max {
-                q.push((key.clone(), version));
+            let item = (key.clone(), version);
+            // Beyond the bounds, arrivals are left to the next cycle.
+            if q.len() < self.cfg.relay_queue_max
+                && q.bytes() + item.weight() <= self.cfg.relay_queue_bytes
+            {
+                q.push(item);
             }
         }
     }
@@ -261,6 +299,9 @@ impl<S: Store> Node<S> {
         let cap = self.cfg.relay_queue_max;
         if self.relay.len() > cap {
             self.relay.drop_front(self.relay.len() - cap);
+        }
+        while self.relay.bytes() > self.cfg.relay_queue_bytes {
+            self.relay.drop_front(1);
         }
     }
 
@@ -388,6 +429,41 @@ mod tests {
     };
     use super::*;
     use crate::core::message::Body;
+
+    /// Test items weigh their number.
+    impl Weigh for u32 {
+        fn weight(&self) -> usize {
+            *self as usize
+        }
+    }
+
+    #[test]
+    fn a_queue_keeps_its_bytes_through_every_change() {
+        let mut q = queue(&[1, 2, 3, 4]);
+        assert_eq!(q.bytes(), 10);
+        q.hold(10, 2);
+        assert!(q.release(10, true));
+        assert_eq!(q.bytes(), 7);
+        q.retain_unheld(|&i| i != 3);
+        assert_eq!(q.bytes(), 4);
+        q.drop_front(1);
+        assert_eq!(q.bytes(), 0);
+        q.push(5);
+        q.clear();
+        assert_eq!(q.bytes(), 0);
+    }
+
+    #[test]
+    fn eager_queues_stop_at_their_byte_bound() {
+        let mut cfg = config(4, 0, Schedule::Successor);
+        cfg.relay_queue_bytes = 200;
+        let mut n0 = node(cfg);
+        for i in 0..20 {
+            n0.enqueue_relay(format!("key-{i:040}"), Version::zero(n0.config().origin()));
+        }
+        let bytes: usize = n0.eager.values().map(Held::bytes).sum();
+        assert!(bytes <= 200 && bytes > 0, "{bytes}");
+    }
 
     fn queue(items: &[u32]) -> Held<u32> {
         let mut q = Held::default();
