@@ -184,11 +184,15 @@ enum Command {
         /// bench/results/<stamp>-quick.json.
         #[arg(long)]
         quick: bool,
-        /// Run only these sections (comma-separated: convergence, digest,
-        /// join, merge, latency, put, staleness); writes only
-        /// bench/results/<stamp>-only.json.
+        /// Run only these sections (comma-separated: convergence, digest
+        /// or idle, repair, join or memory, merge, latency, put, idle_wire,
+        /// staleness); writes only bench/results/<stamp>-only.json.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// Keys of the datasets (idle, repair, join, memory, merge):
+        /// default 1000000 (20000 with --quick).
+        #[arg(long)]
+        keys: Option<u64>,
     },
     /// Topology file tools.
     Topology {
@@ -413,9 +417,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             .render(&mut std::io::stdout())
             .map_err(|e| Failure::from(format!("cannot write the manual page: {e}"))),
         Command::Sim(args) => sim(args),
-        Command::Bench { quick, only } => Ok(ringsync::bench::run(
+        Command::Bench { quick, only, keys } => Ok(ringsync::bench::run(
             quick,
             &only,
+            keys,
             std::path::Path::new("."),
         )?),
         Command::Secret {

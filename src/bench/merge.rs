@@ -16,7 +16,7 @@ use crate::store::{MemoryStore, RedbStore, Store, WriteBatch};
 pub const TARGET_RATIO: f64 = 0.40;
 
 /// The baseline's one table: key to the same 17-byte header and value the
-/// store writes (see `store/redb.rs`), so both write the same bytes to `kv`.
+/// store writes (see `store/redb/record.rs`), so both write the same bytes to `kv`.
 const BARE: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 
 /// Both rates.
@@ -30,8 +30,8 @@ pub struct Merge {
     pub node_seconds: f64,
     /// Entries per second through the node.
     pub node_rate: f64,
-    /// Seconds of `RedbStore::commit` alone on the same batches (its four
-    /// tables and last-writer-wins reads), to tell the store's share of the
+    /// Seconds of `RedbStore::commit` alone on the same batches (its tables
+    /// and last-writer-wins reads), to tell the store's share of the
     /// node's time from the protocol's.
     pub store_seconds: f64,
     /// Entries per second of the store alone.

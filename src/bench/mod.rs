@@ -138,6 +138,9 @@ pub struct Results {
     pub join_long_timeout: Option<join::Join>,
     /// Peak memory.
     pub memory: Option<join::Memory>,
+    /// Seconds from starting the node holding the dataset to its
+    /// `/readyz` answering: opening its store and rebuilding the digest.
+    pub open_seconds: Option<f64>,
     /// Merge throughput.
     pub merge: Option<merge::Merge>,
     /// Write-visibility latency.
@@ -171,6 +174,7 @@ impl Results {
             join: None,
             join_long_timeout: None,
             memory: None,
+            open_seconds: None,
             merge: None,
             latency: None,
             put: None,
@@ -221,11 +225,16 @@ fn log(started: Instant, msg: &str) {
 }
 
 /// The sections `--only` may name: the idle and repair cost need the
-/// loaded dataset, as the join does.
-pub const SECTIONS: [&str; 8] = [
+/// loaded dataset, as the join does. `idle` and `repair` name the digest
+/// section, `memory` the join (which measures both processes' memory and
+/// the holder's open); `idle_wire` is the idle cost on the wire as N grows.
+pub const SECTIONS: [&str; 11] = [
     "convergence",
     "digest",
+    "idle",
+    "repair",
     "join",
+    "memory",
     "merge",
     "latency",
     "put",
@@ -233,18 +242,34 @@ pub const SECTIONS: [&str; 8] = [
     "staleness",
 ];
 
+/// The section an `--only` name runs.
+fn section_of(name: &str) -> &str {
+    match name {
+        "idle" | "repair" => "digest",
+        "memory" => "join",
+        other => other,
+    }
+}
+
 /// Runs the benchmark from the repository root `root`; prints the report.
 /// With `only` not empty, runs just the sections it names.
-pub fn run(quick: bool, only: &[String], root: &Path) -> Result<(), String> {
+/// `keys`, when given, replaces the scale's dataset size.
+pub fn run(quick: bool, only: &[String], keys: Option<u64>, root: &Path) -> Result<(), String> {
     if let Some(bad) = only.iter().find(|o| !SECTIONS.contains(&o.as_str())) {
         return Err(format!(
             "no bench section {bad:?}: the sections are {}",
             SECTIONS.join(", ")
         ));
     }
-    let wants = |section: &str| only.is_empty() || only.iter().any(|o| o == section);
+    let wants = |section: &str| only.is_empty() || only.iter().any(|o| section_of(o) == section);
     let started = Instant::now();
-    let scale = Scale::new(quick);
+    let mut scale = Scale::new(quick);
+    if let Some(k) = keys {
+        if k == 0 {
+            return Err("--keys must be at least 1".into());
+        }
+        scale.keys = k;
+    }
     let machine = machine::describe();
     if machine.profile == "debug" {
         eprintln!("warning: a debug build; figures will be far from a release build's");
@@ -393,6 +418,7 @@ fn join_sections(
         Ok(o) => {
             r.join = Some(o.join);
             r.memory = Some(o.memory);
+            r.open_seconds = Some(o.open_seconds);
             match o.idle {
                 Ok(i) => r.join_idle_wire = Some(i),
                 Err(e) => {

@@ -43,6 +43,9 @@ pub struct Config {
     /// Entries waiting to be relayed along the ring, at most; the oldest
     /// beyond it are left to digest repair.
     pub relay_queue_max: usize,
+    /// Bytes of each relay queue (key bytes plus a fixed cost per item),
+    /// at most: long keys cannot make a queue outgrow this.
+    pub relay_queue_bytes: usize,
     /// Leaf level of the digest tree: 16^depth buckets. 5 gives about a
     /// million buckets, one or two keys each at a million keys.
     pub tree_depth: u32,
@@ -81,6 +84,7 @@ impl Config {
             batch_entries: 4096,
             batch_bytes: 1 << 20,
             relay_queue_max: 100_000,
+            relay_queue_bytes: 8 << 20,
             tree_depth: 5,
             failure_threshold: 3,
             catch_up_on_start: false,

@@ -1,7 +1,7 @@
 //! The data model: keys, values, tombstones and their versions.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
+use twox_hash::XxHash3_64;
 
 /// The ring position of the node that made a write, when it made it.
 ///
@@ -81,25 +81,33 @@ impl Entry {
 
 /// Hash of one entry's identity (key, version, tombstone or not).
 pub fn entry_hash(key: &str, version: &Version, tombstone: bool) -> u64 {
-    let mut h = Sha256::new();
-    h.update((key.len() as u64).to_le_bytes());
-    h.update(key.as_bytes());
-    h.update(version.ms.to_le_bytes());
-    h.update(version.counter.to_le_bytes());
-    h.update(version.origin.to_le_bytes());
-    h.update([u8::from(tombstone)]);
-    first_u64(&h.finalize())
+    stamp_hash(key_hash(key), version, tombstone)
 }
 
-/// A 64-bit hash of a key alone: it places the key in a bucket of the tree.
+/// [`entry_hash`] from the key's [`key_hash`], so that an entry costs one
+/// hash of its key: XXH3-64 of the 25 bytes key hash, ms, counter, origin
+/// (little-endian) and the tombstone flag (0 or 1).
+///
+/// These hashes are XORed into the digest tree and compared between nodes:
+/// they are part of the wire protocol. Nothing here needs a cryptographic
+/// hash: the tree only detects differences between honest replicas (a
+/// writer with a token can corrupt data more simply than by crafting
+/// collisions), and a 64-bit prefix of a public hash can be steered into
+/// a bucket as easily as this one.
+pub fn stamp_hash(key_hash: u64, version: &Version, tombstone: bool) -> u64 {
+    let mut b = [0u8; 25];
+    b[0..8].copy_from_slice(&key_hash.to_le_bytes());
+    b[8..16].copy_from_slice(&version.ms.to_le_bytes());
+    b[16..20].copy_from_slice(&version.counter.to_le_bytes());
+    b[20..24].copy_from_slice(&version.origin.to_le_bytes());
+    b[24] = u8::from(tombstone);
+    XxHash3_64::oneshot(&b)
+}
+
+/// A 64-bit hash of a key alone (XXH3-64 of its UTF-8 bytes): it places
+/// the key in a bucket of the tree.
 pub fn key_hash(key: &str) -> u64 {
-    first_u64(&Sha256::digest(key.as_bytes()))
-}
-
-fn first_u64(bytes: &[u8]) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&bytes[..8]);
-    u64::from_be_bytes(b)
+    XxHash3_64::oneshot(key.as_bytes())
 }
 
 /// Why a key or value was refused. Nothing was changed.

@@ -14,7 +14,8 @@ use super::membership::News;
 use super::wire_caps;
 
 /// The wire format version this build speaks.
-pub const WIRE_VERSION: u8 = 2;
+/// 3: the digest tree hashes with XXH3 (`entry::key_hash`, `entry::stamp_hash`).
+pub const WIRE_VERSION: u8 = 3;
 
 /// What a node knows, in a few dozen bytes plus one watermark per origin.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -294,7 +295,7 @@ mod tests {
         let bytes = encode(&m);
         assert_eq!(decode(&bytes), Ok(m));
         assert!(decode(&[]).is_err());
-        assert!(decode(&[3, 0, 0]).unwrap_err().contains("wire version 3"));
+        assert!(decode(&[9, 0, 0]).unwrap_err().contains("wire version 9"));
         assert!(decode(&bytes[..bytes.len() - 1]).is_err());
         let mut longer = bytes.clone();
         longer.push(0);

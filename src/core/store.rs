@@ -36,6 +36,34 @@ pub struct WriteBatch {
     pub meta: Vec<(String, Vec<u8>)>,
 }
 
+/// What the digest needs of one stored entry: no value, no key bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// [`key_hash`](super::entry::key_hash) of its key.
+    pub key_hash: u64,
+    /// Its version.
+    pub version: Version,
+    /// Whether it is a tombstone.
+    pub tombstone: bool,
+}
+
+impl Stamp {
+    /// The stamp of `e`.
+    pub fn of(e: &Entry) -> Stamp {
+        Stamp {
+            key_hash: super::entry::key_hash(&e.key),
+            version: e.version,
+            tombstone: e.is_tombstone(),
+        }
+    }
+
+    /// Its entry's hash in the digest tree
+    /// ([`stamp_hash`](super::entry::stamp_hash)).
+    pub fn hash(&self) -> u64 {
+        super::entry::stamp_hash(self.key_hash, &self.version, self.tombstone)
+    }
+}
+
 /// What a commit did to one entry of [`WriteBatch::entries`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Merged {
@@ -123,9 +151,15 @@ pub trait Store {
         limit: usize,
     ) -> Result<Vec<(String, Version)>, StoreError>;
 
-    /// Calls `f` on every stored entry, once, in any order (used once at open
-    /// to rebuild the in-memory digest).
+    /// Calls `f` on every stored entry, once, in any order.
     fn for_each(&self, f: &mut dyn FnMut(&Entry)) -> Result<(), StoreError>;
+
+    /// Calls `f` on the [`Stamp`] of every stored entry, once, in any
+    /// order: what opening needs to rebuild the digest. A store that keeps
+    /// stamps apart from values answers without reading the values.
+    fn for_each_stamp(&self, f: &mut dyn FnMut(&Stamp)) -> Result<(), StoreError> {
+        self.for_each(&mut |e: &Entry| f(&Stamp::of(e)))
+    }
 
     /// A meta value written by an earlier [`WriteBatch`].
     fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;

@@ -1,4 +1,4 @@
-//! The digest tree: a sparse 16-ary hash tree over key-hash buckets, as in
+//! The digest tree: a 16-ary hash tree over key-hash buckets, as in
 //! Cassandra's and Riak's repair, with XOR as the combining function so that
 //! every write updates it in O(depth) without reading anything else.
 //!
@@ -14,20 +14,69 @@ use std::collections::HashMap;
 /// Children per tree node.
 pub const FANOUT: usize = 16;
 
+/// Deepest tree built: a dense leaf level of 16^6 nodes is 128 MiB.
+const MAX_DEPTH: u32 = 6;
+
+/// One level's hashes. A level starts sparse, which costs little for the
+/// small datasets of simulated nodes, and turns dense (one `u64` per node,
+/// fixed by the depth, not by the key count) once a map would cost more.
+#[derive(Debug, Clone)]
+enum Level {
+    Sparse(HashMap<u32, u64>),
+    Dense(Vec<u64>),
+}
+
+impl Level {
+    fn get(&self, idx: u32) -> u64 {
+        match self {
+            Level::Sparse(m) => m.get(&idx).copied().unwrap_or(0),
+            Level::Dense(v) => v.get(idx as usize).copied().unwrap_or(0),
+        }
+    }
+
+    /// XORs `h` into node `idx` of a level of `size` nodes.
+    fn toggle(&mut self, idx: u32, h: u64, size: usize) {
+        match self {
+            Level::Dense(v) => {
+                if let Some(slot) = v.get_mut(idx as usize) {
+                    *slot ^= h;
+                }
+            }
+            Level::Sparse(m) => {
+                let slot = m.entry(idx).or_insert(0);
+                *slot ^= h;
+                if *slot == 0 {
+                    m.remove(&idx);
+                }
+                // A map entry costs about 16 bytes to a dense slot's 8.
+                if m.len() * 2 > size {
+                    let mut v = vec![0u64; size];
+                    for (&i, &x) in m.iter() {
+                        if let Some(slot) = v.get_mut(i as usize) {
+                            *slot = x;
+                        }
+                    }
+                    *self = Level::Dense(v);
+                }
+            }
+        }
+    }
+}
+
 /// The digest tree of one node's data.
 #[derive(Debug, Clone)]
 pub struct Tree {
     depth: u32,
-    levels: Vec<HashMap<u32, u64>>,
+    levels: Vec<Level>,
 }
 
 impl Tree {
-    /// An empty tree with leaves at `depth` (16^depth buckets).
+    /// An empty tree with leaves at `depth` (16^depth buckets, 1 to 6).
     pub fn new(depth: u32) -> Self {
-        let depth = depth.clamp(1, 7);
+        let depth = depth.clamp(1, MAX_DEPTH);
         Tree {
             depth,
-            levels: vec![HashMap::new(); depth as usize + 1],
+            levels: vec![Level::Sparse(HashMap::new()); depth as usize + 1],
         }
     }
 
@@ -45,11 +94,7 @@ impl Tree {
     pub fn toggle(&mut self, key_hash: u64, entry_hash: u64) {
         for (l, level) in self.levels.iter_mut().enumerate() {
             let idx = index_at(key_hash, l as u32);
-            let slot = level.entry(idx).or_insert(0);
-            *slot ^= entry_hash;
-            if *slot == 0 {
-                level.remove(&idx);
-            }
+            level.toggle(idx, entry_hash, FANOUT.pow(l as u32));
         }
     }
 
@@ -60,11 +105,7 @@ impl Tree {
 
     /// The hash of node `idx` at `level`.
     pub fn hash(&self, level: u32, idx: u32) -> u64 {
-        self.levels
-            .get(level as usize)
-            .and_then(|m| m.get(&idx))
-            .copied()
-            .unwrap_or(0)
+        self.levels.get(level as usize).map_or(0, |l| l.get(idx))
     }
 
     /// The hashes of the 16 children of node `idx` at `level` (< depth).
@@ -119,8 +160,32 @@ mod tests {
         a.toggle(items[2].0, items[2].1);
         assert_eq!(a.root(), 0);
         assert!(
-            a.levels.iter().all(HashMap::is_empty),
-            "sparse tree keeps no zero nodes"
+            a.levels.iter().all(|l| match l {
+                Level::Sparse(m) => m.is_empty(),
+                Level::Dense(v) => v.iter().all(|&h| h == 0),
+            }),
+            "a sparse level keeps no zero nodes"
         );
+    }
+
+    #[test]
+    fn a_full_level_turns_dense_and_keeps_its_hashes() {
+        let mut sparse = Tree::new(2);
+        let mut items = Vec::new();
+        for i in 0..400u64 {
+            let k = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            items.push((k, i + 1));
+            sparse.toggle(k, i + 1);
+        }
+        assert!(matches!(sparse.levels[2], Level::Dense(_)));
+        assert!(matches!(sparse.levels[1], Level::Dense(_)));
+        let root = items.iter().fold(0, |acc, (_, h)| acc ^ h);
+        assert_eq!(sparse.root(), root);
+        for (k, h) in &items {
+            sparse.toggle(*k, *h);
+        }
+        assert_eq!(sparse.root(), 0);
+        assert_eq!(sparse.children(1, 3), [0; FANOUT]);
+        assert_eq!(Tree::new(9).depth(), MAX_DEPTH);
     }
 }

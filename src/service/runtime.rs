@@ -51,7 +51,8 @@ impl NodeHandle {
         topology.node(id).map_err(|e| e.to_string())?;
         let started_ms = now_ms();
         let had_store = data_dir.join(STORE_FILE).exists();
-        let store = RedbStore::open(&data_dir.join(STORE_FILE))
+        let cache = topology.cluster.cache_size;
+        let store = RedbStore::open_with_cache(&data_dir.join(STORE_FILE), cache)
             .map_err(|e| format!("cannot open the store in {}: {e}", data_dir.display()))?;
         let node = NodeHandle::new(topology, id, Box::new(store), secrets, transport)
             .map_err(|e| format!("cannot read the store in {}: {e}", data_dir.display()))?;

@@ -1,7 +1,7 @@
 //! A boxed store is a store, so the service can hold any store behind one
 //! type (`Node<Box<dyn Store + Send>>`): redb on disk, memory in tests.
 
-use super::{Merged, Reads, Store, StoreError, WriteBatch};
+use super::{Merged, Reads, Stamp, Store, StoreError, WriteBatch};
 use crate::core::entry::{Entry, Origin, Version};
 
 impl<S: Store + ?Sized> Store for Box<S> {
@@ -45,6 +45,10 @@ impl<S: Store + ?Sized> Store for Box<S> {
 
     fn for_each(&self, f: &mut dyn FnMut(&Entry)) -> Result<(), StoreError> {
         (**self).for_each(f)
+    }
+
+    fn for_each_stamp(&self, f: &mut dyn FnMut(&Stamp)) -> Result<(), StoreError> {
+        (**self).for_each_stamp(f)
     }
 
     fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{Merged, Reads, Store, StoreError, WriteBatch};
+use super::{Merged, Reads, Stamp, Store, StoreError, WriteBatch};
 use crate::core::entry::{Entry, Origin, Version};
 
 /// The gate, shared between the store and the test that holds it.
@@ -145,6 +145,10 @@ impl<S: Store> Store for Gated<S> {
 
     fn for_each(&self, f: &mut dyn FnMut(&Entry)) -> Result<(), StoreError> {
         self.inner.for_each(f)
+    }
+
+    fn for_each_stamp(&self, f: &mut dyn FnMut(&Stamp)) -> Result<(), StoreError> {
+        self.inner.for_each_stamp(f)
     }
 
     fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -12,5 +12,5 @@ pub use self::gated::{Gate, Gated};
 pub use self::memory::MemoryStore;
 pub use self::redb::RedbStore;
 pub use crate::core::store::{
-    bucket_of, merge_decision, Merged, Reads, Store, StoreError, WriteBatch,
+    bucket_of, merge_decision, Merged, Reads, Stamp, Store, StoreError, WriteBatch,
 };

@@ -8,7 +8,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::origin_of;
-use super::parse::{Ctx, RawCluster, RawNode};
+use super::parse::{Ctx, RawCluster, RawNode, RawSize};
 use super::{Cluster, NodeSpec, TopologyError};
 use crate::core::schedule::Schedule;
 
@@ -209,6 +209,12 @@ pub(super) fn cluster(cx: &Ctx, table: Spanned<RawCluster>, problems: &mut Probl
         ));
     }
 
+    let cache_size = keep(
+        problems,
+        size(cx, "cache_size", &rc.cache_size, DEFAULT_CACHE_SIZE),
+        DEFAULT_CACHE_SIZE,
+    );
+
     Cluster {
         name,
         interval,
@@ -224,7 +230,56 @@ pub(super) fn cluster(cx: &Ctx, table: Spanned<RawCluster>, problems: &mut Probl
         relay: rc.relay.unwrap_or(true),
         sync_max_rounds,
         epoch,
+        cache_size,
     }
+}
+
+/// The store's page cache when `cache_size` is not set.
+const DEFAULT_CACHE_SIZE: u64 = crate::store::redb::DEFAULT_CACHE_SIZE;
+/// The smallest `cache_size` taken: below it redb thrashes.
+const MIN_CACHE_SIZE: u64 = 1 << 20;
+
+/// A byte size: a plain integer, or a number and a unit (B, KB, MB, GB,
+/// KiB, MiB, GiB), like "32MiB"; at least [`MIN_CACHE_SIZE`].
+fn size(
+    cx: &Ctx,
+    name: &str,
+    raw: &Option<Spanned<RawSize>>,
+    default: u64,
+) -> Result<u64, TopologyError> {
+    let Some(raw) = raw else {
+        return Ok(default);
+    };
+    let bad = |why: String| {
+        cx.at(raw.span(), format!("{name} {why}; write bytes like 33554432 or a size like \"32MiB\" (units B, KB, MB, GB, KiB, MiB, GiB)"))
+    };
+    let bytes = match raw.get_ref() {
+        RawSize::Bytes(n) => u64::try_from(*n).map_err(|_| bad(format!("{n} is negative")))?,
+        RawSize::Text(t) => parse_size(t).ok_or_else(|| bad(format!("{t:?} is not a size")))?,
+    };
+    if bytes < MIN_CACHE_SIZE {
+        return Err(bad(format!("{bytes} bytes is below the minimum of 1MiB")));
+    }
+    Ok(bytes)
+}
+
+/// "32MiB", "64 MB", "1048576" as bytes.
+fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1000,
+        "MB" => 1000 * 1000,
+        "GB" => 1000 * 1000 * 1000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }
 
 /// Checks each `[[node]]` table and the ring they form, in file order: ids

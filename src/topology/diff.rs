@@ -174,6 +174,11 @@ fn settings_changed(a: &Cluster, b: &Cluster) -> Vec<(&'static str, String, Stri
             b.max_value_size.to_string(),
         ),
         (
+            "cache_size",
+            a.cache_size.to_string(),
+            b.cache_size.to_string(),
+        ),
+        (
             "max_clock_drift",
             fmt_d(a.max_clock_drift),
             fmt_d(b.max_clock_drift),

@@ -71,6 +71,9 @@ pub struct Cluster {
     /// ring, so that nodes on the old and the new ring keep exchanging
     /// during a rolling reload (DESIGN §14).
     pub epoch: u64,
+    /// Bytes of the store's page cache (default 32 MiB): a node's memory is
+    /// bounded by it, not by the number of keys it holds. Read at start.
+    pub cache_size: u64,
 }
 
 /// One `[[node]]` table: a ring member.

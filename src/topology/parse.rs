@@ -36,6 +36,15 @@ pub(super) struct RawCluster {
     pub(super) relay: Option<bool>,
     pub(super) sync_max_rounds: Option<Spanned<i64>>,
     pub(super) epoch: Option<Spanned<i64>>,
+    pub(super) cache_size: Option<Spanned<RawSize>>,
+}
+
+/// A size as written: bytes, or a number with a unit ("32MiB").
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawSize {
+    Bytes(i64),
+    Text(String),
 }
 
 #[derive(Deserialize)]

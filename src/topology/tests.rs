@@ -60,6 +60,7 @@ fn valid_file_gets_defaults() {
     assert_eq!(t.cluster.peer_timeout, Duration::from_millis(500));
     assert_eq!(t.cluster.tombstone_lifetime, Duration::from_secs(7 * 86400));
     assert_eq!(t.cluster.max_value_size, 1 << 20);
+    assert_eq!(t.cluster.cache_size, 32 << 20);
     assert_eq!(t.cluster.max_clock_drift, Duration::from_secs(30));
     assert_eq!(t.cluster.secret_file, None);
     assert_eq!(t.cluster.tokens_file, None);
@@ -314,6 +315,27 @@ fn bad_schedule() {
     for s in ["successor", "doubling", "random"] {
         let t = parse(&VALID.replace("interval = \"1s\"", &format!("schedule = \"{s}\""))).unwrap();
         assert_eq!(t.cluster.schedule.name(), s);
+    }
+}
+
+#[test]
+fn cache_size_takes_bytes_or_a_unit_and_refuses_the_rest() {
+    for (val, bytes) in [
+        ("67108864", 64u64 << 20),
+        ("\"64MiB\"", 64 << 20),
+        ("\"2 GB\"", 2_000_000_000),
+    ] {
+        let text = VALID.replace("interval = \"1s\"", &format!("cache_size = {val}"));
+        assert_eq!(parse(&text).unwrap().cluster.cache_size, bytes, "{val}");
+    }
+    for val in ["\"32 parsecs\"", "-1", "\"512KiB\""] {
+        let text = VALID.replace("interval = \"1s\"", &format!("cache_size = {val}"));
+        let e = err(&text);
+        assert_eq!(e.line, Some(line_of(&text, "cache_size")), "{e}");
+        assert!(
+            e.message.contains("cache_size") && e.message.contains("32MiB"),
+            "{e}"
+        );
     }
 }
 

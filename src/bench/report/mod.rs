@@ -147,7 +147,7 @@ pub fn markdown(r: &Results) -> String {
         let peak = mem.holder_peak_bytes.max(mem.joiner_peak_bytes);
         let _ = writeln!(
             s,
-            "| peak memory of a node holding {} keys | ≤ 200 MB | {:.0} MB | {} |",
+            "| peak memory of a node holding {} keys | ≤ 150 MB | {:.0} MB | {} |",
             int(mem.keys),
             peak as f64 / 1e6,
             verdict(mem.meets_target)
@@ -539,7 +539,7 @@ pub fn markdown(r: &Results) -> String {
          before they stop: the holder opened \
          a store of {keys} keys (rebuilding its digest from every entry) and \
          served the join; the new node received them all. Target: at most \
-         200 MB (10^6 bytes).\n"
+         150 MB (10^6 bytes).\n"
     );
     match &r.memory {
         Some(mem) => {

@@ -4,9 +4,9 @@
 
 use super::gc::encode_floors;
 use super::{bump, encode_mark, Mode, Node, WriteError, META_GC_FLOORS, META_HLC, META_RESYNCING};
-use crate::core::entry::{entry_hash, key_hash, validate, Entry};
+use crate::core::entry::{stamp_hash, validate, Entry};
 use crate::core::message::{Digest, Refusal};
-use crate::core::store::{Merged, Store, StoreError, WriteBatch};
+use crate::core::store::{Merged, Stamp, Store, StoreError, WriteBatch};
 use crate::core::wire_caps::MAX_ORIGINS;
 
 impl<S: Store> Node<S> {
@@ -85,40 +85,59 @@ impl<S: Store> Node<S> {
         Ok(())
     }
 
-    /// Validates `entries` whole, then merges in one commit those not from
-    /// the future, holding back those more than `max_drift` ahead of our
-    /// clock: they are neither stored nor counted in our hints, so `from`
-    /// (or whoever holds them) offers them again, and they are taken once
-    /// our clock has caught up (DESIGN §3). Returns how many were held back.
-    /// With `complete`, and nothing held back, they finish a resync: the
-    /// sender's collection floors become ours in the same commit.
-    /// `relayed`: they came by eager relay, and travel on down its tree.
+    /// Validates `entries` whole, then takes them as [`Node::accept_valid`]
+    /// does.
     pub(super) fn accept(
         &mut self,
         now_ms: u64,
         from: u32,
-        entries: &[Entry],
+        entries: Vec<Entry>,
         complete: bool,
         sender: &Digest,
         relayed: bool,
     ) -> Result<usize, Refusal> {
-        self.validate(entries)?;
+        self.validate(&entries)?;
+        self.accept_valid(now_ms, from, entries, complete, sender, relayed)
+    }
+
+    /// Merges in one commit the entries (already validated by
+    /// [`Node::validate`]) not from the future, holding back those more than
+    /// `max_drift` ahead of our clock: they are neither stored nor counted
+    /// in our hints, so `from` (or whoever holds them) offers them again,
+    /// and they are taken once our clock has caught up (DESIGN §3). Returns
+    /// how many were held back. With `complete`, and nothing held back, they
+    /// finish a resync: the sender's collection floors become ours in the
+    /// same commit. `relayed`: they came by eager relay, and travel on down
+    /// its tree. The entries decoded from the message are moved into the
+    /// commit, never copied.
+    pub(super) fn accept_valid(
+        &mut self,
+        now_ms: u64,
+        from: u32,
+        entries: Vec<Entry>,
+        complete: bool,
+        sender: &Digest,
+        relayed: bool,
+    ) -> Result<usize, Refusal> {
         self.stats.entries_received += entries.len() as u64;
         let horizon = now_ms.saturating_add(self.cfg.max_drift_ms);
-        let (now_ok, future): (Vec<Entry>, Vec<Entry>) = entries
-            .iter()
-            .cloned()
-            .partition(|e| e.version.ms <= horizon);
-        self.note_skew(now_ms, from, entries, future.len(), now_ok.is_empty());
+        let total = entries.len();
+        let newest = entries.iter().map(|e| e.version.ms).max();
+        let mut now_ok: Vec<Entry> = Vec::with_capacity(total);
+        let mut future = 0;
+        for e in entries {
+            if e.version.ms > horizon {
+                future += 1;
+            } else if !(e.is_tombstone() && self.agree.recently_collected(e.hash64())) {
+                // A tombstone we collected lately, repaired back by a peer
+                // that has not collected it yet, stays out: the proof that
+                // let us collect it is on its way to that peer.
+                now_ok.push(e);
+            }
+        }
+        self.note_skew(now_ms, from, newest, future, future == total);
         let mut meta = Vec::new();
-        // A tombstone we collected lately, repaired back by a peer that
-        // has not collected it yet, stays out: the proof that let us
-        // collect it is on its way to that peer.
-        let now_ok: Vec<Entry> = now_ok
-            .into_iter()
-            .filter(|e| !(e.is_tombstone() && self.agree.recently_collected(e.hash64())))
-            .collect();
-        let floors = (complete && future.is_empty() && self.resyncing).then(|| {
+        let floors = (complete && future == 0 && self.resyncing).then(|| {
             let mut floors = self.gc_floors.clone();
             for (o, v) in self.honest_floors(now_ms, from, sender) {
                 bump(&mut floors, o, v);
@@ -131,7 +150,7 @@ impl<S: Store> Node<S> {
         }
         if now_ok.is_empty() && meta.is_empty() {
             // Nothing to commit: an empty push costs no fsync.
-            return Ok(future.len());
+            return Ok(future);
         }
         self.apply(now_ms, now_ok, meta, relayed).map_err(|e| {
             log::warn!("merge failed, nothing applied: {e}");
@@ -141,7 +160,7 @@ impl<S: Store> Node<S> {
             self.resyncing = false;
             self.gc_floors = floors;
         }
-        Ok(future.len())
+        Ok(future)
     }
 
     /// Records how far ahead of our clock the newest entry of a batch from
@@ -153,11 +172,11 @@ impl<S: Store> Node<S> {
         &mut self,
         now_ms: u64,
         from: u32,
-        entries: &[Entry],
+        newest: Option<u64>,
         held: usize,
         only_future: bool,
     ) {
-        let Some(newest) = entries.iter().map(|e| e.version.ms).max() else {
+        let Some(newest) = newest else {
             return;
         };
         self.stats.entries_held_back += held as u64;
@@ -195,38 +214,53 @@ impl<S: Store> Node<S> {
             clock.observe(e.version);
         }
         meta.push((META_HLC.to_string(), encode_mark(clock.last())));
+        let c0_ok = self.cfg.schedule.is_ring() && self.mode == Mode::Ring;
+        let arrived = now_ms / self.cfg.interval_ms;
+        // What the digest and the relays need of each entry, taken before
+        // the entries move into the commit: one hash of each key, and the
+        // key itself only for an entry that is to travel on.
+        let after: Vec<(Stamp, Option<String>)> = entries
+            .iter()
+            .map(|e| {
+                let travels = if self.cfg.relay {
+                    relayed
+                } else {
+                    c0_ok && self.relays(&e.version, arrived)
+                };
+                (Stamp::of(e), travels.then(|| e.key.clone()))
+            })
+            .collect();
         let merged = self.store.commit(WriteBatch {
             clear_first: false,
-            entries: entries.clone(),
+            entries,
             collect: Vec::new(),
             meta,
         })?;
         self.hlc = clock;
-        let c0_ok = self.cfg.schedule.is_ring() && self.mode == Mode::Ring;
-        let arrived = now_ms / self.cfg.interval_ms;
-        for (e, m) in entries.into_iter().zip(merged) {
-            bump(&mut self.hints, e.version.origin, e.version);
+        for ((s, key), m) in after.into_iter().zip(merged) {
+            bump(&mut self.hints, s.version.origin, s.version);
             let Merged::Applied { replaced } = m else {
                 continue;
             };
             self.stats.entries_applied += 1;
-            let kh = key_hash(&e.key);
             if let Some((old, tomb)) = replaced {
-                self.tree.toggle(kh, entry_hash(&e.key, &old, tomb));
+                self.tree
+                    .toggle(s.key_hash, stamp_hash(s.key_hash, &old, tomb));
                 self.uncount(tomb);
             }
-            self.tree.toggle(kh, e.hash64());
-            if e.is_tombstone() {
+            self.tree.toggle(s.key_hash, s.hash());
+            if s.tombstone {
                 self.tombstones += 1;
             } else {
                 self.keys += 1;
             }
+            let Some(key) = key else {
+                continue;
+            };
             if self.cfg.relay {
-                if relayed {
-                    self.enqueue_relay(&e);
-                }
-            } else if c0_ok && self.relays(&e, arrived) {
-                self.relay.push((e.key, e.version, arrived));
+                self.enqueue_relay(key, s.version);
+            } else {
+                self.relay.push((key, s.version, arrived));
             }
         }
         self.pump_relays();
@@ -287,7 +321,7 @@ mod tests {
         let mut n0 = node(config(4, 0, Schedule::Successor));
         let good = entry("good", Some("v"), 100, 1);
         let bad = entry("", Some("v"), 100, 1);
-        let got = n0.accept(100, 1, &[good, bad], false, &Digest::default(), false);
+        let got = n0.accept(100, 1, vec![good, bad], false, &Digest::default(), false);
         assert_eq!(got, Err(Refusal::InvalidEntry));
         assert!(matches!(n0.get("good"), Ok(None)));
         assert_eq!((n0.counts(), n0.root()), ((0, 0), 0));
@@ -305,7 +339,7 @@ mod tests {
         let got = n0.accept(
             now,
             1,
-            &[good.clone(), ahead.clone(), edge.clone()],
+            vec![good.clone(), ahead.clone(), edge.clone()],
             false,
             &Digest::default(),
             false,
@@ -333,7 +367,7 @@ mod tests {
             n0.accept(
                 later,
                 1,
-                std::slice::from_ref(&ahead),
+                vec![ahead.clone()],
                 false,
                 &Digest::default(),
                 false
@@ -354,7 +388,7 @@ mod tests {
         for i in 0..threshold {
             assert!(!n0.view().is_failed(3), "after {i} batches");
             let ahead = entry(&format!("f{i}"), Some("v"), now + beyond, 3);
-            let got = n0.accept(now, 3, &[ahead], false, &Digest::default(), false);
+            let got = n0.accept(now, 3, vec![ahead], false, &Digest::default(), false);
             assert_eq!(got, Ok(1));
             sent += 1;
         }
@@ -364,7 +398,7 @@ mod tests {
         assert_eq!((n0.counts(), n0.root()), ((0, 0), 0));
         // A batch with something to take resets the run.
         let fine = entry("fine", Some("v"), now, 3);
-        n0.accept(now, 3, &[fine], false, &Digest::default(), false)
+        n0.accept(now, 3, vec![fine], false, &Digest::default(), false)
             .expect("accept");
         assert_eq!(n0.peers()[3].future_only, 0);
     }
@@ -382,7 +416,7 @@ mod tests {
         n0.accept(
             400,
             2,
-            std::slice::from_ref(&older),
+            vec![older.clone()],
             false,
             &Digest::default(),
             false,
@@ -467,10 +501,10 @@ mod tests {
             origin: 2,
         };
         sender.gc_floors.insert(2, floor);
-        n0.accept(100, 1, &[], false, &sender, false)
+        n0.accept(100, 1, vec![], false, &sender, false)
             .expect("accept");
         assert!(n0.resyncing, "not complete: still resyncing");
-        n0.accept(100, 1, &[], true, &sender, false)
+        n0.accept(100, 1, vec![], true, &sender, false)
             .expect("accept");
         assert!(!n0.resyncing);
         assert_eq!(n0.gc_floors.get(&2), Some(&floor));
@@ -485,11 +519,11 @@ mod tests {
         cfg.relay = true;
         let mut n1 = node(cfg);
         let e = entry("a", Some("v"), 100, 0);
-        n1.accept(100, 0, &[e], false, &Digest::default(), false)
+        n1.accept(100, 0, vec![e.clone()], false, &Digest::default(), false)
             .expect("accept");
         assert!(transmits(&mut n1).is_empty());
         let e = entry("b", Some("v"), 100, 0);
-        n1.accept(100, 0, &[e], false, &Digest::default(), true)
+        n1.accept(100, 0, vec![e.clone()], false, &Digest::default(), true)
             .expect("accept");
         let t = transmits(&mut n1);
         assert_eq!(t.iter().map(|t| t.to).collect::<Vec<_>>(), vec![2]);

@@ -333,8 +333,7 @@ impl<S: Store> Node<S> {
                 self.stats.pushes_ok += 1;
                 if self.check_self_stale(now_ms, peer, &digest) {
                     // Wiped: the next exchange pulls everything.
-                } else if let Some(held) = self.take(now_ms, ex, peer, &entries, complete, &digest)
-                {
+                } else if let Some(held) = self.take(now_ms, ex, peer, entries, complete, &digest) {
                     if let Some(x) = self.exchanges.get_mut(&ex) {
                         x.held_back |= held > 0;
                     }
@@ -355,7 +354,7 @@ impl<S: Store> Node<S> {
             (Awaiting::Bucket { buckets }, Body::BucketReply { entries, want }) => {
                 let digest = Digest::default();
                 if self
-                    .take(now_ms, ex, peer, &entries, false, &digest)
+                    .take(now_ms, ex, peer, entries, false, &digest)
                     .is_some()
                 {
                     self.send_wanted(ex, peer, &buckets, &want);
@@ -374,7 +373,7 @@ impl<S: Store> Node<S> {
         now_ms: u64,
         ex: u64,
         peer: u32,
-        entries: &[Entry],
+        entries: Vec<Entry>,
         complete: bool,
         digest: &Digest,
     ) -> Option<usize> {

@@ -273,7 +273,7 @@ pub(super) fn take_one(node: &mut Node<TestStore>, now_ms: u64, from: u32, e: &E
     node.accept(
         now_ms,
         from,
-        std::slice::from_ref(e),
+        vec![e.clone()],
         false,
         &Digest::default(),
         false,

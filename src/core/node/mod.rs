@@ -12,14 +12,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use super::config::Config;
-use super::entry::{key_hash, Entry, InvalidEntry, Origin, Version};
+use super::entry::{Entry, InvalidEntry, Origin, Version};
 use super::hlc::Hlc;
 use super::membership::{Change, View};
 use super::message::{Digest, PushKind, Refusal};
 use super::rng::Rng;
 use super::schedule::{ring_offset, Schedule};
 use super::stats::Stats;
-use super::store::{Store, StoreError, WriteBatch};
+use super::store::{Stamp, Store, StoreError, WriteBatch};
 use super::tree::Tree;
 
 mod agree;
@@ -248,10 +248,11 @@ impl<S: Store> Node<S> {
         let mut tree = Tree::new(cfg.tree_depth);
         let mut hints: BTreeMap<Origin, Version> = BTreeMap::new();
         let (mut keys, mut tombstones) = (0u64, 0u64);
-        store.for_each(&mut |e: &Entry| {
-            tree.toggle(key_hash(&e.key), e.hash64());
-            bump(&mut hints, e.version.origin, e.version);
-            if e.is_tombstone() {
+        // Stamps, not entries: no value is read to rebuild the digest.
+        store.for_each_stamp(&mut |s: &Stamp| {
+            tree.toggle(s.key_hash, s.hash());
+            bump(&mut hints, s.version.origin, s.version);
+            if s.tombstone {
                 tombstones += 1;
             } else {
                 keys += 1;

@@ -10,6 +10,23 @@ use crate::core::message::PushKind;
 use crate::core::schedule::{distance, ring_bound, Schedule};
 use crate::core::store::Store;
 
+/// What a queue item costs in memory: its key's bytes and its fixed size.
+pub(super) trait Weigh {
+    fn weight(&self) -> usize;
+}
+
+impl Weigh for (String, Version) {
+    fn weight(&self) -> usize {
+        self.0.len() + std::mem::size_of::<Self>()
+    }
+}
+
+impl Weigh for (String, Version, u64) {
+    fn weight(&self) -> usize {
+        self.0.len() + std::mem::size_of::<Self>()
+    }
+}
+
 /// A queue of items waiting to be passed on, and the requests in flight
 /// that carry runs of them. The runs lie at the front, one after the other
 /// in the order the requests took them, and each is known by its request
@@ -21,6 +38,8 @@ pub(super) struct Held<T> {
     holds: VecDeque<(u64, usize)>,
     /// Requests that failed in a row since one was delivered.
     failed: u32,
+    /// The items' [`Weigh::weight`], summed.
+    bytes: usize,
 }
 
 impl<T> Default for Held<T> {
@@ -29,6 +48,7 @@ impl<T> Default for Held<T> {
             items: VecDeque::new(),
             holds: VecDeque::new(),
             failed: 0,
+            bytes: 0,
         }
     }
 }
@@ -38,9 +58,14 @@ impl<T> Default for Held<T> {
 /// retried for ever.
 pub(super) const RELAY_TRIES: u32 = 3;
 
-impl<T> Held<T> {
+impl<T: Weigh> Held<T> {
     pub(super) fn len(&self) -> usize {
         self.items.len()
+    }
+
+    /// What the items cost, in bytes.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -48,6 +73,7 @@ impl<T> Held<T> {
     }
 
     pub(super) fn push(&mut self, item: T) {
+        self.bytes += item.weight();
         self.items.push_back(item);
     }
 
@@ -86,7 +112,8 @@ impl<T> Held<T> {
         };
         let end = (start + count).min(self.items.len());
         if delivered {
-            self.items.drain(start..end);
+            let gone: usize = self.items.drain(start..end).map(|t| t.weight()).sum();
+            self.bytes = self.bytes.saturating_sub(gone);
         } else if i < self.holds.len() {
             // Later runs are still held: move this one behind them, so that
             // the held runs stay together at the front.
@@ -101,7 +128,8 @@ impl<T> Held<T> {
     /// Drops the `n` oldest items, held or not.
     pub(super) fn drop_front(&mut self, n: usize) {
         let n = n.min(self.items.len());
-        self.items.drain(..n);
+        let gone: usize = self.items.drain(..n).map(|t| t.weight()).sum();
+        self.bytes = self.bytes.saturating_sub(gone);
         let mut left = n;
         while left > 0 {
             let Some(front) = self.holds.front_mut() else {
@@ -120,16 +148,23 @@ impl<T> Held<T> {
     pub(super) fn retain_unheld(&mut self, mut keep: impl FnMut(&T) -> bool) {
         let held = self.held();
         let mut i = 0usize;
+        let mut gone = 0usize;
         self.items.retain(|item| {
             i += 1;
-            i <= held || keep(item)
+            let kept = i <= held || keep(item);
+            if !kept {
+                gone += item.weight();
+            }
+            kept
         });
+        self.bytes = self.bytes.saturating_sub(gone);
     }
 
     pub(super) fn clear(&mut self) {
         self.items.clear();
         self.holds.clear();
         self.failed = 0;
+        self.bytes = 0;
     }
 }
 
@@ -145,13 +180,13 @@ impl<S: Store> Node<S> {
     /// the origin covers distances [d, d + min(lowbit(d), n - d)), so every
     /// node is reached once, in ceil(log2 n) hops). In fallback (and in the
     /// random schedule) a client write goes to a few random live peers.
-    pub(super) fn enqueue_relay(&mut self, e: &Entry) {
+    pub(super) fn enqueue_relay(&mut self, key: String, version: Version) {
         let n = self.cfg.n;
         let me = self.cfg.me;
-        let d = self.travelled(e.version.origin);
+        let d = self.travelled(version.origin);
         let mut targets = Vec::new();
         if self.mode == Mode::Fallback || self.cfg.schedule == Schedule::Random {
-            if e.version.origin == self.cfg.origin() {
+            if version.origin == self.cfg.origin() {
                 for _ in 0..self.cfg.fallback_relay_fanout * 4 {
                     if targets.len() as u32 >= self.cfg.fallback_relay_fanout {
                         break;
@@ -181,9 +216,12 @@ impl<S: Store> Node<S> {
         }
         for t in targets {
             let q = self.eager.entry(t).or_default();
-            // Beyond the bound, arrivals are left to the next cycle.
-            if q.len() < self.cfg.relay_queue_max {
-                q.push((e.key.clone(), e.version));
+            let item = (key.clone(), version);
+            // Beyond the bounds, arrivals are left to the next cycle.
+            if q.len() < self.cfg.relay_queue_max
+                && q.bytes() + item.weight() <= self.cfg.relay_queue_bytes
+            {
+                q.push(item);
             }
         }
     }
@@ -282,6 +320,9 @@ impl<S: Store> Node<S> {
         if self.relay.len() > cap {
             self.relay.drop_front(self.relay.len() - cap);
         }
+        while self.relay.bytes() > self.cfg.relay_queue_bytes {
+            self.relay.drop_front(1);
+        }
     }
 
     /// How far along the ring an entry from `origin` has come to reach us:
@@ -302,10 +343,10 @@ impl<S: Store> Node<S> {
     /// it would resend it to peers that hold it, and keep this node from
     /// being quiet, which holds back the tree comparison that finds what
     /// else was lost.
-    pub(super) fn relays(&self, e: &Entry, arrived: u64) -> bool {
+    pub(super) fn relays(&self, version: &Version, arrived: u64) -> bool {
         let n = self.cfg.n;
-        let d = self.travelled(e.version.origin);
-        if self.birth_cycle(&e.version) + self.window() <= arrived {
+        let d = self.travelled(version.origin);
+        if self.birth_cycle(version) + self.window() <= arrived {
             return false;
         }
         match self.cfg.schedule {
@@ -408,6 +449,41 @@ mod tests {
     };
     use super::*;
     use crate::core::message::Body;
+
+    /// Test items weigh their number.
+    impl Weigh for u32 {
+        fn weight(&self) -> usize {
+            *self as usize
+        }
+    }
+
+    #[test]
+    fn a_queue_keeps_its_bytes_through_every_change() {
+        let mut q = queue(&[1, 2, 3, 4]);
+        assert_eq!(q.bytes(), 10);
+        q.hold(10, 2);
+        assert!(q.release(10, true));
+        assert_eq!(q.bytes(), 7);
+        q.retain_unheld(|&i| i != 3);
+        assert_eq!(q.bytes(), 4);
+        q.drop_front(1);
+        assert_eq!(q.bytes(), 0);
+        q.push(5);
+        q.clear();
+        assert_eq!(q.bytes(), 0);
+    }
+
+    #[test]
+    fn eager_queues_stop_at_their_byte_bound() {
+        let mut cfg = config(4, 0, Schedule::Successor);
+        cfg.relay_queue_bytes = 200;
+        let mut n0 = node(cfg);
+        for i in 0..20 {
+            n0.enqueue_relay(format!("key-{i:040}"), Version::zero(n0.config().origin()));
+        }
+        let bytes: usize = n0.eager.values().map(Held::bytes).sum();
+        assert!(bytes <= 200 && bytes > 0, "{bytes}");
+    }
 
     fn queue(items: &[u32]) -> Held<u32> {
         let mut q = Held::default();
@@ -560,10 +636,10 @@ mod tests {
         let n1 = node(config(4, 1, Schedule::Successor));
         let e = entry("k", Some("v"), 0, 0);
         // Born in cycle 1, travelling for 3 cycles.
-        assert!(n1.relays(&e, 1));
-        assert!(n1.relays(&e, 3));
-        assert!(!n1.relays(&e, 4));
+        assert!(n1.relays(&e.version, 1));
+        assert!(n1.relays(&e.version, 3));
+        assert!(!n1.relays(&e.version, 4));
         let n3 = node(config(4, 3, Schedule::Successor));
-        assert!(!n3.relays(&e, 1), "the last node before the origin");
+        assert!(!n3.relays(&e.version, 1), "the last node before the origin");
     }
 }

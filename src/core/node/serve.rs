@@ -104,7 +104,7 @@ impl<S: Store> Node<S> {
                 let wiped = self.check_self_stale(now_ms, from, &digest);
                 let relayed = kind == PushKind::Relay;
                 let complete = complete && !wiped;
-                match self.accept(now_ms, from, &entries, complete, &digest, relayed) {
+                match self.accept_valid(now_ms, from, entries, complete, &digest, relayed) {
                     Ok(_) => {
                         self.hear_runs(now_ms, from, &digest.runs);
                         Body::Ack {

@@ -1,0 +1,162 @@
+//! Tests of the redb store's own layout: the hash index folded off the hot
+//! path, and the migration of a store written by an older build.
+
+use ::redb::{Database, ReadableDatabase, ReadableTableMetadata, TableDefinition};
+
+use super::record::encode_into;
+use super::*;
+use crate::core::entry::{key_hash, Entry, Version};
+
+fn entry(i: u64, tombstone: bool) -> Entry {
+    Entry {
+        key: format!("k{i:07}"),
+        value: (!tombstone).then(|| vec![b'v'; 10]),
+        version: Version {
+            ms: 1000 + i,
+            counter: 0,
+            origin: 7,
+        },
+    }
+}
+
+fn stamps(store: &RedbStore) -> Vec<Stamp> {
+    let mut out = Vec::new();
+    store
+        .for_each_stamp(&mut |s: &Stamp| out.push(*s))
+        .expect("stamps");
+    out.sort_by_key(|s| (s.key_hash, s.version));
+    out
+}
+
+fn stamps_of(entries: &[Entry]) -> Vec<Stamp> {
+    let mut out: Vec<Stamp> = entries.iter().map(Stamp::of).collect();
+    out.sort_by_key(|s| (s.key_hash, s.version));
+    out
+}
+
+fn pending_len(store: &RedbStore) -> u64 {
+    let txn = store.db.begin_read().expect("read");
+    let t = txn.open_table(PENDING).expect("pending");
+    t.len().expect("len")
+}
+
+#[test]
+fn a_large_commit_folds_pending_and_stamps_follow_every_change() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = RedbStore::open(&dir.path().join("s.redb")).expect("open");
+    let n = hashed::FOLD_MIN + 10;
+    let mut all: Vec<Entry> = (0..n).map(|i| entry(i, false)).collect();
+    store
+        .commit(WriteBatch {
+            entries: all.clone(),
+            ..WriteBatch::default()
+        })
+        .expect("commit");
+    assert_eq!(pending_len(&store), 0, "a commit past the threshold folds");
+    // A few changes stay pending until something reads the index.
+    let newer = Entry {
+        version: Version {
+            ms: 5_000_000,
+            ..all[3].version
+        },
+        value: None,
+        ..all[3].clone()
+    };
+    let collected = all[5].clone();
+    let tomb = Entry {
+        value: None,
+        version: Version {
+            ms: 5_000_000,
+            ..collected.version
+        },
+        ..collected.clone()
+    };
+    store
+        .commit(WriteBatch {
+            entries: vec![newer.clone(), tomb.clone()],
+            ..WriteBatch::default()
+        })
+        .expect("commit");
+    store
+        .commit(WriteBatch {
+            collect: vec![(tomb.key.clone(), tomb.version)],
+            ..WriteBatch::default()
+        })
+        .expect("collect");
+    assert_eq!(pending_len(&store), 3);
+    all[3] = newer;
+    all.remove(5);
+    assert_eq!(stamps(&store), stamps_of(&all));
+    assert_eq!(pending_len(&store), 0, "reading stamps folds first");
+    let b = crate::core::store::bucket_of(&all[3].key, 8);
+    let bucket = store.bucket(b, 8).expect("bucket");
+    assert!(bucket.iter().any(|e| e == &all[3]));
+    assert!(bucket.iter().all(|e| e.key != collected.key));
+}
+
+/// Layout 1's tables, as the build before this one wrote them.
+const BY_HASH_V1: TableDefinition<(u64, &str), ()> = TableDefinition::new("by_hash");
+
+#[test]
+fn a_store_of_the_older_layout_is_migrated_once_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("old.redb");
+    let entries: Vec<Entry> = (0..50).map(|i| entry(i, i % 7 == 0)).collect();
+    {
+        let db = Database::create(&path).expect("create");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut kv = txn.open_table(KV).expect("kv");
+            let mut by_hash = txn.open_table(BY_HASH_V1).expect("by_hash");
+            let mut by_origin = txn.open_table(BY_ORIGIN).expect("by_origin");
+            let mut buf = Vec::new();
+            for e in &entries {
+                encode_into(&mut buf, &e.version, e.value.as_deref());
+                kv.insert(e.key.as_str(), buf.as_slice()).expect("kv");
+                // Any hash: layout 1's was another function.
+                by_hash.insert((1, e.key.as_str()), ()).expect("by_hash");
+                let v = e.version;
+                by_origin
+                    .insert((v.origin, v.ms, v.counter, e.key.as_str()), ())
+                    .expect("by_origin");
+            }
+            txn.open_table(TOMBS).expect("tombs");
+            txn.open_table(META).expect("meta");
+        }
+        txn.commit().expect("commit");
+    }
+    let store = RedbStore::open(&path).expect("open migrates");
+    assert_eq!(stamps(&store), stamps_of(&entries));
+    let e = &entries[1];
+    let b = (key_hash(&e.key) >> 56) as u32;
+    assert!(store.bucket(b, 8).expect("bucket").contains(e));
+    assert_eq!(
+        store.meta(hashed::META_LAYOUT).expect("meta"),
+        Some(vec![2])
+    );
+    drop(store);
+    // Opened again: nothing left to migrate, and the data is the same.
+    let store = RedbStore::open(&path).expect("reopen");
+    assert_eq!(stamps(&store), stamps_of(&entries));
+    let txn = store.db.begin_read().expect("read");
+    assert!(
+        txn.open_table(BY_HASH_V1).is_err(),
+        "layout 1's bucket index is gone"
+    );
+}
+
+#[test]
+fn a_layout_from_a_newer_build_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("new.redb");
+    let mut store = RedbStore::open(&path).expect("open");
+    store
+        .commit(WriteBatch {
+            meta: vec![(hashed::META_LAYOUT.to_string(), vec![9])],
+            ..WriteBatch::default()
+        })
+        .expect("commit");
+    drop(store);
+    let err = RedbStore::open(&path).expect_err("refused");
+    assert!(err.0.contains("layout [9]"), "{err}");
+}

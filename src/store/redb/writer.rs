@@ -1,0 +1,142 @@
+//! The redb store's commit: one write transaction per [`WriteBatch`],
+//! whose hot path writes the key's record, its `by_origin` row and one
+//! appended `pending` row, and nothing keyed by a random hash.
+
+use ::redb::{ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
+
+use super::hashed;
+use super::record::{decode_header, encode_into};
+use super::{ctx, BY_ORIGIN, HASHED, KV, META, PENDING, TOMBS};
+use crate::core::entry::{Entry, Version};
+use crate::core::store::{merge_decision, Merged, StoreError, WriteBatch};
+
+/// The tables of one write transaction, with a reused encoding buffer.
+struct Writer<'t> {
+    kv: Table<'t, &'static str, &'static [u8]>,
+    by_origin: Table<'t, (u32, u64, u32, &'static str), ()>,
+    tombs: Table<'t, (u64, u32, u32, &'static str), ()>,
+    pending: Table<'t, u64, &'static str>,
+    next_seq: u64,
+    buf: Vec<u8>,
+}
+
+impl Writer<'_> {
+    /// The version and tombstone flag of the stored entry of `key`.
+    fn stored(&self, key: &str) -> Result<Option<(Version, bool)>, StoreError> {
+        match self.kv.get(key).map_err(ctx("reading kv"))? {
+            Some(rec) => decode_header(key, rec.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Notes that the hash index row of `key` is out of date: an append,
+    /// so it dirties the last page of `pending` and no other.
+    fn touch(&mut self, key: &str) -> Result<(), StoreError> {
+        self.pending
+            .insert(self.next_seq, key)
+            .map_err(ctx("updating pending"))?;
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    /// Removes the index rows of `key` at `version`.
+    fn unindex(&mut self, key: &str, version: Version, tombstone: bool) -> Result<(), StoreError> {
+        self.by_origin
+            .remove((version.origin, version.ms, version.counter, key))
+            .map_err(ctx("updating by_origin"))?;
+        if tombstone {
+            self.tombs
+                .remove((version.ms, version.counter, version.origin, key))
+                .map_err(ctx("updating tombs"))?;
+        }
+        Ok(())
+    }
+
+    fn merge_one(&mut self, e: &Entry) -> Result<Merged, StoreError> {
+        let key = e.key.as_str();
+        let Merged::Applied { replaced } = merge_decision(e, self.stored(key)?) else {
+            return Ok(Merged::Ignored);
+        };
+        if let Some((v, tomb)) = replaced {
+            self.unindex(key, v, tomb)?;
+        }
+        let v = e.version;
+        encode_into(&mut self.buf, &v, e.value.as_deref());
+        self.kv
+            .insert(key, self.buf.as_slice())
+            .map_err(ctx("writing kv"))?;
+        self.by_origin
+            .insert((v.origin, v.ms, v.counter, key), ())
+            .map_err(ctx("updating by_origin"))?;
+        if e.is_tombstone() {
+            self.tombs
+                .insert((v.ms, v.counter, v.origin, key), ())
+                .map_err(ctx("updating tombs"))?;
+        }
+        self.touch(key)?;
+        Ok(Merged::Applied { replaced })
+    }
+
+    fn collect_one(&mut self, key: &str, version: Version) -> Result<(), StoreError> {
+        if self.stored(key)? != Some((version, true)) {
+            return Ok(());
+        }
+        self.kv.remove(key).map_err(ctx("writing kv"))?;
+        self.unindex(key, version, true)?;
+        self.touch(key)
+    }
+}
+
+/// Applies `batch` in `txn` (not committed here); `next_seq` is the next
+/// free `pending` row, moved past the rows written. On error, the caller
+/// drops `txn` and nothing of the batch is applied.
+pub(super) fn apply(
+    txn: &WriteTransaction,
+    batch: &WriteBatch,
+    next_seq: &mut u64,
+) -> Result<Vec<Merged>, StoreError> {
+    if batch.clear_first {
+        for (name, res) in [
+            ("kv", txn.delete_table(KV)),
+            ("by_origin", txn.delete_table(BY_ORIGIN)),
+            ("hashed", txn.delete_table(HASHED)),
+            ("pending", txn.delete_table(PENDING)),
+            ("tombs", txn.delete_table(TOMBS)),
+        ] {
+            res.map_err(|e| StoreError(format!("redb: clearing table {name}: {e}")))?;
+        }
+        txn.open_table(HASHED)
+            .map_err(ctx("recreating table hashed"))?;
+    }
+    let open = |name: &str| format!("opening table {name}");
+    let (out, pending) = {
+        let mut w = Writer {
+            kv: txn.open_table(KV).map_err(ctx(&open("kv")))?,
+            by_origin: txn.open_table(BY_ORIGIN).map_err(ctx(&open("by_origin")))?,
+            tombs: txn.open_table(TOMBS).map_err(ctx(&open("tombs")))?,
+            pending: txn.open_table(PENDING).map_err(ctx(&open("pending")))?,
+            next_seq: *next_seq,
+            buf: Vec::with_capacity(256),
+        };
+        let mut out = Vec::with_capacity(batch.entries.len());
+        for e in &batch.entries {
+            out.push(w.merge_one(e)?);
+        }
+        for (key, version) in &batch.collect {
+            w.collect_one(key, *version)?;
+        }
+        *next_seq = w.next_seq;
+        let pending = w.pending.len().map_err(ctx("counting pending"))?;
+        (out, pending)
+    };
+    let mut meta = txn.open_table(META).map_err(ctx(&open("meta")))?;
+    for (name, value) in &batch.meta {
+        meta.insert(name.as_str(), value.as_slice())
+            .map_err(ctx("writing meta"))?;
+    }
+    drop(meta);
+    if hashed::fold_due(txn, pending)? {
+        hashed::fold(txn)?;
+    }
+    Ok(out)
+}
