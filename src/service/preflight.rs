@@ -4,9 +4,21 @@
 
 use std::path::{Path, PathBuf};
 
-use super::runtime::is_loopback;
 use crate::auth::Secrets;
 use crate::topology::{NodeSpec, Topology, TopologyError};
+
+/// Whether every address `addr` (host:port) stands for is a loopback one.
+/// A name that does not resolve is not.
+pub fn is_loopback(addr: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    match addr.to_socket_addrs() {
+        Ok(all) => {
+            let all: Vec<_> = all.collect();
+            !all.is_empty() && all.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
+    }
+}
 
 /// What `topology check` found in a file.
 #[derive(Debug, Default)]

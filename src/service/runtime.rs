@@ -102,19 +102,6 @@ async fn watchdog(node: Arc<NodeHandle>, notifier: Arc<Notifier>, every: Duratio
     }
 }
 
-/// Whether every address `addr` (host:port) stands for is a loopback one.
-/// A name that does not resolve is not.
-pub fn is_loopback(addr: &str) -> bool {
-    use std::net::ToSocketAddrs;
-    match addr.to_socket_addrs() {
-        Ok(all) => {
-            let all: Vec<_> = all.collect();
-            !all.is_empty() && all.iter().all(|a| a.ip().is_loopback())
-        }
-        Err(_) => false,
-    }
-}
-
 /// Logs what the node's requests are guarded with (the checks that it may
 /// run so are in [`preflight::start`]).
 fn log_secrets(secrets: &Secrets, addr: &str) {
@@ -134,7 +121,7 @@ fn log_secrets(secrets: &Secrets, addr: &str) {
                 "no client tokens: /v1/kv takes only requests signed with the cluster secret"
             );
         }
-    } else if is_loopback(addr) {
+    } else if preflight::is_loopback(addr) {
         log::warn!(
             "no cluster secret: peer and sync requests are not signed; allowed only because {addr} is a loopback address"
         );
