@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::wire::{self, IdleWire};
 use super::{cluster_spec, data};
 use crate::core::Schedule;
-use crate::proc_cluster::{Credentials, ProcCluster, Spec};
+use crate::proc_cluster::{ProcCluster, Spec};
 use crate::store::RedbStore;
 
 /// The join target: at least half the plain transfer's rate.
@@ -112,11 +112,7 @@ pub fn run(
     let mut c = ProcCluster::new(&Spec {
         // A secret, as a cluster off loopback must have: peer requests
         // carry their signature headers, which the wire figures count.
-        credentials: Some(Credentials {
-            secret: "bench-cluster-secret-0123456789abcdef".into(),
-            write_token: "bench-write-token-0123456789".into(),
-            read_token: "bench-read-token-01234567890".into(),
-        }),
+        credentials: Some(super::credentials()),
         ..cluster_spec(
             "join",
             2,

@@ -209,6 +209,17 @@ fn cluster_spec(
     })
 }
 
+/// The credentials of a benchmark cluster that signs its peer requests,
+/// as a cluster off loopback must (the wire figures count the signature
+/// headers).
+fn credentials() -> crate::proc_cluster::Credentials {
+    crate::proc_cluster::Credentials {
+        secret: "bench-cluster-secret-0123456789abcdef".into(),
+        write_token: "bench-write-token-0123456789".into(),
+        read_token: "bench-read-token-01234567890".into(),
+    }
+}
+
 /// [`cluster_spec`], started and ready.
 fn start_cluster(
     label: &str,

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::digest::IDLE_TARGET_BYTES;
 use crate::core::Schedule;
-use crate::proc_cluster::{Credentials, ProcCluster};
+use crate::proc_cluster::ProcCluster;
 use crate::service::now_ms;
 
 /// Target of the sweep: bytes on the wire per node per interval, whatever N.
@@ -56,11 +56,7 @@ pub fn sweep(sizes: &[u32]) -> Vec<Result<IdleRow, String>> {
 fn sweep_one(n: u32, schedule: Schedule) -> Result<IdleRow, String> {
     let label = format!("idle-{n}-{schedule}");
     let spec = crate::proc_cluster::Spec {
-        credentials: Some(Credentials {
-            secret: "bench-cluster-secret-0123456789abcdef".into(),
-            write_token: "bench-write-token-0123456789".into(),
-            read_token: "bench-read-token-01234567890".into(),
-        }),
+        credentials: Some(super::credentials()),
         ..super::cluster_spec(
             &label,
             n as usize,
@@ -76,20 +72,7 @@ fn sweep_one(n: u32, schedule: Schedule) -> Result<IdleRow, String> {
     for i in 0..c.n() {
         c.put(i, &format!("idle-{i}"), b"x")?;
     }
-    crate::proc_cluster::poll(
-        Duration::from_secs(60 + u64::from(n)),
-        "every node holds every write",
-        || {
-            let roots: Vec<String> = (0..c.n())
-                .map(|i| c.status(i).map(|s| s["digest_root"].to_string()))
-                .collect::<Result<_, _>>()?;
-            Ok(if roots.windows(2).all(|w| w[0] == w[1]) {
-                crate::proc_cluster::Check::Met(())
-            } else {
-                crate::proc_cluster::Check::Unmet(format!("roots {roots:?}"))
-            })
-        },
-    )?;
+    c.wait_one_root(Duration::from_secs(60 + u64::from(n)))?;
     let w = idle(&c, schedule.name(), u64::from(n))?;
     let per = |x: f64| x / f64::from(n);
     let bytes = per(w.wire_bytes);

@@ -64,6 +64,21 @@ impl ProcCluster {
             .ok_or_else(|| format!("no {field} in the status of node {i}: {s}"))
     }
 
+    /// Waits until every node reports the same digest root; returns the
+    /// clock's cycle when they first did.
+    pub fn wait_one_root(&self, deadline: Duration) -> Result<u64, String> {
+        poll(deadline, "every node's digest root is the same", || {
+            let roots: BTreeSet<String> = (0..self.n())
+                .map(|i| self.status(i).map(|s| s["digest_root"].to_string()))
+                .collect::<Result<_, _>>()?;
+            Ok(if roots.len() == 1 {
+                Check::Met(self.clock_cycle())
+            } else {
+                Check::Unmet(format!("roots {roots:?}"))
+            })
+        })
+    }
+
     /// Writes `key` at node `i`; returns the acknowledged version.
     pub fn put(&self, i: usize, key: &str, value: &[u8]) -> Result<String, String> {
         let (st, body) = self.request(i, "PUT", &kv_path(key), Some(value.to_vec()))?;

@@ -29,7 +29,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::{poll, Check, ProcCluster, POLL};
+use super::{ProcCluster, POLL};
 use crate::service::now_ms;
 
 /// After a boundary, when its reads begin: past the boundary, before most
@@ -240,16 +240,7 @@ impl ProcCluster {
             }
         }
         let left = deadline.saturating_sub(started.elapsed());
-        let agreed = poll(left, "every node's digest root is the same", || {
-            let roots: BTreeSet<String> = (0..self.n())
-                .map(|i| self.status(i).map(|s| s["digest_root"].to_string()))
-                .collect::<Result<_, _>>()?;
-            Ok(if roots.len() == 1 {
-                Check::Met(self.clock_cycle())
-            } else {
-                Check::Unmet(format!("roots {roots:?}"))
-            })
-        })?;
+        let agreed = self.wait_one_root(left)?;
         let two_more = (agreed + 2) * interval;
         std::thread::sleep(Duration::from_millis(two_more.saturating_sub(now_ms())));
         let after = self.sent()?;

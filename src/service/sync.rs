@@ -234,22 +234,19 @@ async fn collect_digests(
     topology: &Topology,
     report: &mut SyncReport,
 ) -> Vec<u32> {
-    let n = topology.nodes.len() as u32;
     report.nodes.clear();
     report.unreachable.clear();
     let mut live = Vec::new();
-    for pos in 0..n {
-        match digest_of(node, &topology.nodes[pos as usize].id).await {
+    for (pos, spec) in (0u32..).zip(&topology.nodes) {
+        match digest_of(node, &spec.id).await {
             Some(d) => {
                 report.nodes.push(d);
                 live.push(pos);
             }
-            None => report
-                .unreachable
-                .push(topology.nodes[pos as usize].id.clone()),
+            None => report.unreachable.push(spec.id.clone()),
         }
     }
-    report.judge(n as usize);
+    report.judge(topology.nodes.len());
     live
 }
 
