@@ -5,6 +5,8 @@
 //! writes stop.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -88,6 +90,9 @@ pub struct Real {
     pub seconds: u64,
     /// Writes acknowledged.
     pub writes: u64,
+    /// The most a write started behind its paced time, ms: large when the
+    /// cluster (or the machine) could not take the rate.
+    pub behind_ms: f64,
     /// The node stopped (SIGSTOP) in the middle, and for how long, ms.
     pub stopped: u32,
     /// How long it stayed stopped, ms.
@@ -112,10 +117,59 @@ pub struct Real {
     pub stale_left: Vec<String>,
 }
 
+/// Threads writing at once.
+pub const WRITERS: usize = 4;
+
+/// Writes not yet seen everywhere: key to (acknowledged at, watched nodes
+/// not yet listing it).
+type Pending = BTreeMap<String, (Instant, BTreeSet<usize>)>;
+
+/// The pending writes, whichever thread panicked holding them.
+fn lock(m: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The keys under `prefix` that node `i` holds from `first`, the oldest
+/// write it is still waited for, on: the keys are numbered in the order they were written, so
+/// listing from there reads the writes still being waited for and those
+/// made since, not the whole run's (which made one round over the nodes
+/// take seconds and the figures measure the poll).
+fn held_since(
+    c: &crate::proc_cluster::ProcCluster,
+    i: usize,
+    prefix: &str,
+    first: &str,
+) -> Result<BTreeSet<String>, String> {
+    const PAGE: usize = 1000;
+    const MAX_PAGES: usize = 100;
+    // The key just before the oldest pending one: `after` is exclusive.
+    let mut after = first
+        .strip_prefix(prefix)
+        .and_then(|n| n.parse::<u64>().ok())
+        .and_then(|n| n.checked_sub(1))
+        .map(|n| format!("{prefix}{n:07}"));
+    let mut out = BTreeSet::new();
+    for _ in 0..MAX_PAGES {
+        let (page, next) = c.list(i, prefix, after.as_deref(), PAGE)?;
+        out.extend(page.into_iter().map(|(k, _)| k));
+        match next {
+            Some(n) => after = Some(n),
+            None => return Ok(out),
+        }
+    }
+    Err(format!(
+        "more than {MAX_PAGES} pages of {PAGE} under {prefix:?} at node {i}"
+    ))
+}
+
 /// `n` doubling processes with `INTERVAL_MS` cycles take `rate` writes per
 /// second for `seconds`, spread over the nodes, while node `n/2` is
-/// stopped for `stop` in the middle. The nodes never stopped are listed in
-/// turn; a write is everywhere once every one of them lists it.
+/// stopped for `stop` in the middle. Apart from the thread that stops and
+/// resumes it: [`WRITERS`] threads write at the paced rate, one lists the nodes never stopped in turn (a write is
+/// everywhere once every one of them lists it), and one, once the last
+/// write is acknowledged, reads every node's staleness figures until all
+/// are 0. Kept apart so that neither the polling nor a slow answer delays
+/// the writes, and the figures measure the cluster, not the driver.
 pub fn real(n: usize, rate: u64, seconds: u64, stop: Duration) -> Result<Real, String> {
     let c = start_cluster(
         "staleness",
@@ -130,95 +184,159 @@ pub fn real(n: usize, rate: u64, seconds: u64, stop: Duration) -> Result<Real, S
     let prefix = "stale/";
     let run = Duration::from_secs(seconds);
     let stop_at = run.saturating_sub(stop) / 2;
-    let (mut stopped, mut resumed) = (false, false);
-    let mut pending: BTreeMap<String, (Instant, BTreeSet<usize>)> = BTreeMap::new();
-    let mut done: Vec<f64> = Vec::new();
-    let mut made = 0u64;
-    let mut round_ms = 0f64;
+    let pending: Mutex<Pending> = Mutex::new(BTreeMap::new());
+    // When the last write was acknowledged: set once the writer ends.
+    let ended: Mutex<Option<Instant>> = Mutex::new(None);
     let started = Instant::now();
-    let result = (|| -> Result<(), String> {
-        let mut next = 0usize;
-        let mut round_from = Instant::now();
-        while started.elapsed() < run || !pending.is_empty() {
-            let t = started.elapsed();
-            if t > run + Duration::from_secs(30) {
-                break;
-            }
-            if !stopped && t >= stop_at {
-                c.signal(victim, "STOP")?;
-                stopped = true;
-            }
-            if stopped && !resumed && t >= stop_at + stop {
-                c.signal(victim, "CONT")?;
-                resumed = true;
-            }
-            // The writes due by now, at the nodes in turn (the stopped one
-            // left out while it is).
-            let due = (t.min(run).as_secs_f64() * rate as f64) as u64;
-            while made < due {
-                let at = (made as usize) % n;
-                let at = if stopped && !resumed && at == victim {
+
+    // Whether the victim is stopped now: the writers leave it out then.
+    let paused = AtomicBool::new(false);
+    let control = || -> Result<(), String> {
+        std::thread::sleep(stop_at);
+        c.signal(victim, "STOP")?;
+        paused.store(true, Ordering::SeqCst);
+        std::thread::sleep(stop);
+        // Resumed even if the writers failed meanwhile.
+        let resumed = c.signal(victim, "CONT");
+        paused.store(false, Ordering::SeqCst);
+        resumed
+    };
+    // Writes go out from several threads, write `k` from thread `k % W`,
+    // each paced: one client waiting on each answer in turn cannot keep
+    // up the rate on a loaded machine.
+    let writers_left = AtomicUsize::new(WRITERS);
+    let write = |w: usize| -> Result<(u64, f64), String> {
+        let (mut made, mut behind_ms) = (0u64, 0f64);
+        let result = (|| -> Result<(), String> {
+            for k in (w as u64..rate * seconds).step_by(WRITERS) {
+                let due = started + Duration::from_secs_f64(k as f64 / rate.max(1) as f64);
+                match due.checked_duration_since(Instant::now()) {
+                    Some(wait) => std::thread::sleep(wait),
+                    None => behind_ms = f64::max(behind_ms, due.elapsed().as_secs_f64() * 1e3),
+                }
+                // At the nodes in turn, the stopped one left out while it is.
+                let at = (k as usize) % n;
+                let at = if at == victim && paused.load(Ordering::SeqCst) {
                     (at + 1) % n
                 } else {
                     at
                 };
-                let key = format!("{prefix}{made:07}");
+                let key = format!("{prefix}{k:07}");
                 c.put(at, &key, b"s")?;
-                pending.insert(key, (Instant::now(), watched.iter().copied().collect()));
+                let all = watched.iter().copied().collect();
+                lock(&pending).insert(key, (Instant::now(), all));
                 made += 1;
             }
-            // One watched node listed per turn.
-            let i = watched[next];
-            next = (next + 1) % watched.len();
-            if next == 0 {
+            Ok(())
+        })();
+        if writers_left.fetch_sub(1, Ordering::SeqCst) == 1 {
+            *ended.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        }
+        result.map(|()| (made, behind_ms))
+    };
+
+    let writes_end = || *ended.lock().unwrap_or_else(|p| p.into_inner());
+
+    let poll = || -> Result<(Vec<f64>, f64), String> {
+        let mut done = Vec::new();
+        let mut round_ms = 0f64;
+        let mut round_from = Instant::now();
+        for turn in 0usize.. {
+            let end = writes_end();
+            if end.is_some_and(|e| e.elapsed() > Duration::from_secs(30)) {
+                break;
+            }
+            let i = watched[turn % watched.len()];
+            if turn % watched.len() == watched.len() - 1 {
                 round_ms = round_ms.max(round_from.elapsed().as_secs_f64() * 1000.0);
                 round_from = Instant::now();
             }
-            if pending.values().any(|(_, m)| m.contains(&i)) {
-                let held = c.keys(i, prefix)?;
-                let now = Instant::now();
-                pending.retain(|key, (w, missing)| {
-                    if held.contains(key) {
-                        missing.remove(&i);
-                    }
-                    if missing.is_empty() {
-                        done.push(now.duration_since(*w).as_secs_f64() * 1000.0);
-                    }
-                    !missing.is_empty()
-                });
-            } else {
+            let first = {
+                let p = lock(&pending);
+                if end.is_some() && p.is_empty() {
+                    break;
+                }
+                p.iter()
+                    .find(|(_, (_, m))| m.contains(&i))
+                    .map(|(k, _)| k.clone())
+            };
+            let Some(first) = first else {
                 std::thread::sleep(Duration::from_millis(2));
-            }
+                continue;
+            };
+            let held = held_since(&c, i, prefix, &first)?;
+            let now = Instant::now();
+            lock(&pending).retain(|key, (w, missing)| {
+                if held.contains(key) {
+                    missing.remove(&i);
+                }
+                if missing.is_empty() {
+                    done.push(now.duration_since(*w).as_secs_f64() * 1000.0);
+                }
+                !missing.is_empty()
+            });
         }
-        Ok(())
-    })();
-    if stopped && !resumed {
-        // Never leave it stopped, whatever failed.
-        let _ = c.signal(victim, "CONT");
-    }
-    result?;
-    let writes_ended = started + run;
-    // Every node's staleness of every peer back to 0.
-    let mut zero_after_ms = None;
-    let waiting = Instant::now();
-    let mut stale_left = Vec::new();
-    while waiting.elapsed() < Duration::from_secs(30) {
-        stale_left.clear();
-        for i in 0..n {
-            let s = c.status(i)?;
-            for p in s["peers"].as_array().into_iter().flatten() {
-                let ms = p["staleness_ms"].as_u64().unwrap_or(0);
-                if ms > 0 {
-                    stale_left.push(format!("{} of {}: {ms} ms", c.id(i), p["id"]));
+        Ok((done, round_ms))
+    };
+
+    let watch_zero = || -> Result<(Option<u64>, Vec<String>), String> {
+        let end = loop {
+            if let Some(e) = writes_end() {
+                break e;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let mut stale_left = Vec::new();
+        while end.elapsed() < Duration::from_secs(30) {
+            stale_left.clear();
+            for i in 0..n {
+                let s = c.status(i)?;
+                for p in s["peers"].as_array().into_iter().flatten() {
+                    let ms = p["staleness_ms"].as_u64().unwrap_or(0);
+                    if ms > 0 {
+                        stale_left.push(format!("{} of {}: {ms} ms", c.id(i), p["id"]));
+                    }
                 }
             }
+            if stale_left.is_empty() {
+                return Ok((Some(end.elapsed().as_millis() as u64), stale_left));
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        if stale_left.is_empty() {
-            zero_after_ms = Some(writes_ended.elapsed().as_millis() as u64);
-            break;
+        Ok((None, stale_left))
+    };
+
+    let (written, polled, zero) = std::thread::scope(|s| {
+        let control = s.spawn(control);
+        let writers: Vec<_> = (0..WRITERS).map(|w| s.spawn(move || write(w))).collect();
+        let zero = s.spawn(watch_zero);
+        let polled = poll();
+        // The writers end on their own within the run, and the watch of
+        // the figures once they have, so a failed poll still joins all.
+        let mut written = Ok((0, 0f64));
+        for w in writers {
+            let one = w
+                .join()
+                .unwrap_or_else(|_| Err("a writer thread panicked".into()));
+            written = match (written, one) {
+                (Ok((a, x)), Ok((b, y))) => Ok((a + b, x.max(y))),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        let controlled = control
+            .join()
+            .unwrap_or_else(|_| Err("the stop thread panicked".into()));
+        (
+            written.and_then(|w| controlled.map(|()| w)),
+            polled,
+            zero.join(),
+        )
+    });
+    let panicked = |what: &str| format!("the staleness {what} thread panicked");
+    let (made, behind_ms) = written?;
+    let (mut done, round_ms) = polled?;
+    let (zero_after_ms, stale_left) = zero.map_err(|_| panicked("watch"))??;
+    let unfinished = lock(&pending).len() as u64;
     done.sort_by(f64::total_cmp);
     Ok(Real {
         nodes: n as u32,
@@ -226,12 +344,13 @@ pub fn real(n: usize, rate: u64, seconds: u64, stop: Duration) -> Result<Real, S
         rate,
         seconds,
         writes: made,
+        behind_ms,
         stopped: victim as u32,
         stopped_ms: stop.as_millis() as u64,
         p50_ms: percentile(&done, 0.5),
         p99_ms: percentile(&done, 0.99),
         max_ms: done.last().copied().unwrap_or(f64::NAN),
-        unfinished: pending.len() as u64,
+        unfinished,
         bound_ms: (u64::from(log2_ceil(n as u32)) + 2) * INTERVAL_MS,
         zero_after_ms,
         poll_round_ms: round_ms,
