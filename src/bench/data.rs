@@ -57,15 +57,23 @@ pub fn dataset_bytes(count: u64, origin: u32, base_ms: u64) -> u64 {
 }
 
 /// Commits entries `0..count` into `store`, [`LOAD_BATCH`] at a time,
-/// behind the protocol's back (no node is open over it).
+/// behind the protocol's back (no node is open over it), marked as written
+/// by this build: a node opening it reads stamps, as it would any store
+/// of this size, rather than migrating every entry in memory.
 pub fn load<S: Store>(store: &mut S, count: u64, origin: u32, base_ms: u64) -> Result<(), String> {
     let mut i = 0;
     while i < count {
         let end = (i + LOAD_BATCH as u64).min(count);
         let entries = (i..end).map(|k| entry(k, origin, base_ms)).collect();
+        let meta = if i == 0 {
+            vec![crate::core::node::origins_meta()]
+        } else {
+            Vec::new()
+        };
         store
             .commit(WriteBatch {
                 entries,
+                meta,
                 ..WriteBatch::default()
             })
             .map_err(|e| format!("loading the dataset: {e}"))?;

@@ -122,6 +122,12 @@ impl<S: Store> Node<S> {
         self.stats.entries_received += entries.len() as u64;
         let horizon = now_ms.saturating_add(self.cfg.max_drift_ms);
         let total = entries.len();
+        if total >= self.cfg.batch_entries
+            || entries.iter().map(Entry::wire_len).sum::<usize>() >= self.cfg.batch_bytes
+        {
+            // A full batch: the sender cut it, and more follows.
+            self.streamed_at = Some(self.cycle.unwrap_or(now_ms / self.cfg.interval_ms));
+        }
         let newest = entries.iter().map(|e| e.version.ms).max();
         let mut now_ok: Vec<Entry> = Vec::with_capacity(total);
         let mut future = 0;

@@ -37,7 +37,7 @@ mod repair;
 mod ring_change;
 mod serve;
 
-pub use ring_change::RingChangeError;
+pub use ring_change::{origins_meta, RingChangeError};
 
 use agree::Agreement;
 use exchange::{Exchange, Outstanding};
@@ -232,6 +232,9 @@ pub struct Node<S: Store> {
     /// The cycle of this node's last tree comparison under load
     /// (`Node::follow_up`): they run at most once per dissemination window.
     compared_at: Option<u64>,
+    /// The cycle in which a push last brought a full batch: a delta stream
+    /// is coming in, and tree comparisons wait for it (`Node::follow_up`).
+    streamed_at: Option<u64>,
     /// Each peer's hints, from the last digest it showed us, and when
     /// (`lag.rs`).
     peer_hints: HashMap<u32, (BTreeMap<Origin, Version>, u64)>,
@@ -321,6 +324,7 @@ impl<S: Store> Node<S> {
             caught_up,
             agree: Agreement::default(),
             compared_at: None,
+            streamed_at: None,
             peer_hints: HashMap::new(),
         })
     }

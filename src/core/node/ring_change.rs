@@ -18,6 +18,14 @@ use super::relay::Held;
 pub(super) const META_ORIGINS: &str = "origins";
 const ORIGINS_BY_ID: &[u8] = b"id";
 
+/// The meta row that marks a store's versions as naming origins, for data
+/// written into a store behind a node's back (a benchmark's dataset): a
+/// store without it is taken for one of an older build and rewritten in
+/// full when a node opens it.
+pub fn origins_meta() -> (String, Vec<u8>) {
+    (META_ORIGINS.to_string(), ORIGINS_BY_ID.to_vec())
+}
+
 /// Why a new ring was not put in force. Nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RingChangeError(pub String);
