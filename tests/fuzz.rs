@@ -159,7 +159,9 @@ fn message_corpus(rng: &mut Rng) -> Vec<Vec<u8>> {
             },
             Body::SketchReply {
                 start: 0,
-                cells: (0..34 * rng.below(3)).map(|_| rng.below(256) as u8).collect(),
+                cells: (0..34 * rng.below(3))
+                    .map(|_| rng.below(256) as u8)
+                    .collect(),
             },
             Body::Fetch {
                 keys: rng.next_u64().to_le_bytes().to_vec(),

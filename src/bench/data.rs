@@ -19,6 +19,12 @@ pub const VALUE_BYTES: usize = 100;
 /// (`Config::batch_entries`), so that loading commits like merging does.
 pub const LOAD_BATCH: usize = 4096;
 
+/// HTTP head bytes per message (request or reply) that the in-process
+/// figures leave out: measured by the idle_wire section on two signed
+/// `ringsync node` processes (one idle cycle, 4 messages: 1.3 KiB on the
+/// sockets for 154 bytes of payload). An estimate for other sections.
+pub const HEAD_BYTES: u64 = 290;
+
 /// The topology fingerprint of the in-process benchmark nodes.
 pub const CLUSTER: u64 = 0xBE_4C_4B;
 

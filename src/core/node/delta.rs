@@ -119,7 +119,7 @@ impl<S: Store> Node<S> {
             .is_none_or(|at| cycle >= at + self.window().max(1));
         if !quiet {
             if due && kind != PushKind::Relay {
-                self.compare_trees(ex, peer, cycle);
+                self.compare_trees(ex, peer, cycle, theirs.keys + theirs.tombstones);
             }
             return;
         }
@@ -162,17 +162,18 @@ impl<S: Store> Node<S> {
             .iter()
             .all(|(o, v)| self.hints.get(o).is_some_and(|mine| mine >= v));
         if they_know_no_more || settled || (due && kind != PushKind::Relay) {
-            self.compare_trees(ex, peer, cycle);
+            self.compare_trees(ex, peer, cycle, theirs.keys + theirs.tombstones);
         }
     }
 
-    /// Starts exchange `ex`'s one tree comparison with `peer`.
-    fn compare_trees(&mut self, ex: u64, peer: u32, cycle: u64) {
+    /// Starts exchange `ex`'s one tree comparison with `peer`, which holds
+    /// `held` entries.
+    fn compare_trees(&mut self, ex: u64, peer: u32, cycle: u64, held: u64) {
         if let Some(x) = self.exchanges.get_mut(&ex) {
             x.repaired = true;
         }
         self.compared_at = Some(cycle);
-        self.start_repair(ex, peer);
+        self.start_repair(ex, peer, held);
     }
 }
 

@@ -36,7 +36,7 @@ fn a_reply_answers_only_the_request_it_fits() {
             .expect("write");
     }
     let ex = n0.new_exchange(1, PushKind::PushPull);
-    n0.start_repair(ex, 1);
+    n0.start_repair(ex, 1, 20);
     let t = n0.poll_transmit().expect("a tree query");
     let tree = n0.outstanding[&t.id].what.clone();
     // Masks of no children, one per node asked (the root).

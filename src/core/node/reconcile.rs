@@ -27,6 +27,10 @@ const WALK_NODE_BYTES: u64 = 4 + 2 + 16 * 4;
 /// reading them all to sketch would cost more than the bytes saved.
 const READ_BOUND: f64 = (1u64 << 20) as f64;
 
+/// Keys under a frontier small enough to sketch at once: walking further
+/// would cost a round trip for little.
+const SMALL_READ: f64 = 4096.0;
+
 /// Differences one sketch reconciles at most: its cells (about 1.4 per
 /// difference) fit one reply.
 const CHUNK_DIFFS: f64 = 32_768.0;
@@ -52,6 +56,10 @@ pub(super) struct Frontier {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Repair {
     salt: u32,
+    /// Entries the fuller side holds: what the walk and reads are sized to.
+    held: u64,
+    /// Differences there are at least: what one side holds more.
+    floor: u64,
     /// Bytes the walk has cost so far.
     spent: u64,
     /// Frontiers still to reconcile; the last is next.
@@ -123,31 +131,34 @@ pub(super) fn children_fit(bytes: &[u8], nodes: usize) -> bool {
 }
 
 impl<S: Store> Node<S> {
-    /// Starts comparing trees with `peer`, from the root.
-    pub(super) fn start_repair(&mut self, ex: u64, peer: u32) {
+    /// Starts comparing trees with `peer`, which holds `theirs` entries,
+    /// from the root.
+    pub(super) fn start_repair(&mut self, ex: u64, peer: u32, theirs: u64) {
         self.stats.repairs += 1;
+        let ours = self.keys + self.tombstones;
         let repair = Repair {
-            salt: self.rng.next_u64() as u32,
+            // New for every repair (exchange ids never repeat), and drawn
+            // without the node's RNG, whose draws pick the random peers.
+            salt: fold(ex, self.cfg.me),
             spent: 0,
+            held: ours.max(theirs),
+            floor: ours.abs_diff(theirs),
             todo: vec![Frontier {
                 level: 0,
                 nodes: vec![0],
-                diffs: 1,
+                diffs: ours.abs_diff(theirs).max(1),
                 deeper: false,
             }],
         };
         self.advance(ex, peer, repair);
     }
 
-    fn held(&self) -> f64 {
-        (self.keys + self.tombstones) as f64
-    }
-
     /// Whether to walk `f` one level down rather than sketch it: at the
     /// root; where the next level is dense (most children differ, so each
     /// fold shipped finds a difference); while the walk's bytes allow; or
     /// where a sketch would read too much. Never where a child would hold
-    /// less than a key: the walk's depth follows the key count.
+    /// less than a key, nor where the sketch would read little: the walk's
+    /// depth follows the key count.
     fn should_walk(&self, r: &Repair, f: &Frontier) -> bool {
         let level = i32::from(f.level);
         if u32::from(f.level) >= self.tree.depth() {
@@ -156,20 +167,24 @@ impl<S: Store> Node<S> {
         if f.deeper {
             return true;
         }
-        if self.held() / 16f64.powi(level + 1) < 1.0 {
+        let held = r.held as f64;
+        if held / 16f64.powi(level + 1) < 1.0 {
             return false;
         }
         if level == 0 {
             return true;
         }
         let k = f.nodes.len() as f64;
+        if k * held / 16f64.powi(level) <= SMALL_READ {
+            return false;
+        }
         if f.diffs as f64 / (16.0 * k) >= std::f64::consts::LN_2 {
             return true;
         }
         if r.spent + WALK_NODE_BYTES * f.nodes.len() as u64 <= WALK_BYTES {
             return true;
         }
-        k * self.held() / 16f64.powi(level) > READ_BOUND
+        k * held / 16f64.powi(level) > READ_BOUND
     }
 
     /// Sends the next request of repair `r`, or ends it when nothing is
@@ -195,7 +210,7 @@ impl<S: Store> Node<S> {
             // Sketch as many nodes as one reply's cells and one pass of
             // reads allow; the rest wait their turn.
             let per_node = (f.diffs as f64 / f.nodes.len() as f64).max(1e-3);
-            let keys_per_node = self.held() / 16f64.powi(i32::from(f.level));
+            let keys_per_node = r.held as f64 / 16f64.powi(i32::from(f.level));
             let fit = (CHUNK_DIFFS / per_node)
                 .min(READ_BOUND / keys_per_node.max(1.0))
                 .max(1.0) as usize;
@@ -283,7 +298,7 @@ impl<S: Store> Node<S> {
             self.ask_children(ex, peer, w);
             return;
         }
-        let diffs = estimate(w.found.len(), 16 * w.asked);
+        let diffs = estimate(w.found.len(), 16 * w.asked).max(w.repair.floor);
         w.repair.todo.push(Frontier {
             level: w.level + 1,
             nodes: w.found,
@@ -310,7 +325,7 @@ impl<S: Store> Node<S> {
         }
         if !r.decoder.done() {
             let held = r.decoder.len();
-            let limit = (4 * first_cells(r.diffs as f64)).clamp(256, MAX_SKETCH_END);
+            let limit = (8 * first_cells(r.diffs as f64)).clamp(1024, MAX_SKETCH_END);
             if held < limit {
                 r.start = held;
                 r.cells = more_cells(held)
@@ -424,7 +439,8 @@ impl<S: Store> Node<S> {
         let level = u32::from(level);
         // Read a finer level where a node holds too many keys at once.
         let mut fine = level;
-        while fine < 8 && self.held() / 16f64.powi(fine as i32) > READ_KEYS {
+        let held = (self.keys + self.tombstones) as f64;
+        while fine < 8 && held / 16f64.powi(fine as i32) > READ_KEYS {
             fine += 1;
         }
         let shift = 4 * (fine - level);

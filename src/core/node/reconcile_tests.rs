@@ -133,6 +133,8 @@ fn a_sketch_that_does_not_peel_is_extended_then_walked_deeper() {
     let repair = Repair {
         salt: 9,
         spent: 0,
+        held: 3000,
+        floor: 0,
         todo: vec![Frontier {
             level: 0,
             nodes: vec![0],
@@ -200,7 +202,7 @@ fn a_reply_that_does_not_fit_the_query_fails_the_repair() {
             .expect("write");
     }
     let ex = n0.new_exchange(1, PushKind::PushPull);
-    n0.start_repair(ex, 1);
+    n0.start_repair(ex, 1, 20);
     let t = n0.poll_transmit().expect("a tree query");
     assert!(matches!(body(&t.payload), Body::TreeQuery { level: 0, .. }));
     // A mask naming a child whose fold is missing.
