@@ -13,6 +13,8 @@
 //! extended, not thrown away: the next cells are asked for and added.
 //! Deterministic, allocation bounded by the cells asked, no I/O.
 
+use std::collections::BTreeSet;
+
 use super::entry::{stamp_hash, Version};
 use super::store::Stamp;
 
@@ -229,6 +231,11 @@ pub struct Decoder {
     theirs: Vec<Stamp>,
     /// Stamps only we hold.
     ours: Vec<Stamp>,
+    /// Hashes of the stamps peeled: one peeled twice means the cells do
+    /// not describe one pair of sets.
+    peeled: BTreeSet<u64>,
+    /// The cells proved inconsistent: peeling stopped for good.
+    broken: bool,
 }
 
 impl Decoder {
@@ -276,6 +283,9 @@ impl Decoder {
     }
 
     fn peel(&mut self) {
+        if self.broken {
+            return;
+        }
         let mut queue: Vec<usize> = (0..self.cells.len())
             .filter(|&i| self.cells[i].count == 1 || self.cells[i].count == -1)
             .collect();
@@ -283,6 +293,13 @@ impl Decoder {
             let Some((s, sign)) = self.cells[i].pure() else {
                 continue;
             };
+            // A stamp is in a difference once. Cells of two rounds taken
+            // over different data (an entry overwritten between them) can
+            // offer one again, with the other sign, for ever: stop there.
+            if !self.peeled.insert(s.hash()) || self.peeled.len() > 2 * self.cells.len() + 64 {
+                self.broken = true;
+                return;
+            }
             // Take it out of every cell it is in, and look again at those
             // left holding one.
             let hash = s.hash();
@@ -302,6 +319,12 @@ impl Decoder {
                 self.ours.push(s);
             }
         }
+    }
+
+    /// True when the cells proved not to describe one pair of sets: more
+    /// cells will not help.
+    pub fn broken(&self) -> bool {
+        self.broken
     }
 
     /// True when every cell is empty: the difference is all peeled.
@@ -456,6 +479,25 @@ mod tests {
         }
         let per = cells as f64 / diffs as f64;
         assert!(per < 1.6, "{per} cells per difference");
+    }
+
+    #[test]
+    fn cells_of_two_rounds_over_different_data_stop_the_peel() {
+        // Their first round holds x; by the second, x was overwritten.
+        let mut rng = Rng::new(13);
+        let x = stamp(&mut rng);
+        let mut d = Decoder::new();
+        d.extend(&sketch(&[x], 0, 4), &Sketch::new(0, 4))
+            .expect("first");
+        assert!(d.done() && d.theirs() == [x]);
+        d.extend(&sketch(&[], 4, 64), &Sketch::new(4, 64))
+            .expect("second");
+        assert!(
+            d.broken(),
+            "x, taken out of cells it was never in, came back"
+        );
+        assert!(!d.done());
+        assert!(d.theirs().len() + d.ours().len() <= 2);
     }
 
     #[test]

@@ -325,8 +325,12 @@ impl<S: Store> Node<S> {
         }
         if !r.decoder.done() {
             let held = r.decoder.len();
-            let limit = (8 * first_cells(r.diffs as f64)).clamp(1024, MAX_SKETCH_END);
-            if held < limit {
+            // A few rounds: past them the estimate was far off, or the
+            // data moved between rounds (cells of one round and the next
+            // then disagree, and never peel); a fresh sketch a level down
+            // fixes either.
+            let limit = (3 * first_cells(r.diffs as f64)).clamp(48, MAX_SKETCH_END);
+            if held < limit && !r.decoder.broken() {
                 r.start = held;
                 r.cells = more_cells(held)
                     .min(MAX_SKETCH_CELLS as u64)
