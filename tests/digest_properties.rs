@@ -63,7 +63,7 @@ impl Wire {
         let n = match decode(payload).expect("every message decodes").body {
             Body::Push { entries, .. }
             | Body::SynAck { entries, .. }
-            | Body::BucketReply { entries, .. } => entries.len(),
+            | Body::Fetched { entries } => entries.len(),
             _ => 0,
         };
         self.entries += n as u64;

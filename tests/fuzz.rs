@@ -142,20 +142,32 @@ fn message_corpus(rng: &mut Rng) -> Vec<Vec<u8>> {
             },
             Body::TreeQuery {
                 level: rng.below(5) as u8,
+                salt: rng.next_u64() as u32,
                 nodes: (0..rng.below(4)).map(|_| rng.below(64) as u32).collect(),
             },
             Body::TreeReply {
                 level: 1,
-                children: vec![[7; 16]],
+                children: vec![3, 0, 7, 7, 7, 7, 8, 8, 8, 8],
             },
-            Body::BucketQuery {
-                buckets: (0..rng.below(3))
-                    .map(|_| (rng.below(1 << 20) as u32, vec![rng.next_u64()]))
+            Body::SketchQuery {
+                level: rng.below(6) as u8,
+                ranges: (0..rng.below(3))
+                    .map(|_| (rng.below(1 << 12) as u32, rng.below(4) as u32))
+                    .collect(),
+                start: rng.below(64) as u32,
+                cells: rng.below(64) as u32,
+            },
+            Body::SketchReply {
+                start: 0,
+                cells: (0..34 * rng.below(3))
+                    .map(|_| rng.below(256) as u8)
                     .collect(),
             },
-            Body::BucketReply {
+            Body::Fetch {
+                keys: rng.next_u64().to_le_bytes().to_vec(),
+            },
+            Body::Fetched {
                 entries: vec![arb_entry(rng)],
-                want: vec![1, 2],
             },
             Body::Refused {
                 reason: Refusal::StaleSender,

@@ -1,7 +1,7 @@
 //! A count read from the wire does not size what a node allocates: a
-//! signed peer message whose hash list claims millions of hashes (present,
-//! one byte each) is refused at its length, before they are read, and the
-//! node's memory does not grow by what they would take.
+//! signed peer message whose node list claims millions of tree nodes
+//! (present, one byte each) is refused at its length, before they are
+//! read, and the node's memory does not grow by what they would take.
 
 mod common;
 
@@ -13,28 +13,30 @@ use ringsync::topology::Topology;
 
 const PEER: &str = "/v1/peer/message";
 
-/// Hashes the message claims, each a 0 of one byte: 24 MiB on the wire, a
-/// list of 192 MiB and more in memory were it decoded.
+/// Tree nodes the message claims, each a 0 of one byte: 24 MiB on the
+/// wire, a list of 96 MiB and more in memory were it decoded.
 const CLAIMED: usize = 24 << 20;
 
 /// Growth of the node's peak memory allowed: the body itself, read and
 /// handed on (a few copies of 24 MiB), and not the list it claims.
 const MAX_GROWTH: u64 = 150 << 20;
 
-/// A bucket query from n1 whose one bucket claims [`CLAIMED`] hashes.
+/// A tree query from n1 whose node list claims [`CLAIMED`] nodes.
 fn claiming_query(c: &Cluster) -> Vec<u8> {
     let t = Topology::load(c.topology()).expect("the harness's topology");
     let mut bytes = encode(&message_from(
         &t,
         1,
-        Body::BucketQuery {
-            buckets: vec![(0, Vec::new())],
+        Body::TreeQuery {
+            level: 1,
+            salt: 0,
+            nodes: Vec::new(),
         },
     ));
     assert_eq!(
         bytes.pop(),
         Some(0),
-        "the last byte is the hash list's length"
+        "the last byte is the node list's length"
     );
     let mut n = CLAIMED;
     while n >= 0x80 {

@@ -147,10 +147,7 @@ fn forged_body(p: &Proxy, request: &[u8]) -> Vec<u8> {
             entries,
             complete: true,
         },
-        Ok(Body::BucketQuery { .. }) => Body::BucketReply {
-            entries,
-            want: Vec::new(),
-        },
+        Ok(Body::Fetch { .. }) => Body::Fetched { entries },
         _ => Body::Ack { digest },
     };
     encode(&message_from(&p.topology, 1, body))

@@ -15,7 +15,9 @@ use super::wire_caps;
 
 /// The wire format version this build speaks.
 /// 3: the digest tree hashes with XXH3 (`entry::key_hash`, `entry::stamp_hash`).
-pub const WIRE_VERSION: u8 = 3;
+/// 4: tree repair ships only non-empty children, as salted 32-bit folds,
+/// and ends in a rateless sketch and fetches (`SketchQuery`, `Fetch`).
+pub const WIRE_VERSION: u8 = 4;
 
 /// What a node knows, in a few dozen bytes plus one watermark per origin.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,37 +122,56 @@ pub enum Body {
         /// True when no more remain.
         complete: bool,
     },
-    /// Request: the 16 child hashes of these nodes of the digest tree.
+    /// Request: which children of these nodes of the digest tree hold
+    /// data, and each one's hash folded to 32 bits under `salt` (a fresh
+    /// salt per repair, so that two hashes that fold alike once do not
+    /// hide a difference for good).
     TreeQuery {
         /// Level of the nodes named.
         level: u8,
+        /// Salt of the fold ([`crate::core::tree::fold`]).
+        salt: u32,
         /// Their indexes.
         #[serde(deserialize_with = "wire_caps::tree_nodes")]
         nodes: Vec<u32>,
     },
-    /// Reply: one array of child hashes per queried node, in order.
+    /// Reply: per queried node, in order, a 16-bit mask of its non-empty
+    /// children (little-endian) and then the 4-byte fold of each one named
+    /// in the mask: an empty child costs one bit.
     TreeReply {
         /// Level of the queried nodes.
         level: u8,
-        /// The child hashes.
-        #[serde(deserialize_with = "wire_caps::tree_children")]
-        children: Vec<[u64; 16]>,
+        /// The masks and folds.
+        #[serde(
+            serialize_with = "wire_caps::put_bytes",
+            deserialize_with = "wire_caps::tree_children"
+        )]
+        children: Vec<u8>,
     },
-    /// Request: the asker's entry hashes in these leaf buckets.
-    BucketQuery {
-        /// (bucket, sorted entry hashes the asker holds there).
-        #[serde(deserialize_with = "wire_caps::buckets")]
-        buckets: Vec<(u32, Vec<u64>)>,
+    /// Request: cells `start..start + cells` of the replier's rateless
+    /// sketch ([`crate::core::sketch`]) of its entries under these runs of
+    /// tree nodes at `level`.
+    SketchQuery {
+        /// Level of the nodes.
+        level: u8,
+        /// (first node, number of nodes) of each run.
+        #[serde(deserialize_with = "wire_caps::ranges")]
+        ranges: Vec<(u32, u32)>,
+        /// Index of the first cell asked.
+        start: u32,
+        /// Cells asked.
+        cells: u32,
     },
-    /// Reply: entries the asker does not hold, and hashes it holds that the
-    /// replier does not.
-    BucketReply {
-        /// The replier's entries missing at the asker.
-        #[serde(deserialize_with = "wire_caps::entries")]
-        entries: Vec<Entry>,
-        /// The asker's entry hashes missing at the replier.
-        #[serde(deserialize_with = "wire_caps::want")]
-        want: Vec<u64>,
+    /// Reply: the cells asked, [`crate::core::sketch::CELL_BYTES`] each.
+    SketchReply {
+        /// Index of the first cell.
+        start: u32,
+        /// The cells.
+        #[serde(
+            serialize_with = "wire_caps::put_bytes",
+            deserialize_with = "wire_caps::sketch_cells"
+        )]
+        cells: Vec<u8>,
     },
     /// Reply: the request was refused and nothing of it was applied.
     Refused {
@@ -173,6 +194,22 @@ pub enum Body {
     Reached {
         /// Ring position of the member that answered.
         target: u32,
+    },
+    /// Request: the replier's entries of these keys, by key hash (8 bytes
+    /// each, little-endian): the ones a sketch showed it holds newer.
+    Fetch {
+        /// The key hashes.
+        #[serde(
+            serialize_with = "wire_caps::put_bytes",
+            deserialize_with = "wire_caps::fetch_keys"
+        )]
+        keys: Vec<u8>,
+    },
+    /// Reply to a fetch: the entries found, within the batch limits.
+    Fetched {
+        /// The entries.
+        #[serde(deserialize_with = "wire_caps::entries")]
+        entries: Vec<Entry>,
     },
 }
 
@@ -280,6 +317,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, String> {
 mod tests {
     use super::*;
     use crate::core::entry::Version;
+    use crate::core::sketch::CELL_BYTES;
 
     #[test]
     fn round_trip_and_garbage_is_refused() {
@@ -333,33 +371,41 @@ mod tests {
 
     #[test]
     fn a_list_claiming_more_than_its_cap_is_refused_by_name() {
-        let want = || Body::BucketReply {
-            entries: Vec::new(),
-            want: Vec::new(),
-        };
+        let fetch = || Body::Fetch { keys: Vec::new() };
         // More than the bytes that follow: refused, nothing allocated.
-        assert!(decode(&claiming(want(), u64::from(u32::MAX), &[])).is_err());
-        // Within the bytes that follow (one byte per zero hash), but over
-        // the cap: refused at the length, by name.
-        let over = wire_caps::MAX_WANT + 1;
-        let e = decode(&claiming(want(), over as u64, &vec![0; over])).unwrap_err();
+        assert!(decode(&claiming(fetch(), u64::from(u32::MAX), &[])).is_err());
+        // Within the bytes that follow, but over the cap: refused at the
+        // length, by name.
+        let over = wire_caps::MAX_FETCH * 8 + 8;
+        let e = decode(&claiming(fetch(), over as u64, &vec![0; over])).unwrap_err();
         assert!(
-            e.contains("want list") && e.contains(&over.to_string()),
+            e.contains("key hashes in a fetch") && e.contains(&over.to_string()),
             "{e}"
         );
-        let over = wire_caps::MAX_BUCKET_HASHES + 1;
-        let bucket = Body::BucketQuery {
-            buckets: vec![(0, Vec::new())],
-        };
-        let e = decode(&claiming(bucket, over as u64, &vec![0; over])).unwrap_err();
-        assert!(e.contains("hashes in one bucket"), "{e}");
+        let e = decode(&claiming(fetch(), 7, &[0; 7])).unwrap_err();
+        assert!(e.contains("malformed"), "not whole key hashes: {e}");
         let over = wire_caps::MAX_TREE_NODES + 1;
         let tree = Body::TreeQuery {
             level: 1,
+            salt: 0,
             nodes: Vec::new(),
         };
         let e = decode(&claiming(tree, over as u64, &vec![0; over])).unwrap_err();
         assert!(e.contains("tree nodes"), "{e}");
+        let over = wire_caps::MAX_TREE_REPLY_BYTES + 1;
+        let reply = Body::TreeReply {
+            level: 1,
+            children: Vec::new(),
+        };
+        let e = decode(&claiming(reply, over as u64, &vec![0; over])).unwrap_err();
+        assert!(e.contains("bytes of a tree reply"), "{e}");
+        let over = wire_caps::MAX_SKETCH_CELLS * CELL_BYTES + CELL_BYTES;
+        let cells = Body::SketchReply {
+            start: 0,
+            cells: Vec::new(),
+        };
+        let e = decode(&claiming(cells, over as u64, &vec![0; over])).unwrap_err();
+        assert!(e.contains("sketch cells"), "{e}");
         // A cap broken once is not blamed for the next message's error.
         let e = decode(&[WIRE_VERSION, 0xff]).unwrap_err();
         assert!(!e.contains("too many"), "{e}");
@@ -367,28 +413,34 @@ mod tests {
 
     #[test]
     fn lists_at_their_caps_pass_and_one_more_is_refused() {
-        let query = |per_bucket: usize, buckets: usize| Message {
+        let msg = |body| Message {
             cluster: 9,
             name: 9,
             epoch: 0,
             from: 2,
-            body: Body::BucketQuery {
-                buckets: (0..buckets as u32)
-                    .map(|b| (b, vec![7u64; per_bucket]))
-                    .collect(),
-            },
+            body,
         };
-        let at = query(wire_caps::MAX_BUCKET_HASHES, 1);
+        let sketch = |runs: usize| {
+            msg(Body::SketchQuery {
+                level: 3,
+                ranges: vec![(1, 1); runs],
+                start: 0,
+                cells: 1,
+            })
+        };
+        let at = sketch(wire_caps::MAX_RANGES);
         assert_eq!(decode(&encode(&at)), Ok(at));
-        let e = decode(&encode(&query(wire_caps::MAX_BUCKET_HASHES + 1, 1))).unwrap_err();
-        assert!(e.contains("hashes in one bucket"), "{e}");
-        let per = wire_caps::MAX_QUERY_HASHES / 16;
-        let at = query(per, 16);
+        let e = decode(&encode(&sketch(wire_caps::MAX_RANGES + 1))).unwrap_err();
+        assert!(e.contains("node runs"), "{e}");
+        let fetch = |n: usize| {
+            msg(Body::Fetch {
+                keys: vec![7; n * 8],
+            })
+        };
+        let at = fetch(wire_caps::MAX_FETCH);
         assert_eq!(decode(&encode(&at)), Ok(at));
-        let e = decode(&encode(&query(per, 17))).unwrap_err();
-        assert!(e.contains("hashes in a query"), "{e}");
-        let e = decode(&encode(&query(0, wire_caps::MAX_BUCKETS + 1))).unwrap_err();
-        assert!(e.contains("buckets in a query"), "{e}");
+        let e = decode(&encode(&fetch(wire_caps::MAX_FETCH + 1))).unwrap_err();
+        assert!(e.contains("key hashes in a fetch"), "{e}");
         let hints = Message {
             cluster: 9,
             name: 9,

@@ -12,6 +12,7 @@ pub mod message;
 pub mod node;
 pub mod rng;
 pub mod schedule;
+pub mod sketch;
 pub mod stats;
 pub mod store;
 pub mod tree;

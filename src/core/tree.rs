@@ -118,6 +118,17 @@ impl Tree {
     }
 }
 
+/// A node hash folded to 32 bits under `salt`, as a tree reply carries it:
+/// a difference that two hashes fold alike under one salt (one chance in
+/// 2^32) shows under the next repair's.
+pub fn fold(hash: u64, salt: u32) -> u32 {
+    // splitmix64's finaliser: every bit of the input moves every bit kept.
+    let mut z = hash ^ u64::from(salt).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((z ^ (z >> 31)) >> 32) as u32
+}
+
 /// The index of the `i`th child of node `idx`.
 pub fn child(idx: u32, i: usize) -> u32 {
     (idx << 4) | i as u32

@@ -24,26 +24,29 @@ pub const MAX_ENTRIES: usize = 1 << 16;
 /// ring member at most. No ring is near 65,536 nodes.
 pub const MAX_ORIGINS: usize = 1 << 16;
 
-/// Tree nodes named in a tree query or answered in a tree reply: the
-/// asker truncates to 4096 (`repair::MAX_TREE_NODES`).
+/// Tree nodes named in a tree query, and answered in a tree reply: the
+/// asker asks at most this many at once.
 pub const MAX_TREE_NODES: usize = 4096;
 
-/// Buckets in a bucket query: the asker truncates to 1024
-/// (`repair::MAX_BUCKETS`).
-pub const MAX_BUCKETS: usize = 1024;
+/// Bytes of a tree reply: a 2-byte mask and 16 folds of 4 bytes for each
+/// of [`MAX_TREE_NODES`] nodes.
+pub const MAX_TREE_REPLY_BYTES: usize = MAX_TREE_NODES * (2 + 16 * 4);
 
-/// Hashes the asker lists for one bucket: one per entry it holds there. At
-/// the default tree depth a bucket holds about one entry in 65,536, so this
-/// is reached at billions of keys; the asker truncates to it.
-pub const MAX_BUCKET_HASHES: usize = 1 << 16;
+/// Runs of tree nodes a sketch query covers: the asker merges adjacent
+/// nodes into runs and asks at most this many at once.
+pub const MAX_RANGES: usize = 4096;
 
-/// Hashes in a whole bucket query, all buckets together: 8 MiB of hashes,
-/// which the asker stops adding buckets at.
-pub const MAX_QUERY_HASHES: usize = 1 << 20;
+/// Cells of a sketch in one reply (2.2 MB): the asker asks at most this
+/// many at once.
+pub const MAX_SKETCH_CELLS: usize = 1 << 16;
 
-/// Hashes in a bucket reply's `want` list: the replier truncates it to
-/// `batch_entries`; capped as [`MAX_ENTRIES`].
-pub const MAX_WANT: usize = MAX_ENTRIES;
+/// The end of the cells a sketch query may ask for: a difference this
+/// far past what one exchange moves is reconciled a part at a time.
+pub const MAX_SKETCH_END: u64 = 1 << 20;
+
+/// Key hashes in one fetch: the asker sends at most `batch_entries`;
+/// capped as [`MAX_ENTRIES`].
+pub const MAX_FETCH: usize = MAX_ENTRIES;
 
 /// Items preallocated for a list, whatever its length prefix says: the
 /// rest grows with what really arrives.
@@ -182,62 +185,100 @@ pub(super) fn tree_nodes<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     capped(d, "tree nodes in a query", MAX_TREE_NODES)
 }
 
-/// The child hashes a tree reply holds, one array per node.
-pub(super) fn tree_children<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+/// A list of `(first, count)` runs of tree nodes in a sketch query.
+pub(super) fn ranges<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Vec<T>, D::Error> {
-    capped(d, "tree nodes in a reply", MAX_TREE_NODES)
+    capped(d, "node runs in a sketch query", MAX_RANGES)
 }
 
-/// A bucket reply's `want` list.
-pub(super) fn want<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Vec<T>, D::Error> {
-    capped(d, "hashes in a want list", MAX_WANT)
+/// Writes a byte string as one length and the bytes (as postcard writes
+/// a list of bytes, only faster).
+pub(super) fn put_bytes<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bytes(v)
 }
 
-/// One bucket's hash list in a bucket query.
-struct BucketHashes(Vec<u64>);
+/// A byte string of at most `cap` bytes, whole `unit`s of bytes.
+struct CappedBytes {
+    what: &'static str,
+    unit: usize,
+    cap: usize,
+}
 
-impl<'de> Deserialize<'de> for BucketHashes {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        capped(d, "hashes in one bucket", MAX_BUCKET_HASHES).map(BucketHashes)
+impl CappedBytes {
+    fn take<E: Error>(&self, v: &[u8]) -> Result<Vec<u8>, E> {
+        if v.len() > self.cap {
+            return Err(refuse(self.what, v.len(), self.cap));
+        }
+        if !v.len().is_multiple_of(self.unit) {
+            return Err(E::custom(format_args!(
+                "{}: {} bytes are not whole items of {}",
+                self.what,
+                v.len(),
+                self.unit
+            )));
+        }
+        Ok(v.to_vec())
     }
 }
 
-/// A bucket query's buckets, each with its hashes: at most [`MAX_BUCKETS`]
-/// buckets, [`MAX_BUCKET_HASHES`] hashes in one, [`MAX_QUERY_HASHES`] in
-/// all.
-pub(super) fn buckets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(u32, Vec<u64>)>, D::Error> {
-    struct Buckets;
+impl<'de> Visitor<'de> for CappedBytes {
+    type Value = Vec<u8>;
 
-    impl<'de> Visitor<'de> for Buckets {
-        type Value = Vec<(u32, Vec<u64>)>;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "a list of at most {MAX_BUCKETS} buckets")
-        }
-
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let claimed = seq.size_hint().unwrap_or(0);
-            if claimed > MAX_BUCKETS {
-                return Err(refuse("buckets in a query", claimed, MAX_BUCKETS));
-            }
-            let mut out = Vec::with_capacity(claimed.min(PREALLOC));
-            let mut hashes = 0usize;
-            while let Some((b, BucketHashes(hs))) = seq.next_element::<(u32, BucketHashes)>()? {
-                if out.len() == MAX_BUCKETS {
-                    return Err(refuse("buckets in a query", out.len() + 1, MAX_BUCKETS));
-                }
-                hashes += hs.len();
-                if hashes > MAX_QUERY_HASHES {
-                    return Err(refuse("hashes in a query", hashes, MAX_QUERY_HASHES));
-                }
-                out.push((b, hs));
-            }
-            Ok(out)
-        }
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at most {} bytes of {}", self.cap, self.what)
     }
 
-    d.deserialize_seq(Buckets)
+    fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+        self.take(v)
+    }
+
+    fn visit_borrowed_bytes<E: Error>(self, v: &'de [u8]) -> Result<Vec<u8>, E> {
+        self.take(v)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+        let claimed = seq.size_hint().unwrap_or(0);
+        if claimed > self.cap {
+            return Err(refuse(self.what, claimed, self.cap));
+        }
+        let mut out = Vec::with_capacity(claimed.min(PREALLOC));
+        while let Some(b) = seq.next_element::<u8>()? {
+            if out.len() == self.cap {
+                return Err(refuse(self.what, out.len() + 1, self.cap));
+            }
+            out.push(b);
+        }
+        self.take(&out)
+    }
+}
+
+fn capped_bytes<'de, D: Deserializer<'de>>(
+    d: D,
+    what: &'static str,
+    unit: usize,
+    cap: usize,
+) -> Result<Vec<u8>, D::Error> {
+    d.deserialize_byte_buf(CappedBytes { what, unit, cap })
+}
+
+/// A tree reply's masks and folds.
+pub(super) fn tree_children<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    capped_bytes(d, "bytes of a tree reply", 1, MAX_TREE_REPLY_BYTES)
+}
+
+/// A sketch reply's cells.
+pub(super) fn sketch_cells<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    use super::sketch::CELL_BYTES;
+    capped_bytes(
+        d,
+        "bytes of sketch cells",
+        CELL_BYTES,
+        MAX_SKETCH_CELLS * CELL_BYTES,
+    )
+}
+
+/// A fetch's key hashes.
+pub(super) fn fetch_keys<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    capped_bytes(d, "bytes of key hashes in a fetch", 8, MAX_FETCH * 8)
 }

@@ -216,7 +216,7 @@ impl World<'_> {
             match &mut msg.body {
                 Body::Push { entries, .. }
                 | Body::SynAck { entries, .. }
-                | Body::BucketReply { entries, .. } => entries.retain(keep),
+                | Body::Fetched { entries } => entries.retain(keep),
                 _ => return payload,
             }
             encode(&msg)

@@ -4,10 +4,12 @@
 
 use std::collections::BTreeMap;
 
+use super::reconcile::{children_fit, Recon, Walk};
 use super::{epochs, Event, Node, Transmit};
 use crate::core::entry::{Entry, Origin, Version};
 use crate::core::message::{encode, Body, Digest, PushKind, Refusal};
 use crate::core::schedule::Schedule;
+use crate::core::sketch::CELL_BYTES;
 use crate::core::store::Store;
 
 /// An exchange with one peer: a chain of requests, each one's follow-up
@@ -51,13 +53,12 @@ pub(super) enum Awaiting {
         kind: PushKind,
     },
     Syn,
-    Tree {
-        level: u8,
-        nodes: Vec<u32>,
-    },
-    Bucket {
-        buckets: Vec<u32>,
-    },
+    /// A tree query of a repair, which the repair rides on.
+    Tree(Box<Walk>),
+    /// A sketch query of a repair, which the repair rides on.
+    Sketch(Box<Recon>),
+    /// A fetch of the entries a sketch showed newer at the peer.
+    Fetch,
     /// A [`Body::ProbeReq`] or [`Body::Reached`]: answered by an ack.
     Probe,
 }
@@ -88,10 +89,16 @@ pub(super) fn outcome_of(what: &Awaiting, reply: &Body) -> Outcome {
     match (what, reply) {
         (Awaiting::Push { .. }, Body::Ack { .. })
         | (Awaiting::Syn, Body::SynAck { .. })
-        | (Awaiting::Bucket { .. }, Body::BucketReply { .. })
+        | (Awaiting::Fetch, Body::Fetched { .. })
         | (Awaiting::Probe, Body::Ack { .. }) => Outcome::Answered,
-        (Awaiting::Tree { level, nodes }, Body::TreeReply { level: l, children })
-            if l == level && children.len() == nodes.len() =>
+        (Awaiting::Tree(w), Body::TreeReply { level, children })
+            if *level == w.level && children_fit(children, w.chunk.len()) =>
+        {
+            Outcome::Answered
+        }
+        (Awaiting::Sketch(r), Body::SketchReply { start, cells })
+            if u64::from(*start) == r.start
+                && cells.len() as u64 == r.cells * CELL_BYTES as u64 =>
         {
             Outcome::Answered
         }
@@ -258,9 +265,7 @@ impl<S: Store> Node<S> {
         if let Some(x) = self.exchanges.get_mut(&ex) {
             x.bytes += len as u64;
             x.entries += match body {
-                Body::SynAck { entries, .. } | Body::BucketReply { entries, .. } => {
-                    entries.len() as u64
-                }
+                Body::SynAck { entries, .. } | Body::Fetched { entries } => entries.len() as u64,
                 _ => 0,
             };
         }
@@ -348,17 +353,14 @@ impl<S: Store> Node<S> {
                     }
                 }
             }
-            (Awaiting::Tree { level, nodes }, Body::TreeReply { children, .. }) => {
-                self.descend(ex, peer, level, &nodes, &children);
+            (Awaiting::Tree(w), Body::TreeReply { children, .. }) => {
+                self.descend(ex, peer, *w, &children);
             }
-            (Awaiting::Bucket { buckets }, Body::BucketReply { entries, want }) => {
-                let digest = Digest::default();
-                if self
-                    .take(now_ms, ex, peer, entries, false, &digest)
-                    .is_some()
-                {
-                    self.send_wanted(ex, peer, &buckets, &want);
-                }
+            (Awaiting::Sketch(r), Body::SketchReply { cells, .. }) => {
+                self.reconcile(ex, peer, *r, &cells);
+            }
+            (Awaiting::Fetch, Body::Fetched { entries }) => {
+                self.take(now_ms, ex, peer, entries, false, &Digest::default());
             }
             // `outcome_of` answers nothing else.
             _ => {}

@@ -30,17 +30,23 @@ fn a_reply_answers_only_the_request_it_fits() {
         outcome_of(&push, &refused(Refusal::StoreFailed)),
         Outcome::Refused
     );
-    let tree = Awaiting::Tree {
-        level: 1,
-        nodes: vec![3, 4],
-    };
-    let reply = |level, n| Body::TreeReply {
+    let mut n0 = node(config(2, 0, Schedule::Random));
+    for i in 0..20 {
+        n0.write(100, &format!("k{i}"), Some(b"v".to_vec()))
+            .expect("write");
+    }
+    let ex = n0.new_exchange(1, PushKind::PushPull);
+    n0.start_repair(ex, 1, 20);
+    let t = n0.poll_transmit().expect("a tree query");
+    let tree = n0.outstanding[&t.id].what.clone();
+    // Masks of no children, one per node asked (the root).
+    let reply = |level, n: usize| Body::TreeReply {
         level,
-        children: vec![[0; 16]; n],
+        children: vec![0; 2 * n],
     };
-    assert_eq!(outcome_of(&tree, &reply(1, 2)), Outcome::Answered);
-    assert_eq!(outcome_of(&tree, &reply(2, 2)), Outcome::Refused);
+    assert_eq!(outcome_of(&tree, &reply(0, 1)), Outcome::Answered);
     assert_eq!(outcome_of(&tree, &reply(1, 1)), Outcome::Refused);
+    assert_eq!(outcome_of(&tree, &reply(0, 2)), Outcome::Refused);
 }
 
 #[test]
@@ -152,9 +158,8 @@ fn an_undecodable_reply_is_a_miss_and_a_misfit_one_a_refusal() {
         t[0].id,
         &from_peer(
             1,
-            Body::BucketReply {
+            Body::Fetched {
                 entries: Vec::new(),
-                want: Vec::new(),
             },
         ),
     );

@@ -32,6 +32,7 @@ mod fixture;
 mod gc;
 mod lag;
 mod probe;
+mod reconcile;
 mod relay;
 mod repair;
 mod ring_change;

@@ -2,7 +2,6 @@
 //! with exactly one reply, a refusal included.
 
 use super::epochs::{check_topology, forget_ring_state, is_foreign_probe};
-use super::repair::{MAX_BUCKETS, MAX_TREE_NODES};
 use super::Node;
 use crate::core::entry::Origin;
 use crate::core::message::{decode, encode, Body, Digest, Message, PushKind, Refusal};
@@ -133,28 +132,27 @@ impl<S: Store> Node<S> {
                     Err(_) => self.refuse(from, Refusal::StoreFailed, None),
                 }
             }
-            Body::TreeQuery { level, nodes } => {
-                if u32::from(level) >= self.tree.depth() || nodes.len() > MAX_TREE_NODES {
-                    return self.refuse(from, Refusal::Malformed, None);
+            Body::TreeQuery { level, salt, nodes } => match self.answer_tree(level, salt, &nodes) {
+                Some(children) => Body::TreeReply { level, children },
+                None => self.refuse(from, Refusal::Malformed, None),
+            },
+            Body::SketchQuery {
+                level,
+                ranges,
+                start,
+                cells,
+            } => match self.answer_sketch(level, &ranges, start, cells) {
+                Ok(cells) => Body::SketchReply { start, cells },
+                Err(None) => self.refuse(from, Refusal::Malformed, None),
+                Err(Some(_)) => self.refuse(from, Refusal::StoreFailed, None),
+            },
+            Body::Fetch { keys } => match self.answer_fetch(&keys) {
+                Ok(entries) => {
+                    self.count_sent(&entries);
+                    Body::Fetched { entries }
                 }
-                let children = nodes
-                    .iter()
-                    .map(|&n| self.tree.children(u32::from(level), n))
-                    .collect();
-                Body::TreeReply { level, children }
-            }
-            Body::BucketQuery { buckets } => {
-                if buckets.len() > MAX_BUCKETS {
-                    return self.refuse(from, Refusal::Malformed, None);
-                }
-                match self.compare_buckets(&buckets) {
-                    Ok((entries, want)) => {
-                        self.count_sent(&entries);
-                        Body::BucketReply { entries, want }
-                    }
-                    Err(_) => self.refuse(from, Refusal::StoreFailed, None),
-                }
-            }
+                Err(_) => self.refuse(from, Refusal::StoreFailed, None),
+            },
             body @ (Body::ProbeReq { .. } | Body::Reached { .. }) => {
                 match self.serve_probe(from, body) {
                     Some(reply) => reply,
@@ -275,30 +273,5 @@ mod tests {
             other => panic!("expected a syn-ack, got {other:?}"),
         }
         assert_eq!(n0.stats().entries_sent, 1);
-    }
-
-    #[test]
-    fn tree_and_bucket_queries_are_bounded() {
-        let mut n0 = node(config(4, 0, Schedule::Successor));
-        let depth = n0.tree.depth() as u8;
-        let query = |level, n| Body::TreeQuery {
-            level,
-            nodes: vec![0; n],
-        };
-        let deep = n0.handle_request(0, &from_peer(1, query(depth, 1)));
-        assert_eq!(reason(&deep), Some(Refusal::Malformed));
-        let wide = n0.handle_request(0, &from_peer(1, query(0, MAX_TREE_NODES + 1)));
-        assert_eq!(reason(&wide), Some(Refusal::Malformed));
-        match body(&n0.handle_request(0, &from_peer(1, query(1, 3)))) {
-            Body::TreeReply { level, children } => assert_eq!((level, children.len()), (1, 3)),
-            other => panic!("expected a tree reply, got {other:?}"),
-        }
-        let buckets = Body::BucketQuery {
-            buckets: vec![(0, Vec::new()); MAX_BUCKETS + 1],
-        };
-        assert_eq!(
-            reason(&n0.handle_request(0, &from_peer(1, buckets))),
-            Some(Refusal::Malformed)
-        );
     }
 }
