@@ -290,6 +290,35 @@ mod tests {
     }
 
     #[test]
+    fn a_delta_claiming_more_origins_than_its_cap_does_not_decode() {
+        use crate::core::message::{decode, encode, Body, Message, PushKind};
+        let push = |changes: usize| Message {
+            cluster: 9,
+            name: 9,
+            epoch: 0,
+            from: 2,
+            body: Body::PartnerPush {
+                kind: PushKind::Cycle,
+                digest: Coded {
+                    have: 5,
+                    digest: Form::Delta(DigestDelta {
+                        base: 7,
+                        gc_floors: (0..changes as u32).map(|o| (o, None)).collect(),
+                        news: Some(Vec::new()),
+                        ..DigestDelta::default()
+                    }),
+                },
+                entries: Vec::new(),
+                complete: true,
+            },
+        };
+        let at = push(wire_caps::MAX_ORIGINS);
+        assert_eq!(decode(&encode(&at)), Ok(at));
+        let e = decode(&encode(&push(wire_caps::MAX_ORIGINS + 1))).unwrap_err();
+        assert!(e.contains("origins in a digest"), "{e}");
+    }
+
+    #[test]
     fn a_delta_that_does_not_fit_its_base_is_refused_by_name() {
         let base = digest(4);
         let mut delta = diff(&base, fingerprint(&base), &base);
