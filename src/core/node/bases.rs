@@ -2,9 +2,10 @@
 //! coding of the pushes and acks between them: each digest goes as the
 //! changes against the newest one the receiver said it holds.
 //!
-//! Both sides keep the last [`KEPT`] digests each way, and only for fixed
-//! partners (successor and predecessor, or doubling targets and sources):
-//! O(log N) digests per node. A delta names its base by fingerprint, so a
+//! Both sides keep the last [`KEPT`] digests of each stream (pushes one
+//! way, acks the other), and only for fixed partners (successor and
+//! predecessor, or doubling targets and sources): O(log N) digests per
+//! node. A delta names its base by fingerprint, so a
 //! base that one side lost (a restart, a lost reply, a base pushed out by
 //! newer ones) is found out, never guessed: the push is refused as
 //! [`Refusal::UnknownBase`] and the next one goes whole.
@@ -33,19 +34,72 @@ pub(super) struct Bases {
     last: Option<(u64, Arc<Digest>)>,
 }
 
-/// What one partner and we hold of each other's digests, newest last.
+/// Which of the two streams of digests between two partners: each is
+/// coded against its own, so that traffic one way (a partner that is
+/// also a target, pushing to us as we push to it) does not push the other
+/// stream's bases out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    /// The pusher's digests in its pushes, based on the newest one the
+    /// receiver's ack said it holds.
+    Pushes,
+    /// The acknowledger's digests in its acks, based on the newest one
+    /// the pusher's push said it holds.
+    Acks,
+}
+
+/// One stream's digests: newest last, at most [`KEPT`].
+type Kept = VecDeque<(u64, Arc<Digest>)>;
+
+/// What one partner and we hold of each other's digests.
 #[derive(Debug, Default)]
 struct Partner {
-    /// Ours that we sent it.
-    sent: VecDeque<(u64, Arc<Digest>)>,
-    /// Its own that it sent us.
-    got: VecDeque<(u64, Arc<Digest>)>,
-    /// The newest of `sent` it said it holds: the base of our next push.
+    /// Ours in our pushes to it.
+    pushed: Kept,
+    /// The newest of `pushed` its ack said it holds: our next push's base.
     acked: Option<u64>,
+    /// Its own in its pushes to us.
+    got_pushed: Kept,
+    /// Ours in our acks to it.
+    acks: Kept,
+    /// Its own in its acks to us.
+    got_acks: Kept,
+}
+
+impl Partner {
+    /// Our digests of one stream.
+    fn ours(&mut self, stream: Stream) -> &mut Kept {
+        match stream {
+            Stream::Pushes => &mut self.pushed,
+            Stream::Acks => &mut self.acks,
+        }
+    }
+
+    /// Its digests of one stream.
+    fn theirs(&mut self, stream: Stream) -> &mut Kept {
+        match stream {
+            Stream::Pushes => &mut self.got_pushed,
+            Stream::Acks => &mut self.got_acks,
+        }
+    }
+
+    /// What a message of `stream` tells the partner we hold of its
+    /// digests: in a push, its newest ack; in an ack, the push answered.
+    fn have(&self, stream: Stream) -> u64 {
+        let list = match stream {
+            Stream::Pushes => &self.got_acks,
+            Stream::Acks => &self.got_pushed,
+        };
+        list.back().map_or(0, |(f, _)| *f)
+    }
+
+    fn kept(&self) -> usize {
+        self.pushed.len() + self.got_pushed.len() + self.acks.len() + self.got_acks.len()
+    }
 }
 
 /// Puts `d` (fingerprint `fp`) last in `list`, keeping the newest [`KEPT`].
-fn keep(list: &mut VecDeque<(u64, Arc<Digest>)>, fp: u64, d: Arc<Digest>) {
+fn keep(list: &mut Kept, fp: u64, d: Arc<Digest>) {
     list.retain(|(f, _)| *f != fp);
     list.push_back((fp, d));
     while list.len() > KEPT {
@@ -63,15 +117,13 @@ fn bare(mut d: Digest) -> Digest {
 impl Bases {
     /// Digests kept, both ways, over every partner.
     pub(super) fn kept(&self) -> usize {
-        self.partners
-            .values()
-            .map(|p| p.sent.len() + p.got.len())
-            .sum()
+        self.partners.values().map(Partner::kept).sum()
     }
 
-    /// Codes `digest` for partner `origin` against `base` (a digest of ours
-    /// it said it holds) if we still keep it, and keeps it as sent.
-    fn code(&mut self, origin: Origin, digest: Digest, base: Option<u64>) -> Coded {
+    /// Codes `digest` for partner `origin` in `stream` against `base` (a
+    /// digest of ours in that stream it said it holds) if we still keep
+    /// it, and keeps it.
+    fn code(&mut self, origin: Origin, stream: Stream, digest: Digest, base: Option<u64>) -> Coded {
         let fp = fingerprint(&digest);
         let shared = match &self.last {
             Some((f, d)) if *f == fp => Arc::clone(d),
@@ -82,32 +134,60 @@ impl Bases {
             }
         };
         let p = self.partners.entry(origin).or_default();
-        let form = match base.and_then(|b| p.sent.iter().find(|(f, _)| *f == b)) {
+        let ours = p.ours(stream);
+        let form = match base.and_then(|b| ours.iter().find(|(f, _)| *f == b)) {
             Some((bfp, bd)) => Form::Delta(diff(bd, *bfp, &digest)),
             None => Form::Full(digest),
         };
-        keep(&mut p.sent, fp, shared);
+        keep(ours, fp, shared);
         Coded {
-            have: p.got.back().map_or(0, |(f, _)| *f),
+            have: p.have(stream),
             digest: form,
         }
     }
 
-    /// The digest `coded` from `origin` stands for, kept as a base if
-    /// `origin` is a partner; the error is the refusal it earns.
-    fn decode(&mut self, origin: Origin, partner: bool, coded: Form) -> Result<Digest, Refusal> {
+    /// Partner `origin` holds our pushed digest `have`: the base of our
+    /// next push to it, unless it is older than the one we base on
+    /// already (an ack overtaken by a later one).
+    fn acknowledged(&mut self, origin: Origin, have: u64) {
+        let Some(p) = self.partners.get_mut(&origin) else {
+            return;
+        };
+        let Some(at) = p.pushed.iter().position(|(f, _)| *f == have) else {
+            return;
+        };
+        let current = p
+            .acked
+            .and_then(|a| p.pushed.iter().position(|(f, _)| *f == a));
+        if current.is_none_or(|c| c <= at) {
+            p.acked = Some(have);
+        }
+    }
+
+    /// The digest `coded` from `origin` in `stream` stands for, kept as a
+    /// base if `origin` is a partner; the error is the refusal it earns.
+    fn decode(
+        &mut self,
+        origin: Origin,
+        partner: bool,
+        stream: Stream,
+        coded: Form,
+    ) -> Result<Digest, Refusal> {
         let digest = match coded {
             Form::Full(d) => d,
             Form::Delta(delta) => {
                 let base = self
                     .partners
-                    .get(&origin)
+                    .get_mut(&origin)
                     .filter(|_| partner)
-                    .and_then(|p| p.got.iter().find(|(f, _)| *f == delta.base));
-                let Some((_, base)) = base else {
-                    return Err(Refusal::UnknownBase);
-                };
-                apply(base, &delta).map_err(|e| {
+                    .and_then(|p| {
+                        p.theirs(stream)
+                            .iter()
+                            .find(|(f, _)| *f == delta.base)
+                            .map(|(_, d)| Arc::clone(d))
+                    })
+                    .ok_or(Refusal::UnknownBase)?;
+                apply(&base, &delta).map_err(|e| {
                     log::warn!("origin {origin} sent a digest delta that does not fit: {e}");
                     Refusal::Malformed
                 })?
@@ -116,7 +196,7 @@ impl Bases {
         if partner {
             let fp = fingerprint(&digest);
             let p = self.partners.entry(origin).or_default();
-            keep(&mut p.got, fp, Arc::new(bare(digest.clone())));
+            keep(p.theirs(stream), fp, Arc::new(bare(digest.clone())));
         }
         Ok(digest)
     }
@@ -158,7 +238,7 @@ impl<S: Store> Node<S> {
                 let acked = self.bases.partners.get(&origin).and_then(|p| p.acked);
                 Body::PartnerPush {
                     kind,
-                    digest: self.bases.code(origin, digest, acked),
+                    digest: self.bases.code(origin, Stream::Pushes, digest, acked),
                     entries,
                     complete,
                 }
@@ -185,7 +265,9 @@ impl<S: Store> Node<S> {
                 let origin = self.cfg.origin_at(from);
                 let partner = self.is_partner(from);
                 let have = digest.have;
-                let digest = self.bases.decode(origin, partner, digest.digest)?;
+                let digest = self
+                    .bases
+                    .decode(origin, partner, Stream::Pushes, digest.digest)?;
                 let body = Body::Push {
                     kind,
                     digest,
@@ -205,7 +287,7 @@ impl<S: Store> Node<S> {
             (Some(have), Body::Ack { digest }) => {
                 let digest = if self.is_partner(from) {
                     let origin = self.cfg.origin_at(from);
-                    self.bases.code(origin, digest, Some(have))
+                    self.bases.code(origin, Stream::Acks, digest, Some(have))
                 } else {
                     Coded {
                         have: 0,
@@ -227,11 +309,12 @@ impl<S: Store> Node<S> {
             Body::PartnerAck { digest } => {
                 let partner = self.is_partner(to);
                 let have = digest.have;
-                match self.bases.decode(origin, partner, digest.digest) {
+                match self
+                    .bases
+                    .decode(origin, partner, Stream::Acks, digest.digest)
+                {
                     Ok(digest) => {
-                        if let Some(p) = self.bases.partners.get_mut(&origin) {
-                            p.acked = (have != 0).then_some(have);
-                        }
+                        self.bases.acknowledged(origin, have);
                         Body::Ack { digest }
                     }
                     Err(reason) => Body::Refused {
