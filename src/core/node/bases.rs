@@ -16,7 +16,7 @@ use std::sync::Arc;
 use super::Node;
 use crate::core::digest_diff::{apply, diff, fingerprint, Coded, Form};
 use crate::core::entry::Origin;
-use crate::core::message::{Body, Digest, Refusal};
+use crate::core::message::{Body, Digest, PushKind, Refusal};
 use crate::core::schedule::{distance, log2_ceil, Schedule};
 use crate::core::store::Store;
 
@@ -225,7 +225,10 @@ impl<S: Store> Node<S> {
     }
 
     /// A request as it goes to ring position `to`: a push to a partner
-    /// carries its digest against the newest base the partner holds.
+    /// carries its digest against the newest base the partner holds, if
+    /// it is the ring's traffic. A manual sync's pushes and a push-pull's
+    /// go whole: a sync hop must not fail on a base lost to a restart or a
+    /// ring change, which a cycle's next push recovers from.
     pub(super) fn coded_request(&mut self, to: u32, body: Body) -> Body {
         match body {
             Body::Push {
@@ -233,7 +236,9 @@ impl<S: Store> Node<S> {
                 digest,
                 entries,
                 complete,
-            } if self.is_partner(to) => {
+            } if matches!(kind, PushKind::Cycle | PushKind::Repair | PushKind::Relay)
+                && self.is_partner(to) =>
+            {
                 let origin = self.cfg.origin_at(to);
                 let acked = self.bases.partners.get(&origin).and_then(|p| p.acked);
                 Body::PartnerPush {
