@@ -62,6 +62,7 @@ impl Wire {
         self.bytes += payload.len() as u64;
         let n = match decode(payload).expect("every message decodes").body {
             Body::Push { entries, .. }
+            | Body::PartnerPush { entries, .. }
             | Body::SynAck { entries, .. }
             | Body::Fetched { entries } => entries.len(),
             _ => 0,

@@ -39,6 +39,7 @@ const CLUSTER: u64 = 0xF022;
 const N: u32 = 4;
 /// The time requests arrive at; generated versions lie around it.
 const NOW_MS: u64 = 1_700_000_000_000;
+use ringsync::core::digest_diff::{diff, fingerprint, Coded, Form};
 use ringsync::core::entry::{Entry, Version};
 use ringsync::core::membership::State;
 use ringsync::core::message::{decode, encode, Body, Digest, Message, PushKind, Refusal};
@@ -122,12 +123,39 @@ fn message_corpus(rng: &mut Rng) -> Vec<Vec<u8>> {
                 PushKind::Relay,
             ],
         );
+        // A partner's whole digest, then a delta against it.
+        let base = arb_digest(rng);
+        let base_fp = fingerprint(&base);
         let bodies = vec![
             Body::Push {
                 kind,
                 digest: arb_digest(rng),
                 entries: entries.clone(),
                 complete: rng.chance(0.5),
+            },
+            Body::PartnerPush {
+                kind,
+                digest: Coded {
+                    have: rng.next_u64(),
+                    digest: Form::Full(base.clone()),
+                },
+                entries: entries.clone(),
+                complete: rng.chance(0.5),
+            },
+            Body::PartnerPush {
+                kind,
+                digest: Coded {
+                    have: 0,
+                    digest: Form::Delta(diff(&base, base_fp, &arb_digest(rng))),
+                },
+                entries: entries.clone(),
+                complete: false,
+            },
+            Body::PartnerAck {
+                digest: Coded {
+                    have: base_fp,
+                    digest: Form::Full(arb_digest(rng)),
+                },
             },
             Body::Syn {
                 digest: arb_digest(rng),

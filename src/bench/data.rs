@@ -126,6 +126,8 @@ impl Wire {
             Ok(Body::Refused { .. }) => ("Refused", 0),
             Ok(Body::ProbeReq { .. }) => ("ProbeReq", 0),
             Ok(Body::Reached { .. }) => ("Reached", 0),
+            Ok(Body::PartnerPush { entries, .. }) => ("PartnerPush", entries.len()),
+            Ok(Body::PartnerAck { .. }) => ("PartnerAck", 0),
             Err(_) => ("undecodable", 0),
         };
         let t = self.by_type.entry(kind).or_default();

@@ -92,6 +92,15 @@ pub const CYCLES: u64 = 5;
 /// Cycles left to pass first, for what the cluster still had in flight.
 const SETTLE_CYCLES: u64 = 2;
 
+/// Cycles left to pass before measuring a cluster of `n`: also one round
+/// of the doubling offsets, since a push to a partner carries the changes
+/// since the digest it last sent that partner (DESIGN §4), and until a
+/// node has visited each target once since the writes, those changes are
+/// the writes'.
+fn settle_cycles(n: u32) -> u64 {
+    SETTLE_CYCLES.max(u64::from(crate::core::schedule::log2_ceil(n)) + 1)
+}
+
 /// Idle cycles of real processes.
 #[derive(Debug, Clone, Serialize)]
 pub struct IdleWire {
@@ -145,7 +154,7 @@ fn to_middle(interval: u64, k: u64) {
 /// keys and run `schedule`.
 pub fn idle(c: &ProcCluster, schedule: &str, keys: u64) -> Result<IdleWire, String> {
     let interval = c.interval_ms().max(1);
-    to_middle(interval, SETTLE_CYCLES);
+    to_middle(interval, settle_cycles(c.n() as u32));
     let before = totals(c)?;
     to_middle(interval, CYCLES);
     let after = totals(c)?;

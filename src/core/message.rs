@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::digest_diff::Coded;
 use super::entry::{Entry, Origin, Version};
 use super::membership::News;
 use super::wire_caps;
@@ -16,7 +17,9 @@ use super::wire_caps;
 /// The wire format version this build speaks.
 /// 3: the digest tree hashes with XXH3 (`entry::key_hash`, `entry::stamp_hash`).
 /// 4: tree repair ships only non-empty children, as salted 32-bit folds,
-/// and ends in a rateless sketch and fetches (`SketchQuery`, `Fetch`).
+/// and ends in a rateless sketch and fetches (`SketchQuery`, `Fetch`);
+/// pushes between fixed partners carry their digests as changes against
+/// a base ([`Body::PartnerPush`], [`Body::PartnerAck`]).
 pub const WIRE_VERSION: u8 = 4;
 
 /// What a node knows, in a few dozen bytes plus one watermark per origin.
@@ -211,6 +214,41 @@ pub enum Body {
         #[serde(deserialize_with = "wire_caps::entries")]
         entries: Vec<Entry>,
     },
+    /// Request: a [`Body::Push`] to a fixed partner (its successor, a
+    /// doubling target), whose digest may be the changes against one the
+    /// receiver holds (DESIGN §4). The receiver takes it as that push, and
+    /// answers with a [`Body::PartnerAck`], or refuses it as
+    /// [`Refusal::UnknownBase`] when it holds no such base.
+    PartnerPush {
+        /// As the push's.
+        kind: PushKind,
+        /// The sender's digest, before these entries are applied.
+        digest: Coded,
+        /// As the push's.
+        #[serde(deserialize_with = "wire_caps::entries")]
+        entries: Vec<Entry>,
+        /// As the push's.
+        complete: bool,
+    },
+    /// Reply to a [`Body::PartnerPush`]: an [`Body::Ack`] whose digest may
+    /// be the changes against one the requester said it holds.
+    PartnerAck {
+        /// The receiver's digest after applying the push.
+        digest: Coded,
+    },
+}
+
+impl Body {
+    /// The entries a message carries, if it is of a kind that carries them.
+    pub fn entries_mut(&mut self) -> Option<&mut Vec<Entry>> {
+        match self {
+            Body::Push { entries, .. }
+            | Body::PartnerPush { entries, .. }
+            | Body::SynAck { entries, .. }
+            | Body::Fetched { entries } => Some(entries),
+            _ => None,
+        }
+    }
 }
 
 /// One message between peers.
@@ -253,6 +291,11 @@ pub enum Refusal {
     ShuttingDown,
     /// The sender's topology epoch is more than one away from ours.
     EpochApart,
+    // New reasons go last: a variant's index is its wire tag.
+    /// The digest of a [`Body::PartnerPush`] was sent as changes against a
+    /// base this node does not hold (it restarted, or kept newer ones):
+    /// the sender sends its next one whole.
+    UnknownBase,
 }
 
 impl Refusal {
@@ -268,6 +311,7 @@ impl Refusal {
             Refusal::StoreFailed => "store_failed",
             Refusal::ShuttingDown => "shutting_down",
             Refusal::EpochApart => "epoch_apart",
+            Refusal::UnknownBase => "unknown_base",
         }
     }
 }

@@ -171,6 +171,29 @@ pub(super) fn news<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     capped(d, "membership news", MAX_ORIGINS)
 }
 
+/// The per-origin changes of a digest delta (`digest_diff`): one per
+/// origin at most, as the maps they change.
+pub(super) fn changes<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    capped(d, "origins in a digest", MAX_ORIGINS)
+}
+
+/// Membership news, when present at all (a digest delta's).
+pub(super) fn some_news<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Vec<T>>, D::Error> {
+    struct News<T>(Vec<T>);
+
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for News<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            news(d).map(News)
+        }
+    }
+
+    Option::<News<T>>::deserialize(d).map(|o| o.map(|n| n.0))
+}
+
 /// A message's entries.
 pub(super) fn entries<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,

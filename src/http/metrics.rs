@@ -28,7 +28,7 @@ use crate::store::Store;
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Every refusal reason, so each has a series from the start.
-const REFUSALS: [Refusal; 9] = [
+const REFUSALS: [Refusal; 10] = [
     Refusal::Malformed,
     Refusal::WrongCluster,
     Refusal::UnknownPeer,
@@ -38,6 +38,7 @@ const REFUSALS: [Refusal; 9] = [
     Refusal::StoreFailed,
     Refusal::ShuttingDown,
     Refusal::EpochApart,
+    Refusal::UnknownBase,
 ];
 
 /// Renders a node's metrics. `ids[i]` is the id of the node at ring
@@ -407,7 +408,8 @@ mod tests {
                 | Refusal::StaleSender
                 | Refusal::StoreFailed
                 | Refusal::ShuttingDown
-                | Refusal::EpochApart => {}
+                | Refusal::EpochApart
+                | Refusal::UnknownBase => {}
             }
         }
         let mut names: Vec<&str> = REFUSALS.iter().map(|r| r.name()).collect();

@@ -25,7 +25,7 @@ pub mod scenario;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::core::entry::Entry;
-use crate::core::message::{decode, encode, Body};
+use crate::core::message::{decode, encode};
 use crate::core::node::Mode;
 use crate::core::rng::Rng;
 use crate::core::{Config, Node, Version, WriteError};
@@ -213,11 +213,9 @@ impl World<'_> {
                 return payload;
             };
             let keep = |e: &Entry| !prefixes.iter().any(|p| e.key.starts_with(p));
-            match &mut msg.body {
-                Body::Push { entries, .. }
-                | Body::SynAck { entries, .. }
-                | Body::Fetched { entries } => entries.retain(keep),
-                _ => return payload,
+            match msg.body.entries_mut() {
+                Some(entries) => entries.retain(keep),
+                None => return payload,
             }
             encode(&msg)
         };

@@ -20,19 +20,17 @@ pub(super) fn check_topology(cfg: &Config, msg: &Message) -> Result<(), Refusal>
     Ok(())
 }
 
-/// The body of a reply to our request to ring position `to`, if it is one:
-/// from that member, of a topology that may talk to ours, with what it
-/// says in another ring's positions dropped.
-pub(super) fn check_reply(cfg: &Config, to: u32, bytes: &[u8]) -> Result<Body, Refusal> {
-    let mut msg = decode(bytes).map_err(|_| Refusal::Malformed)?;
+/// A reply to our request to ring position `to`, if it is one: from that
+/// member, of a topology that may talk to ours. What it says in another
+/// epoch's ring positions is for the caller to drop ([`forget_ring_state`]),
+/// once its digest is decoded.
+pub(super) fn check_reply(cfg: &Config, to: u32, bytes: &[u8]) -> Result<Message, Refusal> {
+    let msg = decode(bytes).map_err(|_| Refusal::Malformed)?;
     if msg.from != cfg.origin_at(to) {
         return Err(Refusal::Malformed);
     }
     check_topology(cfg, &msg)?;
-    if msg.epoch != cfg.epoch {
-        forget_ring_state(&mut msg.body);
-    }
-    Ok(msg.body)
+    Ok(msg)
 }
 
 /// A probe names members by position, which another epoch's ring does not

@@ -199,7 +199,15 @@ impl<S: Store> Node<S> {
         };
         self.stats.bytes_received += bytes.len() as u64;
         let reply = match epochs::check_reply(&self.cfg, out.to, bytes) {
-            Ok(body) => Some((now_ms, body, bytes.len())),
+            Ok(msg) => {
+                let foreign = msg.epoch != self.cfg.epoch;
+                let mut body = self.decoded_reply(out.to, msg.body);
+                // Only once its digest is kept as the sender sent it.
+                if foreign {
+                    epochs::forget_ring_state(&mut body);
+                }
+                Some((now_ms, body, bytes.len()))
+            }
             Err(reason) => {
                 self.note_refusal(out.to, reason, true);
                 None
@@ -431,6 +439,7 @@ impl<S: Store> Node<S> {
         };
         let id = self.next_id;
         self.next_id += 1;
+        let body = self.coded_request(to, body);
         let payload = encode(&self.message(body));
         self.stats.messages_sent += 1;
         self.stats.bytes_sent += payload.len() as u64;

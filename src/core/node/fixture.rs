@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::{Event, Node, Transmit};
 use crate::core::config::Config;
+use crate::core::digest_diff::{Coded, Form};
 use crate::core::entry::{Entry, Origin, Version};
 use crate::core::message::{decode, encode, Body, Digest, Message};
 use crate::core::schedule::Schedule;
@@ -227,10 +228,35 @@ pub(super) fn events<S: Store>(node: &mut Node<S>) -> Vec<Event> {
     std::iter::from_fn(|| node.poll_event()).collect()
 }
 
-/// The body of a request or reply.
+/// The body of a request or reply; a partner push or ack whose digest
+/// went whole, as the push or ack it stands for.
 pub(super) fn body(bytes: &[u8]) -> Body {
     match decode(bytes) {
-        Ok(msg) => msg.body,
+        Ok(msg) => match msg.body {
+            Body::PartnerPush {
+                kind,
+                digest:
+                    Coded {
+                        digest: Form::Full(digest),
+                        ..
+                    },
+                entries,
+                complete,
+            } => Body::Push {
+                kind,
+                digest,
+                entries,
+                complete,
+            },
+            Body::PartnerAck {
+                digest:
+                    Coded {
+                        digest: Form::Full(digest),
+                        ..
+                    },
+            } => Body::Ack { digest },
+            body => body,
+        },
         Err(e) => panic!("a node encodes what it decodes: {e}"),
     }
 }
@@ -262,7 +288,9 @@ pub(super) fn entry(key: &str, value: Option<&str>, ms: u64, origin: Origin) -> 
 /// The keys a push carries, or None when `bytes` is not a push.
 pub(super) fn pushed_keys(bytes: &[u8]) -> Option<Vec<String>> {
     match body(bytes) {
-        Body::Push { entries, .. } => Some(entries.into_iter().map(|e| e.key).collect()),
+        Body::Push { entries, .. } | Body::PartnerPush { entries, .. } => {
+            Some(entries.into_iter().map(|e| e.key).collect())
+        }
         _ => None,
     }
 }

@@ -24,6 +24,7 @@ use super::tree::Tree;
 
 mod agree;
 mod apply;
+mod bases;
 mod delta;
 mod epochs;
 mod exchange;
@@ -41,6 +42,7 @@ mod serve;
 pub use ring_change::{origins_meta, RingChangeError};
 
 use agree::Agreement;
+use bases::Bases;
 use exchange::{Exchange, Outstanding};
 use probe::Probe;
 use relay::Held;
@@ -239,6 +241,9 @@ pub struct Node<S: Store> {
     /// Each peer's hints, from the last digest it showed us, and when
     /// (`lag.rs`).
     peer_hints: HashMap<u32, (BTreeMap<Origin, Version>, u64)>,
+    /// The digests kept for fixed partners, to send and read theirs as
+    /// changes (`bases.rs`).
+    bases: Bases,
 }
 
 impl<S: Store> Node<S> {
@@ -327,6 +332,7 @@ impl<S: Store> Node<S> {
             compared_at: None,
             streamed_at: None,
             peer_hints: HashMap::new(),
+            bases: Bases::default(),
         })
     }
 

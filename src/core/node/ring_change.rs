@@ -104,6 +104,7 @@ impl<S: Store> Node<S> {
         self.eager.clear();
         self.relay = Held::default();
         self.agree = Agreement::default();
+        self.forget_bases();
         let incarnation = self.view.incarnation();
         let n = ring.len() as u32;
         self.cfg.set_ring(cluster, epoch, ring, me);

@@ -36,21 +36,13 @@ impl<S: Store> Node<S> {
                 Ok(from) => {
                     self.peers.entry(from).or_default().received =
                         Some((now_ms, now_ms / self.cfg.interval_ms));
-                    if msg.epoch != self.cfg.epoch {
-                        // A ring of another epoch: its membership news,
-                        // agreement runs and probes name positions of a
-                        // ring we do not stand on. Its entries and
-                        // watermarks name origins, and are taken.
-                        if is_foreign_probe(&msg.body) {
-                            Body::Ack {
-                                digest: self.digest(),
-                            }
-                        } else {
-                            forget_ring_state(&mut msg.body);
-                            self.serve(now_ms, from, msg.body)
+                    match self.decoded_request(from, msg.body) {
+                        Err(reason) => self.refuse(from, reason, None),
+                        Ok((body, have)) => {
+                            msg.body = body;
+                            let reply = self.serve_message(now_ms, from, msg);
+                            self.coded_reply(from, have, reply)
                         }
-                    } else {
-                        self.serve(now_ms, from, msg.body)
                     }
                 }
             },
@@ -58,6 +50,25 @@ impl<S: Store> Node<S> {
         let reply = encode(&self.message(body));
         self.stats.bytes_sent += reply.len() as u64;
         reply
+    }
+
+    /// Serves a checked request from ring position `from`, its digest
+    /// decoded.
+    fn serve_message(&mut self, now_ms: u64, from: u32, mut msg: Message) -> Body {
+        if msg.epoch == self.cfg.epoch {
+            return self.serve(now_ms, from, msg.body);
+        }
+        // A ring of another epoch: its membership news, agreement runs and
+        // probes name positions of a ring we do not stand on. Its entries
+        // and watermarks name origins, and are taken.
+        if is_foreign_probe(&msg.body) {
+            Body::Ack {
+                digest: self.digest(),
+            }
+        } else {
+            forget_ring_state(&mut msg.body);
+            self.serve(now_ms, from, msg.body)
+        }
     }
 
     /// Who sent `msg`, as a position in our ring, if it may talk to us: the

@@ -20,7 +20,7 @@ pub fn mount(app: &mut tide::Server<Arc<Edge>>) {
 fn refusal_status(reason: &str) -> StatusCode {
     match reason {
         "malformed" => StatusCode::BadRequest,
-        "wrong_cluster" | "stale_sender" | "epoch_apart" => StatusCode::Conflict,
+        "wrong_cluster" | "stale_sender" | "epoch_apart" | "unknown_base" => StatusCode::Conflict,
         "unknown_peer" => StatusCode::Forbidden,
         "future_version" | "invalid_entry" => StatusCode::UnprocessableEntity,
         _ => StatusCode::ServiceUnavailable,
