@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use twox_hash::XxHash3_64;
 
+use super::digest::{BucketRun, Digest};
 use super::entry::{Origin, Version};
 use super::membership::News;
-use super::message::{BucketRun, Digest};
 use super::wire_caps;
 
 /// A digest sent to a fixed partner: whole, or as changes against one the

@@ -5,6 +5,7 @@
 //! [`node::Transmit`]s. The service and the simulator drive the same code.
 
 pub mod config;
+pub mod digest;
 pub mod digest_diff;
 pub mod entry;
 pub mod hlc;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::reconcile::{children_fit, Recon, Walk};
+use super::request::{children_fit, Awaiting};
 use super::{epochs, Event, Node, Transmit};
 use crate::core::entry::{Entry, Origin, Version};
 use crate::core::message::{encode, Body, Digest, PushKind, Refusal};
@@ -42,25 +42,6 @@ pub(super) struct Exchange {
     /// ours (else one member down would make every helper probe it too,
     /// and each of their probes breed more).
     pub(super) on_behalf: bool,
-}
-
-/// What a request of ours asked, so that its reply can be checked against it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Awaiting {
-    /// A push. A successor cycle push or an eager relay also holds the
-    /// relay items it carries, under its request id (see `Held`).
-    Push {
-        kind: PushKind,
-    },
-    Syn,
-    /// A tree query of a repair, which the repair rides on.
-    Tree(Box<Walk>),
-    /// A sketch query of a repair, which the repair rides on.
-    Sketch(Box<Recon>),
-    /// A fetch of the entries a sketch showed newer at the peer.
-    Fetch,
-    /// A [`Body::ProbeReq`] or [`Body::Reached`]: answered by an ack.
-    Probe,
 }
 
 /// A request of ours awaiting its reply.

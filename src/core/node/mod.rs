@@ -36,6 +36,7 @@ mod probe;
 mod reconcile;
 mod relay;
 mod repair;
+mod request;
 mod ring_change;
 mod serve;
 

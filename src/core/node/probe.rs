@@ -2,7 +2,7 @@
 //! suspected once others, asked to reach it, could not either; and a member
 //! others reach but we cannot is routed around, not failed (DESIGN §8).
 
-use super::exchange::Awaiting;
+use super::request::Awaiting;
 use super::Node;
 use crate::core::membership::State;
 use crate::core::message::{Body, PushKind};

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::exchange::Awaiting;
+use super::request::{Awaiting, Frontier, Recon, Repair, Walk};
 use super::Node;
 use crate::core::entry::{key_hash, Entry};
 use crate::core::message::{Body, PushKind};
@@ -39,59 +39,6 @@ const CHUNK_DIFFS: f64 = 32_768.0;
 /// holding more is read a finer bucket at a time.
 const READ_KEYS: f64 = 4096.0;
 
-/// Tree nodes at one level known to differ, not yet reconciled.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Frontier {
-    level: u8,
-    /// Sorted.
-    nodes: Vec<u32>,
-    /// Estimated differences under them, all together.
-    diffs: u64,
-    /// A sketch of them failed to peel: walk them a level further.
-    deeper: bool,
-}
-
-/// A repair in progress: what is left to do, carried from each request
-/// to the next, so no pass starts again from the root.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Repair {
-    salt: u32,
-    /// Entries the fuller side holds: what the walk and reads are sized to.
-    held: u64,
-    /// Differences there are at least: what one side holds more.
-    floor: u64,
-    /// Bytes the walk has cost so far.
-    spent: u64,
-    /// Frontiers still to reconcile; the last is next.
-    todo: Vec<Frontier>,
-}
-
-/// A tree query in flight: the children of `chunk`, at `level`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Walk {
-    repair: Repair,
-    pub(super) level: u8,
-    pub(super) chunk: Vec<u32>,
-    /// Nodes of this level not yet asked.
-    rest: Vec<u32>,
-    /// Differing children found so far, at `level + 1`.
-    found: Vec<u32>,
-    /// Nodes of this level asked so far.
-    asked: u64,
-}
-
-/// A sketch query in flight: cells `start..start + cells` over `nodes`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Recon {
-    repair: Repair,
-    level: u8,
-    nodes: Vec<u32>,
-    diffs: u64,
-    pub(super) start: u64,
-    pub(super) cells: u64,
-    decoder: Decoder,
-}
-
 /// Differences among `m` slots of which `k` differ, by balls into bins:
 /// `m ln(m / (m - k))`, and a guess past that when all do.
 fn estimate(k: usize, m: u64) -> u64 {
@@ -114,20 +61,6 @@ fn runs(nodes: &[u32]) -> Vec<(u32, u32)> {
         }
     }
     out
-}
-
-/// Whether a tree reply's bytes are exactly `nodes` masks, each followed
-/// by as many folds as it names.
-pub(super) fn children_fit(bytes: &[u8], nodes: usize) -> bool {
-    let mut at = 0usize;
-    for _ in 0..nodes {
-        let Some(mask) = bytes.get(at..at + 2) else {
-            return false;
-        };
-        let mask = u16::from_le_bytes([mask[0], mask[1]]);
-        at += 2 + 4 * mask.count_ones() as usize;
-    }
-    at == bytes.len()
 }
 
 impl<S: Store> Node<S> {

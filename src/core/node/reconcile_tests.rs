@@ -2,6 +2,7 @@
 //! a hostile or broken peer's repair messages get.
 
 use super::super::fixture::{body, config, deliver_all, from_peer, node, reopen, ring, TestStore};
+use super::super::request::children_fit;
 use super::*;
 use crate::core::message::Refusal;
 use crate::core::schedule::Schedule;
