@@ -140,26 +140,13 @@ fn held_since(
     prefix: &str,
     first: &str,
 ) -> Result<BTreeSet<String>, String> {
-    const PAGE: usize = 1000;
-    const MAX_PAGES: usize = 100;
     // The key just before the oldest pending one: `after` is exclusive.
-    let mut after = first
+    let after = first
         .strip_prefix(prefix)
         .and_then(|n| n.parse::<u64>().ok())
         .and_then(|n| n.checked_sub(1))
         .map(|n| format!("{prefix}{n:07}"));
-    let mut out = BTreeSet::new();
-    for _ in 0..MAX_PAGES {
-        let (page, next) = c.list(i, prefix, after.as_deref(), PAGE)?;
-        out.extend(page.into_iter().map(|(k, _)| k));
-        match next {
-            Some(n) => after = Some(n),
-            None => return Ok(out),
-        }
-    }
-    Err(format!(
-        "more than {MAX_PAGES} pages of {PAGE} under {prefix:?} at node {i}"
-    ))
+    c.keys_after(i, prefix, after)
 }
 
 /// `n` doubling processes with `INTERVAL_MS` cycles take `rate` writes per

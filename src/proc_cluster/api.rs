@@ -144,10 +144,20 @@ impl ProcCluster {
 
     /// Every live key under `prefix` at node `i`, paging through the list.
     pub fn keys(&self, i: usize, prefix: &str) -> Result<BTreeSet<String>, String> {
+        self.keys_after(i, prefix, None)
+    }
+
+    /// [`ProcCluster::keys`] from the first key after `after` on.
+    pub fn keys_after(
+        &self,
+        i: usize,
+        prefix: &str,
+        after: Option<String>,
+    ) -> Result<BTreeSet<String>, String> {
         const PAGE: usize = 1000;
         const MAX_PAGES: usize = 100;
         let mut out = BTreeSet::new();
-        let mut after: Option<String> = None;
+        let mut after = after;
         for _ in 0..MAX_PAGES {
             let (page, next) = self.list(i, prefix, after.as_deref(), PAGE)?;
             out.extend(page.into_iter().map(|(k, _)| k));
