@@ -2,8 +2,8 @@
 
 use super::super::exchange::*;
 use super::super::fixture::{
-    ack_from, body, config, deliver_all, events, from_peer, node, pushed_keys, relaying_node, ring,
-    transmits,
+    ack_from, body, config, deliver_all, events, from_peer, in_repair, node, pushed_keys,
+    relaying_node, ring, transmits,
 };
 use super::super::relay::RELAY_TRIES;
 use crate::core::message::Digest;
@@ -30,14 +30,7 @@ fn a_reply_answers_only_the_request_it_fits() {
         outcome_of(&push, &refused(Refusal::StoreFailed)),
         Outcome::Refused
     );
-    let mut n0 = node(config(2, 0, Schedule::Random));
-    for i in 0..20 {
-        n0.write(100, &format!("k{i}"), Some(b"v".to_vec()))
-            .expect("write");
-    }
-    let ex = n0.new_exchange(1, PushKind::PushPull);
-    n0.start_repair(ex, 1, 20);
-    let t = n0.poll_transmit().expect("a tree query");
+    let (n0, t) = in_repair();
     let tree = n0.outstanding[&t.id].what.clone();
     // Masks of no children, one per node asked (the root).
     let reply = |level, n: usize| Body::TreeReply {

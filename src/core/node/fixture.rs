@@ -7,7 +7,7 @@ use super::{Event, Node, Transmit};
 use crate::core::config::Config;
 use crate::core::digest_diff::{Coded, Form};
 use crate::core::entry::{Entry, Origin, Version};
-use crate::core::message::{decode, encode, Body, Digest, Message};
+use crate::core::message::{decode, encode, Body, Digest, Message, PushKind};
 use crate::core::schedule::Schedule;
 use crate::core::store::{bucket_of, merge_decision, Merged, Store, StoreError, WriteBatch};
 
@@ -307,4 +307,18 @@ pub(super) fn take_one(node: &mut Node<TestStore>, now_ms: u64, from: u32, e: &E
         false,
     )
     .expect("accept");
+}
+
+/// Node 0 of two (random schedule) holding 20 keys, whose tree repair
+/// with node 1 has started: the node, and the tree query it sent.
+pub(super) fn in_repair() -> (Node<TestStore>, Transmit) {
+    let mut n0 = node(config(2, 0, Schedule::Random));
+    for i in 0..20 {
+        n0.write(100, &format!("k{i}"), Some(b"v".to_vec()))
+            .expect("write");
+    }
+    let ex = n0.new_exchange(1, PushKind::PushPull);
+    n0.start_repair(ex, 1, 20);
+    let t = n0.poll_transmit().expect("a tree query");
+    (n0, t)
 }

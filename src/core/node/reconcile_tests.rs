@@ -1,7 +1,9 @@
 //! Unit tests of tree repair: the walk, the sketch, what moves, and what
 //! a hostile or broken peer's repair messages get.
 
-use super::super::fixture::{body, config, deliver_all, from_peer, node, reopen, ring, TestStore};
+use super::super::fixture::{
+    body, config, deliver_all, from_peer, in_repair, node, reopen, ring, TestStore,
+};
 use super::super::request::children_fit;
 use super::*;
 use crate::core::message::Refusal;
@@ -197,14 +199,7 @@ fn hostile_repair_requests_are_refused_not_served() {
 
 #[test]
 fn a_reply_that_does_not_fit_the_query_fails_the_repair() {
-    let mut n0 = node(config(2, 0, Schedule::Random));
-    for i in 0..20 {
-        n0.write(100, &format!("k{i}"), Some(b"v".to_vec()))
-            .expect("write");
-    }
-    let ex = n0.new_exchange(1, PushKind::PushPull);
-    n0.start_repair(ex, 1, 20);
-    let t = n0.poll_transmit().expect("a tree query");
+    let (mut n0, t) = in_repair();
     assert!(matches!(body(&t.payload), Body::TreeQuery { level: 0, .. }));
     // A mask naming a child whose fold is missing.
     let short = Body::TreeReply {
