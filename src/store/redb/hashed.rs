@@ -1,8 +1,8 @@
 //! The redb store's hash index, kept off the hot path: `hashed` holds one
 //! compact row per key, (key hash, key) to the record's 17-byte header,
 //! which serves buckets and lets opening rebuild the digest without
-//! reading a value; commits only append the keys they change to `pending`,
-//! and a fold brings `hashed` up to date in bulk.
+//! reading a value; commits only append each changed key, with its new
+//! header, to `pending`, and a fold brings `hashed` up to date in bulk.
 //!
 //! Why: a row keyed by a random hash dirties about one copy-on-write page
 //! per entry when written with the entry; a fold of many keys, sorted,
@@ -10,11 +10,11 @@
 
 use std::ops::Bound;
 
-use ::redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use ::redb::{Database, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 use super::reads::{begin_read, indexed, open_read};
 use super::record::{decode_header, HEADER};
-use super::{ctx, HASHED, KV, META, PENDING};
+use super::{ctx, HASHED, KV, PENDING};
 use crate::core::entry::{key_hash, Entry};
 use crate::core::store::{Stamp, StoreError};
 
@@ -31,14 +31,6 @@ const FOLD_MAX: u64 = 1 << 20;
 /// Keys folded per sorted run.
 const RUN: usize = 1 << 16;
 
-/// The meta value naming the store's layout.
-pub(super) const META_LAYOUT: &str = "store_layout";
-/// This build's layout: `kv`, `by_origin`, `tombs`, `hashed`, `pending`.
-/// Layout 1 (no meta value) kept a `by_hash` table written with each entry.
-const LAYOUT: u8 = 2;
-/// Layout 1's bucket index: (key hash, key) to nothing.
-const BY_HASH_V1: TableDefinition<(u64, &str), ()> = TableDefinition::new("by_hash");
-
 /// Whether a commit that leaves `pending` rows waiting should fold them.
 pub(super) fn fold_due(txn: &WriteTransaction, pending: u64) -> Result<bool, StoreError> {
     if pending < FOLD_MIN {
@@ -52,38 +44,79 @@ pub(super) fn fold_due(txn: &WriteTransaction, pending: u64) -> Result<bool, Sto
     Ok(pending >= hashed.clamp(FOLD_MIN, FOLD_MAX))
 }
 
+/// Tag of a `pending` row whose key has a record: its header follows.
+const ROW_PRESENT: u8 = 0;
+/// Tag of a `pending` row whose key is gone.
+const ROW_GONE: u8 = 1;
+
+/// Writes into `buf` the `pending` row of `key`: a tag, the `header` of
+/// its record when it has one, then the key.
+pub(super) fn pending_row(buf: &mut Vec<u8>, key: &str, header: Option<&[u8]>) {
+    buf.clear();
+    match header {
+        Some(h) => {
+            buf.push(ROW_PRESENT);
+            buf.extend_from_slice(h);
+        }
+        None => buf.push(ROW_GONE),
+    }
+    buf.extend_from_slice(key.as_bytes());
+}
+
+/// Reads a `pending` row: the key and its record's header, if any.
+fn read_row(row: &[u8]) -> Result<(String, Option<[u8; HEADER]>), StoreError> {
+    let bad = |why: &str| StoreError(format!("corrupt pending row: {why}"));
+    let (header, key) = match row.split_first() {
+        Some((&ROW_PRESENT, rest)) if rest.len() >= HEADER => {
+            let (h, key) = rest.split_at(HEADER);
+            let mut header = [0u8; HEADER];
+            header.copy_from_slice(h);
+            (Some(header), key)
+        }
+        Some((&ROW_GONE, key)) => (None, key),
+        Some((tag, _)) => return Err(bad(&format!("tag {tag} of {} bytes", row.len()))),
+        None => return Err(bad("empty")),
+    };
+    let key = std::str::from_utf8(key).map_err(|_| bad("a key that is not UTF-8"))?;
+    if let Some(h) = &header {
+        decode_header(key, h)?;
+    }
+    Ok((key.to_string(), header))
+}
+
 /// Brings `hashed` up to date with every key named in `pending`, and
-/// empties `pending`, in `txn`.
+/// empties `pending`, in `txn`. Each row says what its key's index row
+/// became, so no record is read; of a key's rows, the last one counts.
 pub(super) fn fold(txn: &WriteTransaction) -> Result<(), StoreError> {
     {
         let pending = txn
             .open_table(PENDING)
             .map_err(ctx("opening table pending"))?;
-        let kv = txn.open_table(KV).map_err(ctx("opening table kv"))?;
         let mut hashed = txn
             .open_table(HASHED)
             .map_err(ctx("opening table hashed"))?;
-        let mut run: Vec<(u64, String)> = Vec::with_capacity(RUN);
+        type Row = (u64, String, u64, Option<[u8; HEADER]>);
+        let mut run: Vec<Row> = Vec::with_capacity(RUN);
         let mut rows = pending.iter().map_err(ctx("scanning pending"))?;
         loop {
             run.clear();
             for item in rows.by_ref().take(RUN) {
-                let (_, key) = item.map_err(ctx("scanning pending"))?;
-                let key = key.value();
-                run.push((key_hash(key), key.to_string()));
+                let (seq, row) = item.map_err(ctx("scanning pending"))?;
+                let (key, header) = read_row(row.value())?;
+                run.push((key_hash(&key), key, seq.value(), header));
             }
             if run.is_empty() {
                 break;
             }
-            run.sort_unstable();
-            run.dedup();
-            for (h, key) in &run {
-                match kv.get(key.as_str()).map_err(ctx("reading kv"))? {
-                    Some(rec) => {
-                        let rec = rec.value();
-                        decode_header(key, rec)?;
+            run.sort_unstable_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
+            for (i, (h, key, _, header)) in run.iter().enumerate() {
+                if run.get(i + 1).is_some_and(|n| n.0 == *h && n.1 == *key) {
+                    continue;
+                }
+                match header {
+                    Some(header) => {
                         hashed
-                            .insert((*h, key.as_str()), &rec[..HEADER])
+                            .insert((*h, key.as_str()), header.as_slice())
                             .map_err(ctx("updating hashed"))?;
                     }
                     None => {
@@ -179,50 +212,5 @@ pub(super) fn stamps_in(db: &Database, f: &mut dyn FnMut(&Stamp)) -> Result<(), 
             tombstone,
         });
     }
-    Ok(())
-}
-
-/// Brings a store written by an older build to this layout, once, in
-/// `txn`: layout 1 had no `hashed` table, so it is built from the records'
-/// headers (the one time opening reads every record) and `by_hash` goes.
-/// A layout newer than this build's is refused.
-pub(super) fn migrate(txn: &WriteTransaction, shown: &str) -> Result<(), StoreError> {
-    let mut meta = txn.open_table(META).map_err(ctx("opening table meta"))?;
-    let layout = meta
-        .get(META_LAYOUT)
-        .map_err(ctx("reading meta"))?
-        .map(|v| v.value().to_vec());
-    match layout.as_deref() {
-        Some([LAYOUT]) => return Ok(()),
-        None => {}
-        Some(other) => {
-            return Err(StoreError(format!(
-                "{shown} has store layout {other:?}, which this build ({LAYOUT}) cannot read: run the build that wrote it, or move the file aside to resync this node from its peers"
-            )))
-        }
-    }
-    let kv = txn.open_table(KV).map_err(ctx("opening table kv"))?;
-    let n = kv.len().map_err(ctx("counting entries"))?;
-    if n > 0 {
-        log::warn!(
-            "{shown}: migrating the store to layout {LAYOUT} once: indexing the headers of {n} entries"
-        );
-        let mut hashed = txn
-            .open_table(HASHED)
-            .map_err(ctx("opening table hashed"))?;
-        for item in kv.iter().map_err(ctx("scanning kv"))? {
-            let (k, rec) = item.map_err(ctx("scanning kv"))?;
-            let (key, rec) = (k.value(), rec.value());
-            decode_header(key, rec)?;
-            hashed
-                .insert((key_hash(key), key), &rec[..HEADER])
-                .map_err(ctx("building hashed"))?;
-        }
-    }
-    drop(kv);
-    txn.delete_table(BY_HASH_V1)
-        .map_err(ctx("removing table by_hash"))?;
-    meta.insert(META_LAYOUT, [LAYOUT].as_slice())
-        .map_err(ctx("writing meta"))?;
     Ok(())
 }

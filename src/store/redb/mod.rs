@@ -8,14 +8,16 @@
 //! | `kv`       | key                                   | record (`record.rs`)  |
 //! | `by_origin`| (origin, ms, counter, key)            | `()`                  |
 //! | `tombs`    | (ms, counter, origin, key)            | `()`                  |
-//! | `pending`  | sequence number                       | key                   |
+//! | `pending_rows` | sequence number                   | key, its new header   |
 //! | `hashed`   | ([`key_hash`] of key, key)            | the record's header   |
 //! | `meta`     | name                                  | bytes                 |
 //!
 //! A commit writes a key's record, its `by_origin` row (an append per
 //! writer: versions of one origin mostly arrive in order), a tombstone's
-//! `tombs` row, and appends the key to `pending`. `hashed`, keyed by a
-//! random hash, is brought up to date from `pending` in bulk (`hashed.rs`).
+//! `tombs` row, and appends the key with its new header to `pending_rows`.
+//! `hashed`, keyed by a random hash, is brought up to date from those rows
+//! in bulk, reading no record (`hashed.rs`). `layout.rs` migrates a store of
+//! an older layout.
 //! The index keys end with the entry's key, so two keys written with the
 //! same version never collide in an index.
 //!
@@ -26,6 +28,7 @@
 //! [`key_hash`]: crate::core::entry::key_hash
 
 mod hashed;
+mod layout;
 mod reads;
 mod record;
 mod writer;
@@ -47,8 +50,10 @@ const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const BY_ORIGIN: TableDefinition<(u32, u64, u32, &str), ()> = TableDefinition::new("by_origin");
 /// Tombstones by age: (ms, counter, origin, key).
 const TOMBS: TableDefinition<(u64, u32, u32, &str), ()> = TableDefinition::new("tombs");
-/// Keys changed since `hashed` was last brought up to date, in commit order.
-const PENDING: TableDefinition<u64, &str> = TableDefinition::new("pending");
+/// Keys changed since `hashed` was last brought up to date, in commit order,
+/// each with its record's header as that commit left it (see
+/// `hashed::pending_row`).
+const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("pending_rows");
 /// Every stored key by the 64-bit hash that places it in a bucket, to its
 /// record's header: what the digest needs, without the value.
 const HASHED: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("hashed");
@@ -142,18 +147,23 @@ impl RedbStore {
         }
         // Create every table now, so that read transactions always find them.
         let txn = db.begin_write().map_err(ctx(&format!("opening {shown}")))?;
+        let what = format!("creating the tables of {shown}");
+        for made in [
+            txn.open_table(KV).map(drop),
+            txn.open_table(BY_ORIGIN).map(drop),
+            txn.open_table(TOMBS).map(drop),
+            txn.open_table(HASHED).map(drop),
+            txn.open_table(META).map(drop),
+            txn.open_table(PENDING).map(drop),
+        ] {
+            made.map_err(ctx(&what))?;
+        }
+        layout::migrate(&txn, &shown)?;
         let next_seq = {
-            let what = format!("creating the tables of {shown}");
-            txn.open_table(KV).map_err(ctx(&what))?;
-            txn.open_table(BY_ORIGIN).map_err(ctx(&what))?;
-            txn.open_table(TOMBS).map_err(ctx(&what))?;
-            txn.open_table(HASHED).map_err(ctx(&what))?;
-            txn.open_table(META).map_err(ctx(&what))?;
             let pending = txn.open_table(PENDING).map_err(ctx(&what))?;
             let last = pending.last().map_err(ctx("reading pending"))?;
             last.map_or(0, |(k, _)| k.value() + 1)
         };
-        hashed::migrate(&txn, &shown)?;
         txn.commit()
             .map_err(ctx(&format!("creating the tables of {shown}")))?;
         Ok(RedbStore {

@@ -131,8 +131,8 @@ fn a_store_of_the_older_layout_is_migrated_once_on_open() {
     let b = (key_hash(&e.key) >> 56) as u32;
     assert!(store.bucket(b, 8).expect("bucket").contains(e));
     assert_eq!(
-        store.meta(hashed::META_LAYOUT).expect("meta"),
-        Some(vec![2])
+        store.meta(layout::META_LAYOUT).expect("meta"),
+        Some(vec![3])
     );
     drop(store);
     // Opened again: nothing left to migrate, and the data is the same.
@@ -152,11 +152,117 @@ fn a_layout_from_a_newer_build_is_refused() {
     let mut store = RedbStore::open(&path).expect("open");
     store
         .commit(WriteBatch {
-            meta: vec![(hashed::META_LAYOUT.to_string(), vec![9])],
+            meta: vec![(layout::META_LAYOUT.to_string(), vec![9])],
             ..WriteBatch::default()
         })
         .expect("commit");
     drop(store);
     let err = RedbStore::open(&path).expect_err("refused");
     assert!(err.0.contains("layout [9]"), "{err}");
+}
+
+/// Layout 2's change list: keys only, their headers read from `kv` at fold.
+const PENDING_V2: TableDefinition<u64, &str> = TableDefinition::new("pending");
+
+#[test]
+fn a_layout_2_store_keeps_its_pending_changes_through_the_migration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v2.redb");
+    let entries: Vec<Entry> = (0..40).map(|i| entry(i, i % 9 == 0)).collect();
+    {
+        let db = Database::create(&path).expect("create");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut kv = txn.open_table(KV).expect("kv");
+            let mut by_origin = txn.open_table(BY_ORIGIN).expect("by_origin");
+            let mut hashed = txn.open_table(HASHED).expect("hashed");
+            let mut pending = txn.open_table(PENDING_V2).expect("pending");
+            let mut meta = txn.open_table(META).expect("meta");
+            txn.open_table(TOMBS).expect("tombs");
+            let mut buf = Vec::new();
+            for (i, e) in entries.iter().enumerate() {
+                encode_into(&mut buf, &e.version, e.value.as_deref());
+                kv.insert(e.key.as_str(), buf.as_slice()).expect("kv");
+                let v = e.version;
+                by_origin
+                    .insert((v.origin, v.ms, v.counter, e.key.as_str()), ())
+                    .expect("by_origin");
+                // The first half folded, the rest still pending, and one
+                // pending key gone from `kv` since (a collected tombstone).
+                if i < 20 {
+                    hashed
+                        .insert((key_hash(&e.key), e.key.as_str()), &buf[..17])
+                        .expect("hashed");
+                } else {
+                    pending.insert(i as u64, e.key.as_str()).expect("pending");
+                }
+            }
+            hashed
+                .insert((key_hash("gone"), "gone"), &buf[..17])
+                .expect("hashed");
+            pending.insert(100, "gone").expect("pending");
+            meta.insert(layout::META_LAYOUT, [2u8].as_slice())
+                .expect("meta");
+        }
+        txn.commit().expect("commit");
+    }
+    let mut store = RedbStore::open(&path).expect("open migrates");
+    assert_eq!(pending_len(&store), 21, "layout 2's rows carried over");
+    assert_eq!(stamps(&store), stamps_of(&entries), "and folded right");
+    assert_eq!(
+        store.meta(layout::META_LAYOUT).expect("meta"),
+        Some(vec![3])
+    );
+    {
+        let txn = store.db.begin_read().expect("read");
+        assert!(
+            txn.open_table(PENDING_V2).is_err(),
+            "layout 2's table is gone"
+        );
+    }
+    // Later commits append after the carried rows.
+    let newer = Entry {
+        version: Version {
+            ms: 9_000_000,
+            ..entries[5].version
+        },
+        ..entries[5].clone()
+    };
+    store
+        .commit(WriteBatch {
+            entries: vec![newer.clone()],
+            ..WriteBatch::default()
+        })
+        .expect("commit");
+    let mut expected = entries.clone();
+    expected[5] = newer;
+    assert_eq!(stamps(&store), stamps_of(&expected));
+}
+
+#[test]
+fn an_entry_that_loses_leaves_the_stored_record_and_its_indexes_as_they_were() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = RedbStore::open(&dir.path().join("s.redb")).expect("open");
+    let held = entry(1, false);
+    let older = Entry {
+        value: Some(b"older".to_vec()),
+        version: Version {
+            ms: held.version.ms - 1,
+            ..held.version
+        },
+        ..held.clone()
+    };
+    let out = store
+        .commit(WriteBatch {
+            entries: vec![held.clone(), older.clone()],
+            ..WriteBatch::default()
+        })
+        .expect("commit");
+    assert_eq!(out[1], Merged::Ignored);
+    assert_eq!(store.get(&held.key).expect("get"), Some(held.clone()));
+    let listed = store
+        .by_origin(held.version.origin, Version::zero(held.version.origin), 10)
+        .expect("by_origin");
+    assert_eq!(listed, vec![held.clone()]);
+    assert_eq!(stamps(&store), stamps_of(&[held]));
 }

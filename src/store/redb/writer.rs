@@ -1,11 +1,12 @@
 //! The redb store's commit: one write transaction per [`WriteBatch`],
-//! whose hot path writes the key's record, its `by_origin` row and one
+//! whose hot path writes the key's record (one descent of `kv`: the insert
+//! hands back the record it replaced), its `by_origin` row and one
 //! appended `pending` row, and nothing keyed by a random hash.
 
 use ::redb::{ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
 use super::hashed;
-use super::record::{decode_header, encode_into};
+use super::record::{decode_header, encode_into, HEADER};
 use super::{ctx, BY_ORIGIN, HASHED, KV, META, PENDING, TOMBS};
 use crate::core::entry::{Entry, Version};
 use crate::core::store::{merge_decision, Merged, StoreError, WriteBatch};
@@ -15,9 +16,13 @@ struct Writer<'t> {
     kv: Table<'t, &'static str, &'static [u8]>,
     by_origin: Table<'t, (u32, u64, u32, &'static str), ()>,
     tombs: Table<'t, (u64, u32, u32, &'static str), ()>,
-    pending: Table<'t, u64, &'static str>,
+    pending: Table<'t, u64, &'static [u8]>,
     next_seq: u64,
     buf: Vec<u8>,
+    /// A replaced record kept to put back when the incoming entry loses.
+    old: Vec<u8>,
+    /// The `pending` row being written.
+    row: Vec<u8>,
 }
 
 impl Writer<'_> {
@@ -29,11 +34,13 @@ impl Writer<'_> {
         }
     }
 
-    /// Notes that the hash index row of `key` is out of date: an append,
-    /// so it dirties the last page of `pending` and no other.
-    fn touch(&mut self, key: &str) -> Result<(), StoreError> {
+    /// Notes the hash index row of `key` as it now is (`header` of its
+    /// record, or none when it is gone): an append, so it dirties the last
+    /// page of `pending` and no other, and the fold needs no read of `kv`.
+    fn touch(&mut self, key: &str, header: Option<&[u8]>) -> Result<(), StoreError> {
+        hashed::pending_row(&mut self.row, key, header);
         self.pending
-            .insert(self.next_seq, key)
+            .insert(self.next_seq, self.row.as_slice())
             .map_err(ctx("updating pending"))?;
         self.next_seq += 1;
         Ok(())
@@ -54,17 +61,40 @@ impl Writer<'_> {
 
     fn merge_one(&mut self, e: &Entry) -> Result<Merged, StoreError> {
         let key = e.key.as_str();
-        let Merged::Applied { replaced } = merge_decision(e, self.stored(key)?) else {
+        let v = e.version;
+        encode_into(&mut self.buf, &v, e.value.as_deref());
+        // Written first, decided after: the insert's descent hands back the
+        // record it replaced, and the rare loser puts that record back.
+        let (decision, stored) = match self
+            .kv
+            .insert(key, self.buf.as_slice())
+            .map_err(ctx("writing kv"))?
+        {
+            Some(old) => {
+                let rec = old.value();
+                let stored = decode_header(key, rec)?;
+                let decision = merge_decision(e, Some(stored));
+                if decision == Merged::Ignored {
+                    self.old.clear();
+                    self.old.extend_from_slice(rec);
+                }
+                (decision, true)
+            }
+            None => (merge_decision(e, None), false),
+        };
+        let Merged::Applied { replaced } = decision else {
+            if stored {
+                self.kv
+                    .insert(key, self.old.as_slice())
+                    .map_err(ctx("writing kv"))?;
+            } else {
+                self.kv.remove(key).map_err(ctx("writing kv"))?;
+            }
             return Ok(Merged::Ignored);
         };
         if let Some((v, tomb)) = replaced {
             self.unindex(key, v, tomb)?;
         }
-        let v = e.version;
-        encode_into(&mut self.buf, &v, e.value.as_deref());
-        self.kv
-            .insert(key, self.buf.as_slice())
-            .map_err(ctx("writing kv"))?;
         self.by_origin
             .insert((v.origin, v.ms, v.counter, key), ())
             .map_err(ctx("updating by_origin"))?;
@@ -73,7 +103,10 @@ impl Writer<'_> {
                 .insert((v.ms, v.counter, v.origin, key), ())
                 .map_err(ctx("updating tombs"))?;
         }
-        self.touch(key)?;
+        let header = std::mem::take(&mut self.buf);
+        let touched = self.touch(key, Some(&header[..HEADER]));
+        self.buf = header;
+        touched?;
         Ok(Merged::Applied { replaced })
     }
 
@@ -83,7 +116,7 @@ impl Writer<'_> {
         }
         self.kv.remove(key).map_err(ctx("writing kv"))?;
         self.unindex(key, version, true)?;
-        self.touch(key)
+        self.touch(key, None)
     }
 }
 
@@ -117,6 +150,8 @@ pub(super) fn apply(
             pending: txn.open_table(PENDING).map_err(ctx(&open("pending")))?,
             next_seq: *next_seq,
             buf: Vec::with_capacity(256),
+            old: Vec::new(),
+            row: Vec::with_capacity(256),
         };
         let mut out = Vec::with_capacity(batch.entries.len());
         for e in &batch.entries {

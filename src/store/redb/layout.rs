@@ -1,0 +1,113 @@
+//! The redb store's layout version, and the one-time migration of a store
+//! written by an older build to this one's.
+//!
+//! | layout | tables beside `kv`, `by_origin`, `tombs`, `meta` |
+//! |--------|---------------------------------------------------|
+//! | 1 (no meta value) | `by_hash`, written with each entry |
+//! | 2 | `hashed`, and `pending` naming changed keys only |
+//! | 3 | `hashed`, and `pending_rows`: each changed key with its new header |
+
+use ::redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+
+use super::hashed::pending_row;
+use super::record::{decode_header, HEADER};
+use super::{ctx, HASHED, KV, META, PENDING};
+use crate::core::entry::key_hash;
+use crate::core::store::StoreError;
+
+/// The meta value naming the store's layout.
+pub(super) const META_LAYOUT: &str = "store_layout";
+/// This build's layout.
+const LAYOUT: u8 = 3;
+/// Layout 1's bucket index: (key hash, key) to nothing.
+const BY_HASH_V1: TableDefinition<(u64, &str), ()> = TableDefinition::new("by_hash");
+/// Layout 2's `pending`: sequence number to a changed key, whose header the
+/// fold read from `kv`.
+const PENDING_V2: TableDefinition<u64, &str> = TableDefinition::new("pending");
+
+/// Brings a store written by an older build to this layout, once, in
+/// `txn`. Layout 1 had no `hashed` table, so it is built from the records'
+/// headers (the one time opening reads every record) and `by_hash` goes.
+/// Layout 2's `pending` rows become this layout's, each with the header of
+/// its key's record as it is now. A layout newer than this build's is
+/// refused.
+pub(super) fn migrate(txn: &WriteTransaction, shown: &str) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META).map_err(ctx("opening table meta"))?;
+    let layout = meta
+        .get(META_LAYOUT)
+        .map_err(ctx("reading meta"))?
+        .map(|v| v.value().to_vec());
+    match layout.as_deref() {
+        Some([LAYOUT]) => return Ok(()),
+        None => from_layout_1(txn, shown)?,
+        Some([2]) => from_layout_2(txn, shown)?,
+        Some(other) => {
+            return Err(StoreError(format!(
+                "{shown} has store layout {other:?}, which this build ({LAYOUT}) cannot read: run the build that wrote it, or move the file aside to resync this node from its peers"
+            )))
+        }
+    }
+    meta.insert(META_LAYOUT, [LAYOUT].as_slice())
+        .map_err(ctx("writing meta"))?;
+    Ok(())
+}
+
+fn from_layout_1(txn: &WriteTransaction, shown: &str) -> Result<(), StoreError> {
+    let kv = txn.open_table(KV).map_err(ctx("opening table kv"))?;
+    let n = kv.len().map_err(ctx("counting entries"))?;
+    if n > 0 {
+        log::warn!(
+            "{shown}: migrating the store to layout {LAYOUT} once: indexing the headers of {n} entries"
+        );
+        let mut hashed = txn
+            .open_table(HASHED)
+            .map_err(ctx("opening table hashed"))?;
+        for item in kv.iter().map_err(ctx("scanning kv"))? {
+            let (k, rec) = item.map_err(ctx("scanning kv"))?;
+            let (key, rec) = (k.value(), rec.value());
+            decode_header(key, rec)?;
+            hashed
+                .insert((key_hash(key), key), &rec[..HEADER])
+                .map_err(ctx("building hashed"))?;
+        }
+    }
+    drop(kv);
+    txn.delete_table(BY_HASH_V1)
+        .map_err(ctx("removing table by_hash"))?;
+    Ok(())
+}
+
+fn from_layout_2(txn: &WriteTransaction, shown: &str) -> Result<(), StoreError> {
+    {
+        let old = txn
+            .open_table(PENDING_V2)
+            .map_err(ctx("opening layout 2's table pending"))?;
+        let n = old.len().map_err(ctx("counting pending"))?;
+        if n > 0 {
+            log::info!("{shown}: migrating the store to layout {LAYOUT}: {n} pending index rows");
+        }
+        let kv = txn.open_table(KV).map_err(ctx("opening table kv"))?;
+        let mut pending = txn
+            .open_table(PENDING)
+            .map_err(ctx("opening table pending_rows"))?;
+        let mut row = Vec::new();
+        for item in old.iter().map_err(ctx("scanning pending"))? {
+            let (seq, key) = item.map_err(ctx("scanning pending"))?;
+            let key = key.value();
+            match kv.get(key).map_err(ctx("reading kv"))? {
+                Some(rec) => {
+                    let rec = rec.value();
+                    decode_header(key, rec)?;
+                    pending_row(&mut row, key, Some(&rec[..HEADER]));
+                }
+                None => pending_row(&mut row, key, None),
+            }
+            pending
+                .insert(seq.value(), row.as_slice())
+                .map_err(ctx("writing pending_rows"))?;
+        }
+    }
+    txn.delete_table(PENDING_V2)
+        .map_err(ctx("removing layout 2's table pending"))?;
+    Ok(())
+}
