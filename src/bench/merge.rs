@@ -44,10 +44,52 @@ pub struct Merge {
     pub ratio: f64,
     /// `ratio >= 0.40`.
     pub meets_target: bool,
+    /// Rounds run; each seconds figure is the fastest of them.
+    pub rounds: u32,
 }
 
-/// Runs both over `keys` entries in `dir`.
+/// Rounds of the three measurements up to a million keys, each in new
+/// files: the fastest of each is kept, so that a disk or a neighbour busy
+/// during one round does not decide the ratio (one round beyond).
+const ROUNDS: u32 = 3;
+
+/// Runs all three over `keys` entries in `dir`, [`ROUNDS`] times, keeping
+/// the fastest of each.
 pub fn run(dir: &Path, keys: u64, base_ms: u64, now: u64) -> Result<Merge, String> {
+    let rounds = if keys <= 1_000_000 { ROUNDS } else { 1 };
+    let mut best: Option<Merge> = None;
+    for round in 0..rounds {
+        let sub = dir.join(format!("round{round}"));
+        std::fs::create_dir_all(&sub).map_err(|e| format!("{}: {e}", sub.display()))?;
+        let m = run_once(&sub, keys, base_ms, now)?;
+        std::fs::remove_dir_all(&sub).map_err(|e| format!("{}: {e}", sub.display()))?;
+        best = Some(match best {
+            None => m,
+            Some(b) => Merge {
+                node_seconds: b.node_seconds.min(m.node_seconds),
+                store_seconds: b.store_seconds.min(m.store_seconds),
+                bare_seconds: b.bare_seconds.min(m.bare_seconds),
+                ..b
+            },
+        });
+    }
+    let b = best.ok_or("no round of the merge benchmark ran")?;
+    let node_rate = keys as f64 / b.node_seconds.max(1e-9);
+    let bare_rate = keys as f64 / b.bare_seconds.max(1e-9);
+    let ratio = node_rate / bare_rate;
+    Ok(Merge {
+        node_rate,
+        store_rate: keys as f64 / b.store_seconds.max(1e-9),
+        bare_rate,
+        ratio,
+        meets_target: ratio >= TARGET_RATIO,
+        rounds,
+        ..b
+    })
+}
+
+/// One round of the three.
+fn run_once(dir: &Path, keys: u64, base_ms: u64, now: u64) -> Result<Merge, String> {
     // The sender holds the dataset in memory, so only the receiver's work
     // is timed: decode, validate, one commit per push, digest update, reply.
     let mut store = MemoryStore::new();
@@ -131,5 +173,6 @@ pub fn run(dir: &Path, keys: u64, base_ms: u64, now: u64) -> Result<Merge, Strin
         bare_rate,
         ratio,
         meets_target: ratio >= TARGET_RATIO,
+        rounds: 1,
     })
 }

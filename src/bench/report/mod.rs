@@ -658,6 +658,7 @@ mod tests {
             bare_rate: 100.0,
             ratio: 0.1,
             meets_target: false,
+            rounds: 1,
         });
         r.errors.insert("join".into(), "no processes today".into());
         let md = markdown(&r);

@@ -9,9 +9,11 @@
 //! dirties each page of `hashed` at most once for all of them.
 
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ::redb::{Database, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
+use super::pending::{decode_row, fold_origins};
 use super::reads::{begin_read, indexed, open_read};
 use super::record::{decode_header, HEADER};
 use super::{ctx, HASHED, KV, PENDING};
@@ -44,50 +46,13 @@ pub(super) fn fold_due(txn: &WriteTransaction, pending: u64) -> Result<bool, Sto
     Ok(pending >= hashed.clamp(FOLD_MIN, FOLD_MAX))
 }
 
-/// Tag of a `pending` row whose key has a record: its header follows.
-const ROW_PRESENT: u8 = 0;
-/// Tag of a `pending` row whose key is gone.
-const ROW_GONE: u8 = 1;
-
-/// Writes into `buf` the `pending` row of `key`: a tag, the `header` of
-/// its record when it has one, then the key.
-pub(super) fn pending_row(buf: &mut Vec<u8>, key: &str, header: Option<&[u8]>) {
-    buf.clear();
-    match header {
-        Some(h) => {
-            buf.push(ROW_PRESENT);
-            buf.extend_from_slice(h);
-        }
-        None => buf.push(ROW_GONE),
-    }
-    buf.extend_from_slice(key.as_bytes());
-}
-
-/// Reads a `pending` row: the key and its record's header, if any.
-fn read_row(row: &[u8]) -> Result<(String, Option<[u8; HEADER]>), StoreError> {
-    let bad = |why: &str| StoreError(format!("corrupt pending row: {why}"));
-    let (header, key) = match row.split_first() {
-        Some((&ROW_PRESENT, rest)) if rest.len() >= HEADER => {
-            let (h, key) = rest.split_at(HEADER);
-            let mut header = [0u8; HEADER];
-            header.copy_from_slice(h);
-            (Some(header), key)
-        }
-        Some((&ROW_GONE, key)) => (None, key),
-        Some((tag, _)) => return Err(bad(&format!("tag {tag} of {} bytes", row.len()))),
-        None => return Err(bad("empty")),
-    };
-    let key = std::str::from_utf8(key).map_err(|_| bad("a key that is not UTF-8"))?;
-    if let Some(h) = &header {
-        decode_header(key, h)?;
-    }
-    Ok((key.to_string(), header))
-}
-
-/// Brings `hashed` up to date with every key named in `pending`, and
-/// empties `pending`, in `txn`. Each row says what its key's index row
-/// became, so no record is read; of a key's rows, the last one counts.
-pub(super) fn fold(txn: &WriteTransaction) -> Result<(), StoreError> {
+/// Brings `hashed` up to date with every key named in `pending_rows`,
+/// `by_origin` with the rows from `origins_from` on (the others are in it
+/// already), and empties `pending_rows`, in `txn`. Each row says what its
+/// key's index rows became, so no record is read; of a key's rows, the
+/// last one counts.
+pub(super) fn fold(txn: &WriteTransaction, origins_from: u64) -> Result<(), StoreError> {
+    fold_origins(txn, origins_from)?;
     {
         let pending = txn
             .open_table(PENDING)
@@ -102,8 +67,8 @@ pub(super) fn fold(txn: &WriteTransaction) -> Result<(), StoreError> {
             run.clear();
             for item in rows.by_ref().take(RUN) {
                 let (seq, row) = item.map_err(ctx("scanning pending"))?;
-                let (key, header) = read_row(row.value())?;
-                run.push((key_hash(&key), key, seq.value(), header));
+                let row = decode_row(row.value())?;
+                run.push((key_hash(&row.key), row.key, seq.value(), row.header));
             }
             if run.is_empty() {
                 break;
@@ -135,9 +100,11 @@ pub(super) fn fold(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Folds `pending` in a commit of its own if it holds anything: before a
-/// read of `hashed` that must see every commit.
-fn fold_now(db: &Database) -> Result<(), StoreError> {
+/// Folds `pending_rows` in a commit of its own if it holds anything:
+/// before a read of `hashed` that must see every commit. `origins` is the
+/// first row not yet in `by_origin`, moved to `next` (the next row to be
+/// written) once all are.
+fn fold_now(db: &Database, origins: &AtomicU64, next: u64) -> Result<(), StoreError> {
     let waiting = {
         let txn = begin_read(db)?;
         let pending = open_read(&txn, PENDING, "pending")?;
@@ -149,12 +116,19 @@ fn fold_now(db: &Database) -> Result<(), StoreError> {
     let txn = db
         .begin_write()
         .map_err(ctx("beginning a write transaction"))?;
-    fold(&txn)?;
-    txn.commit().map_err(ctx("committing a fold of pending"))
+    fold(&txn, origins.load(Ordering::Acquire))?;
+    txn.commit().map_err(ctx("committing a fold of pending"))?;
+    origins.store(next, Ordering::Release);
+    Ok(())
 }
 
 /// [`Store::bucket`](crate::core::store::Store::bucket).
-pub(super) fn bucket_in(db: &Database, bucket: u32, bits: u32) -> Result<Vec<Entry>, StoreError> {
+pub(super) fn bucket_in(
+    db: &Database,
+    (origins, next): (&AtomicU64, u64),
+    bucket: u32,
+    bits: u32,
+) -> Result<Vec<Entry>, StoreError> {
     if bits > 32 {
         return Err(StoreError(format!(
             "bucket: {bits} bits do not fit a u32 bucket number"
@@ -175,7 +149,7 @@ pub(super) fn bucket_in(db: &Database, bucket: u32, bits: u32) -> Result<Vec<Ent
         let lo = u64::from(bucket) << shift;
         (lo, lo | ((1u64 << shift) - 1))
     };
-    fold_now(db)?;
+    fold_now(db, origins, next)?;
     let txn = begin_read(db)?;
     let index = open_read(&txn, HASHED, "hashed")?;
     let kv = open_read(&txn, KV, "kv")?;
@@ -198,8 +172,12 @@ pub(super) fn bucket_in(db: &Database, bucket: u32, bits: u32) -> Result<Vec<Ent
 
 /// [`Store::for_each_stamp`](crate::core::store::Store::for_each_stamp):
 /// `hashed` alone, after a fold, so no value is read.
-pub(super) fn stamps_in(db: &Database, f: &mut dyn FnMut(&Stamp)) -> Result<(), StoreError> {
-    fold_now(db)?;
+pub(super) fn stamps_in(
+    db: &Database,
+    (origins, next): (&AtomicU64, u64),
+    f: &mut dyn FnMut(&Stamp),
+) -> Result<(), StoreError> {
+    fold_now(db, origins, next)?;
     let txn = begin_read(db)?;
     let index = open_read(&txn, HASHED, "hashed")?;
     for item in index.iter().map_err(ctx("scanning hashed"))? {

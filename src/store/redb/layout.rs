@@ -5,11 +5,11 @@
 //! |--------|---------------------------------------------------|
 //! | 1 (no meta value) | `by_hash`, written with each entry |
 //! | 2 | `hashed`, and `pending` naming changed keys only |
-//! | 3 | `hashed`, and `pending_rows`: each changed key with its new header |
+//! | 3 | `hashed`, and `pending_rows`: each change of a key, from which `by_origin` and `hashed` are folded |
 
 use ::redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
-use super::hashed::pending_row;
+use super::pending::encode_row;
 use super::record::{decode_header, HEADER};
 use super::{ctx, HASHED, KV, META, PENDING};
 use crate::core::entry::key_hash;
@@ -98,9 +98,9 @@ fn from_layout_2(txn: &WriteTransaction, shown: &str) -> Result<(), StoreError> 
                 Some(rec) => {
                     let rec = rec.value();
                     decode_header(key, rec)?;
-                    pending_row(&mut row, key, Some(&rec[..HEADER]));
+                    encode_row(&mut row, key, Some(&rec[..HEADER]), None);
                 }
-                None => pending_row(&mut row, key, None),
+                None => encode_row(&mut row, key, None, None),
             }
             pending
                 .insert(seq.value(), row.as_slice())

@@ -29,13 +29,14 @@
 
 mod hashed;
 mod layout;
+mod pending;
 mod reads;
 mod record;
 mod writer;
 
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ::redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -82,8 +83,11 @@ pub struct RedbStore {
     db: Arc<Database>,
     path: PathBuf,
     repaired: bool,
-    /// The next free row of `pending`.
+    /// The next free row of `pending_rows`.
     next_seq: u64,
+    /// The first row of `pending_rows` not yet in `by_origin` (0 on open:
+    /// rows fold again harmlessly, see `pending.rs`).
+    origins_folded: AtomicU64,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -171,6 +175,7 @@ impl RedbStore {
             path: path.to_path_buf(),
             repaired,
             next_seq,
+            origins_folded: AtomicU64::new(0),
         })
     }
 
@@ -195,6 +200,12 @@ impl RedbStore {
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.len()? == 0)
     }
+
+    /// What a fold outside a commit needs: the first row not yet in
+    /// `by_origin`, and the next row to be written.
+    fn folds(&self) -> (&AtomicU64, u64) {
+        (&self.origins_folded, self.next_seq)
+    }
 }
 
 impl Store for RedbStore {
@@ -210,9 +221,13 @@ impl Store for RedbStore {
         // On any error below, `txn` is dropped uncommitted: redb aborts it
         // and nothing of the batch is applied.
         let mut next_seq = self.next_seq;
-        let out = writer::apply(&txn, &batch, &mut next_seq)?;
+        let origins = self.origins_folded.load(Ordering::Acquire);
+        let (out, folded) = writer::apply(&txn, &batch, &mut next_seq, origins)?;
         txn.commit().map_err(ctx("committing"))?;
         self.next_seq = next_seq;
+        if folded {
+            self.origins_folded.store(next_seq, Ordering::Release);
+        }
         Ok(out)
     }
 
@@ -231,11 +246,12 @@ impl Store for RedbStore {
         after: Version,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
+        pending::origins_now(&self.db, &self.origins_folded, self.next_seq)?;
         reads::by_origin_in(&self.db, origin, after, limit)
     }
 
     fn bucket(&self, bucket: u32, bits: u32) -> Result<Vec<Entry>, StoreError> {
-        hashed::bucket_in(&self.db, bucket, bits)
+        hashed::bucket_in(&self.db, self.folds(), bucket, bits)
     }
 
     fn old_tombstones(
@@ -251,7 +267,7 @@ impl Store for RedbStore {
     }
 
     fn for_each_stamp(&self, f: &mut dyn FnMut(&Stamp)) -> Result<(), StoreError> {
-        hashed::stamps_in(&self.db, f)
+        hashed::stamps_in(&self.db, self.folds(), f)
     }
 
     fn reads(&self) -> Option<Box<dyn Reads>> {

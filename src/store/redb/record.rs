@@ -14,12 +14,35 @@ pub(super) const HEADER: usize = 17;
 const FLAG_VALUE: u8 = 0;
 const FLAG_TOMBSTONE: u8 = 1;
 
-/// Writes the record of `version` / `value` into `buf`, replacing its content.
-pub(super) fn encode_into(buf: &mut Vec<u8>, version: &Version, value: Option<&[u8]>) {
-    buf.clear();
+/// Bytes of an encoded version: ms (u64), counter (u32), origin (u32).
+pub(super) const VERSION: usize = 16;
+
+/// Appends `version` to `buf`, big-endian: ms, counter, origin.
+pub(super) fn put_version(buf: &mut Vec<u8>, version: &Version) {
     buf.extend_from_slice(&version.ms.to_be_bytes());
     buf.extend_from_slice(&version.counter.to_be_bytes());
     buf.extend_from_slice(&version.origin.to_be_bytes());
+}
+
+/// The version [`put_version`] wrote at the start of `bytes`.
+pub(super) fn read_version(bytes: &[u8; VERSION]) -> Version {
+    let mut ms = [0u8; 8];
+    ms.copy_from_slice(&bytes[0..8]);
+    let mut counter = [0u8; 4];
+    counter.copy_from_slice(&bytes[8..12]);
+    let mut origin = [0u8; 4];
+    origin.copy_from_slice(&bytes[12..16]);
+    Version {
+        ms: u64::from_be_bytes(ms),
+        counter: u32::from_be_bytes(counter),
+        origin: u32::from_be_bytes(origin),
+    }
+}
+
+/// Writes the record of `version` / `value` into `buf`, replacing its content.
+pub(super) fn encode_into(buf: &mut Vec<u8>, version: &Version, value: Option<&[u8]>) {
+    buf.clear();
+    put_version(buf, version);
     match value {
         Some(v) => {
             buf.push(FLAG_VALUE);
@@ -38,18 +61,10 @@ pub(super) fn decode_header(key: &str, rec: &[u8]) -> Result<(Version, bool), St
             rec.len()
         )));
     };
-    let mut ms = [0u8; 8];
-    ms.copy_from_slice(&header[0..8]);
-    let mut counter = [0u8; 4];
-    counter.copy_from_slice(&header[8..12]);
-    let mut origin = [0u8; 4];
-    origin.copy_from_slice(&header[12..16]);
-    let version = Version {
-        ms: u64::from_be_bytes(ms),
-        counter: u32::from_be_bytes(counter),
-        origin: u32::from_be_bytes(origin),
-    };
-    match header[16] {
+    let mut v = [0u8; VERSION];
+    v.copy_from_slice(&header[..VERSION]);
+    let version = read_version(&v);
+    match header[VERSION] {
         FLAG_VALUE => Ok((version, false)),
         FLAG_TOMBSTONE if rec.len() == HEADER => Ok((version, true)),
         FLAG_TOMBSTONE => Err(bad("a tombstone with value bytes")),

@@ -266,3 +266,56 @@ fn an_entry_that_loses_leaves_the_stored_record_and_its_indexes_as_they_were() {
     assert_eq!(listed, vec![held.clone()]);
     assert_eq!(stamps(&store), stamps_of(&[held]));
 }
+
+#[test]
+fn by_origin_follows_every_change_across_folds_and_reopening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.redb");
+    let mut store = RedbStore::open(&path).expect("open");
+    let origin = 7;
+    let listed = |store: &RedbStore| -> Vec<Entry> {
+        store
+            .by_origin(origin, Version::zero(origin), 100)
+            .expect("by_origin")
+    };
+    let commit = |store: &mut RedbStore, entries: Vec<Entry>, collect: Vec<(String, Version)>| {
+        store
+            .commit(WriteBatch {
+                entries,
+                collect,
+                ..WriteBatch::default()
+            })
+            .expect("commit");
+    };
+    let (a, b, t) = (entry(1, false), entry(2, false), entry(3, true));
+    commit(&mut store, vec![a.clone(), b.clone(), t.clone()], vec![]);
+    assert_eq!(listed(&store), vec![a.clone(), b.clone(), t.clone()]);
+    // Replaced after a fold of by_origin: the old row goes.
+    let a2 = Entry {
+        version: Version {
+            ms: 9_000,
+            ..a.version
+        },
+        ..a.clone()
+    };
+    commit(
+        &mut store,
+        vec![a2.clone()],
+        vec![(t.key.clone(), t.version)],
+    );
+    assert_eq!(listed(&store), vec![b.clone(), a2.clone()]);
+    // Replaced again before any read, then reopened: every row folds again
+    // from the first, and the index says the same.
+    let a3 = Entry {
+        version: Version {
+            ms: 9_500,
+            ..a.version
+        },
+        ..a.clone()
+    };
+    commit(&mut store, vec![a3.clone()], vec![]);
+    drop(store);
+    let store = RedbStore::open(&path).expect("reopen");
+    assert!(pending_len(&store) > 0, "the rows are still to be folded");
+    assert_eq!(listed(&store), vec![b, a3]);
+}

@@ -1,11 +1,13 @@
 //! The redb store's commit: one write transaction per [`WriteBatch`],
 //! whose hot path writes the key's record (one descent of `kv`: the insert
-//! hands back the record it replaced), its `by_origin` row and one
-//! appended `pending` row, and nothing keyed by a random hash.
+//! hands back the record it replaced) and appends one `pending_rows` row,
+//! from which both indexes are derived in bulk (`pending.rs`); nothing
+//! keyed by a random hash, nothing per writer.
 
 use ::redb::{ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
 use super::hashed;
+use super::pending::encode_row;
 use super::record::{decode_header, encode_into, HEADER};
 use super::{ctx, BY_ORIGIN, HASHED, KV, META, PENDING, TOMBS};
 use crate::core::entry::{Entry, Version};
@@ -14,7 +16,6 @@ use crate::core::store::{merge_decision, Merged, StoreError, WriteBatch};
 /// The tables of one write transaction, with a reused encoding buffer.
 struct Writer<'t> {
     kv: Table<'t, &'static str, &'static [u8]>,
-    by_origin: Table<'t, (u32, u64, u32, &'static str), ()>,
     tombs: Table<'t, (u64, u32, u32, &'static str), ()>,
     pending: Table<'t, u64, &'static [u8]>,
     next_seq: u64,
@@ -34,11 +35,16 @@ impl Writer<'_> {
         }
     }
 
-    /// Notes the hash index row of `key` as it now is (`header` of its
-    /// record, or none when it is gone): an append, so it dirties the last
-    /// page of `pending` and no other, and the fold needs no read of `kv`.
-    fn touch(&mut self, key: &str, header: Option<&[u8]>) -> Result<(), StoreError> {
-        hashed::pending_row(&mut self.row, key, header);
+    /// Notes the change of `key`: the `header` of its record now (none
+    /// when it is gone) and the version it `replaced`. An append, so it
+    /// dirties the last page of `pending_rows` and no other.
+    fn touch(
+        &mut self,
+        key: &str,
+        header: Option<&[u8]>,
+        replaced: Option<Version>,
+    ) -> Result<(), StoreError> {
+        encode_row(&mut self.row, key, header, replaced);
         self.pending
             .insert(self.next_seq, self.row.as_slice())
             .map_err(ctx("updating pending"))?;
@@ -46,11 +52,8 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Removes the index rows of `key` at `version`.
-    fn unindex(&mut self, key: &str, version: Version, tombstone: bool) -> Result<(), StoreError> {
-        self.by_origin
-            .remove((version.origin, version.ms, version.counter, key))
-            .map_err(ctx("updating by_origin"))?;
+    /// Removes the `tombs` row of `key` at `version`, if a tombstone.
+    fn untomb(&mut self, key: &str, version: Version, tombstone: bool) -> Result<(), StoreError> {
         if tombstone {
             self.tombs
                 .remove((version.ms, version.counter, version.origin, key))
@@ -93,18 +96,15 @@ impl Writer<'_> {
             return Ok(Merged::Ignored);
         };
         if let Some((v, tomb)) = replaced {
-            self.unindex(key, v, tomb)?;
+            self.untomb(key, v, tomb)?;
         }
-        self.by_origin
-            .insert((v.origin, v.ms, v.counter, key), ())
-            .map_err(ctx("updating by_origin"))?;
         if e.is_tombstone() {
             self.tombs
                 .insert((v.ms, v.counter, v.origin, key), ())
                 .map_err(ctx("updating tombs"))?;
         }
         let header = std::mem::take(&mut self.buf);
-        let touched = self.touch(key, Some(&header[..HEADER]));
+        let touched = self.touch(key, Some(&header[..HEADER]), replaced.map(|(v, _)| v));
         self.buf = header;
         touched?;
         Ok(Merged::Applied { replaced })
@@ -115,19 +115,22 @@ impl Writer<'_> {
             return Ok(());
         }
         self.kv.remove(key).map_err(ctx("writing kv"))?;
-        self.unindex(key, version, true)?;
-        self.touch(key, None)
+        self.untomb(key, version, true)?;
+        self.touch(key, None, Some(version))
     }
 }
 
 /// Applies `batch` in `txn` (not committed here); `next_seq` is the next
-/// free `pending` row, moved past the rows written. On error, the caller
-/// drops `txn` and nothing of the batch is applied.
+/// free `pending_rows` row, moved past the rows written; `origins_from` is
+/// the first row not yet in `by_origin`. Says whether it folded the rows
+/// (so all are in both indexes). On error, the caller drops `txn` and
+/// nothing of the batch is applied.
 pub(super) fn apply(
     txn: &WriteTransaction,
     batch: &WriteBatch,
     next_seq: &mut u64,
-) -> Result<Vec<Merged>, StoreError> {
+    origins_from: u64,
+) -> Result<(Vec<Merged>, bool), StoreError> {
     if batch.clear_first {
         for (name, res) in [
             ("kv", txn.delete_table(KV)),
@@ -145,7 +148,6 @@ pub(super) fn apply(
     let (out, pending) = {
         let mut w = Writer {
             kv: txn.open_table(KV).map_err(ctx(&open("kv")))?,
-            by_origin: txn.open_table(BY_ORIGIN).map_err(ctx(&open("by_origin")))?,
             tombs: txn.open_table(TOMBS).map_err(ctx(&open("tombs")))?,
             pending: txn.open_table(PENDING).map_err(ctx(&open("pending")))?,
             next_seq: *next_seq,
@@ -170,8 +172,9 @@ pub(super) fn apply(
             .map_err(ctx("writing meta"))?;
     }
     drop(meta);
-    if hashed::fold_due(txn, pending)? {
-        hashed::fold(txn)?;
+    let folded = hashed::fold_due(txn, pending)?;
+    if folded {
+        hashed::fold(txn, origins_from)?;
     }
-    Ok(out)
+    Ok((out, folded))
 }
