@@ -104,7 +104,7 @@ pub(super) fn fold(txn: &WriteTransaction, origins_from: u64) -> Result<(), Stor
 /// before a read of `hashed` that must see every commit. `origins` is the
 /// first row not yet in `by_origin`, moved to `next` (the next row to be
 /// written) once all are.
-fn fold_now(db: &Database, origins: &AtomicU64, next: u64) -> Result<(), StoreError> {
+pub(super) fn fold_now(db: &Database, origins: &AtomicU64, next: u64) -> Result<(), StoreError> {
     let waiting = {
         let txn = begin_read(db)?;
         let pending = open_read(&txn, PENDING, "pending")?;

@@ -208,6 +208,20 @@ impl RedbStore {
     }
 }
 
+/// Closing folds the change list, so that the next open finds both
+/// indexes up to date and reads only `hashed`. A fold that fails here is
+/// only logged: the rows stay and fold on the next open.
+impl Drop for RedbStore {
+    fn drop(&mut self) {
+        if let Err(e) = hashed::fold_now(&self.db, &self.origins_folded, self.next_seq) {
+            log::warn!(
+                "{}: could not fold the change list on closing, the next open will: {e}",
+                self.path.display()
+            );
+        }
+    }
+}
+
 impl Store for RedbStore {
     fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
         reads::get_in(&self.db, key)
