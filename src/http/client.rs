@@ -9,6 +9,7 @@ use async_std::io::ReadExt;
 use serde::de::DeserializeOwned;
 
 use super::edge::HEADER_REFUSED;
+use super::pool::PooledClient;
 use crate::auth::{RequestSeal, Signer, HEADER_NONCE, HEADER_REPLY_SIGNATURE, HEADER_SIGNATURE};
 use crate::service::cluster::MemberStatus;
 use crate::service::now_ms;
@@ -37,21 +38,14 @@ async fn with_timeout<T>(
     })?
 }
 
-/// This process's HTTP client: one pool of kept-alive connections per
-/// peer, each with `TCP_NODELAY`, since a request's head and body are two
-/// writes and the body would otherwise wait for the server's delayed ACK.
+/// This process's HTTP client: kept-alive connections per peer with
+/// `TCP_NODELAY` (a request's head and body are two writes, and the body
+/// would otherwise wait for the server's delayed ACK), each reused only
+/// after an exchange read to its end ([`PooledClient`]).
 pub fn client() -> surf::Client {
     static CLIENT: OnceLock<surf::Client> = OnceLock::new();
     CLIENT
-        .get_or_init(|| {
-            surf::Config::new()
-                .set_tcp_no_delay(true)
-                .try_into()
-                .unwrap_or_else(|e| {
-                    log::warn!("an HTTP client with TCP_NODELAY could not be made ({e}); using the default one");
-                    surf::Client::new()
-                })
-        })
+        .get_or_init(|| surf::Client::with_http_client(PooledClient::default()))
         .clone()
 }
 

@@ -13,6 +13,7 @@ pub mod framing;
 pub mod listen;
 pub mod metrics;
 mod outbox;
+pub mod pool;
 pub mod routes;
 mod sealed;
 pub mod server;
