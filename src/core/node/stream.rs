@@ -119,17 +119,19 @@ impl Stream {
     }
 
     /// What to read next: lost runs first, then each origin of `ours`
-    /// (our hints) above both the cursor and the receiver's hint. The
-    /// receiver's hint never sends anything again: it only skips what the
-    /// receiver has seen from elsewhere (its own pull, a relay).
+    /// (our hints) above the cursor, or above the receiver's hint where
+    /// nothing of it was sent yet. Once under way, an origin follows the
+    /// cursor alone: the receiver's hint may leap past entries still to
+    /// come (a tree comparison's fetch, a relay, a later batch of ours
+    /// taken first), and following it would leave them out as holes.
     fn runs(&self, ours: &BTreeMap<Origin, Version>) -> Vec<Run> {
         let mut out = self.redo.clone();
         for (&origin, &mine) in ours {
-            let after = [self.cursor.get(&origin), self.theirs.get(&origin)]
-                .into_iter()
-                .flatten()
+            let after = self
+                .cursor
+                .get(&origin)
+                .or_else(|| self.theirs.get(&origin))
                 .copied()
-                .max()
                 .unwrap_or(Version::zero(origin));
             if mine > after {
                 out.push(Run {
