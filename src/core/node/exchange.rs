@@ -295,13 +295,14 @@ impl<S: Store> Node<S> {
         // Only our own exchanges are evidence against a peer: a miss in a
         // probe's traffic starting a probe of its own would breed probes
         // faster than loss ends them.
-        let evidence = self
-            .exchanges
-            .get(&out.exchange)
-            .is_none_or(|x| !x.on_behalf && x.kind != PushKind::Probe)
+        let counted = self
+            .settle_batch(out.exchange, id, delivered)
+            .unwrap_or(true);
+        let evidence = counted
             && self
-                .settle_batch(out.exchange, id, delivered)
-                .unwrap_or(true);
+                .exchanges
+                .get(&out.exchange)
+                .is_none_or(|x| !x.on_behalf && x.kind != PushKind::Probe);
         if outcome == Outcome::Missed && evidence {
             self.peers.entry(out.to).or_default().failures += 1;
             self.missed(out.to);
@@ -332,15 +333,20 @@ impl<S: Store> Node<S> {
                 self.stats.pushes_ok += 1;
                 if self.check_self_stale(now_ms, peer, &digest) {
                     // Wiped: the next exchange pulls everything.
-                } else if let Some(held) = self.take(now_ms, ex, peer, entries, complete, &digest) {
+                } else {
+                    let brought = !entries.is_empty();
+                    let Some(held) = self.take(now_ms, ex, peer, entries, complete, &digest) else {
+                        return;
+                    };
                     if let Some(x) = self.exchanges.get_mut(&ex) {
                         x.held_back |= held > 0;
                     }
                     self.follow_up(ex, peer, PushKind::PushPull, &digest);
                     // The responder cut its batch: pull the rest, unless we
                     // held some back, which it would only send again, or it
-                    // streams the same to us by its own pushes.
-                    if !complete && held == 0 && !self.streamed_in_since_syn(ex, peer) {
+                    // streams the same to us by its own pushes (it then
+                    // answers empty, `serve.rs`).
+                    if !complete && held == 0 && brought && !self.streamed_in_since_syn(ex, peer) {
                         self.send_syn(ex, peer);
                     }
                 }
