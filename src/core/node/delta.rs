@@ -91,10 +91,24 @@ impl<S: Store> Node<S> {
         // hints past the ones still to come, and so cut the stream short:
         // a node joining a full one caught up by tree repair, a handful of
         // buckets per window, instead of by the delta stream.
+        // Nor while we are far behind a peer that knows of more than we
+        // do: its delta brings that, and a stream that stalled (a peer
+        // timeout while a commit folds the hash index) is resumed by the
+        // next exchange from our hints. A comparison then fetched entries
+        // from all over the key space, which raised our hints to the top:
+        // the next stream began there, and the rest (455,000 of 10^6 keys)
+        // was left to tree repair, a few thousand keys a cycle.
+        let behind = theirs.keys + theirs.tombstones
+            > self.keys + self.tombstones + self.cfg.batch_entries as u64
+            && theirs
+                .hints
+                .iter()
+                .any(|(o, v)| self.hints.get(o).is_none_or(|mine| mine < v));
         let due = self
             .compared_at
             .is_none_or(|at| cycle >= at + self.window().max(1))
-            && self.streamed_at.is_none_or(|at| cycle > at + 1);
+            && self.streamed_at.is_none_or(|at| cycle > at + 1)
+            && !behind;
         if !quiet {
             if due && kind != PushKind::Relay {
                 self.compare_trees(ex, peer, cycle, theirs.keys + theirs.tombstones);
@@ -303,6 +317,37 @@ mod tests {
         // Two cycles on, with no batch filled since: compared, as under load.
         n0.handle_timeout(now + 2 * INTERVAL);
         transmits(&mut n0);
+        let ex = n0.new_exchange(1, PushKind::Cycle);
+        n0.follow_up(ex, 1, PushKind::Cycle, &theirs);
+        assert_eq!(transmits(&mut n0).len(), 1);
+    }
+
+    /// A node far behind a peer that knows of more: the peer's delta
+    /// brings it. A comparison fetched entries from all over the key space
+    /// and raised its hints to the top, so a join of 10^6 keys stalled at
+    /// 545,000 once a stream paused for a cycle, left to tree repair.
+    #[test]
+    fn no_tree_comparison_while_far_behind_a_peer_that_knows_more() {
+        let mut n0 = node(config(4, 0, Schedule::Successor));
+        n0.handle_timeout(100 * INTERVAL);
+        transmits(&mut n0);
+        let ahead = Version {
+            ms: 50,
+            counter: 0,
+            origin: 1,
+        };
+        let mut theirs = Digest {
+            keys: n0.cfg.batch_entries as u64 + 1,
+            hints: [(1, ahead)].into_iter().collect(),
+            root: 1,
+            quiet: false,
+            ..Digest::default()
+        };
+        let ex = n0.new_exchange(1, PushKind::Cycle);
+        n0.follow_up(ex, 1, PushKind::Cycle, &theirs);
+        assert!(transmits(&mut n0).is_empty());
+        // Within a batch of it: compared, as under load.
+        theirs.keys = 1;
         let ex = n0.new_exchange(1, PushKind::Cycle);
         n0.follow_up(ex, 1, PushKind::Cycle, &theirs);
         assert_eq!(transmits(&mut n0).len(), 1);
