@@ -344,8 +344,7 @@ impl<S: Store> Node<S> {
                     self.follow_up(ex, peer, PushKind::PushPull, &digest);
                     // The responder cut its batch: pull the rest, unless we
                     // held some back, which it would only send again, or it
-                    // streams the same to us by its own pushes (it then
-                    // answers empty, `serve.rs`).
+                    // streams the same to us by its own pushes.
                     if !complete && held == 0 && brought && !self.streamed_in_since_syn(ex, peer) {
                         self.send_syn(ex, peer);
                     }

@@ -135,14 +135,7 @@ impl<S: Store> Node<S> {
                 if self.is_stale(&digest) {
                     return self.refuse(from, Refusal::StaleSender, Some(self.digest()));
                 }
-                // While a stream of ours to the sender is under way, it
-                // brings what the sender lacks; the same from its hints
-                // here would go twice.
-                let lacking = if self.streaming_to(from) {
-                    Ok((Vec::new(), false))
-                } else {
-                    self.lacking(&digest, None)
-                };
+                let lacking = self.lacking(&digest, None);
                 match lacking {
                     Ok((entries, complete)) => {
                         self.count_sent(&entries);

@@ -361,13 +361,6 @@ impl<S: Store> Node<S> {
         }
     }
 
-    /// Whether a stream of ours to `peer` has batches in flight.
-    pub(super) fn streaming_to(&self, peer: u32) -> bool {
-        self.exchanges
-            .values()
-            .any(|x| x.peer == peer && x.stream.as_ref().is_some_and(|s| !s.batches.is_empty()))
-    }
-
     /// Whether request `id` is a batch in flight of exchange `ex`'s stream.
     pub(super) fn is_batch(&self, ex: u64, id: u64) -> bool {
         self.exchanges

@@ -61,7 +61,7 @@ fn entries_sent(nodes: &[Node<TestStore>]) -> u64 {
 /// exchange per peer, and a stream that sends each entry once.
 #[test]
 fn a_join_with_replies_slower_than_a_cycle_sends_each_entry_about_once() {
-    let keys = 3000;
+    let keys = 8000;
     let mut nodes = holder_and_joiner(keys, 256);
     let cycles = run_slow(&mut nodes, 1, 200, 3, |n| {
         n[1].counts() == n[0].counts() && n[1].root() == n[0].root()
