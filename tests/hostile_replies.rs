@@ -12,14 +12,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::raw::{message_from, now_ms, read_answer, Answer, ANSWER_DEADLINE};
+use common::raw::{message_from, now_ms, read_answer, read_request, Answer, ANSWER_DEADLINE};
 use common::{wait_for, wait_until, BIN, READY_DEADLINE, READ_TOKEN, SECRET, WRITE_TOKEN};
 use ringsync::auth::{Secrets, HEADER_REPLY_SIGNATURE};
 use ringsync::core::entry::{Entry, Version};
@@ -72,41 +72,6 @@ struct Proxy {
     /// The cluster's topology, for forged messages.
     topology: Topology,
     upstream: String,
-}
-
-/// Reads one request (head and content-length body) from `s`: `None` at
-/// the end of the connection or when the proxy stops.
-fn read_request(s: &mut TcpStream, stop: &AtomicBool) -> Option<Vec<u8>> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let start = Instant::now();
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len = head
-                .lines()
-                .filter_map(|l| l.strip_prefix("content-length:"))
-                .find_map(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                buf.truncate(end + 4 + len);
-                return Some(buf);
-            }
-        }
-        if stop.load(Ordering::SeqCst) || start.elapsed() > ANSWER_DEADLINE {
-            return None;
-        }
-        match s.read(&mut chunk) {
-            Ok(0) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return None,
-        }
-    }
 }
 
 /// A forged answer to n0's peer message: entries for a key nobody wrote

@@ -207,6 +207,8 @@ fn metrics_count_what_the_cores_did_and_pass_promtool() {
         "ringsync_members_failed_total",
         "ringsync_probes_started_total",
         "ringsync_probes_unanswered_total",
+        "ringsync_exchanges_skipped_busy_total",
+        "ringsync_stream_batches_lost_total",
     ] {
         assert!(
             a.contains(&format!("# TYPE {family} ")),

@@ -26,6 +26,13 @@ pub struct Stats {
     pub pushes_ok: u64,
     /// Requests of ours that failed or timed out.
     pub pushes_failed: u64,
+    /// Cycles (and fallback picks, probes of failed members, catch-up
+    /// pulls) that started no exchange because one of ours with the same
+    /// peer was still under way.
+    pub skipped_busy: u64,
+    /// Batches of a streamed delta that got no answer (failed, timed out
+    /// or refused): their entries were sent again.
+    pub batches_lost: u64,
     /// Tree repairs started.
     pub repairs: u64,
     /// Tombstones collected.

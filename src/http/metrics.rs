@@ -113,6 +113,16 @@ pub fn render_snapshot(
         ],
     );
     m.counter(
+        "ringsync_exchanges_skipped_busy_total",
+        "Cycles (fallback picks, probes of failed members, catch-up pulls included) that started no exchange with their peer because one of this node's with it was still under way: one exchange per peer at a time.",
+        st.skipped_busy,
+    );
+    m.counter(
+        "ringsync_stream_batches_lost_total",
+        "Batches of a streamed delta that got no answer (failed, timed out or refused): only these are sent again.",
+        st.batches_lost,
+    );
+    m.counter(
         "ringsync_bytes_sent_total",
         "Bytes of the protocol's messages this node sent (its payload, without HTTP heads; see ringsync_peer_wire_bytes_total for those): its requests, and its replies to requests it answered.",
         st.bytes_sent,

@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ringsync::auth::{Keyring, Signer};
@@ -295,4 +296,40 @@ pub fn message_from(
 /// The origin of the node at ring position `pos` of `topology`.
 pub fn origin_at(topology: &ringsync::topology::Topology, pos: u32) -> u32 {
     topology.nodes.get(pos as usize).map_or(pos, |n| n.origin())
+}
+
+/// Reads one request (head and content-length body) from `s`: `None` at
+/// the end of the connection, when `stop` is set, or past
+/// [`ANSWER_DEADLINE`].
+pub fn read_request(s: &mut TcpStream, stop: &AtomicBool) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let start = Instant::now();
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .filter_map(|l| l.strip_prefix("content-length:"))
+                .find_map(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                buf.truncate(end + 4 + len);
+                return Some(buf);
+            }
+        }
+        if stop.load(Ordering::SeqCst) || start.elapsed() > ANSWER_DEADLINE {
+            return None;
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return None,
+        }
+    }
 }

@@ -85,6 +85,13 @@ impl<S: Store> Node<S> {
         Ok(())
     }
 
+    /// Whether `entries` fill a batch: their sender cut them, and more
+    /// follows.
+    pub(super) fn is_full(&self, entries: &[Entry]) -> bool {
+        entries.len() >= self.cfg.batch_entries
+            || entries.iter().map(Entry::wire_len).sum::<usize>() >= self.cfg.batch_bytes
+    }
+
     /// Validates `entries` whole, then takes them as [`Node::accept_valid`]
     /// does.
     pub(super) fn accept(
@@ -122,9 +129,7 @@ impl<S: Store> Node<S> {
         self.stats.entries_received += entries.len() as u64;
         let horizon = now_ms.saturating_add(self.cfg.max_drift_ms);
         let total = entries.len();
-        if total >= self.cfg.batch_entries
-            || entries.iter().map(Entry::wire_len).sum::<usize>() >= self.cfg.batch_bytes
-        {
+        if self.is_full(&entries) {
             // A full batch: the sender cut it, and more follows.
             self.streamed_at = Some(self.cycle.unwrap_or(now_ms / self.cfg.interval_ms));
         }

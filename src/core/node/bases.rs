@@ -21,9 +21,10 @@ use crate::core::schedule::{distance, log2_ceil, Schedule};
 use crate::core::store::Store;
 
 /// Digests kept per partner each way: a reply lost, and the few requests
-/// one partner can have in flight to another (a cycle push or its repair
-/// follow-up, an eager relay), each leave one more base behind.
-pub(super) const KEPT: usize = 4;
+/// one partner can have in flight to another (the batches of a streamed
+/// delta, `stream::WINDOW`, and an eager relay), each leave one more base
+/// behind.
+pub(super) const KEPT: usize = super::stream::WINDOW + 2;
 
 /// The digests kept for the fixed partners, by origin.
 #[derive(Debug, Default)]

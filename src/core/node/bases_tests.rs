@@ -1,7 +1,9 @@
 //! Tests of the digests between fixed partners: sent as changes, idle
 //! cost flat in N, and a base one side lost found out, never guessed.
 
-use super::super::fixture::{config, from_peer, node, reopen, ring, TestStore, INTERVAL};
+use super::super::fixture::{
+    config, from_peer, node, reopen, ring, run_cycle_late, TestStore, INTERVAL,
+};
 use super::super::{Node, Refusal};
 use super::KEPT;
 use crate::core::config::Config;
@@ -13,25 +15,7 @@ use crate::core::schedule::{self, Schedule};
 /// One cycle of `nodes` at `c`: every request delivered, and its reply,
 /// until none are left. Returns the bytes of them all.
 fn run_cycle(nodes: &mut [Node<TestStore>], c: u64) -> usize {
-    let now = c * INTERVAL;
-    for n in nodes.iter_mut() {
-        n.handle_timeout(now);
-    }
-    let mut bytes = 0;
-    loop {
-        let mut any = false;
-        for i in 0..nodes.len() {
-            while let Some(t) = nodes[i].poll_transmit() {
-                any = true;
-                let reply = nodes[t.to as usize].handle_request(now, &t.payload);
-                bytes += t.payload.len() + reply.len();
-                nodes[i].handle_reply(now, t.id, &reply);
-            }
-        }
-        if !any {
-            return bytes;
-        }
-    }
+    run_cycle_late(nodes, c, 0, &mut Vec::new())
 }
 
 /// A ring of `n` in which every node wrote one key, run until every root

@@ -2,6 +2,7 @@
 //! follows a peer's digest (a delta push, or a tree comparison when the
 //! hints agree and the data still differs).
 
+use super::stream::{Flow, Run};
 use super::{Apart, Mode, Node};
 use crate::core::entry::{Entry, Version};
 use crate::core::message::{Digest, PushKind};
@@ -18,48 +19,24 @@ impl<S: Store> Node<S> {
         digest: &Digest,
         window_at: Option<u64>,
     ) -> Result<(Vec<Entry>, bool), StoreError> {
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        let mut complete = true;
-        let w = self.window();
-        for (&origin, &mine) in &self.hints {
-            let theirs = digest
-                .hints
-                .get(&origin)
-                .copied()
-                .unwrap_or(Version::zero(origin));
-            if mine <= theirs {
-                continue;
-            }
-            let mut after = theirs;
-            loop {
-                let room = self.cfg.batch_entries.saturating_sub(out.len());
-                if room == 0 || bytes >= self.cfg.batch_bytes {
-                    return Ok((out, false));
-                }
-                let chunk = self.store.by_origin(origin, after, room.min(1024))?;
-                let Some(last) = chunk.last() else { break };
-                after = last.version;
-                let short = chunk.len() < room.min(1024);
-                for e in chunk {
-                    if out.len() >= self.cfg.batch_entries || bytes >= self.cfg.batch_bytes {
-                        return Ok((out, false));
-                    }
-                    if let Some(c) = window_at {
-                        if self.birth_cycle(&e.version) + w > c {
-                            complete = false;
-                            continue;
-                        }
-                    }
-                    bytes += e.wire_len();
-                    out.push(e);
-                }
-                if short {
-                    break;
-                }
-            }
-        }
-        Ok((out, complete))
+        let runs: Vec<Run> = self
+            .hints
+            .iter()
+            .filter_map(|(&origin, &mine)| {
+                let after = digest
+                    .hints
+                    .get(&origin)
+                    .copied()
+                    .unwrap_or(Version::zero(origin));
+                (mine > after).then_some(Run {
+                    origin,
+                    after,
+                    upto: None,
+                })
+            })
+            .collect();
+        let read = self.read_runs(&runs, window_at)?;
+        Ok((read.entries, !read.cut && !read.left_out))
     }
 
     /// After a peer's reply with its digest: send what it still lacks, or,
@@ -70,8 +47,18 @@ impl<S: Store> Node<S> {
             PushKind::Cycle | PushKind::Repair if ring && !theirs.resyncing => self.cycle,
             _ => None,
         };
-        let (entries, complete) = match self.lacking(theirs, window_at) {
-            Ok(x) => x,
+        let next = match kind {
+            PushKind::Sync | PushKind::PushPull => kind,
+            _ => PushKind::Repair,
+        };
+        // What the peer lacks goes as a stream: batches from a cursor of
+        // ours, a few in flight, each sent once unless lost.
+        match self.stream(ex, peer, next, &theirs.hints, theirs.resyncing, window_at) {
+            Ok(Flow::Done) => {}
+            // It took less than it was sent (held back as from the
+            // future): a later exchange offers it again; a tree comparison
+            // could not close that gap sooner.
+            Ok(Flow::Sending | Flow::Short) => return,
             Err(e) => {
                 log::warn!(
                     "reading the delta for peer {} failed: {e}",
@@ -80,22 +67,6 @@ impl<S: Store> Node<S> {
                 self.mark_failed(ex);
                 return;
             }
-        };
-        let next = match kind {
-            PushKind::Sync | PushKind::PushPull => kind,
-            _ => PushKind::Repair,
-        };
-        if !entries.is_empty() {
-            if let Some(x) = self.exchanges.get_mut(&ex) {
-                if x.offered.as_ref() == Some(&theirs.hints) {
-                    // It took nothing of our last delta: it holds it back as
-                    // from the future. A later exchange offers it again.
-                    return;
-                }
-                x.offered = Some(theirs.hints.clone());
-            }
-            self.send_push(ex, peer, next, entries, complete);
-            return;
         }
         let quiet = (self.relay.is_empty() && theirs.quiet) || !ring || kind == PushKind::Sync;
         let roots = (self.tree.root(), theirs.root);
@@ -120,10 +91,24 @@ impl<S: Store> Node<S> {
         // hints past the ones still to come, and so cut the stream short:
         // a node joining a full one caught up by tree repair, a handful of
         // buckets per window, instead of by the delta stream.
+        // Nor while we are far behind a peer that knows of more than we
+        // do: its delta brings that, and a stream that stalled (a peer
+        // timeout while a commit folds the hash index) is resumed by the
+        // next exchange from our hints. A comparison then fetched entries
+        // from all over the key space, which raised our hints to the top:
+        // the next stream began there, and the rest (455,000 of 10^6 keys)
+        // was left to tree repair, a few thousand keys a cycle.
+        let behind = theirs.keys + theirs.tombstones
+            > self.keys + self.tombstones + self.cfg.batch_entries as u64
+            && theirs
+                .hints
+                .iter()
+                .any(|(o, v)| self.hints.get(o).is_none_or(|mine| mine < v));
         let due = self
             .compared_at
             .is_none_or(|at| cycle >= at + self.window().max(1))
-            && self.streamed_at.is_none_or(|at| cycle > at + 1);
+            && self.streamed_at.is_none_or(|at| cycle > at + 1)
+            && !behind;
         if !quiet {
             if due && kind != PushKind::Relay {
                 self.compare_trees(ex, peer, cycle, theirs.keys + theirs.tombstones);
@@ -332,6 +317,37 @@ mod tests {
         // Two cycles on, with no batch filled since: compared, as under load.
         n0.handle_timeout(now + 2 * INTERVAL);
         transmits(&mut n0);
+        let ex = n0.new_exchange(1, PushKind::Cycle);
+        n0.follow_up(ex, 1, PushKind::Cycle, &theirs);
+        assert_eq!(transmits(&mut n0).len(), 1);
+    }
+
+    /// A node far behind a peer that knows of more: the peer's delta
+    /// brings it. A comparison fetched entries from all over the key space
+    /// and raised its hints to the top, so a join of 10^6 keys stalled at
+    /// 545,000 once a stream paused for a cycle, left to tree repair.
+    #[test]
+    fn no_tree_comparison_while_far_behind_a_peer_that_knows_more() {
+        let mut n0 = node(config(4, 0, Schedule::Successor));
+        n0.handle_timeout(100 * INTERVAL);
+        transmits(&mut n0);
+        let ahead = Version {
+            ms: 50,
+            counter: 0,
+            origin: 1,
+        };
+        let mut theirs = Digest {
+            keys: n0.cfg.batch_entries as u64 + 1,
+            hints: [(1, ahead)].into_iter().collect(),
+            root: 1,
+            quiet: false,
+            ..Digest::default()
+        };
+        let ex = n0.new_exchange(1, PushKind::Cycle);
+        n0.follow_up(ex, 1, PushKind::Cycle, &theirs);
+        assert!(transmits(&mut n0).is_empty());
+        // Within a batch of it: compared, as under load.
+        theirs.keys = 1;
         let ex = n0.new_exchange(1, PushKind::Cycle);
         n0.follow_up(ex, 1, PushKind::Cycle, &theirs);
         assert_eq!(transmits(&mut n0).len(), 1);

@@ -2,11 +2,10 @@
 //! path (`conclude`) by which every request ends, whatever its outcome,
 //! releasing what it holds.
 
-use std::collections::BTreeMap;
-
 use super::request::{children_fit, Awaiting};
+use super::stream::Stream;
 use super::{epochs, Event, Node, Transmit};
-use crate::core::entry::{Entry, Origin, Version};
+use crate::core::entry::Entry;
 use crate::core::message::{encode, Body, Digest, PushKind, Refusal};
 use crate::core::schedule::Schedule;
 use crate::core::sketch::CELL_BYTES;
@@ -23,10 +22,11 @@ pub(super) struct Exchange {
     pub(super) ok: bool,
     pub(super) entries: u64,
     pub(super) bytes: u64,
-    /// The peer's hints when we last sent it a delta in this exchange: if
-    /// its next digest shows the same, it took nothing of that delta (it
-    /// held it back as from the future), and sending it again would loop.
-    pub(super) offered: Option<BTreeMap<Origin, Version>>,
+    /// When (by the latest input's time) this exchange last sent a `Syn`.
+    pub(super) pulled_ms: u64,
+    /// The delta streamed to the peer in this exchange, once a reply
+    /// showed its hints (`stream.rs`).
+    pub(super) stream: Option<Stream>,
     /// We held back entries of the peer's as from the future in this
     /// exchange: its root is apart from ours by them until our clock
     /// catches up, and no tree repair can close that gap sooner.
@@ -133,7 +133,8 @@ impl<S: Store> Node<S> {
                 ok: true,
                 entries: 0,
                 bytes: 0,
-                offered: None,
+                pulled_ms: 0,
+                stream: None,
                 held_back: false,
                 repaired: false,
                 prober: None,
@@ -148,12 +149,7 @@ impl<S: Store> Node<S> {
             return;
         };
         match x.kind {
-            PushKind::PushPull => {
-                let body = Body::Syn {
-                    digest: self.digest(),
-                };
-                self.send(ex, x.peer, body, Awaiting::Syn);
-            }
+            PushKind::PushPull => self.send_syn(ex, x.peer),
             PushKind::Cycle => {
                 let (entries, taken) = self.relay_batch(x.peer);
                 let id = self.send_push(ex, x.peer, PushKind::Cycle, entries, false);
@@ -233,7 +229,13 @@ impl<S: Store> Node<S> {
             None => Outcome::Missed,
         };
         self.tell_prober(ex, peer, outcome != Outcome::Missed);
+        let batch = self.is_batch(ex, id);
         self.settle(id, &out, outcome);
+        if batch && outcome != Outcome::Answered {
+            // A batch of a stream was lost: its entries go again, nothing
+            // else does.
+            self.resume_stream(ex, peer);
+        }
         if let Some((now_ms, body, _)) = reply {
             if outcome == Outcome::Answered {
                 self.follow_reply(now_ms, ex, peer, out.what, body);
@@ -293,10 +295,14 @@ impl<S: Store> Node<S> {
         // Only our own exchanges are evidence against a peer: a miss in a
         // probe's traffic starting a probe of its own would breed probes
         // faster than loss ends them.
-        let evidence = self
-            .exchanges
-            .get(&out.exchange)
-            .is_none_or(|x| !x.on_behalf && x.kind != PushKind::Probe);
+        let counted = self
+            .settle_batch(out.exchange, id, delivered)
+            .unwrap_or(true);
+        let evidence = counted
+            && self
+                .exchanges
+                .get(&out.exchange)
+                .is_none_or(|x| !x.on_behalf && x.kind != PushKind::Probe);
         if outcome == Outcome::Missed && evidence {
             self.peers.entry(out.to).or_default().failures += 1;
             self.missed(out.to);
@@ -327,18 +333,20 @@ impl<S: Store> Node<S> {
                 self.stats.pushes_ok += 1;
                 if self.check_self_stale(now_ms, peer, &digest) {
                     // Wiped: the next exchange pulls everything.
-                } else if let Some(held) = self.take(now_ms, ex, peer, entries, complete, &digest) {
+                } else {
+                    let brought = !entries.is_empty();
+                    let Some(held) = self.take(now_ms, ex, peer, entries, complete, &digest) else {
+                        return;
+                    };
                     if let Some(x) = self.exchanges.get_mut(&ex) {
                         x.held_back |= held > 0;
                     }
                     self.follow_up(ex, peer, PushKind::PushPull, &digest);
                     // The responder cut its batch: pull the rest, unless we
-                    // held some back, which it would only send again.
-                    if !complete && held == 0 {
-                        let body = Body::Syn {
-                            digest: self.digest(),
-                        };
-                        self.send(ex, peer, body, Awaiting::Syn);
+                    // held some back, which it would only send again, or it
+                    // streams the same to us by its own pushes.
+                    if !complete && held == 0 && brought && !self.streamed_in_since_syn(ex, peer) {
+                        self.send_syn(ex, peer);
                     }
                 }
             }
@@ -381,6 +389,28 @@ impl<S: Store> Node<S> {
                 Some(held)
             }
         }
+    }
+
+    /// Whether `peer` pushed us a full batch since exchange `ex` last
+    /// asked it for what we lack: its delta stream brings what a pull of
+    /// ours would, and pulling it too would bring it twice.
+    fn streamed_in_since_syn(&self, ex: u64, peer: u32) -> bool {
+        let asked = self.exchanges.get(&ex).map_or(0, |x| x.pulled_ms);
+        self.peers
+            .get(&peer)
+            .and_then(|p| p.streams_in)
+            .is_some_and(|at| at >= asked)
+    }
+
+    /// Asks `peer` for what we lack, in exchange `ex`.
+    fn send_syn(&mut self, ex: u64, peer: u32) {
+        if let Some(x) = self.exchanges.get_mut(&ex) {
+            x.pulled_ms = self.now_ms;
+        }
+        let body = Body::Syn {
+            digest: self.digest(),
+        };
+        self.send(ex, peer, body, Awaiting::Syn);
     }
 
     // ----- sending ------------------------------------------------------------

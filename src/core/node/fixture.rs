@@ -201,19 +201,65 @@ pub(super) fn ring(n: u32, schedule: Schedule, tune: impl Fn(&mut Config)) -> Ve
 /// Delivers every request queued at any node, and its reply, at `now_ms`,
 /// until none are left. Returns how many were delivered.
 pub(super) fn deliver_all(nodes: &mut [Node<TestStore>], now_ms: u64) -> usize {
-    let mut delivered = 0;
+    deliver(nodes, now_ms, 0, &mut Vec::new()).0
+}
+
+/// Replies on their way: (cycle due, requester's index, request id,
+/// reply).
+pub(super) type Late = Vec<(u64, usize, u64, Vec<u8>)>;
+
+/// One cycle of `nodes` at `c`: each request is served at once, and its
+/// reply delivered at once (`delay` 0) or at the first cycle `delay`
+/// cycles on (kept in `late` meanwhile), until none are left to deliver
+/// now. Returns the bytes of the requests and replies.
+pub(super) fn run_cycle_late(
+    nodes: &mut [Node<TestStore>],
+    c: u64,
+    delay: u64,
+    late: &mut Late,
+) -> usize {
+    let now = c * INTERVAL;
+    for n in nodes.iter_mut() {
+        n.handle_timeout(now);
+    }
+    deliver(nodes, now, delay, late).1
+}
+
+/// Serves every request queued at any node at `now_ms`, and delivers its
+/// reply at once (`delay` 0) or keeps it in `late`, due `delay` cycles
+/// on; delivers the replies due by now; until nothing is left to do now.
+/// Returns the requests served and the bytes of them and their replies.
+fn deliver(
+    nodes: &mut [Node<TestStore>],
+    now_ms: u64,
+    delay: u64,
+    late: &mut Late,
+) -> (usize, usize) {
+    let c = now_ms / INTERVAL;
+    let (mut served, mut bytes) = (0, 0);
     loop {
         let mut any = false;
         for i in 0..nodes.len() {
             while let Some(t) = nodes[i].poll_transmit() {
                 any = true;
-                delivered += 1;
+                served += 1;
                 let reply = nodes[t.to as usize].handle_request(now_ms, &t.payload);
-                nodes[i].handle_reply(now_ms, t.id, &reply);
+                bytes += t.payload.len() + reply.len();
+                if delay == 0 {
+                    nodes[i].handle_reply(now_ms, t.id, &reply);
+                } else {
+                    late.push((c + delay, i, t.id, reply));
+                }
             }
         }
+        let (due, later): (Late, Late) = late.drain(..).partition(|r| r.0 <= c);
+        *late = later;
+        for (_, i, id, reply) in due {
+            any = true;
+            nodes[i].handle_reply(now_ms, id, &reply);
+        }
         if !any {
-            return delivered;
+            return (served, bytes);
         }
     }
 }

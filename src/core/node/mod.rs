@@ -39,6 +39,7 @@ mod repair;
 mod request;
 mod ring_change;
 mod serve;
+mod stream;
 
 pub use ring_change::{origins_meta, RingChangeError};
 
@@ -176,6 +177,10 @@ pub struct PeerSeen {
     /// Indirect probes of it in a row that no one answered: confirmed
     /// misses, which suspect and then fail it (DESIGN §8).
     pub probe_misses: u32,
+    /// When (by the latest input's time) it last pushed us a full batch:
+    /// a delta stream of its is coming in, and our own pull from it stops
+    /// (`exchange.rs`).
+    pub(super) streams_in: Option<u64>,
 }
 
 /// Two roots found apart, unchanged, at quiet exchanges with one peer.
@@ -482,15 +487,13 @@ impl<S: Store> Node<S> {
                 Some(pred)
             };
             if let Some(peer) = peer {
-                let ex = self.new_exchange(peer, PushKind::PushPull);
-                self.start(ex);
+                self.exchange_unless_busy(peer, PushKind::PushPull);
             }
             return;
         }
         if self.mode == Mode::Fallback || self.cfg.schedule == Schedule::Random {
             if let Some(peer) = self.view.random_live(&mut self.rng) {
-                let ex = self.new_exchange(peer, PushKind::PushPull);
-                self.start(ex);
+                self.exchange_unless_busy(peer, PushKind::PushPull);
             }
             // Probe each failed member: an answer carries its refutation,
             // and the exchange catches it up. So with each member we route
@@ -498,14 +501,35 @@ impl<S: Store> Node<S> {
             let mut lost = self.view.failed();
             lost.extend(self.routed_around(&lost));
             for peer in lost {
-                let ex = self.new_exchange(peer, PushKind::PushPull);
-                self.start(ex);
+                self.exchange_unless_busy(peer, PushKind::PushPull);
             }
             return;
         }
         let peer = (me + ring_offset(self.cfg.schedule, n, c)) % n;
-        let ex = self.new_exchange(peer, PushKind::Cycle);
+        self.exchange_unless_busy(peer, PushKind::Cycle);
+    }
+
+    /// Starts a cycle's exchange of `kind` with `peer`, unless one of ours
+    /// with it is still under way: one exchange per peer at a time, or
+    /// each would send the same delta from the same hints of the peer's
+    /// (a join's batches went up to 14 times with a long peer timeout).
+    /// The one under way carries what this one would, and ends by its
+    /// answers or its timeouts, which judge the peer as before.
+    fn exchange_unless_busy(&mut self, peer: u32, kind: PushKind) {
+        if self.exchanging_with(peer) {
+            self.stats.skipped_busy += 1;
+            return;
+        }
+        let ex = self.new_exchange(peer, kind);
         self.start(ex);
+    }
+
+    /// Whether an exchange of ours with `peer` is under way, other than an
+    /// eager relay (one at a time per target, `relay.rs`) or a probe's.
+    fn exchanging_with(&self, peer: u32) -> bool {
+        self.exchanges.values().any(|x| {
+            x.peer == peer && !x.on_behalf && !matches!(x.kind, PushKind::Relay | PushKind::Probe)
+        })
     }
 
     /// Notes the time an input brought.

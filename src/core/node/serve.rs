@@ -114,8 +114,12 @@ impl<S: Store> Node<S> {
                 let wiped = self.check_self_stale(now_ms, from, &digest);
                 let relayed = kind == PushKind::Relay;
                 let complete = complete && !wiped;
+                let full = self.is_full(&entries);
                 match self.accept_valid(now_ms, from, entries, complete, &digest, relayed) {
                     Ok(_) => {
+                        if full && !relayed {
+                            self.peers.entry(from).or_default().streams_in = Some(self.now_ms);
+                        }
                         self.hear_runs(now_ms, from, &digest.runs);
                         Body::Ack {
                             digest: self.digest(),
@@ -131,7 +135,8 @@ impl<S: Store> Node<S> {
                 if self.is_stale(&digest) {
                     return self.refuse(from, Refusal::StaleSender, Some(self.digest()));
                 }
-                match self.lacking(&digest, None) {
+                let lacking = self.lacking(&digest, None);
+                match lacking {
                     Ok((entries, complete)) => {
                         self.count_sent(&entries);
                         Body::SynAck {

@@ -1,6 +1,6 @@
 //! The node's own unit tests: opening, cycles, modes and hints.
 
-use super::fixture::{body, config, events, node, reopen, transmits};
+use super::fixture::{ack_from, body, config, events, node, reopen, transmits};
 use super::*;
 use crate::core::message::Body;
 
@@ -57,11 +57,16 @@ fn a_cycle_runs_once_per_interval() {
             ..
         }
     ));
+    // The first exchange with node 1 is still under way: none beside it.
     n0.handle_timeout(2000);
+    assert!(transmits(&mut n0).is_empty());
+    assert_eq!(n0.stats().skipped_busy, 1);
+    n0.handle_reply(2000, t[0].id, &ack_from(1));
+    n0.handle_timeout(3000);
     assert_eq!(transmits(&mut n0).len(), 1);
-    assert_eq!(n0.stats().cycles, 2);
-    assert_eq!(n0.cycle(), Some(2));
-    assert_eq!(n0.next_timeout(2500), 3000);
+    assert_eq!(n0.stats().cycles, 3);
+    assert_eq!(n0.cycle(), Some(3));
+    assert_eq!(n0.next_timeout(3500), 4000);
 }
 
 #[test]

@@ -1,0 +1,199 @@
+//! Tests of streamed deltas and of one exchange per peer at a time.
+
+use super::super::fixture::{
+    body, config, node, reopen, run_cycle_late, transmits, TestStore, INTERVAL,
+};
+use super::super::{Node, Transmit};
+use super::*;
+use crate::core::message::Body;
+use crate::core::schedule::Schedule;
+
+/// A holder of `keys` entries of 100-byte values and a fresh node that
+/// catches up from it on start, a successor ring of two; batches of
+/// `batch` entries.
+fn holder_and_joiner(keys: usize, batch: usize) -> Vec<Node<TestStore>> {
+    let mut nodes: Vec<Node<TestStore>> = (0..2)
+        .map(|me| {
+            let mut cfg = config(2, me, Schedule::Successor);
+            cfg.batch_entries = batch;
+            cfg.catch_up_on_start = me == 1;
+            node(cfg)
+        })
+        .collect();
+    for i in 0..keys {
+        nodes[0]
+            .write(100, &format!("k{i:06}"), Some(vec![b'v'; 100]))
+            .expect("write");
+    }
+    // Opened over its data, as a node holding a dataset is: nothing of it
+    // waits in a relay queue.
+    nodes[0] = reopen(nodes[0].config().clone(), nodes[0].store().clone());
+    nodes
+}
+
+/// Runs cycles `from..from + cycles` of `nodes`: each request is served at
+/// once, and its reply delivered `delay` cycles later. Stops after the
+/// first cycle at whose end `done` holds; returns the cycles run.
+fn run_slow(
+    nodes: &mut [Node<TestStore>],
+    from: u64,
+    cycles: u64,
+    delay: u64,
+    done: impl Fn(&[Node<TestStore>]) -> bool,
+) -> u64 {
+    let mut late = Vec::new();
+    for c in from..from + cycles {
+        run_cycle_late(nodes, c, delay, &mut late);
+        if done(nodes) {
+            return c - from + 1;
+        }
+    }
+    cycles
+}
+
+fn entries_sent(nodes: &[Node<TestStore>]) -> u64 {
+    nodes.iter().map(|n| n.stats().entries_sent).sum()
+}
+
+/// A join whose replies take three cycles each: every cycle started a new
+/// exchange while the earlier ones ran, each sending the same delta from
+/// the same hints (14 times the data with a 5 s peer timeout). One
+/// exchange per peer, and a stream that sends each entry once.
+#[test]
+fn a_join_with_replies_slower_than_a_cycle_sends_each_entry_about_once() {
+    let keys = 8000;
+    let mut nodes = holder_and_joiner(keys, 256);
+    let cycles = run_slow(&mut nodes, 1, 200, 3, |n| {
+        n[1].counts() == n[0].counts() && n[1].root() == n[0].root()
+    });
+    assert!(
+        cycles < 200,
+        "the join did not end: {:?}",
+        nodes[1].counts()
+    );
+    let sent = entries_sent(&nodes);
+    assert!(
+        sent as f64 <= 1.10 * keys as f64,
+        "{sent} entries sent for {keys}"
+    );
+    assert!(nodes[0].stats().skipped_busy > 0);
+    // Several batches at once: far fewer round trips than batches.
+    let batches = keys.div_ceil(256) as u64;
+    assert!(
+        cycles < batches * 3,
+        "{cycles} cycles for {batches} batches"
+    );
+}
+
+/// The holder's delta after the joiner's first answer: the window's
+/// batches leave at once, one after the other by the cursor, and each
+/// answer lets one more go.
+fn streaming(batch: usize) -> (Vec<Node<TestStore>>, Vec<Transmit>) {
+    let mut nodes = holder_and_joiner(batch * 10, batch);
+    let ex = nodes[0].sync_with(1);
+    let push = transmits(&mut nodes[0]);
+    assert_eq!(push.len(), 1, "the sync's first push");
+    let reply = nodes[1].handle_request(1000, &push[0].payload);
+    nodes[0].handle_reply(1000, push[0].id, &reply);
+    let sent = transmits(&mut nodes[0]);
+    assert!(nodes[0].exchanges.contains_key(&ex));
+    (nodes, sent)
+}
+
+fn keys_of(t: &Transmit) -> Vec<String> {
+    match body(&t.payload) {
+        Body::Push { entries, .. } => entries.into_iter().map(|e| e.key).collect(),
+        other => panic!("expected a push, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_stream_keeps_its_window_of_batches_in_flight_from_its_cursor() {
+    let (mut nodes, sent) = streaming(50);
+    assert_eq!(sent.len(), WINDOW);
+    let all: Vec<String> = sent.iter().flat_map(keys_of).collect();
+    let expected: Vec<String> = (0..WINDOW * 50).map(|i| format!("k{i:06}")).collect();
+    assert_eq!(all, expected, "consecutive batches, nothing twice");
+    // One answer, one more batch: the next 50 after the cursor, though
+    // the receiver's hints (it took only the first) are far behind.
+    let reply = nodes[1].handle_request(1000, &sent[0].payload);
+    nodes[0].handle_reply(1000, sent[0].id, &reply);
+    let next = transmits(&mut nodes[0]);
+    assert_eq!(next.len(), 1);
+    let expected: Vec<String> = (WINDOW * 50..(WINDOW + 1) * 50)
+        .map(|i| format!("k{i:06}"))
+        .collect();
+    assert_eq!(keys_of(&next[0]), expected);
+}
+
+/// Batches taken out of order by the receiver, one of them lost: the
+/// lost one goes again, exactly, and nothing else does.
+#[test]
+fn a_lost_batch_goes_again_and_only_it() {
+    let (mut nodes, sent) = streaming(50);
+    // The later batches arrive first; the receiver takes them.
+    for t in sent.iter().skip(2).rev() {
+        let reply = nodes[1].handle_request(1000, &t.payload);
+        assert!(
+            matches!(body(&reply), Body::Ack { .. }),
+            "taken out of order"
+        );
+        nodes[0].handle_reply(1000, t.id, &reply);
+    }
+    let more = transmits(&mut nodes[0]);
+    assert_eq!(more.len(), 2, "two answers, two more batches");
+    // The second batch is lost: the window halves, and it goes again once
+    // there is room, before anything new.
+    nodes[0].handle_failure(sent[1].id);
+    assert_eq!(nodes[0].stats().batches_lost, 1);
+    let reply = nodes[1].handle_request(1000, &sent[0].payload);
+    nodes[0].handle_reply(1000, sent[0].id, &reply);
+    for t in &more {
+        let reply = nodes[1].handle_request(1000, &t.payload);
+        nodes[0].handle_reply(1000, t.id, &reply);
+    }
+    let again = transmits(&mut nodes[0]);
+    assert!(!again.is_empty());
+    assert_eq!(
+        keys_of(&again[0]),
+        keys_of(&sent[1]),
+        "the lost batch, again"
+    );
+    // The rest of the stream, answered at once, brings the receiver level
+    // with each entry sent once but the lost batch's.
+    let mut queue = again;
+    while let Some(t) = queue.pop() {
+        let reply = nodes[1].handle_request(1000, &t.payload);
+        nodes[0].handle_reply(1000, t.id, &reply);
+        queue.extend(transmits(&mut nodes[0]));
+    }
+    assert_eq!(nodes[1].root(), nodes[0].root());
+    assert_eq!(nodes[0].stats().entries_sent, 500 + 50);
+}
+
+/// A peer that never answers is still judged failed by the timeouts of
+/// the one exchange at a time, and no exchange is started beside one
+/// under way.
+#[test]
+fn a_peer_that_never_answers_is_failed_by_timeouts_of_one_exchange_at_a_time() {
+    let mut n0 = node(config(2, 0, Schedule::Successor));
+    let threshold = u64::from(n0.config().failure_threshold);
+    let mut sent = 0;
+    let mut c = 1;
+    while !n0.view().is_failed(1) && c < 100 {
+        // A request times out two cycles after it left.
+        n0.handle_timeout(c * INTERVAL);
+        let out = transmits(&mut n0);
+        assert!(out.len() <= 1, "one exchange at a time: {out:?}");
+        sent += out.len() as u64;
+        n0.handle_timeout((c + 1) * INTERVAL);
+        assert!(transmits(&mut n0).is_empty(), "busy: no exchange beside it");
+        for t in out {
+            n0.handle_failure(t.id);
+        }
+        c += 2;
+    }
+    assert!(n0.view().is_failed(1), "never failed");
+    assert_eq!(sent, threshold);
+    assert_eq!(n0.stats().skipped_busy, threshold);
+}
