@@ -251,44 +251,18 @@ async fn read_capped(res: &mut surf::Response, u: &str, cap: u64) -> Result<Vec<
     Ok(body)
 }
 
-/// How long a peer request cut by its timeout may go on in the
-/// background, reading its answer, before it is dropped.
-const DRAIN: Duration = Duration::from_secs(30);
-
 /// Sends an encoded peer request, returns the encoded reply: on success,
 /// and also when the peer's protocol refused the request (its answer then
-/// carries the refusal for our core).
-///
-/// The request runs in a task of its own, and one that outlives the
-/// timeout still reads its answer (up to [`DRAIN`]): dropped half way, it
-/// left its kept-alive connection in the client's pool with the answer
-/// still to come, and the next request on that connection read it as its
-/// own (refused as a reply signed for another request, or "invalid HTTP
-/// version" once the pool's check had eaten its first bytes), and so on
-/// down the line: with a few batches of a join in flight to a node busy
-/// committing, every request to it failed for 45 s.
+/// carries the refusal for our core). Cut by its timeout, the request's
+/// connection is closed, not reused (`pool.rs`).
 pub async fn post_peer(call: Call<'_>, payload: Vec<u8>) -> Result<Vec<u8>, PeerError> {
-    let (addr, to) = (call.addr.to_string(), call.to.to_string());
-    let signer = call.signer.cloned();
-    let (timeout, max_reply) = (call.timeout, call.max_reply);
-    let request = async_std::task::spawn(async move {
-        let call = Call {
-            addr: &addr,
-            to: &to,
-            timeout,
-            signer: signer.as_ref(),
-            max_reply,
-        };
-        let u = url(call.addr, "/v1/peer/message");
-        with_timeout(timeout.max(DRAIN), async {
-            Ok(peer_exchange(call, client().post(&u), &u, "POST", payload)
-                .await?
-                .body)
-        })
-        .await
-    });
-    // Dropped at the timeout, the task's handle lets it run on.
-    with_timeout(timeout, request).await
+    let u = url(call.addr, "/v1/peer/message");
+    with_timeout(call.timeout, async {
+        Ok(peer_exchange(call, client().post(&u), &u, "POST", payload)
+            .await?
+            .body)
+    })
+    .await
 }
 
 /// Asks the peer to make one hop of a manual sync.
