@@ -139,11 +139,37 @@ fn run_once(dir: &Path, keys: u64, base_ms: u64, now: u64) -> Result<Merge, Stri
     drop(store);
     let close_seconds = closing.elapsed().as_secs_f64();
 
-    let db = Database::create(dir.join("bare.redb")).map_err(|e| e.to_string())?;
-    let mut bare_seconds = 0.0;
+    let bare_seconds = bare_inserts(&dir.join("bare.redb"), &batches, base_ms)?;
+    let next: u64 = batches.iter().sum();
+    let node_rate = keys as f64 / node_seconds.max(1e-9);
+    let store_rate = keys as f64 / f64::max(store_seconds, 1e-9);
+    let bare_rate = next as f64 / f64::max(bare_seconds, 1e-9);
+    let ratio = node_rate / bare_rate;
+    Ok(Merge {
+        entries: keys,
+        batches: batches.len() as u64,
+        node_seconds,
+        node_rate,
+        store_seconds,
+        store_rate,
+        close_seconds,
+        bare_seconds,
+        bare_rate,
+        ratio,
+        meets_target: ratio >= TARGET_RATIO,
+        rounds: 1,
+    })
+}
+
+/// Seconds to insert the dataset's first entries into one bare redb table
+/// (key to the record bytes the store writes), one transaction per batch
+/// of `batches` sizes, in a new file at `path`: the disk's own rate.
+pub fn bare_inserts(path: &Path, batches: &[u64], base_ms: u64) -> Result<f64, String> {
+    let db = Database::create(path).map_err(|e| e.to_string())?;
+    let mut seconds = 0.0;
     let mut next = 0u64;
     let mut record = Vec::new();
-    for &n in &batches {
+    for &n in batches {
         let batch: Vec<_> = (next..next + n)
             .map(|i| data::entry(i, 0, base_ms))
             .collect();
@@ -164,24 +190,7 @@ fn run_once(dir: &Path, keys: u64, base_ms: u64, now: u64) -> Result<Merge, Stri
             }
         }
         txn.commit().map_err(|e| e.to_string())?;
-        bare_seconds += started.elapsed().as_secs_f64();
+        seconds += started.elapsed().as_secs_f64();
     }
-    let node_rate = keys as f64 / node_seconds.max(1e-9);
-    let store_rate = keys as f64 / f64::max(store_seconds, 1e-9);
-    let bare_rate = next as f64 / f64::max(bare_seconds, 1e-9);
-    let ratio = node_rate / bare_rate;
-    Ok(Merge {
-        entries: keys,
-        batches: batches.len() as u64,
-        node_seconds,
-        node_rate,
-        store_seconds,
-        store_rate,
-        close_seconds,
-        bare_seconds,
-        bare_rate,
-        ratio,
-        meets_target: ratio >= TARGET_RATIO,
-        rounds: 1,
-    })
+    Ok(seconds)
 }
