@@ -55,7 +55,8 @@ impl PooledClient {
     }
 
     /// Idle connections kept, all peers together.
-    pub fn idle(&self) -> usize {
+    #[cfg(test)]
+    fn idle(&self) -> usize {
         let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         idle.values().map(Vec::len).sum()
     }

@@ -35,15 +35,17 @@ impl Writer<'_> {
         }
     }
 
-    /// Notes the change of `key`: the `header` of its record now (none
-    /// when it is gone) and the version it `replaced`. An append, so it
+    /// Notes the change of `key`: with `present`, its record is the one
+    /// just encoded in `buf`, whose header the row carries; without, the
+    /// key is gone. `replaced` is the version it replaced. An append, so it
     /// dirties the last page of `pending_rows` and no other.
     fn touch(
         &mut self,
         key: &str,
-        header: Option<&[u8]>,
+        present: bool,
         replaced: Option<Version>,
     ) -> Result<(), StoreError> {
+        let header = present.then(|| &self.buf[..HEADER]);
         encode_row(&mut self.row, key, header, replaced);
         self.pending
             .insert(self.next_seq, self.row.as_slice())
@@ -103,10 +105,7 @@ impl Writer<'_> {
                 .insert((v.ms, v.counter, v.origin, key), ())
                 .map_err(ctx("updating tombs"))?;
         }
-        let header = std::mem::take(&mut self.buf);
-        let touched = self.touch(key, Some(&header[..HEADER]), replaced.map(|(v, _)| v));
-        self.buf = header;
-        touched?;
+        self.touch(key, true, replaced.map(|(v, _)| v))?;
         Ok(Merged::Applied { replaced })
     }
 
@@ -116,7 +115,7 @@ impl Writer<'_> {
         }
         self.kv.remove(key).map_err(ctx("writing kv"))?;
         self.untomb(key, version, true)?;
-        self.touch(key, None, Some(version))
+        self.touch(key, false, Some(version))
     }
 }
 
