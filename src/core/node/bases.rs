@@ -225,19 +225,28 @@ impl<S: Store> Node<S> {
         self.bases.kept()
     }
 
-    /// A request as it goes to ring position `to`: a push to a partner
-    /// carries its digest against the newest base the partner holds, if
-    /// it is the ring's traffic. A manual sync's pushes and a push-pull's
-    /// go whole: a sync hop must not fail on a base lost to a restart or a
+    /// A request of an exchange of `exchange` kind as it goes to ring
+    /// position `to`: a push to a partner carries its digest against the
+    /// newest base the partner holds, if it is the ring's traffic (a
+    /// cycle's exchange or a relay's). Every push of a manual sync's
+    /// exchange or a push-pull's goes whole, the tree repair's inside it
+    /// too: a sync hop must not fail on a base lost to a restart or a
     /// ring change, which a cycle's next push recovers from.
-    pub(super) fn coded_request(&mut self, to: u32, body: Body) -> Body {
+    pub(super) fn coded_request(
+        &mut self,
+        exchange: Option<PushKind>,
+        to: u32,
+        body: Body,
+    ) -> Body {
+        let ring_traffic = matches!(exchange, Some(PushKind::Cycle | PushKind::Relay));
         match body {
             Body::Push {
                 kind,
                 digest,
                 entries,
                 complete,
-            } if matches!(kind, PushKind::Cycle | PushKind::Repair | PushKind::Relay)
+            } if ring_traffic
+                && matches!(kind, PushKind::Cycle | PushKind::Repair | PushKind::Relay)
                 && self.is_partner(to) =>
             {
                 let origin = self.cfg.origin_at(to);

@@ -450,7 +450,8 @@ impl<S: Store> Node<S> {
         };
         let id = self.next_id;
         self.next_id += 1;
-        let body = self.coded_request(to, body);
+        let kind = self.exchanges.get(&ex).map(|x| x.kind);
+        let body = self.coded_request(kind, to, body);
         let payload = encode(&self.message(body));
         self.stats.messages_sent += 1;
         self.stats.bytes_sent += payload.len() as u64;

@@ -289,10 +289,24 @@ impl<S: Store> Node<S> {
         self.advance(ex, peer, r.repair);
     }
 
+    /// Whether tree repair in exchange `ex` moves every entry it finds
+    /// apart, or only settled ones. A manual sync's hop and a push-pull
+    /// move everything both ways at once (their delta already does, by
+    /// the hints): a hole below a hint of an entry still on its way (a
+    /// relay queue a ring change dropped) would else outlast every round
+    /// of a sync. A cycle's comparison leaves what is on its way to the
+    /// schedule.
+    fn moves_all(&self, ex: u64) -> bool {
+        self.exchanges
+            .get(&ex)
+            .is_some_and(|x| matches!(x.kind, PushKind::Sync | PushKind::PushPull))
+    }
+
     /// Of each key the sketch showed differing, moves the newer entry
     /// only: fetches the peer's where it is newer, pushes ours where ours
-    /// is. Only settled entries move.
+    /// is. Only settled entries move, unless the exchange moves all.
     fn move_winners(&mut self, ex: u64, peer: u32, d: &Decoder) {
+        let all = self.moves_all(ex);
         let newest = |stamps: &[Stamp]| {
             let mut by_key: BTreeMap<u64, Stamp> = BTreeMap::new();
             for s in stamps {
@@ -307,7 +321,7 @@ impl<S: Store> Node<S> {
         let fetch: Vec<u64> = theirs
             .iter()
             .filter(|(k, t)| ours.get(k).is_none_or(|o| t.version > o.version))
-            .filter(|(_, t)| self.settled(&t.version))
+            .filter(|(_, t)| all || self.settled(&t.version))
             .map(|(k, _)| *k)
             .collect();
         let push: Vec<u64> = ours
@@ -320,7 +334,7 @@ impl<S: Store> Node<S> {
             let keys = keys.iter().flat_map(|k| k.to_le_bytes()).collect();
             self.send(ex, peer, Body::Fetch { keys }, Awaiting::Fetch);
         }
-        let entries = match self.entries_of(&push) {
+        let entries = match self.entries_of(&push, all) {
             Ok(es) => es,
             Err(e) => {
                 log::warn!("store read failed during repair: {e}");
@@ -349,13 +363,13 @@ impl<S: Store> Node<S> {
         }
     }
 
-    /// Our settled entries of these key hashes, read a 32-bit bucket at a
-    /// time (one key in four billion shares it).
-    fn entries_of(&self, keys: &[u64]) -> Result<Vec<Entry>, StoreError> {
+    /// Our entries of these key hashes, settled ones only unless `all`,
+    /// read a 32-bit bucket at a time (one key in four billion shares it).
+    fn entries_of(&self, keys: &[u64], all: bool) -> Result<Vec<Entry>, StoreError> {
         let mut out = Vec::new();
         for &k in keys {
             for e in self.store.bucket((k >> 32) as u32, 32)? {
-                if key_hash(&e.key) == k && self.settled(&e.version) {
+                if key_hash(&e.key) == k && (all || self.settled(&e.version)) {
                     out.push(e);
                 }
             }
@@ -448,8 +462,10 @@ impl<S: Store> Node<S> {
             .map_err(Some)
     }
 
-    /// Answers a fetch: our settled entries of the keys asked, within the
-    /// batch limits (what is cut is found by a later repair).
+    /// Answers a fetch: our entries of the keys asked, within the batch
+    /// limits (what is cut is found by a later repair). Whether an entry
+    /// is settled enough to move was the asker's to judge: it asks for
+    /// one still on its way only in a sync or a push-pull.
     pub(super) fn answer_fetch(&self, keys: &[u8]) -> Result<Vec<Entry>, StoreError> {
         let keys: Vec<u64> = keys
             .chunks_exact(8)
@@ -457,7 +473,7 @@ impl<S: Store> Node<S> {
             .collect();
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        for e in self.entries_of(&keys)? {
+        for e in self.entries_of(&keys, true)? {
             if out.len() >= self.cfg.batch_entries || bytes >= self.cfg.batch_bytes {
                 break;
             }
