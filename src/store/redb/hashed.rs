@@ -11,9 +11,9 @@
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ::redb::{Database, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use ::redb::{Database, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
-use super::pending::{decode_row, fold_origins};
+use super::pending::{fold_origins, for_each_row, waiting};
 use super::reads::{begin_read, indexed, open_read};
 use super::record::{decode_header, HEADER};
 use super::{ctx, HASHED, KV, PENDING};
@@ -51,9 +51,9 @@ pub(super) fn fold_due(txn: &WriteTransaction, pending: u64) -> Result<bool, Sto
     Ok(pending >= hashed.clamp(FOLD_MIN, FOLD_MAX))
 }
 
-/// Brings `hashed` up to date with every key named in `pending_rows`,
+/// Brings `hashed` up to date with every key named in the change list,
 /// `by_origin` with the rows from `origins_from` on (the others are in it
-/// already), and empties `pending_rows`, in `txn`. Each row says what its
+/// already), and empties the change list, in `txn`. Each row says what its
 /// key's index rows became, so no record is read; of a key's rows, the
 /// last one counts.
 pub(super) fn fold(txn: &WriteTransaction, origins_from: u64) -> Result<(), StoreError> {
@@ -65,38 +65,16 @@ pub(super) fn fold(txn: &WriteTransaction, origins_from: u64) -> Result<(), Stor
         let mut hashed = txn
             .open_table(HASHED)
             .map_err(ctx("opening table hashed"))?;
-        type Row = (u64, String, u64, Option<[u8; HEADER]>);
-        let mut run: Vec<Row> = Vec::with_capacity(RUN);
-        let mut rows = pending.iter().map_err(ctx("scanning pending"))?;
-        loop {
-            run.clear();
-            for item in rows.by_ref().take(RUN) {
-                let (seq, row) = item.map_err(ctx("scanning pending"))?;
-                let row = decode_row(row.value())?;
-                run.push((key_hash(&row.key), row.key, seq.value(), row.header));
+        type Run = Vec<(u64, String, u64, Option<[u8; HEADER]>)>;
+        let mut run: Run = Vec::with_capacity(RUN);
+        for_each_row(&pending, 0, |seq, row| {
+            run.push((key_hash(&row.key), row.key, seq, row.header));
+            if run.len() == RUN {
+                fold_run(&mut hashed, &mut run)?;
             }
-            if run.is_empty() {
-                break;
-            }
-            run.sort_unstable_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
-            for (i, (h, key, _, header)) in run.iter().enumerate() {
-                if run.get(i + 1).is_some_and(|n| n.0 == *h && n.1 == *key) {
-                    continue;
-                }
-                match header {
-                    Some(header) => {
-                        hashed
-                            .insert((*h, key.as_str()), header.as_slice())
-                            .map_err(ctx("updating hashed"))?;
-                    }
-                    None => {
-                        hashed
-                            .remove((*h, key.as_str()))
-                            .map_err(ctx("updating hashed"))?;
-                    }
-                }
-            }
-        }
+            Ok(())
+        })?;
+        fold_run(&mut hashed, &mut run)?;
     }
     txn.delete_table(PENDING)
         .map_err(ctx("emptying table pending"))?;
@@ -105,15 +83,43 @@ pub(super) fn fold(txn: &WriteTransaction, origins_from: u64) -> Result<(), Stor
     Ok(())
 }
 
-/// Folds `pending_rows` in a commit of its own if it holds anything:
+/// Applies one sorted run of rows to `hashed`, and empties it: of a key's
+/// rows, the last one counts.
+fn fold_run(
+    hashed: &mut Table<'_, (u64, &'static str), &'static [u8]>,
+    run: &mut Vec<(u64, String, u64, Option<[u8; HEADER]>)>,
+) -> Result<(), StoreError> {
+    run.sort_unstable_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
+    for (i, (h, key, _, header)) in run.iter().enumerate() {
+        if run.get(i + 1).is_some_and(|n| n.0 == *h && n.1 == *key) {
+            continue;
+        }
+        match header {
+            Some(header) => {
+                hashed
+                    .insert((*h, key.as_str()), header.as_slice())
+                    .map_err(ctx("updating hashed"))?;
+            }
+            None => {
+                hashed
+                    .remove((*h, key.as_str()))
+                    .map_err(ctx("updating hashed"))?;
+            }
+        }
+    }
+    run.clear();
+    Ok(())
+}
+
+/// Folds the change list in a commit of its own if it holds anything:
 /// before a read of `hashed` that must see every commit. `origins` is the
 /// first row not yet in `by_origin`, moved to `next` (the next row to be
 /// written) once all are.
 pub(super) fn fold_now(db: &Database, origins: &AtomicU64, next: u64) -> Result<(), StoreError> {
     let waiting = {
         let txn = begin_read(db)?;
-        let pending = open_read(&txn, PENDING, "pending")?;
-        pending.len().map_err(ctx("counting pending"))?
+        let pending = open_read(&txn, PENDING, "pending_chunks")?;
+        waiting(&pending, next)?
     };
     if waiting == 0 {
         return Ok(());

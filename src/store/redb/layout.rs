@@ -6,10 +6,11 @@
 //! | 1 (no meta value) | `by_hash`, written with each entry |
 //! | 2 | `hashed`, and `pending` naming changed keys only |
 //! | 3 | `hashed`, and `pending_rows`: each change of a key, from which `by_origin` and `hashed` are folded |
+//! | 4 | `hashed`, and `pending_chunks`: layout 3's rows, a chunk of them per commit |
 
 use ::redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
-use super::pending::encode_row;
+use super::pending::{decode_row, Rows};
 use super::record::{decode_header, HEADER};
 use super::{ctx, HASHED, KV, META, PENDING};
 use crate::core::entry::key_hash;
@@ -18,19 +19,21 @@ use crate::core::store::StoreError;
 /// The meta value naming the store's layout.
 pub(super) const META_LAYOUT: &str = "store_layout";
 /// This build's layout.
-const LAYOUT: u8 = 3;
+const LAYOUT: u8 = 4;
 /// Layout 1's bucket index: (key hash, key) to nothing.
 const BY_HASH_V1: TableDefinition<(u64, &str), ()> = TableDefinition::new("by_hash");
 /// Layout 2's `pending`: sequence number to a changed key, whose header the
 /// fold read from `kv`.
 const PENDING_V2: TableDefinition<u64, &str> = TableDefinition::new("pending");
+/// Layout 3's change list: a row (`pending.rs`) per row number.
+const PENDING_V3: TableDefinition<u64, &[u8]> = TableDefinition::new("pending_rows");
 
 /// Brings a store written by an older build to this layout, once, in
 /// `txn`. Layout 1 had no `hashed` table, so it is built from the records'
 /// headers (the one time opening reads every record) and `by_hash` goes.
 /// Layout 2's `pending` rows become this layout's, each with the header of
-/// its key's record as it is now. A layout newer than this build's is
-/// refused.
+/// its key's record as it is now; layout 3's are gathered into chunks. A
+/// layout newer than this build's is refused.
 pub(super) fn migrate(txn: &WriteTransaction, shown: &str) -> Result<(), StoreError> {
     let mut meta = txn.open_table(META).map_err(ctx("opening table meta"))?;
     let layout = meta
@@ -41,6 +44,7 @@ pub(super) fn migrate(txn: &WriteTransaction, shown: &str) -> Result<(), StoreEr
         Some([LAYOUT]) => return Ok(()),
         None => from_layout_1(txn, shown)?,
         Some([2]) => from_layout_2(txn, shown)?,
+        Some([3]) => from_layout_3(txn, shown)?,
         Some(other) => {
             return Err(StoreError(format!(
                 "{shown} has store layout {other:?}, which this build ({LAYOUT}) cannot read: run the build that wrote it, or move the file aside to resync this node from its peers"
@@ -89,25 +93,50 @@ fn from_layout_2(txn: &WriteTransaction, shown: &str) -> Result<(), StoreError> 
         let kv = txn.open_table(KV).map_err(ctx("opening table kv"))?;
         let mut pending = txn
             .open_table(PENDING)
-            .map_err(ctx("opening table pending_rows"))?;
-        let mut row = Vec::new();
+            .map_err(ctx("opening table pending_chunks"))?;
+        // Renumbered from 0, in the same order: only the order counts.
+        let mut rows = Rows::new(0);
         for item in old.iter().map_err(ctx("scanning pending"))? {
-            let (seq, key) = item.map_err(ctx("scanning pending"))?;
+            let (_, key) = item.map_err(ctx("scanning pending"))?;
             let key = key.value();
             match kv.get(key).map_err(ctx("reading kv"))? {
                 Some(rec) => {
                     let rec = rec.value();
                     decode_header(key, rec)?;
-                    encode_row(&mut row, key, Some(&rec[..HEADER]), None);
+                    rows.push(&mut pending, key, Some(&rec[..HEADER]), None)?;
                 }
-                None => encode_row(&mut row, key, None, None),
+                None => rows.push(&mut pending, key, None, None)?,
             }
-            pending
-                .insert(seq.value(), row.as_slice())
-                .map_err(ctx("writing pending_rows"))?;
         }
+        rows.finish(&mut pending)?;
     }
     txn.delete_table(PENDING_V2)
         .map_err(ctx("removing layout 2's table pending"))?;
+    Ok(())
+}
+
+fn from_layout_3(txn: &WriteTransaction, shown: &str) -> Result<(), StoreError> {
+    {
+        let old = txn
+            .open_table(PENDING_V3)
+            .map_err(ctx("opening layout 3's table pending_rows"))?;
+        let n = old.len().map_err(ctx("counting pending_rows"))?;
+        if n > 0 {
+            log::info!("{shown}: migrating the store to layout {LAYOUT}: {n} change rows");
+        }
+        let mut pending = txn
+            .open_table(PENDING)
+            .map_err(ctx("opening table pending_chunks"))?;
+        let mut rows = Rows::new(0);
+        for item in old.iter().map_err(ctx("scanning pending_rows"))? {
+            let (_, row) = item.map_err(ctx("scanning pending_rows"))?;
+            let row = decode_row(row.value())?;
+            let header = row.header.as_ref().map(|h| &h[..]);
+            rows.push(&mut pending, &row.key, header, row.replaced)?;
+        }
+        rows.finish(&mut pending)?;
+    }
+    txn.delete_table(PENDING_V3)
+        .map_err(ctx("removing layout 3's table pending_rows"))?;
     Ok(())
 }

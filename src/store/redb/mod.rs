@@ -8,13 +8,14 @@
 //! | `kv`       | key                                   | record (`record.rs`)  |
 //! | `by_origin`| (origin, ms, counter, key)            | `()`                  |
 //! | `tombs`    | (ms, counter, origin, key)            | `()`                  |
-//! | `pending_rows` | sequence number                   | key, its new header   |
+//! | `pending_chunks` | number of its first row          | change rows (`pending.rs`) |
 //! | `hashed`   | ([`key_hash`] of key, key)            | the record's header   |
 //! | `meta`     | name                                  | bytes                 |
 //!
 //! A commit writes a key's record, its `by_origin` row (an append per
 //! writer: versions of one origin mostly arrive in order), a tombstone's
-//! `tombs` row, and appends the key with its new header to `pending_rows`.
+//! `tombs` row, and appends the key with its new header to the change list
+//! `pending_chunks`, a chunk of rows per commit.
 //! `hashed`, keyed by a random hash, is brought up to date from those rows
 //! in bulk, reading no record (`hashed.rs`). `layout.rs` migrates a store of
 //! an older layout.
@@ -39,7 +40,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use ::redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use ::redb::{Database, ReadableTableMetadata, TableDefinition};
 
 use super::{Merged, Reads, Stamp, Store, StoreError, WriteBatch};
 use crate::core::entry::{Entry, Origin, Version};
@@ -52,9 +53,9 @@ const BY_ORIGIN: TableDefinition<(u32, u64, u32, &str), ()> = TableDefinition::n
 /// Tombstones by age: (ms, counter, origin, key).
 const TOMBS: TableDefinition<(u64, u32, u32, &str), ()> = TableDefinition::new("tombs");
 /// Keys changed since `hashed` was last brought up to date, in commit order,
-/// each with its record's header as that commit left it (see
-/// `hashed::pending_row`).
-const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("pending_rows");
+/// each with its record's header as that commit left it, in chunks (see
+/// `pending.rs`).
+const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("pending_chunks");
 /// Every stored key by the 64-bit hash that places it in a bucket, to its
 /// record's header: what the digest needs, without the value.
 const HASHED: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("hashed");
@@ -83,9 +84,9 @@ pub struct RedbStore {
     db: Arc<Database>,
     path: PathBuf,
     repaired: bool,
-    /// The next free row of `pending_rows`.
+    /// The number of the next change row.
     next_seq: u64,
-    /// The first row of `pending_rows` not yet in `by_origin` (0 on open:
+    /// The first change row not yet in `by_origin` (0 on open:
     /// rows fold again harmlessly, see `pending.rs`).
     origins_folded: AtomicU64,
 }
@@ -165,8 +166,7 @@ impl RedbStore {
         layout::migrate(&txn, &shown)?;
         let next_seq = {
             let pending = txn.open_table(PENDING).map_err(ctx(&what))?;
-            let last = pending.last().map_err(ctx("reading pending"))?;
-            last.map_or(0, |(k, _)| k.value() + 1)
+            pending::next_row(&pending)?
         };
         txn.commit()
             .map_err(ctx(&format!("creating the tables of {shown}")))?;

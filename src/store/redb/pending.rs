@@ -1,8 +1,8 @@
-//! The redb store's change list, `pending_rows`: one row appended per
-//! change of a key, saying what the key's index rows became, so that both
-//! indexes derived from it are brought up to date in bulk, reading no
-//! record: `by_origin` before anything reads it (`fold_origins`), `hashed`
-//! once the list is long (`hashed.rs`, which then empties it).
+//! The redb store's change list, `pending_chunks`: one row per change of
+//! a key, saying what the key's index rows became, so that both indexes
+//! derived from it are brought up to date in bulk, reading no record:
+//! `by_origin` before anything reads it (`fold_origins`), `hashed` once
+//! the list is long (`hashed.rs`, which then empties it).
 //!
 //! A row is a flag byte, the key's new 17-byte record header if it has a
 //! record (flag `PRESENT`), the version its record replaced if one did
@@ -10,10 +10,16 @@
 //! the key. Applying a key's rows in order leaves its index rows as its
 //! last row says whatever was applied before, so a fold may run any rows
 //! again: after a crash, the rows are simply folded from the first.
+//!
+//! Rows are numbered in commit order, and stored in chunks: the rows of
+//! one commit, at most [`CHUNK`] to a chunk, under the number of the
+//! chunk's first row, each row led by its length (u16, little-endian).
+//! One insert per chunk, not per row: a row per insert cost the hot path
+//! nearly as much as writing the record itself (layout 3).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ::redb::{Database, Durability, ReadableTable, WriteTransaction};
+use ::redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 
 use super::record::{decode_header, put_version, read_version, HEADER, VERSION};
 use super::{ctx, BY_ORIGIN, PENDING};
@@ -100,21 +106,166 @@ pub(super) fn decode_row(row: &[u8]) -> Result<Row, StoreError> {
     })
 }
 
+/// Most rows in one chunk: bounds a chunk's size (about 1 MiB with keys of
+/// 1 KiB) whatever the size of a commit.
+pub(super) const CHUNK: u32 = 1024;
+
+/// The rows of one commit on their way into chunks.
+pub(super) struct Rows {
+    /// The number of the next row.
+    next: u64,
+    /// The rows of the chunk being filled, each led by its length.
+    chunk: Vec<u8>,
+    /// Rows in `chunk`.
+    held: u32,
+    /// The row being encoded.
+    row: Vec<u8>,
+}
+
+impl Rows {
+    /// Rows numbered from `next` on.
+    pub(super) fn new(next: u64) -> Rows {
+        Rows {
+            next,
+            chunk: Vec::new(),
+            held: 0,
+            row: Vec::with_capacity(256),
+        }
+    }
+
+    /// Adds the row of a change of `key` (see [`encode_row`]), writing the
+    /// chunk into `table` once it is full.
+    pub(super) fn push(
+        &mut self,
+        table: &mut Table<'_, u64, &'static [u8]>,
+        key: &str,
+        header: Option<&[u8]>,
+        replaced: Option<Version>,
+    ) -> Result<(), StoreError> {
+        encode_row(&mut self.row, key, header, replaced);
+        // A key is at most 1 KiB (checked before any commit): a row
+        // always fits its u16 length.
+        let len = u16::try_from(self.row.len())
+            .map_err(|_| StoreError(format!("a change row of {} bytes", self.row.len())))?;
+        self.chunk.extend_from_slice(&len.to_le_bytes());
+        self.chunk.extend_from_slice(&self.row);
+        self.held += 1;
+        self.next += 1;
+        if self.held == CHUNK {
+            self.flush(table)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is held as a chunk; returns the number of the next row.
+    pub(super) fn finish(
+        mut self,
+        table: &mut Table<'_, u64, &'static [u8]>,
+    ) -> Result<u64, StoreError> {
+        self.flush(table)?;
+        Ok(self.next)
+    }
+
+    fn flush(&mut self, table: &mut Table<'_, u64, &'static [u8]>) -> Result<(), StoreError> {
+        if self.held == 0 {
+            return Ok(());
+        }
+        let first = self.next - u64::from(self.held);
+        table
+            .insert(first, self.chunk.as_slice())
+            .map_err(ctx("writing pending_chunks"))?;
+        self.chunk.clear();
+        self.held = 0;
+        Ok(())
+    }
+}
+
+/// The rows of `chunk`, in order.
+fn rows_of(chunk: &[u8]) -> impl Iterator<Item = Result<Row, StoreError>> + '_ {
+    let mut rest = chunk;
+    std::iter::from_fn(move || {
+        let (len, tail) = rest.split_first_chunk::<2>()?;
+        let len = usize::from(u16::from_le_bytes(*len));
+        let Some((row, tail)) = tail.split_at_checked(len) else {
+            rest = &[];
+            return Some(Err(StoreError(format!(
+                "corrupt pending chunk of {} bytes: a row cut short",
+                chunk.len()
+            ))));
+        };
+        rest = tail;
+        Some(decode_row(row))
+    })
+}
+
+/// Rows in `chunk`, counted by their lengths only.
+fn rows_in(chunk: &[u8]) -> u64 {
+    let (mut rest, mut n) = (chunk, 0);
+    while let Some((len, tail)) = rest.split_first_chunk::<2>() {
+        let len = usize::from(u16::from_le_bytes(*len));
+        rest = tail.get(len..).unwrap_or_default();
+        n += 1;
+    }
+    n
+}
+
+/// Calls `f` with every row numbered `from` and up, and its number, in
+/// order.
+pub(super) fn for_each_row(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    from: u64,
+    mut f: impl FnMut(u64, Row) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    // The chunk holding row `from`, if one starts before it.
+    let start = match table
+        .range(..=from)
+        .map_err(ctx("scanning pending_chunks"))?
+        .next_back()
+    {
+        Some(item) => item.map_err(ctx("scanning pending_chunks"))?.0.value(),
+        None => from,
+    };
+    for item in table
+        .range(start..)
+        .map_err(ctx("scanning pending_chunks"))?
+    {
+        let (first, chunk) = item.map_err(ctx("scanning pending_chunks"))?;
+        for (seq, row) in (first.value()..).zip(rows_of(chunk.value())) {
+            let row = row?;
+            if seq >= from {
+                f(seq, row)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rows waiting in `table`, given the number of the next row to be
+/// written.
+pub(super) fn waiting(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    next: u64,
+) -> Result<u64, StoreError> {
+    let first = table.first().map_err(ctx("reading pending_chunks"))?;
+    Ok(first.map_or(0, |(k, _)| next.saturating_sub(k.value())))
+}
+
+/// The number of the next row to be written into `table`.
+pub(super) fn next_row(table: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64, StoreError> {
+    let last = table.last().map_err(ctx("reading pending_chunks"))?;
+    Ok(last.map_or(0, |(k, chunk)| k.value() + rows_in(chunk.value())))
+}
+
 /// Applies to `by_origin`, in `txn`, the rows numbered `from` and up, in
 /// order.
 pub(super) fn fold_origins(txn: &WriteTransaction, from: u64) -> Result<(), StoreError> {
     let pending = txn
         .open_table(PENDING)
-        .map_err(ctx("opening table pending_rows"))?;
+        .map_err(ctx("opening table pending_chunks"))?;
     let mut by_origin = txn
         .open_table(BY_ORIGIN)
         .map_err(ctx("opening table by_origin"))?;
-    for item in pending
-        .range(from..)
-        .map_err(ctx("scanning pending_rows"))?
-    {
-        let (_, row) = item.map_err(ctx("scanning pending_rows"))?;
-        let row = decode_row(row.value())?;
+    for_each_row(&pending, from, |_, row| {
         let key = row.key.as_str();
         if let Some(v) = row.replaced {
             by_origin
@@ -127,8 +278,8 @@ pub(super) fn fold_origins(txn: &WriteTransaction, from: u64) -> Result<(), Stor
                 .insert((v.origin, v.ms, v.counter, key), ())
                 .map_err(ctx("updating by_origin"))?;
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Brings `by_origin` up to date before a read of it: folds the rows from
@@ -148,7 +299,7 @@ pub(super) fn origins_now(db: &Database, folded: &AtomicU64, next: u64) -> Resul
         .map_err(ctx("setting a fold's durability"))?;
     fold_origins(&txn, from)?;
     txn.commit()
-        .map_err(ctx("committing a fold of pending_rows"))?;
+        .map_err(ctx("committing a fold of pending_chunks"))?;
     folded.store(next, Ordering::Release);
     Ok(())
 }

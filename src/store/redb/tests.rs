@@ -37,7 +37,7 @@ fn stamps_of(entries: &[Entry]) -> Vec<Stamp> {
 fn pending_len(store: &RedbStore) -> u64 {
     let txn = store.db.begin_read().expect("read");
     let t = txn.open_table(PENDING).expect("pending");
-    t.len().expect("len")
+    super::pending::waiting(&t, store.next_seq).expect("waiting")
 }
 
 #[test]
@@ -132,7 +132,7 @@ fn a_store_of_the_older_layout_is_migrated_once_on_open() {
     assert!(store.bucket(b, 8).expect("bucket").contains(e));
     assert_eq!(
         store.meta(layout::META_LAYOUT).expect("meta"),
-        Some(vec![3])
+        Some(vec![4])
     );
     drop(store);
     // Opened again: nothing left to migrate, and the data is the same.
@@ -211,7 +211,7 @@ fn a_layout_2_store_keeps_its_pending_changes_through_the_migration() {
     assert_eq!(stamps(&store), stamps_of(&entries), "and folded right");
     assert_eq!(
         store.meta(layout::META_LAYOUT).expect("meta"),
-        Some(vec![3])
+        Some(vec![4])
     );
     {
         let txn = store.db.begin_read().expect("read");
@@ -323,4 +323,95 @@ fn by_origin_follows_every_change_across_folds_and_reopening() {
     let store = RedbStore::open(&path).expect("reopen");
     assert_eq!(pending_len(&store), 0, "closing folded the rows");
     assert_eq!(listed(&store), vec![b, a3]);
+}
+
+/// Layout 3's change list: one row per row number.
+const PENDING_V3: TableDefinition<u64, &[u8]> = TableDefinition::new("pending_rows");
+
+#[test]
+fn a_layout_3_store_keeps_its_change_rows_through_the_migration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v3.redb");
+    let entries: Vec<Entry> = (0..3000).map(|i| entry(i, i % 11 == 0)).collect();
+    {
+        let db = Database::create(&path).expect("create");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut kv = txn.open_table(KV).expect("kv");
+            let mut by_origin = txn.open_table(BY_ORIGIN).expect("by_origin");
+            let mut hashed = txn.open_table(HASHED).expect("hashed");
+            let mut rows = txn.open_table(PENDING_V3).expect("pending_rows");
+            let mut meta = txn.open_table(META).expect("meta");
+            txn.open_table(TOMBS).expect("tombs");
+            let (mut buf, mut row) = (Vec::new(), Vec::new());
+            for (i, e) in entries.iter().enumerate() {
+                encode_into(&mut buf, &e.version, e.value.as_deref());
+                kv.insert(e.key.as_str(), buf.as_slice()).expect("kv");
+                // The first third folded into both indexes; the rest only
+                // in the change list, as layout 3 left them.
+                if i < 1000 {
+                    let v = e.version;
+                    by_origin
+                        .insert((v.origin, v.ms, v.counter, e.key.as_str()), ())
+                        .expect("by_origin");
+                    hashed
+                        .insert((key_hash(&e.key), e.key.as_str()), &buf[..17])
+                        .expect("hashed");
+                } else {
+                    super::pending::encode_row(&mut row, &e.key, Some(&buf[..17]), None);
+                    rows.insert(i as u64, row.as_slice()).expect("row");
+                }
+            }
+            meta.insert(layout::META_LAYOUT, [3u8].as_slice())
+                .expect("meta");
+        }
+        txn.commit().expect("commit");
+    }
+    let store = RedbStore::open(&path).expect("open migrates");
+    assert_eq!(pending_len(&store), 2000, "layout 3's rows carried over");
+    assert_eq!(
+        store.meta(layout::META_LAYOUT).expect("meta"),
+        Some(vec![4])
+    );
+    let by_origin = store
+        .by_origin(7, Version::zero(7), 10_000)
+        .expect("by_origin");
+    assert_eq!(by_origin, entries, "by_origin folded from the carried rows");
+    assert_eq!(stamps(&store), stamps_of(&entries), "and hashed");
+    let txn = store.db.begin_read().expect("read");
+    assert!(
+        txn.open_table(PENDING_V3).is_err(),
+        "layout 3's table is gone"
+    );
+}
+
+#[test]
+fn the_change_list_goes_in_chunks_and_is_read_from_any_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = RedbStore::open(&dir.path().join("chunks.redb")).expect("open");
+    let n = u64::from(super::pending::CHUNK) * 2 + 5;
+    let entries: Vec<Entry> = (0..n).map(|i| entry(i, false)).collect();
+    for batch in [entries, vec![entry(n, false)]] {
+        store
+            .commit(WriteBatch {
+                entries: batch,
+                ..WriteBatch::default()
+            })
+            .expect("commit");
+    }
+    let txn = store.db.begin_read().expect("read");
+    let t = txn.open_table(PENDING).expect("pending");
+    assert_eq!(t.len().expect("len"), 4, "three chunks, then one");
+    assert_eq!(store.next_seq, n + 1);
+    assert_eq!(super::pending::next_row(&t).expect("next"), n + 1);
+    for from in [0, 1, 1023, 1024, 1025, n - 1, n, n + 1] {
+        let mut seen = Vec::new();
+        super::pending::for_each_row(&t, from, |seq, row| {
+            seen.push((seq, row.key));
+            Ok(())
+        })
+        .expect("rows");
+        let want: Vec<(u64, String)> = (from..=n).map(|i| (i, entry(i, false).key)).collect();
+        assert_eq!(seen, want, "from row {from}");
+    }
 }

@@ -1,13 +1,14 @@
 //! The redb store's commit: one write transaction per [`WriteBatch`],
 //! whose hot path writes the key's record (one descent of `kv`: the insert
-//! hands back the record it replaced) and appends one `pending_rows` row,
-//! from which both indexes are derived in bulk (`pending.rs`); nothing
-//! keyed by a random hash, nothing per writer.
+//! hands back the record it replaced) and adds one row to the commit's
+//! change list, written as a few chunks (`pending.rs`), from which both
+//! indexes are derived in bulk; nothing keyed by a random hash, nothing
+//! per writer.
 
-use ::redb::{ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
+use ::redb::{ReadableTable, Table, WriteTransaction};
 
 use super::hashed;
-use super::pending::encode_row;
+use super::pending::{waiting, Rows};
 use super::record::{decode_header, encode_into, HEADER};
 use super::{ctx, BY_ORIGIN, HASHED, KV, META, PENDING, TOMBS};
 use crate::core::entry::{Entry, Version};
@@ -18,12 +19,11 @@ struct Writer<'t> {
     kv: Table<'t, &'static str, &'static [u8]>,
     tombs: Table<'t, (u64, u32, u32, &'static str), ()>,
     pending: Table<'t, u64, &'static [u8]>,
-    next_seq: u64,
+    /// The commit's change list.
+    rows: Rows,
     buf: Vec<u8>,
     /// A replaced record kept to put back when the incoming entry loses.
     old: Vec<u8>,
-    /// The `pending` row being written.
-    row: Vec<u8>,
 }
 
 impl Writer<'_> {
@@ -37,8 +37,9 @@ impl Writer<'_> {
 
     /// Notes the change of `key`: with `present`, its record is the one
     /// just encoded in `buf`, whose header the row carries; without, the
-    /// key is gone. `replaced` is the version it replaced. An append, so it
-    /// dirties the last page of `pending_rows` and no other.
+    /// key is gone. `replaced` is the version it replaced. Gathered, and
+    /// written a chunk at a time: appends, which dirty the last pages of
+    /// `pending_chunks` and no other.
     fn touch(
         &mut self,
         key: &str,
@@ -46,12 +47,7 @@ impl Writer<'_> {
         replaced: Option<Version>,
     ) -> Result<(), StoreError> {
         let header = present.then(|| &self.buf[..HEADER]);
-        encode_row(&mut self.row, key, header, replaced);
-        self.pending
-            .insert(self.next_seq, self.row.as_slice())
-            .map_err(ctx("updating pending"))?;
-        self.next_seq += 1;
-        Ok(())
+        self.rows.push(&mut self.pending, key, header, replaced)
     }
 
     /// Removes the `tombs` row of `key` at `version`, if a tombstone.
@@ -119,8 +115,8 @@ impl Writer<'_> {
     }
 }
 
-/// Applies `batch` in `txn` (not committed here); `next_seq` is the next
-/// free `pending_rows` row, moved past the rows written; `origins_from` is
+/// Applies `batch` in `txn` (not committed here); `next_seq` is the number
+/// of the next change row, moved past the rows written; `origins_from` is
 /// the first row not yet in `by_origin`. Says whether it folded the rows
 /// (so all are in both indexes). On error, the caller drops `txn` and
 /// nothing of the batch is applied.
@@ -149,10 +145,9 @@ pub(super) fn apply(
             kv: txn.open_table(KV).map_err(ctx(&open("kv")))?,
             tombs: txn.open_table(TOMBS).map_err(ctx(&open("tombs")))?,
             pending: txn.open_table(PENDING).map_err(ctx(&open("pending")))?,
-            next_seq: *next_seq,
+            rows: Rows::new(*next_seq),
             buf: Vec::with_capacity(256),
             old: Vec::new(),
-            row: Vec::with_capacity(256),
         };
         let mut out = Vec::with_capacity(batch.entries.len());
         for e in &batch.entries {
@@ -161,9 +156,12 @@ pub(super) fn apply(
         for (key, version) in &batch.collect {
             w.collect_one(key, *version)?;
         }
-        *next_seq = w.next_seq;
-        let pending = w.pending.len().map_err(ctx("counting pending"))?;
-        (out, pending)
+        let Writer {
+            mut pending, rows, ..
+        } = w;
+        *next_seq = rows.finish(&mut pending)?;
+        let waiting = waiting(&pending, *next_seq)?;
+        (out, waiting)
     };
     let mut meta = txn.open_table(META).map_err(ctx(&open("meta")))?;
     for (name, value) in &batch.meta {
