@@ -1,18 +1,19 @@
 //! The redb store's hash index, kept off the hot path: `hashed` holds one
-//! compact row per key, (key hash, key) to the record's 17-byte header,
-//! which serves buckets and lets opening rebuild the digest without
-//! reading a value; commits only append each changed key, with its new
-//! header, to `pending`, and a fold brings `hashed` up to date in bulk.
+//! compact record per key, its hash, the key and the record's 17-byte
+//! header, packed by the top 16 bits of the hash (`packed.rs`), which
+//! serves buckets and lets opening rebuild the digest without reading a
+//! value; commits only append each changed key, with its new header, to
+//! the change list, and a fold brings `hashed` up to date in bulk.
 //!
 //! Why: a row keyed by a random hash dirties about one copy-on-write page
 //! per entry when written with the entry; a fold of many keys, sorted,
-//! dirties each page of `hashed` at most once for all of them.
+//! rewrites each value of `hashed` at most once for all of them.
 
-use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ::redb::{Database, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
+use super::packed::{merge, prefix, records, Op};
 use super::pending::{fold_origins, for_each_row, waiting};
 use super::reads::{begin_read, indexed, open_read};
 use super::record::{decode_header, HEADER};
@@ -20,8 +21,9 @@ use super::{ctx, HASHED, KV, PENDING};
 use crate::core::entry::{key_hash, Entry};
 use crate::core::store::{Stamp, StoreError};
 
-/// A fold is due once `pending` holds this many rows, or as many as
-/// `hashed`, whichever is more: each fold then dirties at most every page
+/// A fold is due once the change list holds this many rows, or as many as
+/// `hashed` holds keys (at least the keys less the rows: a row names a key
+/// that is new, or one already indexed), whichever is more: each fold then dirties at most every page
 /// of `hashed` once for as many keys as it holds, so the folds of a
 /// growing store cost about two page writes per page of it in all
 /// (measured at 10^6 keys: folding at a quarter cost 2.5 s, at the whole
@@ -36,19 +38,20 @@ const FOLD_MAX: u64 = 1 << 20;
 /// largest fold) keep a fold of 10^6 keys into a store of 10^7 from
 /// rewriting its index sixteen times. A run holds about 90 bytes per key
 /// in memory: 24 MB at most.
-const RUN: usize = 1 << 18;
+pub(super) const RUN: usize = 1 << 18;
 
 /// Whether a commit that leaves `pending` rows waiting should fold them.
 pub(super) fn fold_due(txn: &WriteTransaction, pending: u64) -> Result<bool, StoreError> {
     if pending < FOLD_MIN {
         return Ok(false);
     }
-    let hashed = txn
-        .open_table(HASHED)
-        .map_err(ctx("opening table hashed"))?
+    let keys = txn
+        .open_table(KV)
+        .map_err(ctx("opening table kv"))?
         .len()
-        .map_err(ctx("counting hashed"))?;
-    Ok(pending >= hashed.clamp(FOLD_MIN, FOLD_MAX))
+        .map_err(ctx("counting kv"))?;
+    let indexed = keys.saturating_sub(pending);
+    Ok(pending >= indexed.clamp(FOLD_MIN, FOLD_MAX))
 }
 
 /// Brings `hashed` up to date with every key named in the change list,
@@ -65,8 +68,7 @@ pub(super) fn fold(txn: &WriteTransaction, origins_from: u64) -> Result<(), Stor
         let mut hashed = txn
             .open_table(HASHED)
             .map_err(ctx("opening table hashed"))?;
-        type Run = Vec<(u64, String, u64, Option<[u8; HEADER]>)>;
-        let mut run: Run = Vec::with_capacity(RUN);
+        let mut run: Vec<Change> = Vec::with_capacity(RUN);
         for_each_row(&pending, 0, |seq, row| {
             run.push((key_hash(&row.key), row.key, seq, row.header));
             if run.len() == RUN {
@@ -83,28 +85,43 @@ pub(super) fn fold(txn: &WriteTransaction, origins_from: u64) -> Result<(), Stor
     Ok(())
 }
 
-/// Applies one sorted run of rows to `hashed`, and empties it: of a key's
-/// rows, the last one counts.
-fn fold_run(
-    hashed: &mut Table<'_, (u64, &'static str), &'static [u8]>,
-    run: &mut Vec<(u64, String, u64, Option<[u8; HEADER]>)>,
+/// One key's change in a fold: its hash, the key, the row's number, and
+/// its header now (none: gone).
+pub(super) type Change = (u64, String, u64, Option<[u8; HEADER]>);
+
+/// Applies a run of changes to `hashed`, and empties it: of a key's
+/// changes, the last one (by row number) counts. Each value of `hashed`
+/// the run touches is read and written once.
+pub(super) fn fold_run(
+    hashed: &mut Table<'_, u32, &'static [u8]>,
+    run: &mut Vec<Change>,
 ) -> Result<(), StoreError> {
     run.sort_unstable_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
-    for (i, (h, key, _, header)) in run.iter().enumerate() {
-        if run.get(i + 1).is_some_and(|n| n.0 == *h && n.1 == *key) {
-            continue;
+    let mut ops: Vec<Op<'_>> = Vec::new();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < run.len() {
+        let p = prefix(run[i].0);
+        ops.clear();
+        while let Some((h, key, _, header)) = run.get(i).filter(|c| prefix(c.0) == p) {
+            let last = run.get(i + 1).is_none_or(|n| n.0 != *h || n.1 != *key);
+            if last {
+                ops.push((*h, key.as_str(), header.as_ref()));
+            }
+            i += 1;
         }
-        match header {
-            Some(header) => {
-                hashed
-                    .insert((*h, key.as_str()), header.as_slice())
-                    .map_err(ctx("updating hashed"))?;
-            }
-            None => {
-                hashed
-                    .remove((*h, key.as_str()))
-                    .map_err(ctx("updating hashed"))?;
-            }
+        let old = hashed
+            .get(p)
+            .map_err(ctx("reading hashed"))?
+            .map(|v| v.value().to_vec())
+            .unwrap_or_default();
+        merge(&old, &ops, &mut out)?;
+        if out.is_empty() {
+            hashed.remove(p).map_err(ctx("updating hashed"))?;
+        } else {
+            hashed
+                .insert(p, out.as_slice())
+                .map_err(ctx("updating hashed"))?;
         }
     }
     run.clear();
@@ -164,18 +181,18 @@ pub(super) fn bucket_in(
     let txn = begin_read(db)?;
     let index = open_read(&txn, HASHED, "hashed")?;
     let kv = open_read(&txn, KV, "kv")?;
-    let upper = match hi.checked_add(1) {
-        Some(next) => Bound::Excluded((next, "")),
-        None => Bound::Unbounded,
-    };
     let iter = index
-        .range::<(u64, &str)>((Bound::Included((lo, "")), upper))
+        .range(prefix(lo)..=prefix(hi))
         .map_err(ctx("scanning hashed"))?;
     let mut out = Vec::new();
     for item in iter {
-        let (k, _) = item.map_err(ctx("scanning hashed"))?;
-        let (_, key) = k.value();
-        out.push(indexed(&kv, key, "hashed")?);
+        let (_, value) = item.map_err(ctx("scanning hashed"))?;
+        for rec in records(value.value()) {
+            let rec = rec?;
+            if (lo..=hi).contains(&rec.hash) {
+                out.push(indexed(&kv, rec.key, "hashed")?);
+            }
+        }
     }
     out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
     Ok(out)
@@ -192,14 +209,16 @@ pub(super) fn stamps_in(
     let txn = begin_read(db)?;
     let index = open_read(&txn, HASHED, "hashed")?;
     for item in index.iter().map_err(ctx("scanning hashed"))? {
-        let (k, header) = item.map_err(ctx("scanning hashed"))?;
-        let (key_hash, key) = k.value();
-        let (version, tombstone) = decode_header(key, header.value())?;
-        f(&Stamp {
-            key_hash,
-            version,
-            tombstone,
-        });
+        let (_, value) = item.map_err(ctx("scanning hashed"))?;
+        for rec in records(value.value()) {
+            let rec = rec?;
+            let (version, tombstone) = decode_header(rec.key, rec.header)?;
+            f(&Stamp {
+                key_hash: rec.hash,
+                version,
+                tombstone,
+            });
+        }
     }
     Ok(())
 }

@@ -6,10 +6,11 @@
 //! | 1 (no meta value) | `by_hash`, written with each entry |
 //! | 2 | `hashed`, and `pending` naming changed keys only |
 //! | 3 | `hashed`, and `pending_rows`: each change of a key, from which `by_origin` and `hashed` are folded |
-//! | 4 | `hashed`, and `pending_chunks`: layout 3's rows, a chunk of them per commit |
+//! | 4 | `hashed_packed` (layout 3's `hashed` rows packed by hash prefix), and `pending_chunks` (layout 3's rows, a chunk of them per commit) |
 
 use ::redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
+use super::hashed::{fold_run, Change, RUN};
 use super::pending::{decode_row, Rows};
 use super::record::{decode_header, HEADER};
 use super::{ctx, HASHED, KV, META, PENDING};
@@ -25,6 +26,8 @@ const BY_HASH_V1: TableDefinition<(u64, &str), ()> = TableDefinition::new("by_ha
 /// Layout 2's `pending`: sequence number to a changed key, whose header the
 /// fold read from `kv`.
 const PENDING_V2: TableDefinition<u64, &str> = TableDefinition::new("pending");
+/// Layouts 2 and 3's hash index: (key hash, key) to the record's header.
+const HASHED_V3: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("hashed");
 /// Layout 3's change list: a row (`pending.rs`) per row number.
 const PENDING_V3: TableDefinition<u64, &[u8]> = TableDefinition::new("pending_rows");
 
@@ -63,17 +66,14 @@ fn from_layout_1(txn: &WriteTransaction, shown: &str) -> Result<(), StoreError> 
         log::warn!(
             "{shown}: migrating the store to layout {LAYOUT} once: indexing the headers of {n} entries"
         );
-        let mut hashed = txn
-            .open_table(HASHED)
-            .map_err(ctx("opening table hashed"))?;
+        let mut index = Index::new(txn)?;
         for item in kv.iter().map_err(ctx("scanning kv"))? {
             let (k, rec) = item.map_err(ctx("scanning kv"))?;
             let (key, rec) = (k.value(), rec.value());
             decode_header(key, rec)?;
-            hashed
-                .insert((key_hash(key), key), &rec[..HEADER])
-                .map_err(ctx("building hashed"))?;
+            index.add(key, &rec[..HEADER])?;
         }
+        index.finish()?;
     }
     drop(kv);
     txn.delete_table(BY_HASH_V1)
@@ -81,7 +81,61 @@ fn from_layout_1(txn: &WriteTransaction, shown: &str) -> Result<(), StoreError> 
     Ok(())
 }
 
+/// `hashed_packed` being built, a sorted run at a time.
+struct Index<'t> {
+    table: ::redb::Table<'t, u32, &'static [u8]>,
+    run: Vec<Change>,
+}
+
+impl<'t> Index<'t> {
+    fn new(txn: &'t WriteTransaction) -> Result<Index<'t>, StoreError> {
+        Ok(Index {
+            table: txn
+                .open_table(HASHED)
+                .map_err(ctx("opening table hashed_packed"))?,
+            run: Vec::new(),
+        })
+    }
+
+    fn add(&mut self, key: &str, header: &[u8]) -> Result<(), StoreError> {
+        let h: [u8; HEADER] = header
+            .get(..HEADER)
+            .and_then(|h| h.try_into().ok())
+            .ok_or_else(|| StoreError(format!("the record of {key:?} is shorter than a header")))?;
+        self.run.push((key_hash(key), key.to_string(), 0, Some(h)));
+        if self.run.len() >= RUN {
+            fold_run(&mut self.table, &mut self.run)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(), StoreError> {
+        fold_run(&mut self.table, &mut self.run)
+    }
+}
+
+/// Layouts 2 and 3's `hashed` rows become `hashed_packed`'s records.
+fn pack_hashed(txn: &WriteTransaction) -> Result<(), StoreError> {
+    {
+        let old = txn
+            .open_table(HASHED_V3)
+            .map_err(ctx("opening the old table hashed"))?;
+        let mut index = Index::new(txn)?;
+        for item in old.iter().map_err(ctx("scanning hashed"))? {
+            let (k, header) = item.map_err(ctx("scanning hashed"))?;
+            let (_, key) = k.value();
+            decode_header(key, header.value())?;
+            index.add(key, header.value())?;
+        }
+        index.finish()?;
+    }
+    txn.delete_table(HASHED_V3)
+        .map_err(ctx("removing the old table hashed"))?;
+    Ok(())
+}
+
 fn from_layout_2(txn: &WriteTransaction, shown: &str) -> Result<(), StoreError> {
+    pack_hashed(txn)?;
     {
         let old = txn
             .open_table(PENDING_V2)
@@ -116,6 +170,7 @@ fn from_layout_2(txn: &WriteTransaction, shown: &str) -> Result<(), StoreError> 
 }
 
 fn from_layout_3(txn: &WriteTransaction, shown: &str) -> Result<(), StoreError> {
+    pack_hashed(txn)?;
     {
         let old = txn
             .open_table(PENDING_V3)

@@ -9,7 +9,7 @@
 //! | `by_origin`| (origin, ms, counter, key)            | `()`                  |
 //! | `tombs`    | (ms, counter, origin, key)            | `()`                  |
 //! | `pending_chunks` | number of its first row          | change rows (`pending.rs`) |
-//! | `hashed`   | ([`key_hash`] of key, key)            | the record's header   |
+//! | `hashed_packed` | top 16 bits of [`key_hash`]      | (hash, key, header) of each key (`packed.rs`) |
 //! | `meta`     | name                                  | bytes                 |
 //!
 //! A commit writes a key's record, its `by_origin` row (an append per
@@ -30,6 +30,7 @@
 
 mod hashed;
 mod layout;
+mod packed;
 mod pending;
 mod reads;
 mod record;
@@ -56,9 +57,10 @@ const TOMBS: TableDefinition<(u64, u32, u32, &str), ()> = TableDefinition::new("
 /// each with its record's header as that commit left it, in chunks (see
 /// `pending.rs`).
 const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("pending_chunks");
-/// Every stored key by the 64-bit hash that places it in a bucket, to its
-/// record's header: what the digest needs, without the value.
-const HASHED: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("hashed");
+/// Every stored key with the 64-bit hash that places it in a bucket and
+/// its record's header, packed by the hash's top 16 bits (`packed.rs`):
+/// what the digest needs, without the value.
+const HASHED: TableDefinition<u32, &[u8]> = TableDefinition::new("hashed_packed");
 /// Named values kept beside the data.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 

@@ -161,6 +161,9 @@ fn a_layout_from_a_newer_build_is_refused() {
     assert!(err.0.contains("layout [9]"), "{err}");
 }
 
+/// Layouts 2 and 3's hash index: a row per key.
+const HASHED_V3: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("hashed");
+
 /// Layout 2's change list: keys only, their headers read from `kv` at fold.
 const PENDING_V2: TableDefinition<u64, &str> = TableDefinition::new("pending");
 
@@ -175,7 +178,7 @@ fn a_layout_2_store_keeps_its_pending_changes_through_the_migration() {
         {
             let mut kv = txn.open_table(KV).expect("kv");
             let mut by_origin = txn.open_table(BY_ORIGIN).expect("by_origin");
-            let mut hashed = txn.open_table(HASHED).expect("hashed");
+            let mut hashed = txn.open_table(HASHED_V3).expect("hashed");
             let mut pending = txn.open_table(PENDING_V2).expect("pending");
             let mut meta = txn.open_table(META).expect("meta");
             txn.open_table(TOMBS).expect("tombs");
@@ -339,7 +342,7 @@ fn a_layout_3_store_keeps_its_change_rows_through_the_migration() {
         {
             let mut kv = txn.open_table(KV).expect("kv");
             let mut by_origin = txn.open_table(BY_ORIGIN).expect("by_origin");
-            let mut hashed = txn.open_table(HASHED).expect("hashed");
+            let mut hashed = txn.open_table(HASHED_V3).expect("hashed");
             let mut rows = txn.open_table(PENDING_V3).expect("pending_rows");
             let mut meta = txn.open_table(META).expect("meta");
             txn.open_table(TOMBS).expect("tombs");
