@@ -269,6 +269,10 @@ struct SimArgs {
     /// Cycles the --load runs.
     #[arg(long, default_value_t = ringsync::sim::cli::DEFAULT_LOAD_CYCLES, value_name = "C")]
     cycles: u64,
+    /// Run a manual sync (as POST /v1/sync) at these cycles, coordinated
+    /// by node 0, and report its hops, failed hops and agreement.
+    #[arg(long, value_delimiter = ',', value_name = "C,C")]
+    sync_at: Vec<u64>,
     /// Also sweep N over 2, 4, 8, ... up to --nodes and draw cycles to
     /// convergence against N into this SVG file (prints the sweep's table).
     #[arg(long, value_name = "FILE.svg")]
@@ -452,6 +456,7 @@ fn sim(a: SimArgs) -> Result<(), Failure> {
         deletes,
         load,
         cycles,
+        sync_at,
         plot,
     } = a;
     let relay = match relay.as_str() {
@@ -514,6 +519,7 @@ fn sim(a: SimArgs) -> Result<(), Failure> {
         deletes,
         load,
         cycles,
+        sync_at,
     };
     let out = match plot {
         Some(path) => ringsync::sim::plot::run(&opts, &path)?,

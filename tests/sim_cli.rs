@@ -122,7 +122,7 @@ type Spoil = fn(&mut SimOptions);
 
 #[test]
 fn bad_options_are_refused_naming_the_flag() {
-    let cases: [(&str, Spoil); 16] = [
+    let cases: [(&str, Spoil); 17] = [
         ("--store-faults", |o| o.store_faults = 2.0),
         ("--store-faults", |o| o.store_faults = f64::NAN),
         ("--clock-skew", |o| o.clock_skew_ms = u64::MAX),
@@ -145,6 +145,7 @@ fn bad_options_are_refused_naming_the_flag() {
             o.load = 5;
             o.cycles = 0;
         }),
+        ("--sync-at", |o| o.sync_at = vec![3, 10_001]),
     ];
     for (flag, set) in cases {
         let mut o = opts();
@@ -222,4 +223,38 @@ fn a_steady_load_reports_write_to_everywhere_times_and_only_then() {
     o.format = Format::Json;
     let v: serde_json::Value = serde_json::from_str(&run(&o).expect("runs")).expect("JSON");
     assert!(v["summaries"][0].get("staleness_p50").is_none(), "{v}");
+}
+
+#[test]
+fn a_manual_sync_runs_the_schedules_wave_and_reports_its_hops() {
+    // Relay off: the writes are still spreading when the sync runs, half
+    // an interval into the first cycle.
+    let mut o = opts();
+    o.relay = false;
+    o.sync_at = vec![0];
+    o.format = Format::Json;
+    let out = run(&o).expect("runs");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    assert_eq!(v["options"]["sync_at"], serde_json::json!([0]));
+    let s = &v["summaries"];
+    // Successor: 2N-2 hops; doubling: ceil(log2 N) rounds of N.
+    for (i, hops) in [(0, 22), (1, 48)] {
+        assert_eq!(s[i]["syncs"]["runs"], 3, "{s}");
+        assert_eq!(s[i]["syncs"]["hops"], 3 * hops, "{s}");
+    }
+    for i in 0..3 {
+        assert_eq!(s[i]["syncs"]["failed_hops"], 0, "{s}");
+        assert_eq!(s[i]["syncs"]["apart"], 0, "{s}");
+    }
+    assert!(s[2]["syncs"]["rounds_max"].as_u64() > Some(0), "{s}");
+    assert_eq!(out, run(&o).expect("runs"), "same seed, same syncs");
+    o.format = Format::Table;
+    let table = run(&o).expect("runs");
+    assert!(table.contains("manual sync at cycles [0]"), "{table}");
+    assert_eq!(table.matches("  manual syncs: 3, ").count(), 3, "{table}");
+    // Without syncs, no sync figures.
+    o.sync_at.clear();
+    o.format = Format::Json;
+    let v: serde_json::Value = serde_json::from_str(&run(&o).expect("runs")).expect("JSON");
+    assert!(v["summaries"][0].get("syncs").is_none(), "{v}");
 }

@@ -37,6 +37,7 @@ pub fn sweep(runs: u32) -> Vec<Summary> {
         deletes: 0,
         load: 0,
         cycles: 0,
+        sync_at: Vec::new(),
     })
 }
 

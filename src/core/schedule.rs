@@ -105,6 +105,41 @@ pub fn distance(n: u32, from: u32, to: u32) -> u32 {
     (to + n - from % n) % n
 }
 
+/// A manual sync's wave of hops for the schedule, starting at `me`, as
+/// (from, to) ring positions, in rounds: hops in one round run at once.
+/// The service's sync runs it, and so does the simulator's.
+pub fn sync_wave(schedule: Schedule, n: u32, me: u32) -> Vec<Vec<(u32, u32)>> {
+    match schedule {
+        // Around the ring twice less two hops: the first N-1 gather every
+        // node's data at me-1, the next N-1 carry it to everyone else.
+        Schedule::Successor => (0..2 * n - 2)
+            .map(|k| {
+                let from = (me + k) % n;
+                vec![(from, (from + 1) % n)]
+            })
+            .collect(),
+        // Recursive doubling: after round r every node holds the data of
+        // the 2^(r+1) nodes behind it.
+        Schedule::Doubling => (0..log2_ceil(n))
+            .map(|r| (0..n).map(|from| (from, (from + (1 << r)) % n)).collect())
+            .collect(),
+        // Random: handled by rounds of push-pull until digests match.
+        Schedule::Random => Vec::new(),
+    }
+}
+
+/// Round `r` of a manual sync's push-pull rounds among the reachable
+/// nodes `live` (ring positions): each is paired with the one r+1 places
+/// on among them, so every pair meets within `live.len() - 1` rounds.
+pub fn push_pull_round(live: &[u32], r: usize) -> Vec<(u32, u32)> {
+    let k = live.len();
+    if k < 2 {
+        return Vec::new();
+    }
+    let step = 1 + r % (k - 1);
+    (0..k).map(|i| (live[i], live[(i + step) % k])).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,5 +183,29 @@ mod tests {
             seen.iter().enumerate().all(|(i, &c)| i == 2 || c > 50),
             "{seen:?}"
         );
+    }
+
+    #[test]
+    fn successor_wave_goes_round_twice_less_two_hops() {
+        let w = sync_wave(Schedule::Successor, 4, 2);
+        let hops: Vec<(u32, u32)> = w.iter().map(|r| r[0]).collect();
+        assert_eq!(hops, vec![(2, 3), (3, 0), (0, 1), (1, 2), (2, 3), (3, 0)]);
+    }
+
+    #[test]
+    fn doubling_wave_has_log2_rounds_of_n_hops() {
+        let w = sync_wave(Schedule::Doubling, 5, 0);
+        assert_eq!(w.len(), 3);
+        assert!(w.iter().all(|r| r.len() == 5));
+        assert_eq!(w[2][4], (4, (4 + 4) % 5));
+    }
+
+    #[test]
+    fn push_pull_rounds_pair_every_two_reachable_nodes() {
+        let live = [0, 2, 3];
+        assert_eq!(push_pull_round(&live, 0), vec![(0, 2), (2, 3), (3, 0)]);
+        assert_eq!(push_pull_round(&live, 1), vec![(0, 3), (2, 0), (3, 2)]);
+        assert_eq!(push_pull_round(&live, 2), push_pull_round(&live, 0));
+        assert!(push_pull_round(&[1], 0).is_empty());
     }
 }

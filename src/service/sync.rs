@@ -10,7 +10,7 @@ use super::now_ms;
 use super::report::SyncReport;
 use super::transport::{Hop, HopResult, NodeDigest};
 use crate::core::node::Mode;
-use crate::core::schedule::log2_ceil;
+use crate::core::schedule::{push_pull_round, sync_wave};
 use crate::core::Schedule;
 use crate::topology::Topology;
 
@@ -105,28 +105,6 @@ async fn digest_of(node: &Arc<NodeHandle>, id: &str) -> Option<NodeDigest> {
         .ok()
 }
 
-/// The hops of the schedule's wave, starting at `me`, as (from, to) ring
-/// positions, in rounds: hops in one round run at once.
-pub fn wave(schedule: Schedule, n: u32, me: u32) -> Vec<Vec<(u32, u32)>> {
-    match schedule {
-        // Around the ring twice less two hops: the first N-1 gather every
-        // node's data at me-1, the next N-1 carry it to everyone else.
-        Schedule::Successor => (0..2 * n - 2)
-            .map(|k| {
-                let from = (me + k) % n;
-                vec![(from, (from + 1) % n)]
-            })
-            .collect(),
-        // Recursive doubling: after round r every node holds the data of
-        // the 2^(r+1) nodes behind it.
-        Schedule::Doubling => (0..log2_ceil(n))
-            .map(|r| (0..n).map(|from| (from, (from + (1 << r)) % n)).collect())
-            .collect(),
-        // Random: handled by rounds of push-pull until digests match.
-        Schedule::Random => Vec::new(),
-    }
-}
-
 /// Names the hops between ring positions of `topology` by node id.
 fn hops(topology: &Topology, pairs: &[(u32, u32)], push_pull: bool) -> Vec<Hop> {
     let id = |p: u32| topology.nodes.get(p as usize).map(|n| n.id.clone());
@@ -173,7 +151,7 @@ async fn run(node: Arc<NodeHandle>, id: String) -> SyncReport {
     }
     if whole && schedule != Schedule::Random {
         let me = topology.position(node.id()).unwrap_or(0);
-        for round in wave(schedule, n, me) {
+        for round in sync_wave(schedule, n, me) {
             let round = hops(&topology, &round, false);
             tally(&mut report, futures_join(&node, &round).await);
         }
@@ -183,13 +161,8 @@ async fn run(node: Arc<NodeHandle>, id: String) -> SyncReport {
         if whole && schedule != Schedule::Random {
             report.mode = format!("{}, then push-pull", schedule.name());
         }
-        let k = live.len();
         for r in 0..node.topology().cluster.sync_max_rounds as usize {
-            // Round r pairs each reachable node with the one r+1 places on
-            // among them: every pair meets within k-1 rounds.
-            let step = 1 + r % (k - 1);
-            let pairs: Vec<(u32, u32)> = (0..k).map(|i| (live[i], live[(i + step) % k])).collect();
-            let round = hops(&topology, &pairs, true);
+            let round = hops(&topology, &push_pull_round(&live, r), true);
             tally(&mut report, futures_join(&node, &round).await);
             collect_digests(&node, &topology, &mut report).await;
             if report.reachable_agree {
@@ -300,25 +273,5 @@ impl NodeHandle {
             return Err(NotOurHop);
         }
         Ok(local_hop(self, hop).await)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn successor_wave_goes_round_twice_less_two_hops() {
-        let w = wave(Schedule::Successor, 4, 2);
-        let hops: Vec<(u32, u32)> = w.iter().map(|r| r[0]).collect();
-        assert_eq!(hops, vec![(2, 3), (3, 0), (0, 1), (1, 2), (2, 3), (3, 0)]);
-    }
-
-    #[test]
-    fn doubling_wave_has_log2_rounds_of_n_hops() {
-        let w = wave(Schedule::Doubling, 5, 0);
-        assert_eq!(w.len(), 3);
-        assert!(w.iter().all(|r| r.len() == 5));
-        assert_eq!(w[2][4], (4, (4 + 4) % 5));
     }
 }

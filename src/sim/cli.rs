@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::report::{self, Summary};
-use super::{run as run_one, Scenario};
+use super::{run as run_one, ManualSync, Scenario};
 use crate::core::schedule::{log2_ceil, ring_bound};
 use crate::core::Schedule;
 
@@ -52,6 +52,9 @@ pub struct SimOptions {
     pub load: u32,
     /// Cycles the load runs.
     pub cycles: u64,
+    /// Cycles at which a manual sync runs, coordinated by node 0 (or the
+    /// lowest-numbered up node).
+    pub sync_at: Vec<u64>,
 }
 
 impl SimOptions {
@@ -73,6 +76,7 @@ impl SimOptions {
             deletes: 10,
             load: 0,
             cycles: DEFAULT_LOAD_CYCLES,
+            sync_at: Vec::new(),
         }
     }
 }
@@ -92,6 +96,10 @@ pub const MAX_NODES: u32 = 100_000;
 /// entry costs the memory store about 200 bytes in its three indexes, so
 /// this keeps a run within about 10 GiB.
 pub const MAX_HELD_ENTRIES: u64 = 50_000_000;
+
+/// Latest cycle a manual sync may be asked for (`--sync-at`): the run goes
+/// on at least until then.
+pub const MAX_SYNC_CYCLE: u64 = 10_000;
 
 /// Largest clock skew accepted: a day, beyond which a clock is not skewed
 /// but wrong.
@@ -146,6 +154,7 @@ pub fn run(opts: &SimOptions) -> Result<String, String> {
                     "deletes": opts.deletes.min(opts.writes),
                     "load": opts.load,
                     "cycles": opts.cycles,
+                    "sync_at": opts.sync_at,
                 },
                 "max_cycles": limits
                     .iter()
@@ -218,6 +227,12 @@ fn check(opts: &SimOptions) -> Result<(), String> {
             opts.load
         ));
     }
+    if let Some(c) = opts.sync_at.iter().find(|&&c| c > MAX_SYNC_CYCLE) {
+        return Err(format!(
+            "--sync-at {c}: a manual sync can run at cycle {MAX_SYNC_CYCLE} at the latest \
+             (the run lasts until it)"
+        ));
+    }
     let written = u64::from(opts.writes) + u64::from(opts.load) * opts.cycles;
     let held = written.saturating_mul(u64::from(opts.nodes - opts.crash));
     if held > MAX_HELD_ENTRIES {
@@ -251,6 +266,15 @@ fn scenario(opts: &SimOptions, schedule: Schedule, crashed: &[u32]) -> Scenario 
     sc.loss = opts.loss;
     sc.crashed = crashed.to_vec();
     sc.max_cycles = cycle_limit(schedule, opts.nodes, opts.loss);
+    sc.syncs = opts
+        .sync_at
+        .iter()
+        .map(|&cycle| ManualSync {
+            cycle,
+            node: 0,
+            at_start: false,
+        })
+        .collect();
     apply_realism(opts, &mut sc);
     sc
 }
@@ -309,5 +333,9 @@ fn header(opts: &SimOptions) -> String {
         format!("load={} per cycle for {} cycles\n", opts.load, opts.cycles)
     } else {
         String::new()
+    } + &if opts.sync_at.is_empty() {
+        String::new()
+    } else {
+        format!("manual sync at cycles {:?}\n", opts.sync_at)
     }
 }

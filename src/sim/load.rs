@@ -100,6 +100,10 @@ impl World<'_> {
         for j in slots {
             let at = start + sc.interval_ms * u64::from(2 * j + 1) / u64::from(2 * sc.load);
             self.deliver_until(at);
+            // Writes pause while a manual sync runs.
+            if self.sync.is_some() {
+                continue;
+            }
             // The next up node in turn; none up, no write.
             let Some(i) = (0..n)
                 .map(|s| ((self.load_track.next_writer + s) % n) as u32)

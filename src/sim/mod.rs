@@ -21,6 +21,7 @@ pub mod plot;
 pub mod report;
 mod ring;
 pub mod scenario;
+mod sync;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -28,13 +29,15 @@ use crate::core::entry::Entry;
 use crate::core::message::{decode, encode};
 use crate::core::node::Mode;
 use crate::core::rng::Rng;
-use crate::core::{Config, Node, Version, WriteError};
+use crate::core::{Config, Event, Node, Version, WriteError};
 use crate::store::MemoryStore;
 
 use self::clock::Clocks;
 use self::ledger::Ledger;
 use self::network::{Network, Packet};
-pub use self::scenario::{Fault, Outcome, RingChange, Scenario, TimedWrite};
+pub use self::scenario::{
+    Fault, ManualSync, Outcome, RingChange, Scenario, SyncOutcome, TimedWrite,
+};
 
 /// A fingerprint shared by every simulated node.
 const SIM_CLUSTER: u64 = 0x5151_5151;
@@ -80,6 +83,11 @@ struct World<'a> {
     absent: Vec<bool>,
     /// The steady load's writes, followed until they are everywhere.
     load_track: load::Tracker,
+    /// The manual sync under way, the exchanges ended meanwhile (node,
+    /// exchange, ok), and the syncs done.
+    sync: Option<sync::Running>,
+    hops_done: Vec<(u32, u64, bool)>,
+    syncs: Vec<SyncOutcome>,
 }
 
 impl World<'_> {
@@ -144,21 +152,40 @@ impl World<'_> {
         out
     }
 
-    /// Hands node `i`'s requests to the network and drops its events. A
-    /// request goes to the node whose number is the peer's origin.
+    /// Hands node `i`'s requests to the network and drops its events but
+    /// the ends of exchanges while a manual sync runs. A request goes to
+    /// the node whose number is the peer's origin.
     fn drain(&mut self, i: u32, t: u64) {
         let node = &mut self.nodes[i as usize];
         while let Some(x) = node.poll_transmit() {
             self.net
                 .send_request(t, i, x.peer, x.id, x.payload, self.sc.timeout_ms);
         }
-        while node.poll_event().is_some() {}
+        while let Some(e) = self.nodes[i as usize].poll_event() {
+            match e {
+                Event::ExchangeDone { exchange, ok, .. } if self.sync.is_some() => {
+                    self.hops_done.push((i, exchange, ok));
+                }
+                Event::Refused { reason, by_us, .. } if !by_us => self.sync_refused(reason.name()),
+                _ => {}
+            }
+        }
     }
 
-    /// Delivers everything due before virtual time `end`.
+    /// Delivers everything due before virtual time `end`, moving a manual
+    /// sync on after each delivery and at its round's deadline.
     fn deliver_until(&mut self, end: u64) {
-        while let Some((t, packet)) = self.net.next_before(end) {
-            self.step(t, packet);
+        loop {
+            let due = self.sync.as_ref().and_then(|s| s.deadline());
+            let stop = due.map_or(end, |d| d.min(end));
+            match self.net.next_before(stop) {
+                Some((t, packet)) => {
+                    self.step(t, packet);
+                    self.advance_sync(t);
+                }
+                None if stop < end => self.advance_sync(stop),
+                None => return,
+            }
         }
     }
 
@@ -337,6 +364,9 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
         absent: (0..n).map(|i| i >= first_n).collect(),
         plan,
         load_track: load::Tracker::default(),
+        sync: None,
+        hops_done: Vec::new(),
+        syncs: Vec::new(),
     };
     for me in 0..n {
         // The memory store cannot fail to open, with faults not yet on. A
@@ -412,7 +442,9 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
     };
     let mut ring_at: Option<u64> = None;
     let mut cycles = 0;
-    while cycles < limit && !(converged_at.is_some() && (!heals || ring_at.is_some())) {
+    while cycles < limit
+        && (w.sync.is_some() || !(converged_at.is_some() && (!heals || ring_at.is_some())))
+    {
         let k = cycles;
         let c = first_cycle + k;
         let start = c * sc.interval_ms;
@@ -450,6 +482,9 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
                 w.net.schedule_tick(at, i);
             }
         }
+        for m in sc.syncs.iter().filter(|s| s.cycle == k && s.at_start) {
+            w.begin_sync(k, start, m.node);
+        }
         let end = start + sc.interval_ms;
         let writes_now: Vec<&TimedWrite> =
             sc.timed_writes.iter().filter(|t| t.cycle == k).collect();
@@ -457,12 +492,14 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
         // ones are made, then the rest.
         let half = sc.load / 2;
         w.load(k, start, 0..half);
-        if !writes_now.is_empty() {
+        let syncs_now = sc.syncs.iter().filter(|s| s.cycle == k && !s.at_start);
+        if !writes_now.is_empty() || syncs_now.clone().next().is_some() {
             let mid = start + sc.interval_ms / 2;
             w.deliver_until(mid);
             let during_fault = sc.faults.iter().any(|f| f.cycles().contains(&k));
             for tw in writes_now {
-                if tw.node >= n || w.down[tw.node as usize] {
+                // Writes pause while a manual sync runs.
+                if tw.node >= n || w.down[tw.node as usize] || w.sync.is_some() {
                     continue;
                 }
                 let mut keys = Vec::with_capacity(tw.keys as usize);
@@ -486,6 +523,9 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
                         after_change: settled && !during_fault,
                     });
                 }
+            }
+            for m in syncs_now {
+                w.begin_sync(k, mid, m.node);
             }
         }
         w.load(k, start, half..sc.load);
@@ -535,6 +575,7 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
             }
         }
     }
+    w.cut_sync(first_cycle * sc.interval_ms + cycles * sc.interval_ms);
     let spread_failed = spreads.iter().any(|s| !s.after_change);
     let ring_spread_failed = spreads.iter().any(|s| s.after_change);
 
@@ -572,6 +613,7 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
         tombstones_collected: 0,
         refutations: refutations_retired,
         failed_judgements: failed_retired,
+        syncs: std::mem::take(&mut w.syncs),
     };
     for node in &w.nodes {
         out.entries_sent += node.stats().entries_sent;

@@ -130,6 +130,13 @@ impl Network {
         self.passes(from, to) && !self.links.contains(&(from, to))
     }
 
+    /// True when a request `from` sends to `to` gets its reply back (loss
+    /// aside): what a call outside the protocol (a manual sync's digest
+    /// or hop call) needs.
+    pub fn answers(&self, from: u32, to: u32) -> bool {
+        self.request_passes(from, to) && self.passes(to, from)
+    }
+
     /// From now on a delivered message is delivered twice with chance `p`.
     pub fn set_duplicate(&mut self, p: f64) {
         self.duplicate = p;

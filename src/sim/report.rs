@@ -61,6 +61,48 @@ pub struct Summary {
     /// Load writes not yet everywhere when their run ended, summed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub staleness_unfinished: Option<u64>,
+    /// The manual syncs of the runs, if they had any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syncs: Option<SyncSummary>,
+}
+
+/// The manual syncs of many runs ([`super::SyncOutcome`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncSummary {
+    /// Syncs run, over all runs.
+    pub runs: usize,
+    /// Hops, summed.
+    pub hops: u64,
+    /// Failed hops, summed.
+    pub failed_hops: u64,
+    /// Of those, hops whose node did not know its peer (mid-change, a node
+    /// on the old epoch asked for a hop to one the change added).
+    pub peer_unknown: u64,
+    /// Most push-pull rounds one sync ran.
+    pub rounds_max: u32,
+    /// Syncs whose reachable nodes did not agree at their end.
+    pub apart: usize,
+    /// Seeds of runs with a sync that ended apart or failed a hop other
+    /// than for an unknown peer.
+    pub seeds: Vec<u64>,
+}
+
+fn sync_summary(runs: &[Outcome]) -> Option<SyncSummary> {
+    let all = || runs.iter().flat_map(|r| &r.syncs);
+    let bad = |r: &&Outcome| {
+        r.syncs
+            .iter()
+            .any(|s| !s.reachable_agree || s.failed_hops > s.peer_unknown)
+    };
+    (all().next().is_some()).then(|| SyncSummary {
+        runs: all().count(),
+        hops: all().map(|s| u64::from(s.hops)).sum(),
+        failed_hops: all().map(|s| u64::from(s.failed_hops)).sum(),
+        peer_unknown: all().map(|s| u64::from(s.peer_unknown)).sum(),
+        rounds_max: all().map(|s| s.rounds).max().unwrap_or(0),
+        apart: all().filter(|s| !s.reachable_agree).count(),
+        seeds: runs.iter().filter(bad).map(|r| r.seed).collect(),
+    })
 }
 
 /// Sums up `runs` of one schedule.
@@ -119,6 +161,7 @@ pub fn summarize(schedule: Schedule, nodes: u32, runs: &[Outcome]) -> Summary {
         staleness_p99: quantile(&hist, 0.99),
         staleness_max: quantile(&hist, 1.0),
         staleness_unfinished: loaded.then(|| runs.iter().map(|r| r.staleness_unfinished).sum()),
+        syncs: sync_summary(runs),
     }
 }
 
@@ -161,6 +204,19 @@ pub fn table(rows: &[Summary]) -> String {
             if let Some(left @ 1..) = r.staleness_unfinished {
                 s.push_str(&format!(
                     "  {left} load writes were not everywhere when the run ended (max is a lower bound)\n"
+                ));
+            }
+        }
+        if let Some(y) = &r.syncs {
+            s.push_str(&format!(
+                "  manual syncs: {}, hops {}, failed hops {} ({} to an unknown peer), \
+                 most push-pull rounds {}, ended apart {}\n",
+                y.runs, y.hops, y.failed_hops, y.peer_unknown, y.rounds_max, y.apart
+            ));
+            if !y.seeds.is_empty() {
+                s.push_str(&format!(
+                    "  a sync ended apart or failed a hop; replay with --seed: {:?}\n",
+                    y.seeds
                 ));
             }
         }

@@ -171,6 +171,56 @@ impl RingChange {
     }
 }
 
+/// A manual whole-cluster sync (`POST /v1/sync`) that node `node`
+/// coordinates, begun half an interval into `cycle`, after that cycle's
+/// timed writes, or with `at_start` as it starts, after its ring changes
+/// and before any node's timer fires (the lowest-numbered up node
+/// coordinates if `node` is down then). It runs as the service's does (`sim::sync`), in virtual
+/// time, while cycles go on; client writes pause until it ends. One due
+/// while another runs is not begun.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManualSync {
+    /// The cycle, counted from the run's first (0).
+    pub cycle: u64,
+    /// The coordinator's node number.
+    pub node: u32,
+    /// Begun as the cycle starts, not half an interval in.
+    pub at_start: bool,
+}
+
+/// What one manual sync did, as its report says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncOutcome {
+    /// The cycle it began in.
+    pub cycle: u64,
+    /// The node that coordinated it.
+    pub coordinator: u32,
+    /// What ran: the schedule's wave (`successor`, `doubling`, with
+    /// `, then push-pull` when rounds followed), `push-pull` (random), or
+    /// `fallback` (push-pull among the reachable nodes).
+    pub mode: String,
+    /// Hops run, over every round.
+    pub hops: u32,
+    /// Hops that failed: a request failed or was refused, the hop's node
+    /// was unreachable or did not know its peer, or it overran.
+    pub failed_hops: u32,
+    /// Of those, the hops whose two ends did not both know each other:
+    /// mid-change, between a node on the epoch before and one the change
+    /// added (DESIGN §9: each end finds the other in its own ring).
+    pub peer_unknown: u32,
+    /// Push-pull rounds run after the wave (or instead of it).
+    pub rounds: u32,
+    /// Refusals any node got while it ran (of its hops, and of the cycles'
+    /// exchanges meanwhile), by reason: what a failed hop ran into.
+    pub refused: std::collections::BTreeMap<&'static str, u32>,
+    /// Nodes of the coordinator's ring it reached.
+    pub reachable: u32,
+    /// Every reachable node's root was the same at its end.
+    pub reachable_agree: bool,
+    /// Milliseconds of virtual time it took.
+    pub duration_ms: u64,
+}
+
 /// What to simulate.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -233,6 +283,8 @@ pub struct Scenario {
     pub load: u32,
     /// Cycles the load runs.
     pub load_cycles: u64,
+    /// Manual syncs during the run, in cycle order.
+    pub syncs: Vec<ManualSync>,
 }
 
 impl Scenario {
@@ -264,6 +316,7 @@ impl Scenario {
             ring_changes: Vec::new(),
             load: 0,
             load_cycles: 0,
+            syncs: Vec::new(),
         }
     }
 
@@ -279,20 +332,24 @@ impl Scenario {
             || !self.clock_ahead.is_empty()
             || self.store_faults > 0.0
             || !self.ring_changes.is_empty()
+            || !self.syncs.is_empty()
     }
 
     /// The cycle in which the liveness phase begins: every fault has
     /// healed, every timed write was made, and every change of the ring
-    /// taken by all its members. 0 without any.
+    /// taken by all its members, and every manual sync begun. 0 without
+    /// any.
     pub fn healed_at(&self) -> u64 {
         let faults = self.faults.iter().map(|f| f.cycles().end);
         let writes = self.timed_writes.iter().map(|w| w.cycle + 1);
         let changes = self.ring_changes.iter().map(|c| c.last_turn() + 1);
         let load = (self.load > 0).then_some(self.load_cycles);
+        let syncs = self.syncs.iter().map(|s| s.cycle + 1);
         faults
             .chain(writes)
             .chain(changes)
             .chain(load)
+            .chain(syncs)
             .max()
             .unwrap_or(0)
     }
@@ -375,6 +432,8 @@ pub struct Outcome {
     /// Times some node judged a member failed on its own evidence, summed
     /// over the nodes; in a run where no node goes down, each is false.
     pub failed_judgements: u64,
+    /// The manual syncs run ([`Scenario::syncs`]), in order.
+    pub syncs: Vec<SyncOutcome>,
 }
 
 impl Outcome {
