@@ -104,11 +104,23 @@ fn slow_heads_do_not_keep_peers_or_health_checks_out() {
     let opened = AtomicUsize::new(0);
     let (answered, failures) = std::thread::scope(|s| {
         let attacker = s.spawn(|| slowloris(&addr, &stop, &opened));
-        // Once the attack fills the node's connections.
-        let full = Instant::now() + Duration::from_secs(20);
-        while opened.load(Ordering::Relaxed) < ATTACKERS && Instant::now() < full {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // Once the attack fills the node's connections with slow heads, as
+        // the node sees it: it has evicted one. That the attacker opened
+        // them all is not enough: a connection the node has read no byte
+        // of yet is no slow head to it, and is not evicted (a /livez made
+        // then was refused as one too many, 2 runs in 30 under load).
+        wait_for(
+            Duration::from_secs(20),
+            "node 0 to evict a slow head",
+            || match c.try_refused(0, "slow_head_evicted") {
+                Ok(n) if n >= 1.0 => Ok(()),
+                Ok(_) => Err(format!(
+                    "none yet; the attacker opened {}",
+                    opened.load(Ordering::Relaxed)
+                )),
+                Err(e) => Err(e),
+            },
+        );
         let start = Instant::now();
         let mut answered = 0;
         let mut failures = Vec::new();
@@ -168,10 +180,6 @@ fn slow_heads_do_not_keep_peers_or_health_checks_out() {
         data.insert("during".into(), Some("2".into()));
         assert_eq!(c.data_and_root(i).1, data, "node {i}'s data");
     }
-    assert!(
-        c.refused(0, "slow_head_evicted") >= 1.0,
-        "the attack never filled node 0's connections"
-    );
     let roots: Vec<String> = (0..3).map(|i| c.root(i)).collect();
     assert!(
         roots.iter().all(|r| *r == roots[0]),

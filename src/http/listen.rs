@@ -9,7 +9,7 @@
 //!   one in (`slow_head_evicted`): a slowloris holds its places with heads
 //!   that never end, which no well-behaved client sends. Past that, or the
 //!   per-address limit, a connection is closed at once, and counted as
-//!   `too_many_connections`.
+//!   `too_many_connections` ([`super::limits`]).
 //! - **Time**: a client has `request_timeout` (topology, default 10 s) from
 //!   the end of one answer to send the whole head of its next request, idle
 //!   time included; past it the connection is closed, with a 408 if part of
@@ -36,10 +36,9 @@
 //! request is to `/v1/peer/`: a node's peer client sends nothing else on
 //! its connections, and operators' tools nothing of the kind.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::net::{Shutdown, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -51,21 +50,10 @@ use async_std::net::{TcpListener, TcpStream};
 
 use super::edge::{Edge, PeerWire};
 use super::framing::{FrameError, Framer, Phase};
+use super::limits::{Entered, Limits};
+pub use super::limits::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP};
 use super::outbox::Outbox;
 use crate::service::now_ms;
-
-/// Connections served at once. systemd gives a service 1024 descriptors
-/// (soft limit); the store, the peer client's pool and the log need some.
-pub const MAX_CONNECTIONS: usize = 512;
-
-/// Connections from one address other than loopback. A peer's client pool
-/// keeps a few connections per node; 64 leaves room for a busy operator.
-pub const MAX_CONNECTIONS_PER_IP: usize = 64;
-
-/// Connections over [`MAX_CONNECTIONS`] while evicted ones are closing:
-/// an eviction frees its place only once the evicted task ends, within
-/// moments; past this many, new connections are refused as before.
-const EVICTION_SLACK: usize = 64;
 
 /// Bytes of a head handed to async-h1 before it must be complete: more
 /// than the 8 KiB async-h1 allows, so that its own check (at a line's end)
@@ -113,7 +101,7 @@ pub async fn serve(
             }
         };
         let state = Arc::new(State::new(timeout));
-        let entered = Limits::enter(&limits, peer.ip(), &state, &stream);
+        let entered = Limits::admit(&limits, peer.ip(), &state, &stream).await;
         let slot = match entered {
             Entered::Yes(slot) => slot,
             Entered::Evicting(slot, victim) => {
@@ -124,10 +112,10 @@ pub async fn serve(
                 );
                 slot
             }
-            Entered::No => {
+            Entered::No(why) => {
                 edge.refusals.note(
                     "too_many_connections",
-                    &format!("a connection from {peer} (at the limit of {MAX_CONNECTIONS} in all, {MAX_CONNECTIONS_PER_IP} per address)"),
+                    &format!("a connection from {peer} (at the limit of {MAX_CONNECTIONS} in all, {MAX_CONNECTIONS_PER_IP} per address): {why}"),
                     now_ms(),
                 );
                 let _ = stream.shutdown(Shutdown::Both);
@@ -143,130 +131,6 @@ pub async fn serve(
     }
 }
 
-/// Open connections, in all and per address, and each one's state, so
-/// that a slow head can be found and closed when the limit is reached.
-#[derive(Default)]
-struct Limits {
-    total: AtomicUsize,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-    open: Mutex<HashMap<u64, Open>>,
-    next_id: AtomicU64,
-}
-
-/// An open connection, as the accept loop sees it.
-struct Open {
-    state: Arc<State>,
-    stream: TcpStream,
-    peer: Option<SocketAddr>,
-}
-
-/// One open connection's place in [`Limits`], given back when dropped.
-struct Slot {
-    limits: Arc<Limits>,
-    ip: Option<IpAddr>,
-    id: u64,
-}
-
-/// Whether a new connection may be served.
-enum Entered {
-    Yes(Slot),
-    /// At the limit: the connection named was closed to make room.
-    Evicting(Slot, String),
-    No,
-}
-
-impl Limits {
-    fn enter(limits: &Arc<Limits>, ip: IpAddr, state: &Arc<State>, stream: &TcpStream) -> Entered {
-        // The address's own limit first, so that no connection is evicted
-        // for one that is then refused.
-        let counted = if ip.is_loopback() {
-            None
-        } else {
-            let mut m = limits.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-            let n = m.entry(ip).or_default();
-            if *n >= MAX_CONNECTIONS_PER_IP {
-                return Entered::No;
-            }
-            *n += 1;
-            Some(ip)
-        };
-        let mut victim = None;
-        if limits.total.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-            // Connections being closed still count until their task ends:
-            // past the slack, even an eviction does not let one in.
-            let slack = limits.total.load(Ordering::SeqCst) <= MAX_CONNECTIONS + EVICTION_SLACK;
-            victim = slack.then(|| limits.evict_slowest_head()).flatten();
-            if victim.is_none() {
-                limits.total.fetch_sub(1, Ordering::SeqCst);
-                limits.leave_ip(counted);
-                return Entered::No;
-            }
-        }
-        let id = limits.next_id.fetch_add(1, Ordering::Relaxed);
-        limits.opened().insert(
-            id,
-            Open {
-                state: Arc::clone(state),
-                peer: stream.peer_addr().ok(),
-                stream: stream.clone(),
-            },
-        );
-        let slot = Slot {
-            limits: Arc::clone(limits),
-            ip: counted,
-            id,
-        };
-        match victim {
-            Some(v) => Entered::Evicting(slot, v),
-            None => Entered::Yes(slot),
-        }
-    }
-
-    /// Gives back a place counted against `ip`'s own limit.
-    fn leave_ip(&self, ip: Option<IpAddr>) {
-        let Some(ip) = ip else { return };
-        let mut m = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&ip);
-            }
-        }
-    }
-
-    fn opened(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Open>> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Closes the connection that has waited longest in the middle of a
-    /// head (the one whose deadline comes first), if any; says which.
-    /// Well-behaved clients send a head in one piece, so a connection
-    /// found there is slow, or holding its place on purpose.
-    fn evict_slowest_head(&self) -> Option<String> {
-        let mut open = self.opened();
-        let (&id, _) = open
-            .iter()
-            .filter(|(_, o)| !o.state.closing.load(Ordering::SeqCst) && o.state.mid_head())
-            .filter_map(|(id, o)| Some((id, o.state.deadline()?)))
-            .min_by_key(|(_, d)| *d)?;
-        let o = open.remove(&id)?;
-        o.state.closing.store(true, Ordering::SeqCst);
-        let _ = o.stream.shutdown(Shutdown::Both);
-        Some(
-            o.peer
-                .map_or_else(|| "a connection".into(), |p| p.to_string()),
-        )
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.limits.opened().remove(&self.id);
-        self.limits.leave_ip(self.ip);
-        self.limits.total.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 /// What a connection's bytes count as, known from its first request.
 const UNSEEN: u8 = 0;
 const PEER: u8 = 1;
@@ -275,10 +139,11 @@ const OTHER: u8 = 2;
 /// Where a connection is: between requests (reading a head, or idle) with
 /// a deadline, or inside a request (the gate and handler time themselves);
 /// and whose it is, for the count of its bytes.
-struct State {
+pub(super) struct State {
     in_request: AtomicBool,
     head_bytes: AtomicUsize,
-    closing: AtomicBool,
+    /// The connection is to end: a refusal's answer, or closed to make room.
+    pub(super) closing: AtomicBool,
     deadline: Mutex<Option<Instant>>,
     class: AtomicU8,
     /// Bytes read and written before the first request showed the class.
@@ -299,7 +164,7 @@ struct Inbox {
 }
 
 impl State {
-    fn new(timeout: Duration) -> State {
+    pub(super) fn new(timeout: Duration) -> State {
         State {
             in_request: AtomicBool::new(false),
             head_bytes: AtomicUsize::new(0),
@@ -354,7 +219,7 @@ impl State {
         }
     }
 
-    fn deadline(&self) -> Option<Instant> {
+    pub(super) fn deadline(&self) -> Option<Instant> {
         *self.deadline.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -387,7 +252,7 @@ impl State {
     }
 
     /// A head had begun to arrive, and no request is being served.
-    fn mid_head(&self) -> bool {
+    pub(super) fn mid_head(&self) -> bool {
         if self.in_request.load(Ordering::SeqCst) {
             return false;
         }
@@ -398,6 +263,12 @@ impl State {
             Phase::Parsed => true,
             Phase::Body(_) | Phase::Unframed => false,
         }
+    }
+
+    /// Test only: the first byte of a head has come and been read.
+    #[cfg(test)]
+    pub(super) fn head_begun(&self) {
+        self.inbox().buf.push(b'G');
     }
 }
 

@@ -10,6 +10,7 @@ pub mod bench_baseline;
 pub mod client;
 pub mod edge;
 pub mod framing;
+mod limits;
 pub mod listen;
 pub mod metrics;
 mod outbox;

@@ -335,12 +335,25 @@ impl Cluster {
 
     /// The requests node `i` refused with `reason`, from its metrics.
     pub fn refused(&self, i: usize, reason: &str) -> f64 {
-        let (_, body) = self.call(i, "GET", "/metrics", None);
+        self.try_refused(i, reason).unwrap_or_else(|e| {
+            panic!(
+                "GET /metrics at node {i} got no answer: {e}; its log ends:\n{}",
+                self.log_tail(i)
+            )
+        })
+    }
+
+    /// [`Cluster::refused`], or why `/metrics` gave no answer (a node
+    /// under attack may refuse the connection).
+    pub fn try_refused(&self, i: usize, reason: &str) -> Result<f64, String> {
+        let (_, body) = self.inner.request(i, "GET", "/metrics", None)?;
         let text = String::from_utf8_lossy(&body);
         let label = format!("reason=\"{reason}\"");
-        text.lines()
+        let total = text
+            .lines()
             .filter(|l| l.starts_with("ringsync_refused_requests_total{") && l.contains(&label))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+            .sum();
+        Ok(total)
     }
 }
