@@ -68,10 +68,6 @@ async fn cycles(node: Arc<NodeHandle>, notifier: Arc<Notifier>) {
     // A little jitter keeps all nodes from pushing in the same millisecond.
     let jitter = (interval / 20).max(1);
     let mut status = notify::StatusUpdates::default();
-    // The first cycle runs at once: a node that starts (restarted, or new
-    // to the ring) pulls what it missed now, not at the next boundary, up
-    // to a whole interval later. Later cycles keep to the boundaries.
-    node.on_core(|core| core.handle_timeout(now_ms())).await;
     loop {
         if node.is_stopping() {
             return;
