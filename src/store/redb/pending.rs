@@ -180,8 +180,8 @@ impl Rows {
     }
 }
 
-/// The rows of `chunk`, in order.
-fn rows_of(chunk: &[u8]) -> impl Iterator<Item = Result<Row, StoreError>> + '_ {
+/// The rows of `chunk`, in order, not yet decoded.
+fn rows_of(chunk: &[u8]) -> impl Iterator<Item = Result<&[u8], StoreError>> + '_ {
     let mut rest = chunk;
     std::iter::from_fn(move || {
         let (len, tail) = rest.split_first_chunk::<2>()?;
@@ -194,7 +194,7 @@ fn rows_of(chunk: &[u8]) -> impl Iterator<Item = Result<Row, StoreError>> + '_ {
             ))));
         };
         rest = tail;
-        Some(decode_row(row))
+        Some(Ok(row))
     })
 }
 
@@ -233,7 +233,7 @@ pub(super) fn for_each_row(
         for (seq, row) in (first.value()..).zip(rows_of(chunk.value())) {
             let row = row?;
             if seq >= from {
-                f(seq, row)?;
+                f(seq, decode_row(row)?)?;
             }
         }
     }
