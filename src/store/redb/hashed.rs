@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ::redb::{Database, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
 use super::packed::{merge, prefix, records, Op};
-use super::pending::{fold_origins, for_each_row, waiting};
+use super::pending::{apply_origin, for_each_row, waiting};
 use super::reads::{begin_read, indexed, open_read};
 use super::record::{decode_header, HEADER};
-use super::{ctx, HASHED, KV, PENDING};
+use super::{ctx, BY_ORIGIN, HASHED, KV, PENDING};
 use crate::core::entry::{key_hash, Entry};
 use crate::core::store::{Stamp, StoreError};
 
@@ -60,16 +60,22 @@ pub(super) fn fold_due(txn: &WriteTransaction, pending: u64) -> Result<bool, Sto
 /// key's index rows became, so no record is read; of a key's rows, the
 /// last one counts.
 pub(super) fn fold(txn: &WriteTransaction, origins_from: u64) -> Result<(), StoreError> {
-    fold_origins(txn, origins_from)?;
     {
         let pending = txn
             .open_table(PENDING)
             .map_err(ctx("opening table pending"))?;
+        let mut by_origin = txn
+            .open_table(BY_ORIGIN)
+            .map_err(ctx("opening table by_origin"))?;
         let mut hashed = txn
             .open_table(HASHED)
             .map_err(ctx("opening table hashed"))?;
         let mut run: Vec<Change> = Vec::with_capacity(RUN);
+        // One pass over the list serves both indexes.
         for_each_row(&pending, 0, |seq, row| {
+            if seq >= origins_from {
+                apply_origin(&mut by_origin, &row)?;
+            }
             run.push((key_hash(&row.key), row.key, seq, row.header));
             if run.len() == RUN {
                 fold_run(&mut hashed, &mut run)?;

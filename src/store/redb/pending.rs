@@ -265,21 +265,27 @@ pub(super) fn fold_origins(txn: &WriteTransaction, from: u64) -> Result<(), Stor
     let mut by_origin = txn
         .open_table(BY_ORIGIN)
         .map_err(ctx("opening table by_origin"))?;
-    for_each_row(&pending, from, |_, row| {
-        let key = row.key.as_str();
-        if let Some(v) = row.replaced {
-            by_origin
-                .remove((v.origin, v.ms, v.counter, key))
-                .map_err(ctx("updating by_origin"))?;
-        }
-        if let Some(h) = &row.header {
-            let (v, _) = decode_header(key, h)?;
-            by_origin
-                .insert((v.origin, v.ms, v.counter, key), ())
-                .map_err(ctx("updating by_origin"))?;
-        }
-        Ok(())
-    })
+    for_each_row(&pending, from, |_, row| apply_origin(&mut by_origin, &row))
+}
+
+/// Makes `by_origin` say what `row` says of its key.
+pub(super) fn apply_origin(
+    by_origin: &mut Table<'_, (u32, u64, u32, &'static str), ()>,
+    row: &Row,
+) -> Result<(), StoreError> {
+    let key = row.key.as_str();
+    if let Some(v) = row.replaced {
+        by_origin
+            .remove((v.origin, v.ms, v.counter, key))
+            .map_err(ctx("updating by_origin"))?;
+    }
+    if let Some(h) = &row.header {
+        let (v, _) = decode_header(key, h)?;
+        by_origin
+            .insert((v.origin, v.ms, v.counter, key), ())
+            .map_err(ctx("updating by_origin"))?;
+    }
+    Ok(())
 }
 
 /// Brings `by_origin` up to date before a read of it: folds the rows from
