@@ -387,14 +387,20 @@ fn peer_wire(c: &Cluster, i: usize) -> (u64, u64) {
 
 #[test]
 fn peer_traffic_is_counted_on_the_wire_with_its_heads_and_client_calls_are_not() {
-    // No cycle runs during the test: the only peer traffic is the relay
-    // of the one write.
+    // No cycle runs during the test: the only peer traffic is each node's
+    // catch-up pull as it starts, and then the relay of the one write.
     let c = Cluster::start(2, Schedule::Successor, &quiet_interval(), "");
-    for i in 0..2 {
+    wait_until(Duration::from_secs(5), "the start pulls to end", || {
+        (0..2).all(|i| c.status(i)["requests_in_flight"] == 0)
+    });
+    let before = [peer_wire(&c, 0), peer_wire(&c, 1)];
+    let payload_before = c.status(0)["bytes_sent"].as_u64().expect("bytes_sent");
+    for (i, was) in before.iter().enumerate() {
         c.status(i);
+        c.get(i, "k");
         assert_eq!(
             peer_wire(&c, i),
-            (0, 0),
+            *was,
             "node {i} counted the client's calls as peer traffic"
         );
     }
@@ -402,8 +408,9 @@ fn peer_traffic_is_counted_on_the_wire_with_its_heads_and_client_calls_are_not()
     wait_until(Duration::from_secs(5), "the write is relayed to n1", || {
         c.get(1, "k").is_some()
     });
-    let payload = c.status(0)["bytes_sent"].as_u64().expect("bytes_sent");
+    let payload = c.status(0)["bytes_sent"].as_u64().expect("bytes_sent") - payload_before;
     let (received, sent) = peer_wire(&c, 1);
+    let (received, sent) = (received - before[1].0, sent - before[1].1);
     assert!(payload > 0, "n0 sent no payload");
     // The request's head (request line, host, length, the signature
     // headers) comes on top of its payload, and the answer has a head too.
@@ -412,7 +419,7 @@ fn peer_traffic_is_counted_on_the_wire_with_its_heads_and_client_calls_are_not()
         "n1 read {received} bytes of peer requests for n0's {payload} bytes of payload"
     );
     assert!(sent > 0, "n1's answers were not counted");
-    assert_eq!(peer_wire(&c, 0), (0, 0), "n0 answered no peer request");
+    assert_eq!(peer_wire(&c, 0), before[0], "n0 answered no peer request");
 }
 
 /// The HELP text of `name`.

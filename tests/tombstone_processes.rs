@@ -10,7 +10,8 @@
 //!
 //! The hole is made while no cycle runs (an interval of about an hour):
 //! only eager relay moves data then, and a relay to a node that is down is
-//! dropped, not retried. The topology is then rewritten to short cycles and
+//! dropped, not retried; node 2 comes back while its predecessor is away,
+//! so its catch-up pull at start finds no one. The topology is then rewritten to short cycles and
 //! the nodes restarted over their data.
 
 mod common;
@@ -72,8 +73,16 @@ fn a_delete_missed_as_a_hole_never_comes_back_after_collection() {
         serves(&c, 1).is_none()
     });
 
-    // Back, it gets a later write of the same origin by relay: a hole.
+    // Back while its predecessor is away, so that its catch-up pull at
+    // start fails (and, no cycle running, is not tried again), it gets a
+    // later write of the same origin by relay only: a hole.
+    c.stop(1);
     c.restart(HOLE);
+    wait_until(DEADLINE, "node 2's catch-up pull failed", || {
+        c.status(HOLE)["requests_in_flight"] == 0
+    });
+    assert_eq!(c.status(HOLE)["caught_up"], false, "node 2 caught up");
+    c.restart(1);
     c.put(0, "after", "later");
     wait_until(DEADLINE, "the later write reached node 2", || {
         c.get(HOLE, "after").as_deref() == Some("later")

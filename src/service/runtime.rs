@@ -181,6 +181,10 @@ where
         let on_bound: OnBound = {
             let node = Arc::clone(&node);
             Box::new(move || {
+                // Pull what was missed now, not at the first cycle
+                // boundary, up to an interval away (core `handle_start`):
+                // by the time the node is ready, the pull is under way.
+                node.with_node(|n| n.handle_start(now_ms()));
                 node.ready.store(true, Ordering::SeqCst);
                 log::info!("node {} ready on {}", node.id(), node.addr(node.me()));
                 notifier.ready(&node.with_node(|n| notify::status_line(n)));

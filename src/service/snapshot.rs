@@ -47,6 +47,10 @@ pub struct Snapshot {
     pub tombstones: u64,
     /// Entries waiting to be passed on (see [`Node::relay_queued`]).
     pub relay_queue: u64,
+    /// False from a start until a catch-up pull was answered.
+    pub caught_up: bool,
+    /// Requests of this node's awaiting their replies.
+    pub requests_in_flight: u64,
     /// Every other node, in ring order.
     pub peers: Vec<PeerSnapshot>,
     /// Peers' replies this node refused before using them, by reason
@@ -88,6 +92,8 @@ impl Snapshot {
             keys,
             tombstones,
             relay_queue: node.relay_queued(),
+            caught_up: node.caught_up(),
+            requests_in_flight: node.in_flight() as u64,
             peers,
             replies_refused: BTreeMap::new(),
             commit_queue: 0,

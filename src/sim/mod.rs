@@ -120,8 +120,9 @@ impl World<'_> {
     /// `Node::open` (a higher incarnation, nothing of its memory) with
     /// `catch_up_on_start`. Injected faults are held off while it opens: a
     /// disk that fails at start leaves the node down, which a longer crash
-    /// models.
-    fn restart(&mut self, i: u32, seed: u64) {
+    /// models. Started at virtual time `t`, it pulls at once, as the
+    /// service's does.
+    fn restart(&mut self, i: u32, seed: u64, t: u64) {
         let mut store = self.nodes[i as usize].store().clone();
         let faults = store.take_commit_faults();
         match Node::open(self.config(i, true), store, seed) {
@@ -131,6 +132,9 @@ impl World<'_> {
             }
             Err(e) => unreachable_store(&e),
         }
+        let now = self.clocks.now(i, t);
+        self.nodes[i as usize].handle_start(now);
+        self.drain(i, t);
     }
 
     /// A client write (`None` deletes) at node `i`, virtual time `t`: the
@@ -467,7 +471,7 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
                 entries_retired += old.entries_sent;
                 refutations_retired += old.refutations;
                 failed_retired += old.members_failed;
-                w.restart(i, rng.next_u64());
+                w.restart(i, rng.next_u64(), start);
             }
             w.down[i as usize] = is_down;
         }

@@ -42,6 +42,9 @@ pub(super) struct Exchange {
     /// ours (else one member down would make every helper probe it too,
     /// and each of their probes breed more).
     pub(super) on_behalf: bool,
+    /// A catch-up pull sent as the node started, before its first cycle:
+    /// its misses are no evidence either (`catch_up.rs`).
+    pub(super) early: bool,
 }
 
 /// A request of ours awaiting its reply.
@@ -139,6 +142,7 @@ impl<S: Store> Node<S> {
                 repaired: false,
                 prober: None,
                 on_behalf: false,
+                early: false,
             },
         );
         id
@@ -302,7 +306,7 @@ impl<S: Store> Node<S> {
             && self
                 .exchanges
                 .get(&out.exchange)
-                .is_none_or(|x| !x.on_behalf && x.kind != PushKind::Probe);
+                .is_none_or(|x| !x.on_behalf && !x.early && x.kind != PushKind::Probe);
         if outcome == Outcome::Missed && evidence {
             self.peers.entry(out.to).or_default().failures += 1;
             self.missed(out.to);

@@ -25,6 +25,7 @@ use super::tree::Tree;
 mod agree;
 mod apply;
 mod bases;
+mod catch_up;
 mod delta;
 mod epochs;
 mod exchange;
@@ -436,6 +437,17 @@ impl<S: Store> Node<S> {
         !self.outstanding.is_empty()
     }
 
+    /// Requests of ours awaiting their replies.
+    pub fn in_flight(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    /// False from a start with `catch_up_on_start` until a catch-up pull
+    /// was answered (`catch_up.rs`).
+    pub fn caught_up(&self) -> bool {
+        self.caught_up
+    }
+
     // ----- outputs ---------------------------------------------------------
 
     /// The next request to deliver.
@@ -478,15 +490,9 @@ impl<S: Store> Node<S> {
         let n = self.cfg.n;
         let me = self.cfg.me;
         if !self.caught_up {
-            // Restarted: first pull what was missed from the predecessor
-            // (or any live member), then take part in the ring.
-            let pred = (me + n - 1) % n;
-            let peer = if self.view.is_failed(pred) {
-                self.view.random_live(&mut self.rng)
-            } else {
-                Some(pred)
-            };
-            if let Some(peer) = peer {
+            // Restarted: first pull what was missed (`catch_up.rs`), then
+            // take part in the ring.
+            if let Some(peer) = self.catch_up_peer() {
                 self.exchange_unless_busy(peer, PushKind::PushPull);
             }
             return;

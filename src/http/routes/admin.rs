@@ -126,6 +126,13 @@ pub struct Status {
     pub now_ms: u64,
     /// Entries waiting to be passed on along the relay tree.
     pub relay_queue: u64,
+    /// False from the node's start until its catch-up pull (what it missed
+    /// while down, from its predecessor) was answered.
+    #[serde(default)]
+    pub caught_up: bool,
+    /// Requests of this node's to its peers awaiting their replies.
+    #[serde(default)]
+    pub requests_in_flight: u64,
     /// The largest of the peers' `staleness_ms`.
     #[serde(default)]
     pub staleness_max_ms: u64,
@@ -188,6 +195,8 @@ pub fn status_of(node: &NodeHandle) -> Status {
         last_cycle: snap.cycle,
         now_ms: now,
         relay_queue: snap.relay_queue,
+        caught_up: snap.caught_up,
+        requests_in_flight: snap.requests_in_flight,
         staleness_max_ms: snap
             .peers
             .iter()
