@@ -21,8 +21,6 @@ use std::time::{Duration, Instant};
 
 use async_std::net::TcpStream;
 
-use super::listen::State;
-
 /// Connections served at once. systemd gives a service 1024 descriptors
 /// (soft limit); the store, the peer client's pool and the log need some.
 pub const MAX_CONNECTIONS: usize = 512;
@@ -44,6 +42,20 @@ const EVICTION_WAIT: Duration = Duration::from_secs(1);
 /// How often it looks meanwhile.
 const EVICTION_POLL: Duration = Duration::from_millis(2);
 
+/// What the limits need of a connection's state (the listener's
+/// `State`): whether it is in the middle of a head, since when it may wait
+/// there, and a way to mark it closing.
+pub(super) trait HeadState: Send + Sync {
+    /// It is to end: closed to make room, or its answer refused it.
+    fn is_closing(&self) -> bool;
+    /// Marks it to end.
+    fn close(&self);
+    /// A head had begun to arrive, and no request is being served.
+    fn mid_head(&self) -> bool;
+    /// When its wait in the middle of a head runs out.
+    fn deadline(&self) -> Option<Instant>;
+}
+
 /// Open connections, in all and per address, and each one's state, so
 /// that a slow head can be found and closed when the limit is reached.
 #[derive(Default)]
@@ -59,7 +71,7 @@ pub(super) struct Limits {
 
 /// An open connection, as the accept loop sees it.
 struct Open {
-    state: Arc<State>,
+    state: Arc<dyn HeadState>,
     stream: TcpStream,
     peer: Option<SocketAddr>,
 }
@@ -91,7 +103,7 @@ impl Limits {
     pub(super) async fn admit(
         limits: &Arc<Limits>,
         ip: IpAddr,
-        state: &Arc<State>,
+        state: &Arc<dyn HeadState>,
         stream: &TcpStream,
     ) -> Entered {
         let until = Instant::now() + EVICTION_WAIT;
@@ -104,7 +116,12 @@ impl Limits {
         Limits::enter(limits, ip, state, stream)
     }
 
-    fn enter(limits: &Arc<Limits>, ip: IpAddr, state: &Arc<State>, stream: &TcpStream) -> Entered {
+    fn enter(
+        limits: &Arc<Limits>,
+        ip: IpAddr,
+        state: &Arc<dyn HeadState>,
+        stream: &TcpStream,
+    ) -> Entered {
         // The address's own limit first, so that no connection is evicted
         // for one that is then refused.
         let counted = if ip.is_loopback() {
@@ -178,12 +195,12 @@ impl Limits {
         let mut open = self.opened();
         let (&id, _) = open
             .iter()
-            .filter(|(_, o)| !o.state.closing.load(Ordering::SeqCst) && o.state.mid_head())
+            .filter(|(_, o)| !o.state.is_closing() && o.state.mid_head())
             .filter_map(|(id, o)| Some((id, o.state.deadline()?)))
             .min_by_key(|(_, d)| *d)?;
         let o = open.remove(&id)?;
         self.evicting.fetch_add(1, Ordering::SeqCst);
-        o.state.closing.store(true, Ordering::SeqCst);
+        o.state.close();
         let _ = o.stream.shutdown(Shutdown::Both);
         Some(
             o.peer

@@ -1,11 +1,45 @@
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_std::net::{TcpListener, TcpStream};
 
-use super::{Entered, Limits, Slot, EVICTION_SLACK, EVICTION_WAIT, MAX_CONNECTIONS};
-use crate::http::listen::State;
+use super::{Entered, HeadState, Limits, Slot, EVICTION_SLACK, EVICTION_WAIT, MAX_CONNECTIONS};
+
+/// A connection's state as the limits see it: in the middle of a head or
+/// not, and closing once marked so.
+struct Head {
+    mid: bool,
+    closing: AtomicBool,
+    deadline: Instant,
+}
+
+impl HeadState for Head {
+    fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    fn mid_head(&self) -> bool {
+        self.mid
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.mid.then_some(self.deadline)
+    }
+}
+
+fn head(mid: bool) -> Arc<dyn HeadState> {
+    Arc::new(Head {
+        mid,
+        closing: AtomicBool::new(false),
+        deadline: Instant::now() + Duration::from_secs(10),
+    })
+}
 
 fn loopback() -> IpAddr {
     IpAddr::from([127, 0, 0, 1])
@@ -23,10 +57,8 @@ async fn socket() -> (TcpStream, TcpStream) {
 }
 
 /// A connection that has sent the first byte of a head and no more.
-fn slow_head() -> Arc<State> {
-    let s = Arc::new(State::new(Duration::from_secs(10)));
-    s.head_begun();
-    s
+fn slow_head() -> Arc<dyn HeadState> {
+    head(true)
 }
 
 /// The limit, filled with slow heads: their slots.
@@ -51,14 +83,7 @@ async fn burst(
 ) -> (Vec<Slot>, Vec<Slot>, Vec<Slot>) {
     let mut newcomers = Vec::new();
     for i in 0..EVICTION_SLACK {
-        match Limits::admit(
-            limits,
-            loopback(),
-            &Arc::new(State::new(Duration::from_secs(10))),
-            server,
-        )
-        .await
-        {
+        match Limits::admit(limits, loopback(), &head(false), server).await {
             Entered::Evicting(slot, _) => newcomers.push(slot),
             Entered::Yes(_) => panic!("newcomer {i} let in at the limit without a closing"),
             Entered::No(why) => panic!("newcomer {i} of the slack refused: {why}"),

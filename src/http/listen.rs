@@ -50,7 +50,7 @@ use async_std::net::{TcpListener, TcpStream};
 
 use super::edge::{Edge, PeerWire};
 use super::framing::{FrameError, Framer, Phase};
-use super::limits::{Entered, Limits};
+use super::limits::{Entered, HeadState, Limits};
 pub use super::limits::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP};
 use super::outbox::Outbox;
 use crate::service::now_ms;
@@ -101,7 +101,8 @@ pub async fn serve(
             }
         };
         let state = Arc::new(State::new(timeout));
-        let entered = Limits::admit(&limits, peer.ip(), &state, &stream).await;
+        let head: Arc<dyn HeadState> = state.clone();
+        let entered = Limits::admit(&limits, peer.ip(), &head, &stream).await;
         let slot = match entered {
             Entered::Yes(slot) => slot,
             Entered::Evicting(slot, victim) => {
@@ -219,7 +220,7 @@ impl State {
         }
     }
 
-    pub(super) fn deadline(&self) -> Option<Instant> {
+    fn deadline(&self) -> Option<Instant> {
         *self.deadline.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -252,7 +253,7 @@ impl State {
     }
 
     /// A head had begun to arrive, and no request is being served.
-    pub(super) fn mid_head(&self) -> bool {
+    fn mid_head(&self) -> bool {
         if self.in_request.load(Ordering::SeqCst) {
             return false;
         }
@@ -269,6 +270,24 @@ impl State {
     #[cfg(test)]
     pub(super) fn head_begun(&self) {
         self.inbox().buf.push(b'G');
+    }
+}
+
+impl HeadState for State {
+    fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    fn mid_head(&self) -> bool {
+        State::mid_head(self)
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        State::deadline(self)
     }
 }
 
@@ -556,4 +575,22 @@ async fn linger(stream: &mut TcpStream) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_is_mid_head_from_the_first_byte_of_a_head_until_a_request() {
+        let s = State::new(Duration::from_secs(10));
+        assert!(!HeadState::mid_head(&s), "a new connection is not mid-head");
+        s.head_begun();
+        assert!(HeadState::mid_head(&s));
+        s.begin_request(Some(0));
+        assert!(!HeadState::mid_head(&s), "a request is being served");
+        assert!(!HeadState::is_closing(&s));
+        HeadState::close(&s);
+        assert!(HeadState::is_closing(&s));
+    }
 }
