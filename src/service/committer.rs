@@ -162,7 +162,10 @@ fn run<H: Host>(Queue(queue, queued): &Queue, node: &Weak<H>) {
 }
 
 /// Runs `jobs` in order under one hold of the core's lock, each run of
-/// consecutive writes in one commit, then sends what the core asked to.
+/// consecutive writes in one commit, then sends what the core asked to,
+/// and only then keeps what status pages show: an entry passed on along
+/// the relay tree waits for its commit, not for the snapshot (which reads
+/// the store for each peer's staleness).
 fn group<H: Host>(node: &Arc<H>, jobs: Vec<Job>) {
     let mut writes = Vec::new();
     let (transmits, events) = {
@@ -171,23 +174,23 @@ fn group<H: Host>(node: &Arc<H>, jobs: Vec<Job>) {
             match job {
                 Job::Write { key, value, done } => writes.push(((key, value), done)),
                 Job::Call(f) => {
-                    commit(node.as_ref(), &mut core, &mut writes);
+                    commit(node, &mut core, &mut writes);
                     f(&mut core);
                 }
             }
         }
-        commit(node.as_ref(), &mut core, &mut writes);
-        node.keep_snapshot(&core);
+        commit(node, &mut core, &mut writes);
         drain(&mut core)
     };
     node.dispatch(transmits, events);
+    node.keep_snapshot(&node.lock());
 }
 
-/// Makes `writes` durable in one commit and answers each, once what
-/// status pages show has caught up with them.
+/// Makes `writes` durable in one commit, sends their eager relays, and
+/// answers each once what status pages show has caught up with them.
 #[allow(clippy::type_complexity)]
 fn commit<H: Host>(
-    node: &H,
+    node: &Arc<H>,
     core: &mut Node<AnyStore>,
     writes: &mut Vec<((String, Option<Vec<u8>>), Answer<Result<Entry, WriteError>>)>,
 ) {
@@ -196,6 +199,10 @@ fn commit<H: Host>(
     }
     let (batch, done): (Vec<_>, Vec<_>) = writes.drain(..).unzip();
     let results = core.write_all(now_ms(), batch);
+    // The relays leave before the snapshot is kept (see `group`); sending
+    // only spawns their tasks, so it may be done under the lock.
+    let relays: Vec<Transmit> = std::iter::from_fn(|| core.poll_transmit()).collect();
+    node.dispatch(relays, Vec::new());
     node.keep_snapshot(core);
     for (result, done) in results.into_iter().zip(done) {
         let _ = done.try_send(result);
