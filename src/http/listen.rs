@@ -160,8 +160,11 @@ pub(super) struct State {
 /// [`Framer`] allows.
 struct Inbox {
     framer: Framer,
+    /// [`READ_CHUNK`] bytes, zeroed once: a read fills it from the front.
     buf: Vec<u8>,
     start: usize,
+    /// Where what the last read brought ends.
+    end: usize,
 }
 
 impl State {
@@ -175,8 +178,9 @@ impl State {
             unseen: [AtomicU64::new(0), AtomicU64::new(0)],
             inbox: Mutex::new(Inbox {
                 framer: Framer::new(HEAD_BUDGET),
-                buf: Vec::with_capacity(READ_CHUNK),
+                buf: vec![0; READ_CHUNK],
                 start: 0,
+                end: 0,
             }),
             outbox: Mutex::new(Outbox::default()),
         }
@@ -259,7 +263,7 @@ impl State {
         }
         let inbox = self.inbox();
         match inbox.framer.phase() {
-            Phase::Head { len, .. } => len > 0 || inbox.start < inbox.buf.len(),
+            Phase::Head { len, .. } => len > 0 || inbox.start < inbox.end,
             // A head async-h1 could not take.
             Phase::Parsed => true,
             Phase::Body(_) | Phase::Unframed => false,
@@ -269,7 +273,9 @@ impl State {
     /// Test only: the first byte of a head has come and been read.
     #[cfg(test)]
     pub(super) fn head_begun(&self) {
-        self.inbox().buf.push(b'G');
+        let mut inbox = self.inbox();
+        inbox.buf[0] = b'G';
+        inbox.end = 1;
     }
 }
 
@@ -312,12 +318,11 @@ impl async_std::io::Read for Conn {
             return Poll::Ready(Ok(0));
         }
         let mut inbox = this.state.inbox();
-        if inbox.start == inbox.buf.len() {
+        if inbox.start == inbox.end {
             let Inbox { buf: mine, .. } = &mut *inbox;
-            mine.resize(READ_CHUNK, 0);
             match Pin::new(&mut this.stream).poll_read(cx, mine) {
                 Poll::Ready(Ok(n)) => {
-                    mine.truncate(n);
+                    inbox.end = n;
                     inbox.start = 0;
                     this.state.count(&this.edge.peer_wire, n, false);
                     if n == 0 {
@@ -325,7 +330,7 @@ impl async_std::io::Read for Conn {
                     }
                 }
                 other => {
-                    mine.clear();
+                    inbox.end = 0;
                     inbox.start = 0;
                     return other;
                 }
@@ -335,8 +340,9 @@ impl async_std::io::Read for Conn {
             framer,
             buf: mine,
             start,
+            end,
         } = &mut *inbox;
-        let avail = &mine[*start..];
+        let avail = &mine[*start..*end];
         let avail = &avail[..avail.len().min(buf.len())];
         let n = match framer.take(avail) {
             Ok(n) => n,
