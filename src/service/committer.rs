@@ -168,6 +168,9 @@ fn run<H: Host>(Queue(queue, queued): &Queue, node: &Weak<H>) {
 /// the store for each peer's staleness).
 fn group<H: Host>(node: &Arc<H>, jobs: Vec<Job>) {
     let mut writes = Vec::new();
+    // Whether the snapshot kept shows the core as it is: a commit of
+    // writes keeps one before answering them; a call may change anything.
+    let mut shown = false;
     let (transmits, events) = {
         let mut core = node.lock();
         for job in jobs {
@@ -176,26 +179,30 @@ fn group<H: Host>(node: &Arc<H>, jobs: Vec<Job>) {
                 Job::Call(f) => {
                     commit(node, &mut core, &mut writes);
                     f(&mut core);
+                    shown = false;
                 }
             }
         }
-        commit(node, &mut core, &mut writes);
+        shown |= commit(node, &mut core, &mut writes);
         drain(&mut core)
     };
     node.dispatch(transmits, events);
-    node.keep_snapshot(&node.lock());
+    if !shown {
+        node.keep_snapshot(&node.lock());
+    }
 }
 
 /// Makes `writes` durable in one commit, sends their eager relays, and
 /// answers each once what status pages show has caught up with them.
+/// False if there were none.
 #[allow(clippy::type_complexity)]
 fn commit<H: Host>(
     node: &Arc<H>,
     core: &mut Node<AnyStore>,
     writes: &mut Vec<((String, Option<Vec<u8>>), Answer<Result<Entry, WriteError>>)>,
-) {
+) -> bool {
     if writes.is_empty() {
-        return;
+        return false;
     }
     let (batch, done): (Vec<_>, Vec<_>) = writes.drain(..).unzip();
     let results = core.write_all(now_ms(), batch);
@@ -207,4 +214,5 @@ fn commit<H: Host>(
     for (result, done) in results.into_iter().zip(done) {
         let _ = done.try_send(result);
     }
+    true
 }
