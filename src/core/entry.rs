@@ -49,6 +49,7 @@ pub struct Entry {
     /// The key, UTF-8, at most [`MAX_KEY_BYTES`].
     pub key: String,
     /// The value, or `None` for a tombstone (a delete).
+    #[serde(with = "super::value_serde")]
     pub value: Option<Vec<u8>>,
     /// Who wrote it and when.
     pub version: Version,

@@ -18,6 +18,7 @@ pub mod sketch;
 pub mod stats;
 pub mod store;
 pub mod tree;
+pub mod value_serde;
 pub mod wire_caps;
 
 pub use config::Config;

@@ -13,12 +13,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ::redb::{Database, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
+use super::origins::{apply as apply_origins, change_of, OPS_RUN};
 use super::packed::{merge, prefix, records, Op};
-use super::pending::{apply_origin, for_each_row, waiting};
+use super::pending::{for_each_row, waiting};
 use super::reads::{begin_read, indexed, open_read};
 use super::record::{decode_header, HEADER};
 use super::{ctx, BY_ORIGIN, HASHED, KV, PENDING};
-use crate::core::entry::{key_hash, Entry};
+use crate::core::entry::{key_hash, Entry, Version};
 use crate::core::store::{Stamp, StoreError};
 
 /// A fold is due once the change list holds this many rows, or as many as
@@ -66,22 +67,42 @@ pub(super) fn fold(txn: &WriteTransaction, origins_from: u64) -> Result<(), Stor
             .map_err(ctx("opening table pending"))?;
         let mut by_origin = txn
             .open_table(BY_ORIGIN)
-            .map_err(ctx("opening table by_origin"))?;
+            .map_err(ctx("opening table by_origin_packed"))?;
         let mut hashed = txn
             .open_table(HASHED)
             .map_err(ctx("opening table hashed"))?;
         let mut run: Vec<Change> = Vec::with_capacity(RUN);
+        // The rows of `run` still to go into `by_origin`: their place in
+        // the run, the version replaced and the version now.
+        let mut origins: Vec<(usize, Option<Version>, Option<Version>)> = Vec::new();
+        let to_origins =
+            |by_origin: &mut Table<'_, &'static [u8], &'static [u8]>,
+             run: &[Change],
+             origins: &mut Vec<(usize, Option<Version>, Option<Version>)>| {
+                let changes = origins.iter().map(|&(i, was, now)| {
+                    let key = run.get(i).map_or("", |c| c.1.as_str());
+                    (key, was, now)
+                });
+                apply_origins(by_origin, changes)?;
+                origins.clear();
+                Ok::<(), StoreError>(())
+            };
         // One pass over the list serves both indexes.
         for_each_row(&pending, 0, |seq, row| {
             if seq >= origins_from {
-                apply_origin(&mut by_origin, &row)?;
+                let (_, was, now) = change_of(&row)?;
+                origins.push((run.len(), was, now));
             }
             run.push((key_hash(&row.key), row.key, seq, row.header));
+            if origins.len() == OPS_RUN || run.len() == RUN {
+                to_origins(&mut by_origin, &run, &mut origins)?;
+            }
             if run.len() == RUN {
                 fold_run(&mut hashed, &mut run)?;
             }
             Ok(())
         })?;
+        to_origins(&mut by_origin, &run, &mut origins)?;
         fold_run(&mut hashed, &mut run)?;
     }
     txn.delete_table(PENDING)

@@ -1,26 +1,32 @@
 //! The redb store's layout version, and the one-time migration of a store
 //! written by an older build to this one's.
 //!
-//! | layout | tables beside `kv`, `by_origin`, `tombs`, `meta` |
+//! | layout | tables beside `kv`, `tombs`, `meta` (and `by_origin` up to 4) |
 //! |--------|---------------------------------------------------|
 //! | 1 (no meta value) | `by_hash`, written with each entry |
 //! | 2 | `hashed`, and `pending` naming changed keys only |
 //! | 3 | `hashed`, and `pending_rows`: each change of a key, from which `by_origin` and `hashed` are folded |
 //! | 4 | `hashed_packed` (layout 3's `hashed` rows packed by hash prefix), and `pending_chunks` (layout 3's rows, a chunk of them per commit) |
+//! | 5 | as 4, with `by_origin_packed` (layout 4's `by_origin` rows in blocks, `origins.rs`) for `by_origin` |
 
 use ::redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
 use super::hashed::{fold_run, Change, RUN};
+use super::origins::{self, OPS_RUN};
 use super::pending::{decode_row, Rows};
 use super::record::{decode_header, HEADER};
-use super::{ctx, HASHED, KV, META, PENDING};
-use crate::core::entry::key_hash;
+use super::{ctx, BY_ORIGIN, HASHED, KV, META, PENDING};
+use crate::core::entry::{key_hash, Version};
 use crate::core::store::StoreError;
 
 /// The meta value naming the store's layout.
 pub(super) const META_LAYOUT: &str = "store_layout";
 /// This build's layout.
-const LAYOUT: u8 = 4;
+const LAYOUT: u8 = 5;
+/// Layouts 1 to 4's `by_origin`: a row per key, (origin, ms, counter, key)
+/// to nothing.
+pub(super) const BY_ORIGIN_V4: TableDefinition<(u32, u64, u32, &str), ()> =
+    TableDefinition::new("by_origin");
 /// Layout 1's bucket index: (key hash, key) to nothing.
 const BY_HASH_V1: TableDefinition<(u64, &str), ()> = TableDefinition::new("by_hash");
 /// Layout 2's `pending`: sequence number to a changed key, whose header the
@@ -35,8 +41,9 @@ const PENDING_V3: TableDefinition<u64, &[u8]> = TableDefinition::new("pending_ro
 /// `txn`. Layout 1 had no `hashed` table, so it is built from the records'
 /// headers (the one time opening reads every record) and `by_hash` goes.
 /// Layout 2's `pending` rows become this layout's, each with the header of
-/// its key's record as it is now; layout 3's are gathered into chunks. A
-/// layout newer than this build's is refused.
+/// its key's record as it is now; layout 3's are gathered into chunks.
+/// Layout 4's `by_origin` rows (and so those of every older layout) are
+/// packed into blocks. A layout newer than this build's is refused.
 pub(super) fn migrate(txn: &WriteTransaction, shown: &str) -> Result<(), StoreError> {
     let mut meta = txn.open_table(META).map_err(ctx("opening table meta"))?;
     let layout = meta
@@ -45,9 +52,19 @@ pub(super) fn migrate(txn: &WriteTransaction, shown: &str) -> Result<(), StoreEr
         .map(|v| v.value().to_vec());
     match layout.as_deref() {
         Some([LAYOUT]) => return Ok(()),
-        None => from_layout_1(txn, shown)?,
-        Some([2]) => from_layout_2(txn, shown)?,
-        Some([3]) => from_layout_3(txn, shown)?,
+        None => {
+            from_layout_1(txn, shown)?;
+            from_layout_4(txn, shown)?;
+        }
+        Some([2]) => {
+            from_layout_2(txn, shown)?;
+            from_layout_4(txn, shown)?;
+        }
+        Some([3]) => {
+            from_layout_3(txn, shown)?;
+            from_layout_4(txn, shown)?;
+        }
+        Some([4]) => from_layout_4(txn, shown)?,
         Some(other) => {
             return Err(StoreError(format!(
                 "{shown} has store layout {other:?}, which this build ({LAYOUT}) cannot read: run the build that wrote it, or move the file aside to resync this node from its peers"
@@ -193,5 +210,50 @@ fn from_layout_3(txn: &WriteTransaction, shown: &str) -> Result<(), StoreError> 
     }
     txn.delete_table(PENDING_V3)
         .map_err(ctx("removing layout 3's table pending_rows"))?;
+    Ok(())
+}
+
+/// Layout 4's `by_origin` rows, read in order, become `by_origin_packed`'s
+/// blocks.
+fn from_layout_4(txn: &WriteTransaction, shown: &str) -> Result<(), StoreError> {
+    {
+        let old = txn
+            .open_table(BY_ORIGIN_V4)
+            .map_err(ctx("opening layout 4's table by_origin"))?;
+        let n = old.len().map_err(ctx("counting by_origin"))?;
+        if n > 0 {
+            log::info!(
+                "{shown}: migrating the store to layout {LAYOUT}: packing {n} by_origin rows"
+            );
+        }
+        let mut table = txn
+            .open_table(BY_ORIGIN)
+            .map_err(ctx("opening table by_origin_packed"))?;
+        let mut run: Vec<(String, Version)> = Vec::new();
+        let flush = |table: &mut ::redb::Table<'_, &'static [u8], &'static [u8]>,
+                     run: &mut Vec<(String, Version)>| {
+            origins::apply(table, run.iter().map(|(k, v)| (k.as_str(), None, Some(*v))))?;
+            run.clear();
+            Ok::<(), StoreError>(())
+        };
+        for item in old.iter().map_err(ctx("scanning by_origin"))? {
+            let (k, _) = item.map_err(ctx("scanning by_origin"))?;
+            let (origin, ms, counter, key) = k.value();
+            run.push((
+                key.to_string(),
+                Version {
+                    ms,
+                    counter,
+                    origin,
+                },
+            ));
+            if run.len() == OPS_RUN {
+                flush(&mut table, &mut run)?;
+            }
+        }
+        flush(&mut table, &mut run)?;
+    }
+    txn.delete_table(BY_ORIGIN_V4)
+        .map_err(ctx("removing layout 4's table by_origin"))?;
     Ok(())
 }

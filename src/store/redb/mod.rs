@@ -6,18 +6,17 @@
 //! | table      | key                                   | value                 |
 //! |------------|---------------------------------------|-----------------------|
 //! | `kv`       | key                                   | record (`record.rs`)  |
-//! | `by_origin`| (origin, ms, counter, key)            | `()`                  |
+//! | `by_origin_packed` | (origin, ms, counter, key) of a block's first row | the block's rows (`origins.rs`) |
 //! | `tombs`    | (ms, counter, origin, key)            | `()`                  |
 //! | `pending_chunks` | number of its first row          | change rows (`pending.rs`) |
 //! | `hashed_packed` | top 16 bits of [`key_hash`]      | (hash, key, header) of each key (`packed.rs`) |
 //! | `meta`     | name                                  | bytes                 |
 //!
-//! A commit writes a key's record, its `by_origin` row (an append per
-//! writer: versions of one origin mostly arrive in order), a tombstone's
-//! `tombs` row, and appends the key with its new header to the change list
-//! `pending_chunks`, a chunk of rows per commit.
-//! `hashed`, keyed by a random hash, is brought up to date from those rows
-//! in bulk, reading no record (`hashed.rs`). `layout.rs` migrates a store of
+//! A commit writes a key's record, a tombstone's `tombs` row, and appends
+//! the key with its new header to the change list `pending_chunks`, a
+//! chunk of rows per commit. `by_origin` (`origins.rs`) and `hashed`,
+//! keyed by a random hash, are brought up to date from those rows in bulk,
+//! reading no record (`hashed.rs`). `layout.rs` migrates a store of
 //! an older layout.
 //! The index keys end with the entry's key, so two keys written with the
 //! same version never collide in an index.
@@ -30,6 +29,7 @@
 
 mod hashed;
 mod layout;
+mod origins;
 mod packed;
 mod pending;
 mod reads;
@@ -49,8 +49,9 @@ use reads::{begin_read, open_read, RedbReads};
 
 /// The main table: key to encoded record.
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
-/// Entries by writer: (origin, ms, counter, key).
-const BY_ORIGIN: TableDefinition<(u32, u64, u32, &str), ()> = TableDefinition::new("by_origin");
+/// Entries by writer: (origin, ms, counter, key), in blocks under their
+/// first row (`origins.rs`).
+const BY_ORIGIN: TableDefinition<&[u8], &[u8]> = TableDefinition::new("by_origin_packed");
 /// Tombstones by age: (ms, counter, origin, key).
 const TOMBS: TableDefinition<(u64, u32, u32, &str), ()> = TableDefinition::new("tombs");
 /// Keys changed since `hashed` was last brought up to date, in commit order,
@@ -262,7 +263,7 @@ impl Store for RedbStore {
         after: Version,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        pending::origins_now(&self.db, &self.origins_folded, self.next_seq)?;
+        origins::origins_now(&self.db, &self.origins_folded, self.next_seq)?;
         reads::by_origin_in(&self.db, origin, after, limit)
     }
 

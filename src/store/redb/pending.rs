@@ -17,12 +17,10 @@
 //! One insert per chunk, not per row: a row per insert cost the hot path
 //! nearly as much as writing the record itself (layout 3).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use ::redb::{ReadableTable, Table};
 
-use ::redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
-
+use super::ctx;
 use super::record::{decode_header, put_version, read_version, HEADER, VERSION};
-use super::{ctx, BY_ORIGIN, PENDING};
 use crate::core::entry::Version;
 use crate::core::store::StoreError;
 
@@ -254,60 +252,6 @@ pub(super) fn waiting(
 pub(super) fn next_row(table: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64, StoreError> {
     let last = table.last().map_err(ctx("reading pending_chunks"))?;
     Ok(last.map_or(0, |(k, chunk)| k.value() + rows_in(chunk.value())))
-}
-
-/// Applies to `by_origin`, in `txn`, the rows numbered `from` and up, in
-/// order.
-pub(super) fn fold_origins(txn: &WriteTransaction, from: u64) -> Result<(), StoreError> {
-    let pending = txn
-        .open_table(PENDING)
-        .map_err(ctx("opening table pending_chunks"))?;
-    let mut by_origin = txn
-        .open_table(BY_ORIGIN)
-        .map_err(ctx("opening table by_origin"))?;
-    for_each_row(&pending, from, |_, row| apply_origin(&mut by_origin, &row))
-}
-
-/// Makes `by_origin` say what `row` says of its key.
-pub(super) fn apply_origin(
-    by_origin: &mut Table<'_, (u32, u64, u32, &'static str), ()>,
-    row: &Row,
-) -> Result<(), StoreError> {
-    let key = row.key.as_str();
-    if let Some(v) = row.replaced {
-        by_origin
-            .remove((v.origin, v.ms, v.counter, key))
-            .map_err(ctx("updating by_origin"))?;
-    }
-    if let Some(h) = &row.header {
-        let (v, _) = decode_header(key, h)?;
-        by_origin
-            .insert((v.origin, v.ms, v.counter, key), ())
-            .map_err(ctx("updating by_origin"))?;
-    }
-    Ok(())
-}
-
-/// Brings `by_origin` up to date before a read of it: folds the rows from
-/// `folded` (the first row not yet in it) to `next` (the next row to be
-/// written) in a commit of its own, and moves `folded` to `next`. That
-/// commit is not synced: if it is lost in a crash, the rows are still
-/// there and fold again.
-pub(super) fn origins_now(db: &Database, folded: &AtomicU64, next: u64) -> Result<(), StoreError> {
-    let from = folded.load(Ordering::Acquire);
-    if from >= next {
-        return Ok(());
-    }
-    let mut txn = db
-        .begin_write()
-        .map_err(ctx("beginning a write transaction"))?;
-    txn.set_durability(Durability::None)
-        .map_err(ctx("setting a fold's durability"))?;
-    fold_origins(&txn, from)?;
-    txn.commit()
-        .map_err(ctx("committing a fold of pending_chunks"))?;
-    folded.store(next, Ordering::Release);
-    Ok(())
 }
 
 #[cfg(test)]

@@ -96,33 +96,12 @@ pub(super) fn by_origin_in(
         return Ok(out);
     }
     let txn = begin_read(db)?;
-    let index = open_read(&txn, BY_ORIGIN, "by_origin")?;
+    let index = open_read(&txn, BY_ORIGIN, "by_origin_packed")?;
     let kv = open_read(&txn, KV, "kv")?;
-    let start = (origin, after.ms, after.counter, "");
-    let iter = index
-        .range::<(u32, u64, u32, &str)>((Bound::Included(start), Bound::Unbounded))
-        .map_err(ctx("scanning by_origin"))?;
-    for item in iter {
-        let (k, _) = item.map_err(ctx("scanning by_origin"))?;
-        let (o, ms, counter, key) = k.value();
-        if o != origin {
-            break;
-        }
-        // Rows with the same (ms, counter) as `after` are above it only
-        // if `origin` is above `after.origin`.
-        if (Version {
-            ms,
-            counter,
-            origin: o,
-        }) <= after
-        {
-            continue;
-        }
+    super::origins::scan(&index, origin, after, |key| {
         out.push(indexed(&kv, key, "by_origin")?);
-        if out.len() >= limit {
-            break;
-        }
-    }
+        Ok(out.len() < limit)
+    })?;
     Ok(out)
 }
 

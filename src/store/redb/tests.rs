@@ -108,7 +108,7 @@ fn a_store_of_the_older_layout_is_migrated_once_on_open() {
         {
             let mut kv = txn.open_table(KV).expect("kv");
             let mut by_hash = txn.open_table(BY_HASH_V1).expect("by_hash");
-            let mut by_origin = txn.open_table(BY_ORIGIN).expect("by_origin");
+            let mut by_origin = txn.open_table(layout::BY_ORIGIN_V4).expect("by_origin");
             let mut buf = Vec::new();
             for e in &entries {
                 encode_into(&mut buf, &e.version, e.value.as_deref());
@@ -132,7 +132,7 @@ fn a_store_of_the_older_layout_is_migrated_once_on_open() {
     assert!(store.bucket(b, 8).expect("bucket").contains(e));
     assert_eq!(
         store.meta(layout::META_LAYOUT).expect("meta"),
-        Some(vec![4])
+        Some(vec![5])
     );
     drop(store);
     // Opened again: nothing left to migrate, and the data is the same.
@@ -177,7 +177,7 @@ fn a_layout_2_store_keeps_its_pending_changes_through_the_migration() {
         let txn = db.begin_write().expect("write");
         {
             let mut kv = txn.open_table(KV).expect("kv");
-            let mut by_origin = txn.open_table(BY_ORIGIN).expect("by_origin");
+            let mut by_origin = txn.open_table(layout::BY_ORIGIN_V4).expect("by_origin");
             let mut hashed = txn.open_table(HASHED_V3).expect("hashed");
             let mut pending = txn.open_table(PENDING_V2).expect("pending");
             let mut meta = txn.open_table(META).expect("meta");
@@ -214,7 +214,7 @@ fn a_layout_2_store_keeps_its_pending_changes_through_the_migration() {
     assert_eq!(stamps(&store), stamps_of(&entries), "and folded right");
     assert_eq!(
         store.meta(layout::META_LAYOUT).expect("meta"),
-        Some(vec![4])
+        Some(vec![5])
     );
     {
         let txn = store.db.begin_read().expect("read");
@@ -341,7 +341,7 @@ fn a_layout_3_store_keeps_its_change_rows_through_the_migration() {
         let txn = db.begin_write().expect("write");
         {
             let mut kv = txn.open_table(KV).expect("kv");
-            let mut by_origin = txn.open_table(BY_ORIGIN).expect("by_origin");
+            let mut by_origin = txn.open_table(layout::BY_ORIGIN_V4).expect("by_origin");
             let mut hashed = txn.open_table(HASHED_V3).expect("hashed");
             let mut rows = txn.open_table(PENDING_V3).expect("pending_rows");
             let mut meta = txn.open_table(META).expect("meta");
@@ -374,7 +374,7 @@ fn a_layout_3_store_keeps_its_change_rows_through_the_migration() {
     assert_eq!(pending_len(&store), 2000, "layout 3's rows carried over");
     assert_eq!(
         store.meta(layout::META_LAYOUT).expect("meta"),
-        Some(vec![4])
+        Some(vec![5])
     );
     let by_origin = store
         .by_origin(7, Version::zero(7), 10_000)
