@@ -382,14 +382,22 @@ fn completions_and_the_man_page_print_without_a_node() {
 fn status_shows_the_mode_with_its_reason_and_age_and_times_as_ages() {
     let c = Cluster::start(2, Schedule::Successor, INTERVAL, "");
     let url = c.url(0);
-    // Both nodes have run cycles and reached each other.
-    wait_for(Duration::from_secs(20), "a push from n0 answered", || {
-        let s = c.status(0);
-        match s["peers"][0]["last_push_ok_ms"].as_u64() {
-            Some(_) => Ok(()),
-            None => Err(s.to_string()),
-        }
-    });
+    // Both nodes have run cycles and reached each other (a push answered
+    // may be the catch-up pull at start, before any cycle).
+    wait_for(
+        Duration::from_secs(20),
+        "a cycle run and a push from n0 answered",
+        || {
+            let s = c.status(0);
+            match (
+                s["peers"][0]["last_push_ok_ms"].as_u64(),
+                s["cycles_run"].as_u64(),
+            ) {
+                (Some(_), Some(1..)) => Ok(()),
+                _ => Err(s.to_string()),
+            }
+        },
+    );
     let o = cli(&["status", "--node", &url, "--json"], &[]);
     exits(&o, 0);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status JSON");
