@@ -381,6 +381,15 @@ fn clear_first<S: Store>(s: &mut S) {
     .expect("commit");
     assert!(all(s).is_empty());
     assert!(s.bucket(0, 0).expect("bucket").is_empty());
+    // Every index reads as empty after it, not as missing.
+    assert!(s
+        .by_origin(2, Version::zero(2), 10)
+        .expect("by_origin after a clear")
+        .is_empty());
+    assert!(s.old_tombstones(u64::MAX, 10).expect("old").is_empty());
+    let mut stamps = 0;
+    s.for_each_stamp(&mut |_| stamps += 1).expect("stamps");
+    assert_eq!(stamps, 0);
 }
 
 fn meta_round_trip<S: Store>(s: &mut S) {

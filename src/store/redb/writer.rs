@@ -136,8 +136,12 @@ pub(super) fn apply(
         ] {
             res.map_err(|e| StoreError(format!("redb: clearing table {name}: {e}")))?;
         }
+        // Both indexes are read outside write transactions, which do not
+        // create a table: they must exist, empty, after a clear.
         txn.open_table(HASHED)
             .map_err(ctx("recreating table hashed"))?;
+        txn.open_table(BY_ORIGIN)
+            .map_err(ctx("recreating table by_origin"))?;
     }
     let open = |name: &str| format!("opening table {name}");
     let (out, pending) = {
