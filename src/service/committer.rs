@@ -40,15 +40,14 @@ pub(super) trait Host: Send + Sync + 'static {
 
 /// Everything the core asked to send, and its events, taken out of it.
 pub(super) fn drain(node: &mut Node<AnyStore>) -> (Vec<Transmit>, Vec<Event>) {
-    let mut t = Vec::new();
-    while let Some(x) = node.poll_transmit() {
-        t.push(x);
-    }
-    let mut e = Vec::new();
-    while let Some(x) = node.poll_event() {
-        e.push(x);
-    }
+    let t = transmits(node);
+    let e = std::iter::from_fn(|| node.poll_event()).collect();
     (t, e)
+}
+
+/// Everything the core asked to send, taken out of it.
+fn transmits(node: &mut Node<AnyStore>) -> Vec<Transmit> {
+    std::iter::from_fn(|| node.poll_transmit()).collect()
 }
 
 /// Most jobs taken into one group: bounds a group's commit and the time
@@ -208,8 +207,7 @@ fn commit<H: Host>(
     let results = core.write_all(now_ms(), batch);
     // The relays leave before the snapshot is kept (see `group`); sending
     // only spawns their tasks, so it may be done under the lock.
-    let relays: Vec<Transmit> = std::iter::from_fn(|| core.poll_transmit()).collect();
-    node.dispatch(relays, Vec::new());
+    node.dispatch(transmits(core), Vec::new());
     node.keep_snapshot(core);
     for (result, done) in results.into_iter().zip(done) {
         let _ = done.try_send(result);

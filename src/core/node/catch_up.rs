@@ -21,15 +21,15 @@ impl<S: Store> Node<S> {
         if self.caught_up {
             return;
         }
-        if let Some(peer) = self.catch_up_peer() {
-            if self.exchanging_with(peer) {
-                return;
-            }
-            let ex = self.new_exchange(peer, PushKind::PushPull);
+        let Some(peer) = self.catch_up_peer() else {
+            return;
+        };
+        // Starting only queues the request: it is marked before any
+        // outcome can be settled.
+        if let Some(ex) = self.exchange_unless_busy(peer, PushKind::PushPull) {
             if let Some(x) = self.exchanges.get_mut(&ex) {
                 x.early = true;
             }
-            self.start(ex);
         }
     }
 

@@ -521,13 +521,15 @@ impl<S: Store> Node<S> {
     /// (a join's batches went up to 14 times with a long peer timeout).
     /// The one under way carries what this one would, and ends by its
     /// answers or its timeouts, which judge the peer as before.
-    fn exchange_unless_busy(&mut self, peer: u32, kind: PushKind) {
+    /// Returns the exchange started, if one was.
+    fn exchange_unless_busy(&mut self, peer: u32, kind: PushKind) -> Option<u64> {
         if self.exchanging_with(peer) {
             self.stats.skipped_busy += 1;
-            return;
+            return None;
         }
         let ex = self.new_exchange(peer, kind);
         self.start(ex);
+        Some(ex)
     }
 
     /// Whether an exchange of ours with `peer` is under way, other than an

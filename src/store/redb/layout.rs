@@ -229,29 +229,21 @@ fn from_layout_4(txn: &WriteTransaction, shown: &str) -> Result<(), StoreError> 
         let mut table = txn
             .open_table(BY_ORIGIN)
             .map_err(ctx("opening table by_origin_packed"))?;
-        let mut run: Vec<(String, Version)> = Vec::new();
-        let flush = |table: &mut ::redb::Table<'_, &'static [u8], &'static [u8]>,
-                     run: &mut Vec<(String, Version)>| {
-            origins::apply(table, run.iter().map(|(k, v)| (k.as_str(), None, Some(*v))))?;
-            run.clear();
-            Ok::<(), StoreError>(())
-        };
+        let mut run = origins::Run::new();
         for item in old.iter().map_err(ctx("scanning by_origin"))? {
             let (k, _) = item.map_err(ctx("scanning by_origin"))?;
             let (origin, ms, counter, key) = k.value();
-            run.push((
-                key.to_string(),
-                Version {
-                    ms,
-                    counter,
-                    origin,
-                },
-            ));
+            let v = Version {
+                ms,
+                counter,
+                origin,
+            };
+            run.push((key.to_string(), None, Some(v)));
             if run.len() == OPS_RUN {
-                flush(&mut table, &mut run)?;
+                origins::apply_run(&mut table, &mut run)?;
             }
         }
-        flush(&mut table, &mut run)?;
+        origins::apply_run(&mut table, &mut run)?;
     }
     txn.delete_table(BY_ORIGIN_V4)
         .map_err(ctx("removing layout 4's table by_origin"))?;

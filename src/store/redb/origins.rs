@@ -196,13 +196,7 @@ fn block_at(
         .range::<&[u8]>(..=key)
         .map_err(ctx("scanning by_origin"))?
         .next_back();
-    match last {
-        Some(item) => {
-            let (k, _) = item.map_err(ctx("scanning by_origin"))?;
-            Ok((origin_of(k.value()) == origin).then(|| k.value().to_vec()))
-        }
-        None => Ok(None),
-    }
+    key_of(last, origin)
 }
 
 /// The key of the first block of `origin` whose key is above `key`.
@@ -215,14 +209,22 @@ fn block_after(
         .range::<&[u8]>((Bound::Excluded(key), Bound::Unbounded))
         .map_err(ctx("scanning by_origin"))?
         .next();
-    match next {
-        Some(item) => {
-            let (k, _) = item.map_err(ctx("scanning by_origin"))?;
-            Ok((origin_of(k.value()) == origin).then(|| k.value().to_vec()))
-        }
-        None => Ok(None),
-    }
+    key_of(next, origin)
 }
+
+/// The key of the block a scan found, if it is one of `origin`'s.
+fn key_of(
+    found: Option<Result<(Guard<'_>, Guard<'_>), ::redb::StorageError>>,
+    origin: Origin,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let Some(item) = found else {
+        return Ok(None);
+    };
+    let (k, _) = item.map_err(ctx("scanning by_origin"))?;
+    Ok((origin_of(k.value()) == origin).then(|| k.value().to_vec()))
+}
+
+type Guard<'a> = ::redb::AccessGuard<'a, &'static [u8]>;
 
 /// Removes the block at `key`, returning its rows.
 fn take(
@@ -396,6 +398,22 @@ pub(super) fn change_of(row: &super::pending::Row) -> Result<Change<'_>, StoreEr
     Ok((row.key.as_str(), row.replaced, now))
 }
 
+/// Changes gathered with their keys owned, applied by [`apply_run`].
+pub(super) type Run = Vec<(String, Option<Version>, Option<Version>)>;
+
+/// Applies `run` (see [`apply`]) and empties it.
+pub(super) fn apply_run(
+    table: &mut Table<'_, &'static [u8], &'static [u8]>,
+    run: &mut Run,
+) -> Result<(), StoreError> {
+    apply(
+        table,
+        run.iter().map(|(k, was, now)| (k.as_str(), *was, *now)),
+    )?;
+    run.clear();
+    Ok(())
+}
+
 /// Applies to `by_origin`, in `txn`, the change rows numbered `from` and
 /// up, in order.
 pub(super) fn fold_origins(txn: &WriteTransaction, from: u64) -> Result<(), StoreError> {
@@ -405,25 +423,16 @@ pub(super) fn fold_origins(txn: &WriteTransaction, from: u64) -> Result<(), Stor
     let mut table = txn
         .open_table(BY_ORIGIN)
         .map_err(ctx("opening table by_origin_packed"))?;
-    let mut run: Vec<(String, Option<Version>, Option<Version>)> = Vec::new();
-    let flush = |table: &mut Table<'_, &'static [u8], &'static [u8]>,
-                 run: &mut Vec<(String, Option<Version>, Option<Version>)>| {
-        apply(
-            table,
-            run.iter().map(|(k, was, now)| (k.as_str(), *was, *now)),
-        )?;
-        run.clear();
-        Ok::<(), StoreError>(())
-    };
+    let mut run = Run::new();
     for_each_row(&pending, from, |_, row| {
         let (_, was, now) = change_of(&row)?;
         run.push((row.key, was, now));
         if run.len() == OPS_RUN {
-            flush(&mut table, &mut run)?;
+            apply_run(&mut table, &mut run)?;
         }
         Ok(())
     })?;
-    flush(&mut table, &mut run)
+    apply_run(&mut table, &mut run)
 }
 
 /// Brings `by_origin` up to date before a read of it: folds the rows from
