@@ -92,7 +92,7 @@ pub fn canonical_reply(
 }
 
 /// Signs requests as one id with the first key of a keyring.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Signer {
     id: String,
     keyring: Keyring,

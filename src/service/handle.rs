@@ -14,7 +14,9 @@ use super::now_ms;
 use super::reload::{RingChange, Settings};
 use super::report::SyncReports;
 use super::snapshot::Snapshot;
-use super::transport::{max_peer_body, Call, NodeDigest, PeerError, Reply, Transport};
+use super::transport::{
+    max_peer_body, Call, NodeDigest, PeerError, Reply, Transport, REPLY_BAD_SIGNATURE,
+};
 use crate::auth::{Guard, RefusalLog, Secrets};
 use crate::core::entry::{Entry, Origin};
 use crate::core::node::Mode;
@@ -426,7 +428,19 @@ impl NodeHandle {
             signer: signer.as_ref(),
             max_reply: max_peer_body(self.topology().cluster.max_value_size),
         };
-        let result = send(self.transport.as_ref(), call).await;
+        let result = match send(self.transport.as_ref(), call).await {
+            // The reply was checked against the keyring its request was
+            // signed with. One a reload replaced meanwhile vouches for
+            // nothing now: a node given another secret took an answer
+            // signed with the old one.
+            Ok(_) if signer.is_some() && self.guard.signer() != signer => {
+                Err(PeerError::reply_refused(
+                    REPLY_BAD_SIGNATURE,
+                    format!("{addr}: the reply came after this node's keyring was replaced; it was signed for the old one"),
+                ))
+            }
+            other => other,
+        };
         if let Err(e) = &result {
             self.failed(&to, &e.message);
             if e.refused_credentials {
@@ -626,44 +640,5 @@ impl Host for NodeHandle {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::service::transport::Offline;
-    use crate::store::MemoryStore;
-
-    fn memory_node() -> Arc<NodeHandle> {
-        let topo = Topology::parse(
-            "[cluster]\nname = \"handle-test\"\n[[node]]\nid = \"a\"\naddr = \"127.0.0.1:1\"\n[[node]]\nid = \"b\"\naddr = \"127.0.0.1:2\"\n",
-            "<text>",
-            None,
-        )
-        .expect("topology");
-        let store: AnyStore = Box::new(MemoryStore::new());
-        NodeHandle::new(topo, "a", store, Secrets::default(), Arc::new(Offline)).expect("open")
-    }
-
-    #[test]
-    fn a_node_over_memory_writes_reads_lists_and_stops_taking_writes() {
-        let node = memory_node();
-        async_std::task::block_on(async {
-            for k in ["k1", "k2", "k3"] {
-                let e = node.write(k.into(), Some(b"v".to_vec())).await;
-                assert!(e.is_ok(), "{e:?}");
-            }
-            let deleted = node.write("k2".into(), None).await.expect("delete");
-            assert!(deleted.is_tombstone());
-            assert_eq!(node.get("k2").expect("get"), None);
-            let k1 = node.get("k1").expect("get").expect("k1 is there");
-            assert_eq!(k1.value.as_deref(), Some(&b"v"[..]));
-            let page = node.list("k", None, 2).expect("list");
-            let keys: Vec<&str> = page.entries.iter().map(|e| e.key.as_str()).collect();
-            assert_eq!(keys, ["k1", "k3"]);
-            assert_eq!(page.next_after.as_deref(), Some("k3"));
-            let d = node.digest();
-            assert_eq!((d.id.as_str(), d.keys, d.tombstones), ("a", 2, 1));
-            node.stopping.store(true, Ordering::SeqCst);
-            let refused = node.write("k4".into(), Some(b"v".to_vec())).await;
-            assert!(matches!(refused, Err(WriteFailed::ShuttingDown)));
-        });
-    }
-}
+#[path = "handle_tests.rs"]
+mod tests;
