@@ -410,6 +410,56 @@ fn client_api_basics() {
     );
 }
 
+/// `GET ?wait=`: a read at one node waits for a write made at another and
+/// is answered when it arrives (the cycles here are an hour long, so only
+/// the relay brings it); a wait the node cannot take is refused, naming
+/// what is wrong.
+#[test]
+fn a_read_waits_for_a_write_made_at_another_node() {
+    let c = Cluster::start(2, Schedule::Successor, &quiet_interval(), "relay = true");
+    std::thread::scope(|s| {
+        let read = s.spawn(|| {
+            let t = std::time::Instant::now();
+            let (st, body) = c.call(1, "GET", "/v1/kv/waited?wait=8s", None);
+            (st, body, t.elapsed())
+        });
+        // The read is waiting at node 1 before the write.
+        wait_until(Duration::from_secs(10), "the read waits", || {
+            String::from_utf8_lossy(&c.call(1, "GET", "/metrics", None).1)
+                .lines()
+                .any(|l| l == "ringsync_waiting_reads 1")
+        });
+        c.put(0, "waited", "it came");
+        let (st, body, took) = read.join().expect("the reader");
+        assert_eq!(
+            (st, String::from_utf8_lossy(&body).as_ref()),
+            (200, "it came")
+        );
+        assert!(
+            took < Duration::from_secs(8),
+            "answered by the wait's end, {took:?}, not the write"
+        );
+    });
+    // A version the key holds already: the wait runs out, and the answer is
+    // what is there.
+    let (st, _) = c.call(1, "GET", "/v1/kv/waited?wait=10ms", None);
+    assert_eq!(st, 200);
+    for (query, names) in [
+        ("wait=soon", "soon"),
+        ("wait=1h", "5m"),
+        ("newer_than=1.0@0", "without wait"),
+        ("wait=1s&newer_than=yesterday", "yesterday"),
+    ] {
+        let v = c.call_json(1, "GET", &format!("/v1/kv/waited?{query}"), 400);
+        assert_eq!(v["reason"], "bad_query", "{query}: {v}");
+        let msg = v["error"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains(names),
+            "{query}: the message does not name {names:?}: {v}"
+        );
+    }
+}
+
 #[test]
 fn sigterm_exits_0_and_keeps_the_data() {
     let mut c = Cluster::start(2, Schedule::Successor, INTERVAL, "");

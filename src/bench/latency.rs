@@ -3,10 +3,13 @@
 //! relay on and off, beside random push-pull.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::put::KeptAlive;
 use super::start_cluster;
 use crate::core::Schedule;
 use crate::proc_cluster::ProcCluster;
@@ -75,9 +78,14 @@ pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Measures `writes` writes on `n` processes. With relay on under a ring
-/// schedule, writes go one at a time (each is in flight for milliseconds,
-/// and the poll that finds the last node is then cheap and precise);
+/// schedule, writes go one at a time (each is in flight for milliseconds);
 /// otherwise one every 250 ms, several in flight at once.
+///
+/// Every node but the writer has a watcher ([`watch`]) that waits at the
+/// node for each key (`GET ?wait=`), and a write is visible everywhere
+/// when the last of them is answered. Polling from outside instead found
+/// a key up to a round of 31 reads late, about 24 ms on 2 cores, as much
+/// as the doubling tree takes, and loaded the machine the nodes ran on.
 pub fn run(n: usize, schedule: Schedule, relay: bool, writes: u64) -> Result<Latency, String> {
     let c = start_cluster(
         &format!("lat-{schedule}-{}", if relay { "on" } else { "off" }),
@@ -98,63 +106,65 @@ pub fn run(n: usize, schedule: Schedule, relay: bool, writes: u64) -> Result<Lat
     let prefix = "lat/";
     let started = Instant::now();
     let before = totals(&c)?;
-    // key -> (when written, nodes that do not serve it yet)
-    let mut pending: BTreeMap<String, (Instant, BTreeSet<usize>)> = BTreeMap::new();
-    let mut done: Vec<f64> = Vec::new();
-    let mut made = 0u64;
-    let mut last_write: Option<Instant> = None;
-    while (made < writes || !pending.is_empty()) && started.elapsed() < DEADLINE {
-        let due = match last_write {
-            None => true,
-            Some(_) if one_at_a_time => pending.is_empty(),
-            Some(t) => t.elapsed() >= SPACING,
-        };
-        if made < writes && due {
-            // Writers spread over the ring, 7 positions apart.
-            let at = (made as usize * 7) % n;
-            let key = format!("{prefix}{made:05}");
-            let t = Instant::now();
-            c.put(at, &key, b"latency")?;
-            let missing: BTreeSet<usize> = (0..n).filter(|&i| i != at).collect();
-            pending.insert(key, (t, missing));
-            last_write = Some(t);
-            made += 1;
+    let stop = AtomicBool::new(false);
+    let (seen_tx, seen) = channel::<Seen>();
+    let mut to_watch = Vec::new();
+    let (done, made, unfinished) = std::thread::scope(|s| -> Result<_, String> {
+        for i in 0..n {
+            let (tx, rx) = channel::<String>();
+            to_watch.push(tx);
+            let (addr, seen_tx, stop) = (c.url(i), seen_tx.clone(), &stop);
+            s.spawn(move || watch(&addr, i, &rx, &seen_tx, stop));
         }
-        // Poll each node that still misses something: one GET when it
-        // misses one key, one listing when it misses more.
-        let mut wanted: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-        for (key, (_, missing)) in &pending {
-            for &i in missing {
-                wanted.entry(i).or_default().push(key.clone());
+        // key -> (when written, nodes that do not serve it yet)
+        let mut pending: BTreeMap<String, (Instant, BTreeSet<usize>)> = BTreeMap::new();
+        let mut done: Vec<f64> = Vec::new();
+        let mut made = 0u64;
+        let mut last_write: Option<Instant> = None;
+        let result = loop {
+            if (made >= writes && pending.is_empty()) || started.elapsed() >= DEADLINE {
+                break Ok(());
             }
-        }
-        if wanted.is_empty() {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        for (i, keys) in wanted {
-            let held: BTreeSet<String> = if keys.len() == 1 {
-                if c.get(i, &keys[0])?.is_some() {
-                    keys.into_iter().collect()
-                } else {
-                    BTreeSet::new()
-                }
-            } else {
-                c.keys(i, prefix)?
+            let due = match last_write {
+                None => true,
+                Some(_) if one_at_a_time => pending.is_empty(),
+                Some(t) => t.elapsed() >= SPACING,
             };
-            let now = Instant::now();
-            pending.retain(|key, (t, missing)| {
-                if held.contains(key) {
-                    missing.remove(&i);
+            if made < writes && due {
+                // Writers spread over the ring, 7 positions apart.
+                let at = (made as usize * 7) % n;
+                let key = format!("{prefix}{made:05}");
+                let t = Instant::now();
+                if let Err(e) = c.put(at, &key, b"latency") {
+                    break Err(e);
                 }
-                if missing.is_empty() {
-                    done.push(now.duration_since(*t).as_secs_f64() * 1000.0);
-                    false
-                } else {
-                    true
+                let missing: BTreeSet<usize> = (0..n).filter(|&i| i != at).collect();
+                for &i in &missing {
+                    let _ = to_watch[i].send(key.clone());
                 }
-            });
-        }
-    }
+                pending.insert(key, (t, missing));
+                last_write = Some(t);
+                made += 1;
+            }
+            match seen.recv_timeout(Duration::from_millis(5)) {
+                Ok(Seen::Served(key, i, at)) => {
+                    if let Some((t, missing)) = pending.get_mut(&key) {
+                        missing.remove(&i);
+                        if missing.is_empty() {
+                            done.push(at.duration_since(*t).as_secs_f64() * 1000.0);
+                            pending.remove(&key);
+                        }
+                    }
+                }
+                Ok(Seen::Failed(e)) => break Err(e),
+                Err(_) => {}
+            }
+        };
+        stop.store(true, Ordering::SeqCst);
+        drop(to_watch);
+        result.map(|()| (done, made, pending.len() as u64))
+    })?;
+    let mut done = done;
     let elapsed = started.elapsed().as_secs_f64();
     let after = totals(&c)?;
     done.sort_by(f64::total_cmp);
@@ -165,7 +175,7 @@ pub fn run(n: usize, schedule: Schedule, relay: bool, writes: u64) -> Result<Lat
         nodes: n as u32,
         interval_ms: INTERVAL_MS,
         writes: done.len() as u64,
-        unfinished: pending.len() as u64,
+        unfinished,
         p50_ms: percentile(&done, 0.50),
         p99_ms: percentile(&done, 0.99),
         max_ms: done.last().copied().unwrap_or(f64::NAN),
@@ -173,4 +183,56 @@ pub fn run(n: usize, schedule: Schedule, relay: bool, writes: u64) -> Result<Lat
         entries_per_write: (after.0 - before.0) as f64 / w,
         idle_bytes_per_s,
     })
+}
+
+/// What a watcher saw.
+enum Seen {
+    /// Node `.1` served key `.0` at `.2`.
+    Served(String, usize, Instant),
+    /// The watcher could not ask its node.
+    Failed(String),
+}
+
+/// Each wait's length: short, so that a watcher sees `stop` soon.
+const WAIT: &str = "2s";
+
+/// Node `i`'s watcher: takes the keys it is sent, in order, and for each
+/// waits at the node (`GET ?wait=` on one kept-alive connection) until
+/// the node serves it, then says when. Ends when `keys` closes or `stop`.
+fn watch(url: &str, i: usize, keys: &Receiver<String>, seen: &Sender<Seen>, stop: &AtomicBool) {
+    let addr = url.trim_start_matches("http://");
+    let mut conn = match KeptAlive::connect(addr) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = seen.send(Seen::Failed(format!("node {i}: {e}")));
+            return;
+        }
+    };
+    while let Ok(key) = keys.recv() {
+        let request =
+            format!("GET /v1/kv/{key}?wait={WAIT} HTTP/1.1\r\nhost: ringsync-bench\r\n\r\n");
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            match conn.call(request.as_bytes()) {
+                Ok((200, _)) => {
+                    let _ = seen.send(Seen::Served(key, i, Instant::now()));
+                    break;
+                }
+                Ok((404, _)) => {}
+                Ok((status, body)) => {
+                    let text = String::from_utf8_lossy(&body).into_owned();
+                    let _ = seen.send(Seen::Failed(format!(
+                        "node {i}: GET {key}: HTTP {status}: {text}"
+                    )));
+                    return;
+                }
+                Err(e) => {
+                    let _ = seen.send(Seen::Failed(format!("node {i}: GET {key}: {e}")));
+                    return;
+                }
+            }
+        }
+    }
 }

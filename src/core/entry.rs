@@ -43,6 +43,24 @@ impl std::fmt::Display for Version {
     }
 }
 
+impl std::str::FromStr for Version {
+    type Err = String;
+
+    /// The form [`Version`]'s `Display` writes: `ms.counter@origin`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("{s:?} is not a version: a version reads ms.counter@origin, as a write's answer gives it")
+        };
+        let (rest, origin) = s.rsplit_once('@').ok_or_else(bad)?;
+        let (ms, counter) = rest.split_once('.').ok_or_else(bad)?;
+        Ok(Version {
+            ms: ms.parse().map_err(|_| bad())?,
+            counter: counter.parse().map_err(|_| bad())?,
+            origin: origin.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
 /// One key's state: a value or a tombstone, and the version that wrote it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -158,4 +176,25 @@ pub fn validate(key: &str, value: Option<&[u8]>, max_value: usize) -> Result<(),
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod version_text_tests {
+    use super::Version;
+
+    #[test]
+    fn a_version_reads_back_what_it_writes_and_nothing_else() {
+        let v = Version {
+            ms: 1_764_600_000_123,
+            counter: 7,
+            origin: 31,
+        };
+        assert_eq!(v.to_string().parse::<Version>(), Ok(v));
+        for bad in [
+            "", "1.2", "1@3", "a.2@3", "1.b@3", "1.2@c", "1.2@3@4", "-1.2@3",
+        ] {
+            let e = bad.parse::<Version>().expect_err(bad);
+            assert!(e.contains("is not a version"), "{bad}: {e}");
+        }
+    }
 }

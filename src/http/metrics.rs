@@ -80,6 +80,11 @@ pub fn render_snapshot(
         node.commit_queue,
     );
     m.gauge(
+        "ringsync_waiting_reads",
+        "Client reads waiting for a key to change (GET /v1/kv/{key}?wait=).",
+        node.waiting_reads,
+    );
+    m.gauge(
         "ringsync_cycle",
         "The last cycle this node ran (unix time / interval), 0 before the first.",
         node.cycle.unwrap_or(0),

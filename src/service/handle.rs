@@ -17,6 +17,7 @@ use super::snapshot::Snapshot;
 use super::transport::{
     max_peer_body, Call, NodeDigest, PeerError, Reply, Transport, REPLY_BAD_SIGNATURE,
 };
+use super::watch::Watchers;
 use crate::auth::{Guard, RefusalLog, Secrets};
 use crate::core::entry::{Entry, Origin};
 use crate::core::node::Mode;
@@ -90,6 +91,8 @@ pub struct NodeHandle {
     /// True once a stop was asked for: writes are refused from then on.
     pub stopping: AtomicBool,
     waiters: Mutex<HashMap<u64, Sender<ExchangeResult>>>,
+    /// Client reads waiting for a key to change (`watch.rs`).
+    pub(super) watchers: Watchers,
     /// Manual sync reports, newest last.
     pub(super) syncs: Mutex<SyncReports>,
     /// Settings a SIGHUP may change while the node runs.
@@ -145,6 +148,7 @@ impl NodeHandle {
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             waiters: Mutex::new(HashMap::new()),
+            watchers: Watchers::default(),
             syncs: Mutex::new(SyncReports::default()),
             settings: RwLock::new(Settings::of(&topology)),
             guard,
@@ -297,11 +301,15 @@ impl NodeHandle {
     /// The stored value of `key`: `None` if absent or deleted. Read beside
     /// any commit in progress.
     pub fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        let found = match &*self.reads() {
-            Some(r) => r.get(key)?,
-            None => self.lock().get(key)?,
-        };
-        Ok(found.filter(|e| !e.is_tombstone()))
+        Ok(self.stored(key)?.filter(|e| !e.is_tombstone()))
+    }
+
+    /// What the store holds for `key`, a tombstone included.
+    pub(super) fn stored(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        match &*self.reads() {
+            Some(r) => r.get(key),
+            None => self.lock().get(key),
+        }
     }
 
     /// Up to `limit` live entries whose key starts with `prefix`, after
@@ -409,6 +417,7 @@ impl NodeHandle {
         };
         snap.replies_refused = self.refused_replies.counts();
         snap.commit_queue = self.committer.queued() as u64;
+        snap.waiting_reads = self.watchers.waiting() as u64;
         snap
     }
 
@@ -516,6 +525,8 @@ impl NodeHandle {
     }
 
     pub(super) fn dispatch(self: &Arc<Self>, transmits: Vec<Transmit>, events: Vec<Event>) {
+        // Every call that dispatches may have changed the store.
+        self.watchers.wake_all();
         for t in transmits {
             let this = Arc::clone(self);
             async_std::task::spawn(async move { this.deliver(t).await });

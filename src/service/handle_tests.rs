@@ -68,3 +68,87 @@ fn an_answer_that_comes_after_the_keyring_was_replaced_is_refused() {
     // The next request is signed, and its answer checked, with the new one.
     assert!(call_answered(&node, None).is_ok());
 }
+
+#[test]
+fn a_waiting_read_is_answered_by_the_write_it_waits_for_and_not_before() {
+    use crate::service::watch::{WaitFailed, MAX_WAITS};
+    let node = memory_node();
+    async_std::task::block_on(async {
+        // Nothing comes: the wait runs out and answers what is there.
+        let t = std::time::Instant::now();
+        let none = node.get_when("k", None, Duration::from_millis(50)).await;
+        assert!(matches!(none, Ok(None)), "{none:?}");
+        assert!(t.elapsed() >= Duration::from_millis(50));
+
+        // A write answers a read that waits for it, long before its wait.
+        let waiter = Arc::clone(&node);
+        let read = async_std::task::spawn(async move {
+            let t = std::time::Instant::now();
+            let got = waiter.get_when("k", None, Duration::from_secs(60)).await;
+            (got, t.elapsed())
+        });
+        // The read is waiting (its place taken) before the write.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while node.watchers.waiting() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the read never waited"
+            );
+            async_std::task::sleep(Duration::from_millis(1)).await;
+        }
+        let first = node
+            .write("k".into(), Some(b"1".to_vec()))
+            .await
+            .expect("write");
+        let (got, took) = read.await;
+        let got = got.expect("read").expect("the value written");
+        assert_eq!(got.version, first.version);
+        assert!(took < Duration::from_secs(30), "answered after {took:?}");
+
+        // newer_than: the value there does not answer; a newer one does,
+        // and so does a delete.
+        let old = node
+            .get_when("k", Some(first.version), Duration::from_millis(30))
+            .await;
+        assert_eq!(old.expect("read").map(|e| e.version), Some(first.version));
+        let waiter = Arc::clone(&node);
+        let v = first.version;
+        let read = async_std::task::spawn(async move {
+            waiter.get_when("k", Some(v), Duration::from_secs(60)).await
+        });
+        while node.watchers.waiting() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the read never waited"
+            );
+            async_std::task::sleep(Duration::from_millis(1)).await;
+        }
+        node.write("k".into(), None).await.expect("delete");
+        assert!(matches!(read.await, Ok(None)));
+
+        // Past MAX_WAITS at once, a read is refused, not queued.
+        let mut held = Vec::new();
+        for _ in 0..MAX_WAITS {
+            let w = Arc::clone(&node);
+            held.push(async_std::task::spawn(async move {
+                w.get_when("absent", None, Duration::from_secs(60)).await
+            }));
+        }
+        while node.watchers.waiting() < MAX_WAITS {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the reads never waited"
+            );
+            async_std::task::sleep(Duration::from_millis(1)).await;
+        }
+        let refused = node.get_when("absent", None, Duration::from_secs(60)).await;
+        assert!(matches!(refused, Err(WaitFailed::TooMany)), "{refused:?}");
+        node.write("absent".into(), Some(b"here".to_vec()))
+            .await
+            .expect("write");
+        for h in held {
+            assert!(matches!(h.await, Ok(Some(_))));
+        }
+        assert_eq!(node.watchers.waiting(), 0);
+    });
+}

@@ -21,6 +21,7 @@ pub mod runtime;
 pub mod snapshot;
 pub mod sync;
 pub mod transport;
+pub mod watch;
 
 pub use handle::NodeHandle;
 pub use runtime::run_node;

@@ -59,6 +59,8 @@ pub struct Snapshot {
     /// Client writes and core calls waiting for the commit thread (kept
     /// by the service: 0 from [`Snapshot::of`]).
     pub commit_queue: u64,
+    /// Client reads waiting for a key to change (`GET ?wait=`).
+    pub waiting_reads: u64,
 }
 
 impl Snapshot {
@@ -97,6 +99,7 @@ impl Snapshot {
             peers,
             replies_refused: BTreeMap::new(),
             commit_queue: 0,
+            waiting_reads: 0,
         }
     }
 }

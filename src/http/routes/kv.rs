@@ -1,15 +1,18 @@
 //! The client API: `GET`, `PUT` and `DELETE /v1/kv/{key}`, `GET /v1/kv`.
+//! A `GET` may wait for the key to change (`?wait=30s`, `&newer_than=`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tide::{Response, StatusCode};
 
-use crate::core::entry::Entry;
+use crate::core::entry::{Entry, Version};
 use crate::core::WriteError;
 use crate::http::edge::{api_error, error, json_response, query, read_body, ApiError, Edge, Req};
 use crate::service::handle::WriteFailed;
+use crate::service::watch::{WaitFailed, MAX_WAIT, MAX_WAITS};
 use crate::service::NodeHandle;
 
 /// Adds the client API's routes.
@@ -83,12 +86,71 @@ fn store_failed(e: impl ToString) -> tide::Result {
     ))
 }
 
+/// `GET /v1/kv/{key}`'s query: a read may wait for the key to change.
+#[derive(Deserialize)]
+struct GetQuery {
+    /// How long to wait (humantime: `500ms`, `30s`) for the key to hold a
+    /// value, or a version newer than `newer_than`.
+    wait: Option<String>,
+    /// A version (`ms.counter@origin`): wait for a newer one.
+    newer_than: Option<String>,
+}
+
+/// The wait a read asked for, if any, and the version it waits past.
+fn wait_of(req: &Req) -> Result<Option<(Duration, Option<Version>)>, ApiError> {
+    let q: GetQuery = query(req)?;
+    let bad = |m: String| api_error(StatusCode::BadRequest, "bad_query", m);
+    let Some(wait) = q.wait else {
+        return match q.newer_than {
+            Some(_) => Err(bad("newer_than is given without wait: say how long to wait for a newer version, as wait=30s".into())),
+            None => Ok(None),
+        };
+    };
+    let wait = humantime::parse_duration(&wait).map_err(|e| {
+        bad(format!(
+            "wait={wait:?} is not a duration ({e}): write it as 500ms or 30s"
+        ))
+    })?;
+    if wait > MAX_WAIT {
+        return Err(bad(format!(
+            "wait={} is longer than the longest wait, {}",
+            humantime::format_duration(wait),
+            humantime::format_duration(MAX_WAIT)
+        )));
+    }
+    let newer_than = match q.newer_than {
+        Some(v) => Some(
+            v.parse::<Version>()
+                .map_err(|e| bad(format!("newer_than: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(Some((wait, newer_than)))
+}
+
 async fn get(req: Req) -> tide::Result {
     let key = match key_of(&req) {
         Ok(k) => k,
         Err(e) => return Ok(e.into()),
     };
-    match req.state().node.get(&key) {
+    let found = match wait_of(&req) {
+        Err(e) => return Ok(e.into()),
+        Ok(None) => req.state().node.get(&key),
+        Ok(Some((wait, newer_than))) => {
+            match req.state().node.get_when(&key, newer_than, wait).await {
+                Ok(found) => Ok(found),
+                Err(WaitFailed::Store(e)) => Err(e),
+                Err(WaitFailed::TooMany) => {
+                    return Ok(error(
+                        StatusCode::ServiceUnavailable,
+                        "too_many_waits",
+                        format!("{MAX_WAITS} reads wait on this node already: try again later, or without wait"),
+                    ))
+                }
+            }
+        }
+    };
+    match found {
         Ok(Some(e)) => {
             let mut res = Response::new(StatusCode::Ok);
             res.insert_header("x-ringsync-version", e.version.to_string());
