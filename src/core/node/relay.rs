@@ -233,14 +233,18 @@ impl<S: Store> Node<S> {
         (self.relay.len() + eager) as u64
     }
 
-    /// Sends a relay to every target with entries waiting and none in flight.
+    /// Sends a relay to every target with entries waiting and none in
+    /// flight, the farthest first: in the doubling tree it has the most
+    /// nodes below it, and the deepest path runs through it.
     pub(super) fn pump_relays(&mut self) {
-        let ready: Vec<u32> = self
+        let (n, me) = (self.cfg.n, self.cfg.me);
+        let mut ready: Vec<u32> = self
             .eager
             .iter()
             .filter(|(_, q)| !q.is_held() && !q.is_empty())
             .map(|(&t, _)| t)
             .collect();
+        ready.sort_by_key(|&t| std::cmp::Reverse(distance(n, me, t)));
         for t in ready {
             while let Some(q) = self.eager.get(&t) {
                 let (entries, taken) =
@@ -560,7 +564,8 @@ mod tests {
         nodes[0].write(10, "k", Some(b"v".to_vec())).expect("write");
         let first = transmits(&mut nodes[0]);
         let targets: Vec<u32> = first.iter().map(|t| t.to).collect();
-        assert_eq!(targets, vec![1, 2, 4]);
+        // The farthest first: the deepest path runs through it.
+        assert_eq!(targets, vec![4, 2, 1]);
         for t in first {
             let reply = nodes[t.to as usize].handle_request(20, &t.payload);
             nodes[0].handle_reply(20, t.id, &reply);
