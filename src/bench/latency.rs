@@ -78,8 +78,10 @@ pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Measures `writes` writes on `n` processes. With relay on under a ring
-/// schedule, writes go one at a time (each is in flight for milliseconds);
-/// otherwise one every 250 ms, several in flight at once.
+/// schedule, writes go one at a time (each is in flight for milliseconds),
+/// each once the last has settled ([`settled`]; the 32 nodes share one
+/// disk, and the last write's syncs would otherwise queue before this
+/// one's); otherwise one every 250 ms, several in flight at once.
 ///
 /// Every node but the writer has a watcher ([`watch`]) that waits at the
 /// node for each key (`GET ?wait=`), and a write is visible everywhere
@@ -121,13 +123,22 @@ pub fn run(n: usize, schedule: Schedule, relay: bool, writes: u64) -> Result<Lat
         let mut done: Vec<f64> = Vec::new();
         let mut made = 0u64;
         let mut last_write: Option<Instant> = None;
+        // When the last write was seen everywhere, while it settles.
+        let mut settling: Option<Instant> = None;
         let result = loop {
             if (made >= writes && pending.is_empty()) || started.elapsed() >= DEADLINE {
                 break Ok(());
             }
             let due = match last_write {
                 None => true,
-                Some(_) if one_at_a_time => pending.is_empty(),
+                Some(_) if one_at_a_time && pending.is_empty() => {
+                    let since = *settling.get_or_insert_with(Instant::now);
+                    match settled(&c) {
+                        Ok(quiet) => quiet || since.elapsed() >= SETTLE_MAX,
+                        Err(e) => break Err(e),
+                    }
+                }
+                Some(_) if one_at_a_time => false,
                 Some(t) => t.elapsed() >= SPACING,
             };
             if made < writes && due {
@@ -144,6 +155,7 @@ pub fn run(n: usize, schedule: Schedule, relay: bool, writes: u64) -> Result<Lat
                 }
                 pending.insert(key, (t, missing));
                 last_write = Some(t);
+                settling = None;
                 made += 1;
             }
             match seen.recv_timeout(Duration::from_millis(5)) {
@@ -183,6 +195,22 @@ pub fn run(n: usize, schedule: Schedule, relay: bool, writes: u64) -> Result<Lat
         entries_per_write: (after.0 - before.0) as f64 / w,
         idle_bytes_per_s,
     })
+}
+
+/// Longest wait for a write to settle before the next one goes anyway.
+const SETTLE_MAX: Duration = Duration::from_secs(1);
+
+/// Whether no node has a request in flight: the last write's relays are
+/// answered, and each node answers a relay only once its disk has the
+/// entry, so its syncs are done too and do not queue before the next
+/// write's on the disk the nodes share.
+fn settled(c: &ProcCluster) -> Result<bool, String> {
+    for i in 0..c.n() {
+        if c.status_u64(i, "requests_in_flight")? > 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// What a watcher saw.
