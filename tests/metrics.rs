@@ -405,8 +405,10 @@ fn peer_traffic_is_counted_on_the_wire_with_its_heads_and_client_calls_are_not()
         );
     }
     c.put(0, "k", "v");
+    // n1 serves the entry as soon as it is merged, and answers the relay
+    // once its disk has it: wait for the answer too.
     wait_until(Duration::from_secs(5), "the write is relayed to n1", || {
-        c.get(1, "k").is_some()
+        c.get(1, "k").is_some() && c.status(0)["requests_in_flight"] == 0
     });
     let payload = c.status(0)["bytes_sent"].as_u64().expect("bytes_sent") - payload_before;
     let (received, sent) = peer_wire(&c, 1);

@@ -170,6 +170,20 @@ pub trait Store {
     fn reads(&self) -> Option<Box<dyn Reads>> {
         None
     }
+
+    /// While on, a commit that returns `Ok` is applied and read back but
+    /// need not be durable until the next [`Store::sync`] (or the next
+    /// commit made with it off). The core never turns it on: the service
+    /// does, around merges whose relays may leave before the disk has
+    /// them (`service/committer.rs`). A store that is always durable
+    /// ignores it.
+    fn set_deferred(&mut self, _on: bool) {}
+
+    /// Makes every commit made while deferred durable, and turns deferral
+    /// off. An error means they may be lost in a crash.
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -4,10 +4,11 @@
 //! (group commit).
 //!
 //! Each group of jobs is what queued up while the last one ran: one hold of
-//! the core's lock, consecutive writes in one [`Node::write_all`], every
-//! other call in its turn; then the transmits and events go out, as from
-//! [`NodeHandle::with_node`]. Reads do not come here (`NodeHandle::get`,
-//! `list` and `snapshot` read beside it).
+//! the core's lock, every call in its turn with its commits deferred and
+//! its transmits sent at once, then all the writes in one
+//! [`Node::write_all`]; one sync makes the group durable, and only then
+//! are the calls answered and the events acted on (see `group`). Reads do
+//! not come here (`NodeHandle::get`, `list` and `snapshot` read beside it).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,8 +55,12 @@ fn transmits(node: &mut Node<AnyStore>) -> Vec<Transmit> {
 /// the calls queued behind its writes wait, however many writers wait.
 const MAX_GROUP: usize = 1024;
 
-/// A core call and where its answer goes.
-type Call = Box<dyn FnOnce(&mut Node<AnyStore>) + Send>;
+/// A core call; what it returns sends its answer, once the group's
+/// commits are durable.
+type Call = Box<dyn FnOnce(&mut Node<AnyStore>) -> Reply + Send>;
+
+/// Sends a call's answer to its caller.
+type Reply = Box<dyn FnOnce() + Send>;
 
 enum Job {
     Write {
@@ -122,15 +127,19 @@ impl Committer {
         answer.recv().await.unwrap_or_else(|_| Err(lost()))
     }
 
-    /// `f` on the core, in its turn; `None` if it never ran to its end
-    /// (it panicked).
+    /// `f` on the core, in its turn, answered once what it committed is
+    /// durable; `None` if it never ran to its end (it panicked) or the
+    /// store could not make its commits durable.
     pub(super) async fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Node<AnyStore>) -> T + Send + 'static,
     ) -> Option<T> {
         let (done, answer) = bounded(1);
         let job = Job::Call(Box::new(move |core| {
-            let _ = done.try_send(f(core));
+            let out = f(core);
+            Box::new(move || {
+                let _ = done.try_send(out);
+            }) as Reply
         }));
         self.send(job).then_some(())?;
         answer.recv().await.ok()
@@ -160,32 +169,56 @@ fn run<H: Host>(Queue(queue, queued): &Queue, node: &Weak<H>) {
     }
 }
 
-/// Runs `jobs` in order under one hold of the core's lock, each run of
-/// consecutive writes in one commit, then sends what the core asked to,
-/// and only then keeps what status pages show: an entry passed on along
-/// the relay tree waits for its commit, not for the snapshot (which reads
-/// the store for each peer's staleness).
+/// Runs `jobs` under one hold of the core's lock: the calls in order,
+/// each followed at once by what it asked to send, then every write in one
+/// commit; then makes the group durable with one sync (the writes' commit
+/// is it, when there are writes), only then answers the calls, and keeps
+/// what status pages show. Writes and calls queued together are
+/// concurrent: no caller has had an answer that orders them.
+///
+/// A call's commits (a peer's push merged, a cycle's) are deferred: an
+/// entry passed on along the relay tree leaves before this node's disk
+/// has it, and the peer that sent it is answered after. A crash between
+/// the two loses nothing: the sender, unanswered, still holds the entry
+/// and sends it again, and a restarted node pulls what it lacks. Client
+/// writes are durable before their relays leave (`commit`), so a write
+/// whose commit failed is never passed on.
 fn group<H: Host>(node: &Arc<H>, jobs: Vec<Job>) {
     let mut writes = Vec::new();
+    let mut replies: Vec<Reply> = Vec::new();
     // Whether the snapshot kept shows the core as it is: a commit of
-    // writes keeps one before answering them; a call may change anything.
-    let mut shown = false;
-    let (transmits, events) = {
+    // writes, made after every call, keeps one before answering them.
+    let shown;
+    let (events, synced) = {
         let mut core = node.lock();
         for job in jobs {
             match job {
                 Job::Write { key, value, done } => writes.push(((key, value), done)),
                 Job::Call(f) => {
-                    commit(node, &mut core, &mut writes);
-                    f(&mut core);
-                    shown = false;
+                    core.store_mut().set_deferred(true);
+                    replies.push(f(&mut core));
+                    core.store_mut().set_deferred(false);
+                    // Its relays leave now, not after the rest of the turn.
+                    // Sending only spawns the deliveries: it may be done
+                    // under the lock.
+                    node.dispatch(transmits(&mut core), Vec::new());
                 }
             }
         }
-        shown |= commit(node, &mut core, &mut writes);
-        drain(&mut core)
+        // The writes last, all in one commit, whose sync makes the calls'
+        // commits durable too: a turn costs one sync, however its writes
+        // and calls interleaved.
+        shown = commit(node, &mut core, &mut writes);
+        let (transmits, events) = drain(&mut core);
+        node.dispatch(transmits, Vec::new());
+        (events, core.store_mut().sync())
     };
-    node.dispatch(transmits, events);
+    match synced {
+        Ok(()) => replies.into_iter().for_each(|reply| reply()),
+        // Unanswered, the callers see the call fail: a peer sends again.
+        Err(e) => log::error!("the store could not make this node's last merges durable, so their senders are told they failed and will send them again: {e}"),
+    }
+    node.dispatch(Vec::new(), events);
     if !shown {
         node.keep_snapshot(&node.lock());
     }
@@ -204,6 +237,8 @@ fn commit<H: Host>(
         return false;
     }
     let (batch, done): (Vec<_>, Vec<_>) = writes.drain(..).unzip();
+    // Durable before they are passed on or answered (see `group`).
+    core.store_mut().set_deferred(false);
     let results = core.write_all(now_ms(), batch);
     // The relays leave before the snapshot is kept (see `group`); sending
     // only spawns their tasks, so it may be done under the lock.

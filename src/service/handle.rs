@@ -289,8 +289,9 @@ impl NodeHandle {
         out
     }
 
-    /// Runs `f` on the core on the commit thread, in its turn, then sends
-    /// what it asked to send; `None` if `f` panicked.
+    /// Runs `f` on the core on the commit thread, in its turn, sends what
+    /// it asked to send, and answers once what it committed is durable;
+    /// `None` if `f` panicked or the store could not make that durable.
     pub async fn on_core<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Node<AnyStore>) -> T + Send + 'static,

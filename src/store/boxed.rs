@@ -58,4 +58,12 @@ impl<S: Store + ?Sized> Store for Box<S> {
     fn reads(&self) -> Option<Box<dyn Reads>> {
         (**self).reads()
     }
+
+    fn set_deferred(&mut self, on: bool) {
+        (**self).set_deferred(on);
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        (**self).sync()
+    }
 }

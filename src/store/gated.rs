@@ -1,5 +1,6 @@
-//! A store whose commits wait at a gate until it is opened, and which
-//! counts them: for tests of what a node does while a slow disk commits.
+//! A store whose commits (or only its syncs) wait at a gate until it is
+//! opened, and which counts them: for tests of what a node does while a
+//! slow disk commits.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -17,6 +18,10 @@ pub struct Gate {
 #[derive(Debug, Default)]
 struct GateState {
     closed: bool,
+    /// Only [`Store::sync`] waits.
+    syncs_closed: bool,
+    /// Syncs that have begun.
+    syncs: u64,
     /// Commits that have begun, and that have ended.
     begun: u64,
     ended: u64,
@@ -32,10 +37,23 @@ impl Gate {
         self.state().closed = true;
     }
 
-    /// Lets waiting and later commits through.
+    /// From now on syncs (not commits) wait until [`Gate::open`].
+    pub fn close_syncs(&self) {
+        self.state().syncs_closed = true;
+    }
+
+    /// Lets waiting and later commits and syncs through.
     pub fn open(&self) {
-        self.state().closed = false;
+        let mut st = self.state();
+        st.closed = false;
+        st.syncs_closed = false;
+        drop(st);
         self.changed.notify_all();
+    }
+
+    /// Syncs begun so far (waiting at the gate included).
+    pub fn syncs(&self) -> u64 {
+        self.state().syncs
     }
 
     /// Commits begun so far (waiting at the gate included).
@@ -86,17 +104,15 @@ impl<S> Gated<S> {
     }
 }
 
-impl<S: Store> Store for Gated<S> {
-    fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        self.inner.get(key)
-    }
-
-    fn commit(&mut self, batch: WriteBatch) -> Result<Vec<Merged>, StoreError> {
+impl<S> Gated<S> {
+    /// Counts the call (`begin`) and waits while the gate it returns says
+    /// closed, at most [`Gated::MAX_WAIT`].
+    fn pass<C: Fn(&GateState) -> bool>(&self, begin: impl FnOnce(&mut GateState) -> C) {
         let until = Instant::now() + Self::MAX_WAIT;
         let mut st = self.gate.state();
-        st.begun += 1;
+        let closed = begin(&mut st);
         self.gate.changed.notify_all();
-        while st.closed {
+        while closed(&st) {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -106,11 +122,35 @@ impl<S: Store> Store for Gated<S> {
                 Err(p) => p.into_inner().0,
             };
         }
-        drop(st);
+    }
+}
+
+impl<S: Store> Store for Gated<S> {
+    fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        self.inner.get(key)
+    }
+
+    fn commit(&mut self, batch: WriteBatch) -> Result<Vec<Merged>, StoreError> {
+        self.pass(|st| {
+            st.begun += 1;
+            |st: &GateState| st.closed
+        });
         let out = self.inner.commit(batch);
         self.gate.state().ended += 1;
         self.gate.changed.notify_all();
         out
+    }
+
+    fn set_deferred(&mut self, on: bool) {
+        self.inner.set_deferred(on);
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.pass(|st| {
+            st.syncs += 1;
+            |st: &GateState| st.syncs_closed
+        });
+        self.inner.sync()
     }
 
     fn range(

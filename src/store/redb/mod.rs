@@ -23,7 +23,10 @@
 //!
 //! Commits use redb's default [`Durability::Immediate`](::redb::Durability):
 //! when [`Store::commit`] returns `Ok`, the batch is on disk and survives a
-//! crash of the process or the machine.
+//! crash of the process or the machine. While [`Store::set_deferred`] is
+//! on they use `Durability::None` instead, and [`Store::sync`] makes them
+//! durable with one empty durable commit: what redb promises of commits
+//! followed by a durable one.
 //!
 //! [`key_hash`]: crate::core::entry::key_hash
 
@@ -41,7 +44,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use ::redb::{Database, ReadableTableMetadata, TableDefinition};
+use ::redb::{Database, Durability, ReadableTableMetadata, TableDefinition};
 
 use super::{Merged, Reads, Stamp, Store, StoreError, WriteBatch};
 use crate::core::entry::{Entry, Origin, Version};
@@ -92,6 +95,10 @@ pub struct RedbStore {
     /// The first change row not yet in `by_origin` (0 on open:
     /// rows fold again harmlessly, see `pending.rs`).
     origins_folded: AtomicU64,
+    /// Commits are made without syncing ([`Store::set_deferred`]).
+    deferred: bool,
+    /// A commit made so has not been synced yet.
+    unsynced: bool,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -179,6 +186,8 @@ impl RedbStore {
             repaired,
             next_seq,
             origins_folded: AtomicU64::new(0),
+            deferred: false,
+            unsynced: false,
         })
     }
 
@@ -226,21 +235,42 @@ impl Drop for RedbStore {
 }
 
 impl Store for RedbStore {
+    fn set_deferred(&mut self, on: bool) {
+        self.deferred = on;
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.deferred = false;
+        if !self.unsynced {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(ctx("beginning a sync"))?;
+        txn.commit().map_err(ctx("syncing deferred commits"))?;
+        self.unsynced = false;
+        Ok(())
+    }
+
     fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
         reads::get_in(&self.db, key)
     }
 
     fn commit(&mut self, batch: WriteBatch) -> Result<Vec<Merged>, StoreError> {
-        let txn = self
+        let mut txn = self
             .db
             .begin_write()
             .map_err(ctx("beginning a write transaction"))?;
+        if self.deferred {
+            txn.set_durability(Durability::None)
+                .map_err(ctx("deferring a commit's sync"))?;
+        }
         // On any error below, `txn` is dropped uncommitted: redb aborts it
         // and nothing of the batch is applied.
         let mut next_seq = self.next_seq;
         let origins = self.origins_folded.load(Ordering::Acquire);
         let (out, folded) = writer::apply(&txn, &batch, &mut next_seq, origins)?;
         txn.commit().map_err(ctx("committing"))?;
+        // A durable commit makes every earlier one durable too.
+        self.unsynced = self.deferred;
         self.next_seq = next_seq;
         if folded {
             self.origins_folded.store(next_seq, Ordering::Release);

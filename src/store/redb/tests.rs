@@ -418,3 +418,39 @@ fn the_change_list_goes_in_chunks_and_is_read_from_any_row() {
         assert_eq!(seen, want, "from row {from}");
     }
 }
+
+/// What a crash would leave: a copy of the file as it is now, opened.
+fn crash_image(store: &RedbStore, dir: &std::path::Path, name: &str) -> RedbStore {
+    let copy = dir.join(name);
+    std::fs::copy(store.path(), &copy).expect("copy the file");
+    RedbStore::open(&copy).expect("open the copy")
+}
+
+#[test]
+fn a_deferred_commit_is_read_at_once_and_on_disk_only_after_sync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = RedbStore::open(&dir.path().join("s.redb")).expect("open");
+    let batch = |i| WriteBatch {
+        entries: vec![entry(i, false)],
+        ..WriteBatch::default()
+    };
+    store.commit(batch(1)).expect("a durable commit");
+    store.set_deferred(true);
+    store.commit(batch(2)).expect("a deferred commit");
+    assert!(
+        store.get("k0000002").expect("get").is_some(),
+        "read at once"
+    );
+    let image = crash_image(&store, dir.path(), "before.redb");
+    assert!(image.get("k0000001").expect("get").is_some());
+    assert_eq!(image.get("k0000002").expect("get"), None, "not on disk yet");
+    drop(image);
+    store.sync().expect("sync");
+    let image = crash_image(&store, dir.path(), "after.redb");
+    assert!(image.get("k0000002").expect("get").is_some(), "synced");
+    drop(image);
+    // Sync turned deferral off: the next commit is durable by itself.
+    store.commit(batch(3)).expect("a durable commit");
+    let image = crash_image(&store, dir.path(), "durable.redb");
+    assert!(image.get("k0000003").expect("get").is_some());
+}
