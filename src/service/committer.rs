@@ -165,6 +165,13 @@ fn run<H: Host>(Queue(queue, queued): &Queue, node: &Weak<H>) {
         // atomic commit left, as after any failed call.
         if catch_unwind(AssertUnwindSafe(|| group(&node, jobs))).is_err() {
             log::error!("a core call panicked on the commit thread; its group's callers got an error, and the node goes on");
+            // The group's deferred commits are made durable, and later
+            // commits durable again (a call may have panicked deferred).
+            if let Err(e) = node.lock().store_mut().sync() {
+                log::error!(
+                    "after that panic, the store could not make the group's merges durable: {e}"
+                );
+            }
         }
     }
 }

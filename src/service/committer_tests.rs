@@ -11,7 +11,7 @@ use super::handle::NodeHandle;
 use crate::auth::Secrets;
 use crate::core::entry::Entry;
 use crate::service::transport::{Call, Hop, HopResult, NodeDigest, Offline, Reply, Transport};
-use crate::store::{Gate, Gated, RedbStore};
+use crate::store::{Gate, Gated, RedbStore, Store};
 use crate::topology::Topology;
 
 /// Longest wait for what a test waits on: moments, unless it fails.
@@ -227,4 +227,30 @@ fn writes_queued_around_a_call_share_one_commit() {
     // The first alone, then a and b together: the call between them does
     // not split their commit (each commit is a sync).
     assert_eq!(gate.ended() - begun, 2);
+}
+
+#[test]
+fn after_a_call_panics_deferred_its_merges_are_synced_and_commits_durable_again() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (node, gate) = gated_node(dir.path());
+    let syncs = gate.syncs();
+    let panicked = async_std::task::block_on(node.on_core(|core| {
+        core.write(crate::service::now_ms(), "before", Some(b"v".to_vec()))
+            .expect("a write in the call");
+        panic!("a call panics after its (deferred) commit");
+    }));
+    assert_eq!(panicked, None::<()>, "the caller is told it failed");
+    assert!(gate.syncs() > syncs, "no sync after the panic");
+    // A commit outside the commit thread is durable by itself again.
+    node.with_node(|core| core.write(crate::service::now_ms(), "after", Some(b"v".to_vec())))
+        .expect("a write");
+    let copy = dir.path().join("crash.redb");
+    std::fs::copy(dir.path().join("s.redb"), &copy).expect("a crash image");
+    let image = RedbStore::open(&copy).expect("open the image");
+    for key in ["before", "after"] {
+        assert!(
+            image.get(key).expect("get").is_some(),
+            "{key} is not on disk"
+        );
+    }
 }
