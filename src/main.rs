@@ -177,8 +177,8 @@ enum Command {
     Sim(SimArgs),
     /// Measure convergence, idle and repair cost, join and merge
     /// throughput, memory and write latency; writes bench/results/ and
-    /// docs/BENCHMARKS.md under the current directory (about 5 minutes on 2
-    /// cores; within 10).
+    /// docs/BENCHMARKS.md under the current directory (about 15 minutes on
+    /// 2 cores, half of it the simulated staleness run).
     Bench {
         /// Small datasets, about a minute: a smoke test. Writes only
         /// bench/results/<stamp>-quick.json.

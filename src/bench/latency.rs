@@ -23,6 +23,14 @@ pub const INTERVAL_MS: u64 = 500;
 /// interval).
 pub const PEER_TIMEOUT_MS: u64 = 300;
 
+/// Issue 15's targets for the p50 of a write's visibility with eager
+/// relay, ms, and the cluster size they are set for.
+pub const TARGET_DOUBLING_MS: f64 = 10.0;
+/// See [`TARGET_DOUBLING_MS`].
+pub const TARGET_SUCCESSOR_MS: f64 = 40.0;
+/// See [`TARGET_DOUBLING_MS`].
+pub const TARGET_NODES: u32 = 32;
+
 /// Gap between writes when they are not made one at a time.
 const SPACING: Duration = Duration::from_millis(250);
 

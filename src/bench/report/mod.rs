@@ -174,7 +174,8 @@ pub fn markdown(r: &Results) -> String {
             "| PUT rate, {} keep-alive clients | ≥ {} of a plain tide server | {} | {} |",
             p.clients,
             pct(put::TARGET_RATIO),
-            pct(p.ratio),
+            // One decimal: 29.6% reads as missed, where "30%" would not.
+            format!("{:.1}%", p.ratio * 100.0),
             verdict(p.meets_target)
         );
     }
@@ -187,6 +188,7 @@ pub fn markdown(r: &Results) -> String {
             verdict(l.meets_target)
         );
     }
+    writes::visibility_targets(&mut s, r);
     let _ = writeln!(s);
 
     // ----- 1. convergence
