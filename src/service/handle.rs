@@ -17,9 +17,9 @@ use super::snapshot::Snapshot;
 use super::transport::{
     max_peer_body, Call, NodeDigest, PeerError, Reply, Transport, REPLY_BAD_SIGNATURE,
 };
-use super::watch::Watchers;
+use super::watch::{WaitFailed, Watchers};
 use crate::auth::{Guard, RefusalLog, Secrets};
-use crate::core::entry::{Entry, Origin};
+use crate::core::entry::{Entry, Origin, Version};
 use crate::core::node::Mode;
 use crate::core::{Config, Event, Node, Transmit, WriteError};
 use crate::store::{Closed, Reads, Store, StoreError};
@@ -303,6 +303,23 @@ impl NodeHandle {
     /// any commit in progress.
     pub fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
         Ok(self.stored(key)?.filter(|e| !e.is_tombstone()))
+    }
+
+    /// What [`NodeHandle::get`] answers, once `key` holds a value (with
+    /// `newer_than`, once its version, a delete's included, is newer than
+    /// that), or once `wait` (at most [`super::watch::MAX_WAIT`]) has
+    /// passed, or the node stops.
+    pub async fn get_when(
+        &self,
+        key: &str,
+        newer_than: Option<Version>,
+        wait: Duration,
+    ) -> Result<Option<Entry>, WaitFailed> {
+        let look = || self.stored(key);
+        let stopping = || self.is_stopping();
+        self.watchers
+            .wait_for(look, newer_than, wait, stopping)
+            .await
     }
 
     /// What the store holds for `key`, a tombstone included.

@@ -4,7 +4,7 @@
 //! names), or when the wait runs out, with what the key holds then.
 //!
 //! Every core call that may have changed the store wakes every waiting
-//! read ([`Watchers::wake_all`], from [`NodeHandle`]'s dispatch), and each
+//! read ([`Watchers::wake_all`], from `NodeHandle`'s dispatch), and each
 //! looks at its key again: one read of the store, no state kept per key.
 //! At most [`MAX_WAITS`] reads wait at once, so waits cannot take the
 //! listener's connections from everything else.
@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use async_std::channel::{bounded, Receiver, Sender};
 
-use super::NodeHandle;
 use crate::core::entry::{Entry, Version};
 use crate::store::StoreError;
 
@@ -88,30 +87,31 @@ impl Watchers {
     }
 }
 
-impl NodeHandle {
-    /// What [`NodeHandle::get`] answers, once `key` holds a value (with
-    /// `newer_than`, once its version, a delete's included, is newer than
-    /// that), or once `wait` (at most [`MAX_WAIT`]) has passed, or the
-    /// node stops.
-    pub async fn get_when(
+impl Watchers {
+    /// What `look` reads (the key's stored entry, a tombstone included),
+    /// less a tombstone, once it holds a value (with `newer_than`, once its
+    /// version, a delete's included, is newer than that), or once `wait`
+    /// (at most [`MAX_WAIT`]) has passed, or `stopping`.
+    pub(super) async fn wait_for(
         &self,
-        key: &str,
+        mut look: impl FnMut() -> Result<Option<Entry>, StoreError>,
         newer_than: Option<Version>,
         wait: Duration,
+        stopping: impl Fn() -> bool,
     ) -> Result<Option<Entry>, WaitFailed> {
         let until = Instant::now() + wait.min(MAX_WAIT);
-        let _place = self.watchers.place()?;
+        let _place = self.place()?;
         loop {
             // Listen before looking, so a change between the two wakes us.
-            let woken = self.watchers.listen();
-            let found = self.stored(key).map_err(WaitFailed::Store)?;
+            let woken = self.listen();
+            let found = look().map_err(WaitFailed::Store)?;
             let done = match (newer_than, &found) {
                 (_, None) => false,
                 (None, Some(e)) => !e.is_tombstone(),
                 (Some(v), Some(e)) => e.version > v,
             };
             let left = until.saturating_duration_since(Instant::now());
-            if done || left.is_zero() || self.is_stopping() {
+            if done || left.is_zero() || stopping() {
                 return Ok(found.filter(|e| !e.is_tombstone()));
             }
             let _ = async_std::future::timeout(left, woken.recv()).await;
