@@ -85,9 +85,7 @@ impl Watchers {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Sender<()>>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
 
-impl Watchers {
     /// What `look` reads (the key's stored entry, a tombstone included),
     /// less a tombstone, once it holds a value (with `newer_than`, once its
     /// version, a delete's included, is newer than that), or once `wait`
