@@ -73,6 +73,7 @@ fn a_request_cut_by_its_timeout_leaves_no_answer_for_the_next() {
         timeout,
         signer: None,
         max_reply: 1 << 20,
+        reply_keys: Default::default(),
     };
     async_std::task::block_on(async {
         // A warm connection first, so that the pool has one to hand out.

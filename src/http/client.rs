@@ -191,25 +191,20 @@ async fn peer_exchange(
     if !usable {
         return Err(failed(u, status, &body));
     }
-    if let (Some(signer), Some(seal)) = (call.signer, &seal) {
+    // Checked against the keyring in force now, not the one the request
+    // was signed with: a node whose secret was replaced meanwhile must not
+    // take an answer signed with the old one, and a node that only added
+    // a key (a rollover) must.
+    let now = call.reply_keys.now();
+    if let (Some(signer), Some(seal)) = (now.as_ref().or(call.signer), &seal) {
         let refused_text = refused.as_deref().unwrap_or("");
-        let reason = match &mac {
-            None => Some(REPLY_UNSIGNED),
-            Some(m)
-                if !signer.accepts_reply(
-                    seal,
-                    call.to,
-                    u16::from(status),
-                    refused_text,
-                    &body,
-                    m,
-                ) =>
-            {
-                Some(REPLY_BAD_SIGNATURE)
-            }
-            Some(_) => None,
+        let reply = SignedReply {
+            responder: call.to,
+            status: u16::from(status),
+            refused: refused_text,
+            body: &body,
         };
-        if let Some(reason) = reason {
+        if let Some(reason) = reply_refusal(signer, seal, &reply, mac.as_deref()) {
             return Err(PeerError::reply_refused(
                 reason,
                 format!(
@@ -224,6 +219,40 @@ async fn peer_exchange(
         }
     }
     Ok(Answer { status, body })
+}
+
+/// A signed request's reply, as it came.
+struct SignedReply<'a> {
+    responder: &'a str,
+    status: u16,
+    refused: &'a str,
+    body: &'a [u8],
+}
+
+/// Why `reply`, carrying `mac`, is not to be used, checked with
+/// `signer`'s keyring; `None` when it is the responder's MAC of it.
+fn reply_refusal(
+    signer: &Signer,
+    seal: &RequestSeal,
+    reply: &SignedReply<'_>,
+    mac: Option<&str>,
+) -> Option<&'static str> {
+    match mac {
+        None => Some(REPLY_UNSIGNED),
+        Some(m)
+            if !signer.accepts_reply(
+                seal,
+                reply.responder,
+                reply.status,
+                reply.refused,
+                reply.body,
+                m,
+            ) =>
+        {
+            Some(REPLY_BAD_SIGNATURE)
+        }
+        Some(_) => None,
+    }
 }
 
 /// A reply's body, refused (unread, as far as it can tell) past `cap`
@@ -526,4 +555,45 @@ fn node_id(base: &str, timeout: Duration) -> Result<String, CallError> {
         .and_then(serde_json::Value::as_str)
         .map(str::to_string)
         .ok_or_else(|| CallError::other(format!("{base}/v1/status names no node id")))
+}
+
+#[cfg(test)]
+mod reply_check_tests {
+    use super::*;
+    use crate::auth::Keyring;
+
+    fn signer(id: &str, keys: &[&str]) -> Signer {
+        let keyring = Keyring::parse(&keys.join("\n"), "<test>")
+            .expect("a keyring")
+            .expect("keys");
+        Signer::new(id, keyring)
+    }
+
+    #[test]
+    fn a_reply_stands_or_falls_with_the_keyring_it_is_checked_with() {
+        let (old, new) = ("the-old-cluster-secret-0123", "the-new-cluster-secret-4567");
+        let seal = RequestSeal {
+            method: "POST".into(),
+            path: "/v1/peer/message".into(),
+            signer: "n0".into(),
+            nonce: "nonce".into(),
+            signature: "mac".into(),
+        };
+        let mac = signer("n1", &[old]).sign_reply(&seal, 200, "", b"body");
+        let reply = SignedReply {
+            responder: "n1",
+            status: 200,
+            refused: "",
+            body: b"body",
+        };
+        let check = |keys: &[&str], mac: Option<&str>| {
+            reply_refusal(&signer("n0", keys), &seal, &reply, mac)
+        };
+        assert_eq!(check(&[old], Some(&mac)), None);
+        // A rollover adds a key: the reply still stands.
+        assert_eq!(check(&[new, old], Some(&mac)), None);
+        // Another secret: it falls.
+        assert_eq!(check(&[new], Some(&mac)), Some(REPLY_BAD_SIGNATURE));
+        assert_eq!(check(&[old], None), Some(REPLY_UNSIGNED));
+    }
 }

@@ -14,9 +14,7 @@ use super::now_ms;
 use super::reload::{RingChange, Settings};
 use super::report::SyncReports;
 use super::snapshot::Snapshot;
-use super::transport::{
-    max_peer_body, Call, NodeDigest, PeerError, Reply, Transport, REPLY_BAD_SIGNATURE,
-};
+use super::transport::{max_peer_body, Call, NodeDigest, PeerError, Reply, ReplyKeys, Transport};
 use super::watch::{WaitFailed, Watchers};
 use crate::auth::{Guard, RefusalLog, Secrets};
 use crate::core::entry::{Entry, Origin, Version};
@@ -448,26 +446,19 @@ impl NodeHandle {
     ) -> Result<T, PeerError> {
         let signer = self.guard.signer();
         let (addr, to) = (self.addr(pos), self.id_of(pos));
+        // A reply is checked against the keyring in force when it comes: a
+        // node given another secret while its request was out took an
+        // answer signed with the old one.
+        let now = || self.guard.signer();
         let call = Call {
             addr: &addr,
             to: &to,
             timeout,
             signer: signer.as_ref(),
             max_reply: max_peer_body(self.topology().cluster.max_value_size),
+            reply_keys: ReplyKeys(Some(&now)),
         };
-        let result = match send(self.transport.as_ref(), call).await {
-            // The reply was checked against the keyring its request was
-            // signed with. One a reload replaced meanwhile vouches for
-            // nothing now: a node given another secret took an answer
-            // signed with the old one.
-            Ok(_) if signer.is_some() && self.guard.signer() != signer => {
-                Err(PeerError::reply_refused(
-                    REPLY_BAD_SIGNATURE,
-                    format!("{addr}: the reply came after this node's keyring was replaced; it was signed for the old one"),
-                ))
-            }
-            other => other,
-        };
+        let result = send(self.transport.as_ref(), call).await;
         if let Err(e) = &result {
             self.failed(&to, &e.message);
             if e.refused_credentials {

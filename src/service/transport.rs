@@ -170,6 +170,28 @@ impl std::fmt::Display for PeerError {
     }
 }
 
+/// The signer in force now, asked when a reply comes (see
+/// [`Call::reply_keys`]).
+#[derive(Clone, Copy, Default)]
+pub struct ReplyKeys<'a>(pub Option<&'a (dyn Fn() -> Option<Signer> + Send + Sync)>);
+
+impl ReplyKeys<'_> {
+    /// The signer in force now, if the caller can tell.
+    pub fn now(&self) -> Option<Signer> {
+        self.0.and_then(|f| f())
+    }
+}
+
+impl std::fmt::Debug for ReplyKeys<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "ReplyKeys(now)"
+        } else {
+            "ReplyKeys(as signed)"
+        })
+    }
+}
+
 /// Where one request goes, and how it is sent.
 #[derive(Clone, Copy, Debug)]
 pub struct Call<'a> {
@@ -184,6 +206,10 @@ pub struct Call<'a> {
     /// Longest reply read: a longer one is refused unread
     /// ([`max_peer_body`]).
     pub max_reply: u64,
+    /// The keyring a reply is checked against, as it is when the reply
+    /// comes: a reload may replace the one the request was signed with
+    /// while the request is out. Without it, that one.
+    pub reply_keys: ReplyKeys<'a>,
 }
 
 /// The answer to a [`Call`], to be awaited.
