@@ -32,6 +32,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ringsync::core::entry::Version;
 use ringsync::http::client::{ENV_SECRET_FILE, ENV_TOKEN_FILE};
 use serde_json::Value;
 
@@ -350,8 +351,11 @@ impl Net {
             .client(i, &["put", key, value, "--json"])
             .unwrap_or_else(|e| panic!("PUT {key:?} at n{i} was not acknowledged: {e}"));
         let v: Value = serde_json::from_str(&out).expect("PUT answers JSON");
-        Version::parse(v["version"].as_str().unwrap_or_default())
-            .unwrap_or_else(|| panic!("PUT {key:?} at n{i}: no version in {v}"))
+        v["version"]
+            .as_str()
+            .unwrap_or_default()
+            .parse::<Version>()
+            .unwrap_or_else(|e| panic!("PUT {key:?} at n{i}: {e}, in {v}"))
     }
 
     /// Reads at node `i`: `None` when absent.
@@ -531,23 +535,6 @@ impl Drop for Net {
                 eprintln!("cleanup: {e}");
             }
         }
-    }
-}
-
-/// A write's version, ordered as the core orders them: (ms, counter,
-/// origin), from its "ms.counter@origin" form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Version(u64, u64, u64);
-
-impl Version {
-    fn parse(s: &str) -> Option<Version> {
-        let (mc, origin) = s.split_once('@')?;
-        let (ms, counter) = mc.split_once('.')?;
-        Some(Version(
-            ms.parse().ok()?,
-            counter.parse().ok()?,
-            origin.parse().ok()?,
-        ))
     }
 }
 

@@ -28,6 +28,7 @@ pub use ringsync::proc_cluster::tail;
 pub mod browser;
 pub mod deb;
 pub mod fuzzing;
+pub mod hostile;
 pub mod raw;
 pub mod tools;
 
