@@ -64,6 +64,19 @@ fn trickle(addr: &str, head: &[u8], trickle: u8) -> (Answer, Duration, std::net:
     (ans, took, s)
 }
 
+/// A slow `what` was answered about `limit` after it began (`took`), and
+/// its connection `s` closed after the answer.
+fn cut_about(took: Duration, limit: Duration, mut s: std::net::TcpStream, what: &str) {
+    assert!(
+        took + Duration::from_millis(200) >= limit && took < limit + CUT_SLACK,
+        "the slow {what} was cut after {took:?}, not about {limit:?}"
+    );
+    assert!(
+        closes_within(&mut s, CUT_SLACK),
+        "the connection stayed open after the 408"
+    );
+}
+
 #[test]
 fn slow_clients_are_cut_within_the_request_timeout() {
     let c = start();
@@ -77,19 +90,12 @@ fn slow_clients_are_cut_within_the_request_timeout() {
         ("content-length", "100".to_string()),
     ];
     let head = request("PUT", "/v1/kv/slow", &headers, b"");
-    let (ans, took, mut s) = trickle(&a, &head, b'z');
+    let (ans, took, s) = trickle(&a, &head, b'z');
     ans.expect(408, "body_timeout", "a body at one byte a second");
-    assert!(
-        took + Duration::from_millis(200) >= limit && took < limit + CUT_SLACK,
-        "the slow body was cut after {took:?}, not about {limit:?}"
-    );
-    assert!(
-        closes_within(&mut s, CUT_SLACK),
-        "the connection stayed open after the 408"
-    );
+    cut_about(took, limit, s, "body");
 
     // A head at one byte a second, while others are served.
-    let (ans, took, mut s) = {
+    let (ans, took, s) = {
         let a2 = a.clone();
         let slow = std::thread::spawn(move || {
             let (ans, took, s) = trickle(&a2, b"GET /v1/status HTTP/1.1\r\nx-slow: ", b'a');
@@ -105,14 +111,7 @@ fn slow_clients_are_cut_within_the_request_timeout() {
         slow.join().expect("the slow client's thread")
     };
     ans.expect(408, "head_timeout", "a head at one byte a second");
-    assert!(
-        took + Duration::from_millis(200) >= limit && took < limit + CUT_SLACK,
-        "the slow head was cut after {took:?}, not about {limit:?}"
-    );
-    assert!(
-        closes_within(&mut s, CUT_SLACK),
-        "the connection stayed open after the 408"
-    );
+    cut_about(took, limit, s, "head");
 
     // A connection that says nothing is closed, without an answer.
     let mut s = connect(&a);

@@ -119,7 +119,7 @@ pub fn run(n: usize, schedule: Schedule, relay: bool, writes: u64) -> Result<Lat
     let stop = AtomicBool::new(false);
     let (seen_tx, seen) = channel::<Seen>();
     let mut to_watch = Vec::new();
-    let (done, made, unfinished) = std::thread::scope(|s| -> Result<_, String> {
+    let (mut done, made, unfinished) = std::thread::scope(|s| -> Result<_, String> {
         for i in 0..n {
             let (tx, rx) = channel::<String>();
             to_watch.push(tx);
@@ -184,7 +184,6 @@ pub fn run(n: usize, schedule: Schedule, relay: bool, writes: u64) -> Result<Lat
         drop(to_watch);
         result.map(|()| (done, made, pending.len() as u64))
     })?;
-    let mut done = done;
     let elapsed = started.elapsed().as_secs_f64();
     let after = totals(&c)?;
     done.sort_by(f64::total_cmp);

@@ -193,10 +193,9 @@ fn run<H: Host>(Queue(queue, queued): &Queue, node: &Weak<H>) {
 fn group<H: Host>(node: &Arc<H>, jobs: Vec<Job>) {
     let mut writes = Vec::new();
     let mut replies: Vec<Reply> = Vec::new();
-    // Whether the snapshot kept shows the core as it is: a commit of
-    // writes, made after every call, keeps one before answering them.
-    let shown;
-    let (events, synced) = {
+    // `shown`: whether the snapshot kept shows the core as it is: a commit
+    // of writes, made after every call, keeps one before answering them.
+    let (shown, events, synced) = {
         let mut core = node.lock();
         for job in jobs {
             match job {
@@ -215,10 +214,10 @@ fn group<H: Host>(node: &Arc<H>, jobs: Vec<Job>) {
         // The writes last, all in one commit, whose sync makes the calls'
         // commits durable too: a turn costs one sync, however its writes
         // and calls interleaved.
-        shown = commit(node, &mut core, &mut writes);
+        let shown = commit(node, &mut core, &mut writes);
         let (transmits, events) = drain(&mut core);
         node.dispatch(transmits, Vec::new());
-        (events, core.store_mut().sync())
+        (shown, events, core.store_mut().sync())
     };
     match synced {
         Ok(()) => replies.into_iter().for_each(|reply| reply()),

@@ -105,12 +105,12 @@ impl<S> Gated<S> {
 }
 
 impl<S> Gated<S> {
-    /// Counts the call (`begin`) and waits while the gate it returns says
-    /// closed, at most [`Gated::MAX_WAIT`].
-    fn pass<C: Fn(&GateState) -> bool>(&self, begin: impl FnOnce(&mut GateState) -> C) {
+    /// Counts the call (`count`) and waits while `closed`, at most
+    /// [`Gated::MAX_WAIT`].
+    fn pass(&self, count: fn(&mut GateState), closed: fn(&GateState) -> bool) {
         let until = Instant::now() + Self::MAX_WAIT;
         let mut st = self.gate.state();
-        let closed = begin(&mut st);
+        count(&mut st);
         self.gate.changed.notify_all();
         while closed(&st) {
             let left = until.saturating_duration_since(Instant::now());
@@ -131,10 +131,7 @@ impl<S: Store> Store for Gated<S> {
     }
 
     fn commit(&mut self, batch: WriteBatch) -> Result<Vec<Merged>, StoreError> {
-        self.pass(|st| {
-            st.begun += 1;
-            |st: &GateState| st.closed
-        });
+        self.pass(|st| st.begun += 1, |st| st.closed);
         let out = self.inner.commit(batch);
         self.gate.state().ended += 1;
         self.gate.changed.notify_all();
@@ -146,10 +143,7 @@ impl<S: Store> Store for Gated<S> {
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {
-        self.pass(|st| {
-            st.syncs += 1;
-            |st: &GateState| st.syncs_closed
-        });
+        self.pass(|st| st.syncs += 1, |st| st.syncs_closed);
         self.inner.sync()
     }
 
