@@ -227,3 +227,29 @@ fn a_manual_sync_right_after_a_reload_repairs_holes_in_whole_pushes() {
     let (runs, syncs) = sync_mid_change(&[true], true);
     assert!(syncs > 4 * runs, "{syncs} syncs in {runs} runs");
 }
+
+/// Nodes added to a ring that holds thousands of keys, in batches of 32:
+/// each new node holds little, so its peers send it their keys in key
+/// order (DESIGN §6), under loss, duplication, reordering, clock skew and
+/// store faults, with writes and deletes going on. Every run converges
+/// with nothing lost or resurrected.
+#[test]
+fn added_nodes_fed_in_key_order_under_faults_converge_with_nothing_lost() {
+    let seeds = if cfg!(debug_assertions) { 3 } else { 10 };
+    let add_two = changes().remove(0).1;
+    for schedule in [Schedule::Successor, Schedule::Doubling, Schedule::Random] {
+        for seed in 1..=seeds {
+            let mut sc = scenario(schedule, add_two.clone(), true);
+            sc.writes = 3000;
+            sc.writers = 3;
+            sc.batch_entries = Some(32);
+            sc.max_cycles = 200;
+            let out = run(&sc, seed);
+            let what = format!("add two, 3000 keys, {schedule} seed {seed}");
+            show(&what, &out);
+            assert!(out.converged, "{what}: {out:?}");
+            assert_eq!(out.lost_writes, 0, "{what}: {out:?}");
+            assert_eq!(out.resurrected_deletes, 0, "{what}: {out:?}");
+        }
+    }
+}

@@ -113,6 +113,9 @@ impl World<'_> {
         if let Some(l) = sc.tombstone_lifetime_ms {
             cfg.tombstone_lifetime_ms = l;
         }
+        if let Some(b) = sc.batch_entries {
+            cfg.batch_entries = b;
+        }
         cfg
     }
 

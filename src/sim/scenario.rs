@@ -274,6 +274,10 @@ pub struct Scenario {
     /// Tombstone lifetime given to every node's core (`None`: the core's
     /// default, 7 days, which no simulated run reaches).
     pub tombstone_lifetime_ms: Option<u64>,
+    /// Entries per batch given to every node's core (`None`: the core's
+    /// default, 4096): small batches make a few thousand keys a stream of
+    /// many batches, in key order to a node that holds little.
+    pub batch_entries: Option<usize>,
     /// Changes of the ring, in order (each one epoch above the last).
     pub ring_changes: Vec<RingChange>,
     /// Steady load: client writes per cycle, spread evenly over the cycle
@@ -313,6 +317,7 @@ impl Scenario {
             store_faults: 0.0,
             slow_commit_ms: 600,
             tombstone_lifetime_ms: None,
+            batch_entries: None,
             ring_changes: Vec::new(),
             load: 0,
             load_cycles: 0,

@@ -3,6 +3,7 @@
 //! hints agree and the data still differs).
 
 use super::stream::{Flow, Run};
+use super::stream_keys::by_key;
 use super::{Apart, Mode, Node};
 use crate::core::entry::{Entry, Version};
 use crate::core::message::{Digest, PushKind};
@@ -53,7 +54,7 @@ impl<S: Store> Node<S> {
         };
         // What the peer lacks goes as a stream: batches from a cursor of
         // ours, a few in flight, each sent once unless lost.
-        match self.stream(ex, peer, next, &theirs.hints, theirs.resyncing, window_at) {
+        match self.stream(ex, peer, next, theirs, window_at) {
             Ok(Flow::Done) => {}
             // It took less than it was sent (held back as from the
             // future): a later exchange offers it again; a tree comparison
@@ -104,10 +105,20 @@ impl<S: Store> Node<S> {
                 .hints
                 .iter()
                 .any(|(o, v)| self.hints.get(o).is_none_or(|mine| mine < v));
+        // Nor while we hold less than half of what the peer holds: it
+        // sends us its keys in order (`stream_keys.rs`), and our hints,
+        // leapt to the top at its first batch, say nothing of how far it
+        // has come.
+        let sparse = by_key(
+            self.keys + self.tombstones,
+            theirs.keys.saturating_add(theirs.tombstones),
+            self.cfg.batch_entries,
+        );
+        let streaming_in = self.streamed_at.is_some_and(|at| cycle <= at + 1) || sparse;
         let due = self
             .compared_at
             .is_none_or(|at| cycle >= at + self.window().max(1))
-            && self.streamed_at.is_none_or(|at| cycle > at + 1)
+            && !streaming_in
             && !behind;
         if !quiet {
             if due && kind != PushKind::Relay {
@@ -153,7 +164,7 @@ impl<S: Store> Node<S> {
             .hints
             .iter()
             .all(|(o, v)| self.hints.get(o).is_some_and(|mine| mine >= v));
-        if they_know_no_more || settled || (due && kind != PushKind::Relay) {
+        if ((they_know_no_more || settled) && !streaming_in) || (due && kind != PushKind::Relay) {
             self.compare_trees(ex, peer, cycle, theirs.keys + theirs.tombstones);
         }
     }

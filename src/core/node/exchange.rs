@@ -490,7 +490,10 @@ impl<S: Store> Node<S> {
 
     fn finish_if_idle(&mut self, ex: u64) {
         if self.exchanges.get(&ex).is_some_and(|x| x.in_flight == 0) {
-            if let Some(x) = self.exchanges.remove(&ex) {
+            if let Some(mut x) = self.exchanges.remove(&ex) {
+                if let Some(walk) = x.stream.take().and_then(|s| s.unfinished()) {
+                    self.key_walks.insert(x.peer, walk);
+                }
                 self.events.push_back(Event::ExchangeDone {
                     exchange: ex,
                     peer: x.peer,

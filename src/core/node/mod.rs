@@ -41,6 +41,7 @@ mod request;
 mod ring_change;
 mod serve;
 mod stream;
+mod stream_keys;
 
 pub use ring_change::{origins_meta, RingChangeError};
 
@@ -245,6 +246,9 @@ pub struct Node<S: Store> {
     /// The cycle in which a push last brought a full batch: a delta stream
     /// is coming in, and tree comparisons wait for it (`Node::follow_up`).
     streamed_at: Option<u64>,
+    /// Where a key-order stream to each peer stopped short: the next one
+    /// resumes there (`stream_keys.rs`).
+    key_walks: HashMap<u32, stream_keys::KeyWalk>,
     /// Each peer's hints, from the last digest it showed us, and when
     /// (`lag.rs`).
     peer_hints: HashMap<u32, (BTreeMap<Origin, Version>, u64)>,
@@ -338,6 +342,7 @@ impl<S: Store> Node<S> {
             agree: Agreement::default(),
             compared_at: None,
             streamed_at: None,
+            key_walks: HashMap::new(),
             peer_hints: HashMap::new(),
             bases: Bases::default(),
         })

@@ -4,9 +4,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::stream_keys::{by_key, KeyRange, KeyWalk};
 use super::Node;
 use crate::core::entry::{Entry, Origin, Version};
-use crate::core::message::PushKind;
+use crate::core::message::{Digest, PushKind};
 use crate::core::store::{Store, StoreError};
 
 /// Batches of one stream in flight at most: enough to keep both sides
@@ -47,6 +48,8 @@ pub(super) struct Read {
 struct Sent {
     /// What it carries, per origin: sent again from here if it is lost.
     runs: Vec<Run>,
+    /// What it carries in key order, the same way.
+    ranges: Vec<KeyRange>,
     bytes: usize,
     /// The stream's failures counted when it left: only the first loss of
     /// a round of sending counts (see [`Stream::failed`]).
@@ -82,10 +85,14 @@ pub(super) struct Stream {
     said_complete: bool,
     /// The last read found entries still on their path.
     left_out: bool,
+    /// Set when the stream walks our keys in order (`stream_keys.rs`)
+    /// instead of each origin's versions.
+    keys: Option<KeyWalk>,
 }
 
 impl Stream {
-    fn new(kind: PushKind, theirs: &BTreeMap<Origin, Version>) -> Self {
+    /// `walk`: set to stream in key order, from where it starts.
+    fn new(kind: PushKind, theirs: &BTreeMap<Origin, Version>, walk: Option<KeyWalk>) -> Self {
         Stream {
             kind,
             windowed: false,
@@ -100,6 +107,7 @@ impl Stream {
             sent: false,
             said_complete: false,
             left_out: false,
+            keys: walk,
         }
     }
 
@@ -184,6 +192,9 @@ impl Stream {
     /// left together are lost together when the peer is gone.
     fn failed(&mut self, sent: Sent) -> bool {
         self.redo.extend(sent.runs);
+        if let Some(k) = self.keys.as_mut() {
+            k.lost(sent.ranges);
+        }
         self.window = (self.window / 2).max(1);
         if sent.round != self.rounds {
             return false;
@@ -192,9 +203,16 @@ impl Stream {
         self.in_a_row += 1;
         if self.in_a_row >= STREAM_TRIES {
             self.abandoned = true;
+            // A key-order walk keeps its lost ranges: the next stream to
+            // the peer resumes it (`Stream::unfinished`).
             self.redo.clear();
         }
         true
+    }
+
+    /// Where a key-order walk stopped, if it did not reach its end.
+    pub(super) fn unfinished(self) -> Option<KeyWalk> {
+        self.keys.filter(|k| !k.drained())
     }
 
     fn answered(&mut self) {
@@ -277,14 +295,32 @@ impl<S: Store> Node<S> {
         ex: u64,
         peer: u32,
         kind: PushKind,
-        theirs: &BTreeMap<Origin, Version>,
-        resyncing: bool,
+        digest: &Digest,
         window_at: Option<u64>,
     ) -> Result<Flow, StoreError> {
+        let (theirs, resyncing) = (&digest.hints, digest.resyncing);
+        let sparse = by_key(
+            digest.keys.saturating_add(digest.tombstones),
+            self.keys + self.tombstones,
+            self.cfg.batch_entries,
+        );
         let Some(x) = self.exchanges.get_mut(&ex) else {
             return Ok(Flow::Done);
         };
-        let s = x.stream.get_or_insert_with(|| Stream::new(kind, theirs));
+        if x.stream.is_none() {
+            // A key-order walk to this peer that stopped short resumes
+            // where it stopped, unless the peer has since lost all (no
+            // hints: wiped) or no longer holds little.
+            let resumed = self
+                .key_walks
+                .remove(&peer)
+                .filter(|_| sparse && !theirs.is_empty());
+            let walk = sparse.then(|| resumed.unwrap_or_else(|| KeyWalk::new(theirs)));
+            x.stream = Some(Stream::new(kind, theirs, walk));
+        }
+        let Some(s) = x.stream.as_mut() else {
+            return Ok(Flow::Done);
+        };
         s.heard(theirs);
         s.kind = kind;
         s.windowed = window_at.is_some();
@@ -298,7 +334,10 @@ impl<S: Store> Node<S> {
         let shown = s
             .cursor
             .iter()
-            .all(|(o, v)| s.theirs.get(o).is_some_and(|t| t >= v));
+            .all(|(o, v)| s.theirs.get(o).is_some_and(|t| t >= v))
+            && s.keys
+                .as_ref()
+                .is_none_or(|k| k.drained() && k.shown(&s.theirs));
         if s.abandoned || !shown {
             return Ok(Flow::Short);
         }
@@ -313,6 +352,7 @@ impl<S: Store> Node<S> {
                     id,
                     Sent {
                         runs: Vec::new(),
+                        ranges: Vec::new(),
                         bytes: 0,
                         round: s.rounds,
                     },
@@ -334,27 +374,45 @@ impl<S: Store> Node<S> {
             if s.abandoned || s.batches.len() >= s.window || s.bytes() >= cap {
                 return Ok(());
             }
-            let runs = s.runs(&self.hints);
-            let (kind, windowed) = (s.kind, s.windowed);
-            let read = self.read_runs(&runs, self.cycle.filter(|_| windowed))?;
+            let kind = s.kind;
+            let (entries, runs, ranges, rest) = if let Some(mut walk) = s.keys.clone() {
+                // In key order (`stream_keys.rs`), filtered by the
+                // receiver's hints as the stream began, not windowed.
+                let read = self.read_keys(&mut walk)?;
+                let rest = read.cut || !walk.drained();
+                let Some(s) = self.exchanges.get_mut(&ex).and_then(|x| x.stream.as_mut()) else {
+                    return Ok(());
+                };
+                s.keys = Some(walk);
+                (read.entries, Vec::new(), read.carried, rest)
+            } else {
+                let runs = s.runs(&self.hints);
+                let read = self.read_runs(&runs, self.cycle.filter(|_| s.windowed))?;
+                let Some(s) = self.exchanges.get_mut(&ex).and_then(|x| x.stream.as_mut()) else {
+                    return Ok(());
+                };
+                let carried = s.advance(&runs, &read);
+                let rest = read.cut || read.left_out || !s.redo.is_empty();
+                (read.entries, carried, Vec::new(), rest)
+            };
             let Some(s) = self.exchanges.get_mut(&ex).and_then(|x| x.stream.as_mut()) else {
                 return Ok(());
             };
-            let carried = s.advance(&runs, &read);
-            if read.entries.is_empty() {
+            if entries.is_empty() {
                 return Ok(());
             }
             // Only the one batch in flight that leaves nothing behind says
             // it is all: with others in flight, it may arrive first.
-            let complete = !read.cut && !read.left_out && s.batches.is_empty() && s.redo.is_empty();
+            let complete = !rest && s.batches.is_empty();
             s.sent = true;
             s.said_complete |= complete;
             let sent = Sent {
-                runs: carried,
-                bytes: read.entries.iter().map(Entry::wire_len).sum(),
+                runs,
+                ranges,
+                bytes: entries.iter().map(Entry::wire_len).sum(),
                 round: s.rounds,
             };
-            let id = self.send_push(ex, peer, kind, read.entries, complete);
+            let id = self.send_push(ex, peer, kind, entries, complete);
             if let Some(s) = self.exchanges.get_mut(&ex).and_then(|x| x.stream.as_mut()) {
                 s.batches.insert(id, sent);
             }
@@ -379,7 +437,7 @@ impl<S: Store> Node<S> {
             s.answered();
             return Some(true);
         }
-        if !sent.runs.is_empty() {
+        if !sent.runs.is_empty() || !sent.ranges.is_empty() {
             self.stats.batches_lost += 1;
         }
         Some(s.failed(sent))

@@ -1,7 +1,8 @@
 //! Tests of streamed deltas and of one exchange per peer at a time.
 
 use super::super::fixture::{
-    body, config, node, reopen, run_cycle_late, transmits, TestStore, INTERVAL,
+    body, config, node, pushed_keys, reopen, run_cycle_late, take_one, transmits, TestStore,
+    INTERVAL,
 };
 use super::super::{Node, Transmit};
 use super::*;
@@ -29,6 +30,54 @@ fn holder_and_joiner(keys: usize, batch: usize) -> Vec<Node<TestStore>> {
     // waits in a relay queue.
     nodes[0] = reopen(nodes[0].config().clone(), nodes[0].store().clone());
     nodes
+}
+
+/// As [`holder_and_joiner`], the holder's keys written in random order:
+/// their versions rise in an order that is not the keys'.
+fn shuffled_holder_and_joiner(keys: usize, batch: usize) -> Vec<Node<TestStore>> {
+    let mut nodes = holder_and_joiner(0, batch);
+    for i in 0..keys {
+        let k = (i * 7919) % keys;
+        nodes[0]
+            .write(100, &format!("k{k:06}"), Some(vec![b'v'; 100]))
+            .expect("write");
+    }
+    nodes[0] = reopen(nodes[0].config().clone(), nodes[0].store().clone());
+    nodes
+}
+
+/// Serves every request of `sent` and the requests they lead to, at once;
+/// returns every push the holder (`nodes[0]`) sent, in the order sent.
+fn serve_all(nodes: &mut [Node<TestStore>], sent: Vec<Transmit>) -> Vec<Transmit> {
+    let mut pushes = Vec::new();
+    let mut queue: std::collections::VecDeque<Transmit> = sent.into();
+    while let Some(t) = queue.pop_front() {
+        let reply = nodes[1].handle_request(1000, &t.payload);
+        nodes[0].handle_reply(1000, t.id, &reply);
+        queue.extend(transmits(&mut nodes[0]));
+        pushes.push(t);
+    }
+    pushes
+}
+
+/// The keys of `pushes` after the first (the exchange's own push), in
+/// the order sent.
+fn streamed_keys(pushes: &[Transmit]) -> Vec<String> {
+    pushes
+        .iter()
+        .skip(1)
+        .flat_map(|t| pushed_keys(&t.payload).unwrap_or_default())
+        .collect()
+}
+
+/// The holder (`nodes[0]`) opens a sync with the joiner, which answers
+/// its push: returns the first window of the holder's stream.
+fn opened(nodes: &mut [Node<TestStore>]) -> Vec<Transmit> {
+    nodes[0].sync_with(1);
+    let push = transmits(&mut nodes[0]);
+    let reply = nodes[1].handle_request(1000, &push[0].payload);
+    nodes[0].handle_reply(1000, push[0].id, &reply);
+    transmits(&mut nodes[0])
 }
 
 /// Runs cycles `from..from + cycles` of `nodes`: each request is served at
@@ -61,8 +110,18 @@ fn entries_sent(nodes: &[Node<TestStore>]) -> u64 {
 /// exchange per peer, and a stream that sends each entry once.
 #[test]
 fn a_join_with_replies_slower_than_a_cycle_sends_each_entry_about_once() {
-    let keys = 8000;
-    let mut nodes = holder_and_joiner(keys, 256);
+    slow_join_sends_each_entry_about_once(holder_and_joiner(8000, 256), 8000);
+}
+
+/// The same with keys written in random order: sent in key order, the
+/// receiver's hints leap to the top at once, and it must not take that
+/// for a sign to compare trees while the stream still runs.
+#[test]
+fn a_slow_join_in_key_order_sends_each_entry_about_once() {
+    slow_join_sends_each_entry_about_once(shuffled_holder_and_joiner(8000, 256), 8000);
+}
+
+fn slow_join_sends_each_entry_about_once(mut nodes: Vec<Node<TestStore>>, keys: usize) {
     let cycles = run_slow(&mut nodes, 1, 200, 3, |n| {
         n[1].counts() == n[0].counts() && n[1].root() == n[0].root()
     });
@@ -196,4 +255,171 @@ fn a_peer_that_never_answers_is_failed_by_timeouts_of_one_exchange_at_a_time() {
     assert!(n0.view().is_failed(1), "never failed");
     assert_eq!(sent, threshold);
     assert_eq!(n0.stats().skipped_busy, threshold);
+}
+
+/// Keys written in random order, a peer that holds none of them: our keys
+/// go in key order (its inserts run along its key index, not all over
+/// it), each once, and the peer ends level.
+#[test]
+fn a_peer_that_holds_little_is_sent_our_keys_in_key_order_each_once() {
+    let keys = 1000;
+    let mut nodes = shuffled_holder_and_joiner(keys, 50);
+    nodes[0].sync_with(1);
+    let push = transmits(&mut nodes[0]);
+    let pushes = serve_all(&mut nodes, push);
+    let sent = streamed_keys(&pushes);
+    let mut sorted = sent.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sent.len(), keys, "each once");
+    assert_eq!(sent, sorted, "in key order");
+    assert_eq!(nodes[1].root(), nodes[0].root());
+    assert_eq!(nodes[1].counts(), nodes[0].counts());
+}
+
+/// A peer that holds most of what we hold is sent the rest in version
+/// order, as ever: a key-order walk would read every key to find a few.
+#[test]
+fn a_peer_that_holds_most_is_sent_the_rest_in_version_order() {
+    let keys = 1000;
+    let mut nodes = shuffled_holder_and_joiner(keys, 50);
+    nodes[0].sync_with(1);
+    let push = transmits(&mut nodes[0]);
+    // The joiner takes the first 600 entries by version, then falls
+    // behind: the rest goes in version order.
+    let mut written = Vec::new();
+    nodes[0]
+        .store()
+        .for_each(&mut |e| written.push(e.clone()))
+        .expect("read");
+    written.sort_by_key(|e| e.version);
+    for e in &written[..600] {
+        take_one(&mut nodes[1], 1000, 0, e);
+    }
+    let pushes = serve_all(&mut nodes, push);
+    let sent = streamed_keys(&pushes);
+    let expected: Vec<String> = written[600..].iter().map(|e| e.key.clone()).collect();
+    assert_eq!(sent, expected, "the 400 newest, in version order");
+    assert_eq!(nodes[1].root(), nodes[0].root());
+}
+
+/// In key order too, a lost batch goes again, exactly, and nothing else
+/// does twice.
+#[test]
+fn a_lost_batch_in_key_order_goes_again_and_only_it() {
+    let keys = 1000;
+    let mut nodes = shuffled_holder_and_joiner(keys, 50);
+    let sent = opened(&mut nodes);
+    assert_eq!(sent.len(), WINDOW);
+    nodes[0].handle_failure(sent[1].id);
+    assert_eq!(nodes[0].stats().batches_lost, 1);
+    let mut rest = sent;
+    let lost = rest.remove(1);
+    let pushes = serve_all(&mut nodes, rest);
+    let again: Vec<&Transmit> = pushes
+        .iter()
+        .filter(|t| pushed_keys(&t.payload) == pushed_keys(&lost.payload))
+        .collect();
+    assert_eq!(again.len(), 1, "the lost batch went again, once");
+    assert_eq!(nodes[1].root(), nodes[0].root());
+    assert_eq!(nodes[0].stats().entries_sent as usize, keys + 50);
+}
+
+/// Writes behind the cursor while a key-order stream runs are holes below
+/// the receiver's leapt hints: the cycles after it find and fill them.
+#[test]
+fn writes_behind_a_key_order_cursor_are_found_after_it() {
+    let keys = 2000;
+    let mut nodes = shuffled_holder_and_joiner(keys, 50);
+    let first = opened(&mut nodes);
+    // The first batches left; now the low keys change at the holder.
+    for k in 0..20 {
+        nodes[0]
+            .write(1500, &format!("k{k:06}"), Some(b"new".to_vec()))
+            .expect("write");
+    }
+    serve_all(&mut nodes, first);
+    let cycles = run_slow(&mut nodes, 2, 60, 0, |n| n[1].root() == n[0].root());
+    assert!(cycles < 60, "the holes were never filled");
+    let got = nodes[1].store().get("k000003").expect("read");
+    assert_eq!(got.and_then(|e| e.value), Some(b"new".to_vec()));
+}
+
+/// A key-order stream given up after losses (the receiver's hints leapt
+/// with its first batches): the cycles after it still bring the rest.
+#[test]
+fn a_key_order_stream_given_up_is_finished_by_the_cycles_after_it() {
+    let keys = 2000;
+    let mut nodes = shuffled_holder_and_joiner(keys, 50);
+    let mut sent = opened(&mut nodes);
+    // The first batch arrives, the rest are lost, round after round.
+    let reply = nodes[1].handle_request(1000, &sent[0].payload);
+    nodes[0].handle_reply(1000, sent[0].id, &reply);
+    sent.remove(0);
+    sent.extend(transmits(&mut nodes[0]));
+    let mut lost = 0;
+    let mut lost_batches = Vec::new();
+    for _ in 0..10 {
+        if sent.is_empty() {
+            break;
+        }
+        for t in std::mem::take(&mut sent) {
+            let k = pushed_keys(&t.payload).unwrap_or_default();
+            lost += k.len();
+            lost_batches.push(k);
+            nodes[0].handle_failure(t.id);
+        }
+        sent = transmits(&mut nodes[0]);
+    }
+    assert!(
+        nodes[1].counts().0 < keys as u64 / 2,
+        "{:?}",
+        nodes[1].counts()
+    );
+    // The holder's next cycle: its stream to the joiner resumes the walk,
+    // lost batches first, though the joiner's hints now stand far above
+    // most of what it lacks.
+    nodes[0].handle_timeout(2 * INTERVAL);
+    let push = transmits(&mut nodes[0]);
+    let reply = nodes[1].handle_request(2 * INTERVAL, &push[0].payload);
+    nodes[0].handle_reply(2 * INTERVAL, push[0].id, &reply);
+    let resumed = transmits(&mut nodes[0]);
+    let first = resumed.first().and_then(|t| pushed_keys(&t.payload));
+    assert!(
+        first.as_ref().is_some_and(|k| lost_batches.contains(k)),
+        "resumed with a lost batch: {first:?}"
+    );
+    serve_all(&mut nodes, resumed);
+    let cycles = run_slow(&mut nodes, 3, 100, 0, |n| n[1].root() == n[0].root());
+    assert!(cycles < 10, "{cycles} cycles: {:?}", nodes[1].counts());
+    // Nothing crossed twice but what was lost, and the joiner's own pull
+    // (a batch at most).
+    let sent = entries_sent(&nodes) as usize;
+    assert!(
+        sent <= keys + lost + 50,
+        "{sent} sent for {keys}, {lost} lost"
+    );
+}
+
+/// The same, given up near its end: the receiver now holds most, its
+/// hints at the top, and what it lacks are holes only the trees show.
+#[test]
+fn a_key_order_stream_given_up_near_its_end_is_finished_by_tree_repair() {
+    let keys = 2000;
+    let mut nodes = shuffled_holder_and_joiner(keys, 50);
+    nodes[0].sync_with(1);
+    let push = transmits(&mut nodes[0]);
+    let mut queue: std::collections::VecDeque<Transmit> = push.into();
+    while let Some(t) = queue.pop_front() {
+        if nodes[1].counts().0 >= 1800 {
+            nodes[0].handle_failure(t.id);
+        } else {
+            let reply = nodes[1].handle_request(1000, &t.payload);
+            nodes[0].handle_reply(1000, t.id, &reply);
+        }
+        queue.extend(transmits(&mut nodes[0]));
+    }
+    assert!(nodes[1].counts().0 < keys as u64, "{:?}", nodes[1].counts());
+    let cycles = run_slow(&mut nodes, 2, 100, 0, |n| n[1].root() == n[0].root());
+    assert!(cycles < 100, "never level: {:?}", nodes[1].counts());
 }
