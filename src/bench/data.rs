@@ -31,22 +31,123 @@ pub const CLUSTER: u64 = 0xBE_4C_4B;
 /// Cycle length of in-process nodes, ms: any value works, time is virtual.
 pub const INTERVAL_MS: u64 = 1000;
 
-/// Entry `i` of the dataset written by `origin`: key `bench/{i:09}`, a
-/// 100-byte value, and versions increasing with `i`, all from `base_ms` on
-/// (1024 per millisecond).
-pub fn entry(i: u64, origin: u32, base_ms: u64) -> Entry {
-    let value: Vec<u8> = (0..VALUE_BYTES as u64)
-        .map(|j| b'a' + ((i + j) % 26) as u8)
-        .collect();
-    Entry {
-        key: format!("bench/{i:09}"),
-        value: Some(value),
-        version: Version {
-            ms: base_ms + i / 1024,
-            counter: (i % 1024) as u32,
-            origin,
-        },
+/// The order in which the dataset's keys are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOrder {
+    /// Entry `i` has key `bench/{i:09}`: written in version order, the
+    /// keys come in key order.
+    Sorted,
+    /// Entry `i` has key `bench/{p:010}`, p = i × [`SHUFFLE_FACTOR`] mod
+    /// [`SHUFFLE_MODULUS`] (a bijection for i below the modulus): written
+    /// in version order, the keys come in random key order, as real data's do.
+    Shuffled,
+}
+
+/// The multiplier of [`KeyOrder::Shuffled`]'s keys (Knuth's golden-ratio
+/// hash constant).
+pub const SHUFFLE_FACTOR: u64 = 2_654_435_761;
+
+/// The prime modulus of [`KeyOrder::Shuffled`]'s keys.
+pub const SHUFFLE_MODULUS: u64 = 1_000_000_007;
+
+impl KeyOrder {
+    /// "sorted" or "shuffled".
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyOrder::Sorted => "sorted",
+            KeyOrder::Shuffled => "shuffled",
+        }
     }
+
+    /// The key of entry `i`.
+    pub fn key(self, i: u64) -> String {
+        match self {
+            KeyOrder::Sorted => format!("bench/{i:09}"),
+            KeyOrder::Shuffled => format!("bench/{:010}", shuffled(i)),
+        }
+    }
+
+    /// Entry `i` of the dataset written by `origin`: [`KeyOrder::key`], a
+    /// 100-byte value, and versions increasing with `i`, all from
+    /// `base_ms` on (1024 per millisecond).
+    pub fn entry(self, i: u64, origin: u32, base_ms: u64) -> Entry {
+        let value: Vec<u8> = (0..VALUE_BYTES as u64)
+            .map(|j| b'a' + ((i + j) % 26) as u8)
+            .collect();
+        Entry {
+            key: self.key(i),
+            value: Some(value),
+            version: Version {
+                ms: base_ms + i / 1024,
+                counter: (i % 1024) as u32,
+                origin,
+            },
+        }
+    }
+
+    /// Bytes of entries `0..count`, encoded.
+    pub fn dataset_bytes(self, count: u64, origin: u32, base_ms: u64) -> u64 {
+        (0..count)
+            .map(|i| encoded_len(&self.entry(i, origin, base_ms)))
+            .sum()
+    }
+
+    /// The indices `0..count` in their keys' order: the order a store
+    /// holds the entries in.
+    pub fn by_key(self, count: u64) -> Vec<u64> {
+        let mut v: Vec<u64> = (0..count).collect();
+        if self == KeyOrder::Shuffled {
+            // Fixed-width digits: the numbers' order is the keys'.
+            v.sort_unstable_by_key(|&i| shuffled(i));
+        }
+        v
+    }
+
+    /// Commits entries `0..count` into `store` in version order,
+    /// [`LOAD_BATCH`] at a time, behind the protocol's back (no node is
+    /// open over it), marked as written by this build: a node opening it
+    /// reads stamps, as it would any store of this size, rather than
+    /// migrating every entry in memory.
+    pub fn load<S: Store>(
+        self,
+        store: &mut S,
+        count: u64,
+        origin: u32,
+        base_ms: u64,
+    ) -> Result<(), String> {
+        let mut i = 0;
+        while i < count {
+            let end = (i + LOAD_BATCH as u64).min(count);
+            let entries = (i..end).map(|k| self.entry(k, origin, base_ms)).collect();
+            let meta = if i == 0 {
+                vec![crate::core::node::origins_meta()]
+            } else {
+                Vec::new()
+            };
+            store
+                .commit(WriteBatch {
+                    entries,
+                    meta,
+                    ..WriteBatch::default()
+                })
+                .map_err(|e| format!("loading the dataset: {e}"))?;
+            i = end;
+        }
+        Ok(())
+    }
+}
+
+/// The number in [`KeyOrder::Shuffled`]'s key of entry `i`.
+fn shuffled(i: u64) -> u64 {
+    // In u128: i × the factor overflows u64 from i = 2^32 on.
+    ((u128::from(i) * u128::from(SHUFFLE_FACTOR)) % u128::from(SHUFFLE_MODULUS)) as u64
+}
+
+/// Entry `i` of the dataset in key order ([`KeyOrder::Sorted`]): key
+/// `bench/{i:09}`, a 100-byte value, and versions increasing with `i`,
+/// all from `base_ms` on (1024 per millisecond).
+pub fn entry(i: u64, origin: u32, base_ms: u64) -> Entry {
+    KeyOrder::Sorted.entry(i, origin, base_ms)
 }
 
 /// Bytes of an entry as the peer protocol encodes it (postcard): the
@@ -55,37 +156,14 @@ pub fn encoded_len(e: &Entry) -> u64 {
     postcard::to_stdvec(e).map_or(0, |v| v.len() as u64)
 }
 
-/// Bytes of entries `0..count` of the dataset, encoded.
+/// Bytes of entries `0..count` of the dataset in key order, encoded.
 pub fn dataset_bytes(count: u64, origin: u32, base_ms: u64) -> u64 {
-    (0..count)
-        .map(|i| encoded_len(&entry(i, origin, base_ms)))
-        .sum()
+    KeyOrder::Sorted.dataset_bytes(count, origin, base_ms)
 }
 
-/// Commits entries `0..count` into `store`, [`LOAD_BATCH`] at a time,
-/// behind the protocol's back (no node is open over it), marked as written
-/// by this build: a node opening it reads stamps, as it would any store
-/// of this size, rather than migrating every entry in memory.
+/// [`KeyOrder::load`] of the dataset in key order.
 pub fn load<S: Store>(store: &mut S, count: u64, origin: u32, base_ms: u64) -> Result<(), String> {
-    let mut i = 0;
-    while i < count {
-        let end = (i + LOAD_BATCH as u64).min(count);
-        let entries = (i..end).map(|k| entry(k, origin, base_ms)).collect();
-        let meta = if i == 0 {
-            vec![crate::core::node::origins_meta()]
-        } else {
-            Vec::new()
-        };
-        store
-            .commit(WriteBatch {
-                entries,
-                meta,
-                ..WriteBatch::default()
-            })
-            .map_err(|e| format!("loading the dataset: {e}"))?;
-        i = end;
-    }
-    Ok(())
+    KeyOrder::Sorted.load(store, count, origin, base_ms)
 }
 
 /// A node of a two-node ring at position `me`.
@@ -204,5 +282,44 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorted_keys_are_in_write_order_and_shuffled_ones_are_not() {
+        assert_eq!(entry(7, 0, 100), KeyOrder::Sorted.entry(7, 0, 100));
+        assert_eq!(entry(7, 0, 100).key, "bench/000000007");
+        let e = KeyOrder::Shuffled.entry(7, 0, 100);
+        assert_eq!(e.key, "bench/0581050201");
+        assert_eq!(e.version, entry(7, 0, 100).version);
+        assert_eq!(e.value, entry(7, 0, 100).value);
+        // 2^40 > 2^32: past the u64 product's range.
+        assert_eq!(
+            KeyOrder::Shuffled.key(1 << 40),
+            format!(
+                "bench/{:010}",
+                ((1u128 << 40) * 2_654_435_761 % 1_000_000_007) as u64
+            )
+        );
+
+        let n = 5000;
+        let keys: Vec<String> = (0..n).map(|i| KeyOrder::Shuffled.key(i)).collect();
+        let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
+        assert_eq!(distinct.len(), n as usize);
+        let ascending = keys.windows(2).filter(|w| w[0] < w[1]).count();
+        assert!(ascending < 3 * n as usize / 4, "{ascending} of {n} ascend");
+
+        let by_key = KeyOrder::Shuffled.by_key(n);
+        let sorted: Vec<&String> = by_key.iter().map(|&i| &keys[i as usize]).collect();
+        assert!(sorted.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(KeyOrder::Sorted.by_key(3), vec![0, 1, 2]);
+        assert_eq!(
+            KeyOrder::Shuffled.dataset_bytes(10, 0, 100),
+            KeyOrder::Sorted.dataset_bytes(10, 0, 100) + 10
+        );
     }
 }

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::cluster_spec;
+use super::data::{self, KeyOrder};
 use super::wire::{self, IdleWire};
-use super::{cluster_spec, data};
 use crate::core::Schedule;
 use crate::proc_cluster::{ProcCluster, Spec};
 use crate::store::RedbStore;
@@ -56,6 +57,10 @@ pub struct Join {
     /// True when that is the default (half the interval): the topology
     /// does not set it, as a user's need not.
     pub default_peer_timeout: bool,
+    /// The order the dataset's keys were written in: "sorted" (key
+    /// order, [`KeyOrder::Sorted`]) or "shuffled" (random key order,
+    /// [`KeyOrder::Shuffled`]).
+    pub key_order: String,
     /// Entries the new node had to fetch.
     pub keys: u64,
     /// Their encoded bytes: what "MB" counts in both rates.
@@ -77,7 +82,8 @@ pub struct Join {
     pub baseline_mb_per_s: f64,
     /// Bytes of each baseline answer: one protocol batch of this dataset.
     pub baseline_chunk: u64,
-    /// Seconds of bare redb inserts of the same entries into one table, in
+    /// Seconds of bare redb inserts of the same entries into one table,
+    /// sorted by key (whatever order they were written in), in
     /// transactions of [`DISK_BATCH`]: what the disk takes at best.
     pub disk_baseline_seconds: f64,
     /// The pipelined limit: the larger of `baseline_seconds` and
@@ -119,14 +125,18 @@ pub struct Outcome {
     pub open_seconds: f64,
 }
 
-/// Runs the join over `keys` keys; `base` is a store holding exactly them
-/// (written by position 0 from `base_ms`), copied rather than rebuilt.
+/// Runs the join over `keys` keys written in `order`; `base` is a store
+/// holding exactly them in key order (written by position 0 from
+/// `base_ms`), copied rather than rebuilt. With [`KeyOrder::Shuffled`]
+/// `base` is not used: the holder's store is built in the run's directory,
+/// committed in version order, so in random key order.
 /// `peer_timeout_ms`: `None` leaves the default, as a user gets it.
 pub fn run(
     base: Option<&Path>,
     keys: u64,
     base_ms: u64,
     peer_timeout_ms: Option<u64>,
+    order: KeyOrder,
     log: &mut dyn FnMut(&str),
 ) -> Result<Outcome, String> {
     // Successor: the joiner's predecessor holds everything, as in a ring
@@ -148,13 +158,13 @@ pub fn run(
     let data_dir = c.data_dir(0);
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
-    match base {
+    match base.filter(|_| order == KeyOrder::Sorted) {
         Some(b) => {
             std::fs::copy(b, &holder).map_err(|e| format!("copying the dataset: {e}"))?;
         }
         None => {
             let mut store = RedbStore::open(&holder).map_err(|e| e.to_string())?;
-            data::load(&mut store, keys, 0, base_ms)?;
+            order.load(&mut store, keys, 0, base_ms)?;
         }
     }
     let opening = Instant::now();
@@ -209,7 +219,7 @@ pub fn run(
         ..memory
     };
 
-    let dataset_bytes = data::dataset_bytes(keys, 0, base_ms);
+    let dataset_bytes = order.dataset_bytes(keys, 0, base_ms);
     // One protocol batch: 4096 entries (Config::batch_entries), which for
     // 100-byte values is well under the 1 MiB byte budget.
     let per_entry = dataset_bytes / keys.max(1);
@@ -224,7 +234,11 @@ pub fn run(
     let batches: Vec<u64> = (0..keys.div_ceil(DISK_BATCH))
         .map(|i| DISK_BATCH.min(keys - i * DISK_BATCH))
         .collect();
-    let disk = super::merge::bare_inserts(&disk_dir.join("bare.redb"), &batches, base_ms);
+    // The disk at best: the same entries in key order.
+    let by_key = order.by_key(keys);
+    let disk = super::merge::bare_inserts_of(&disk_dir.join("bare.redb"), &batches, |k| {
+        order.entry(by_key[k as usize], 0, base_ms)
+    });
     let _ = std::fs::remove_dir_all(&disk_dir);
     let disk_baseline_seconds = disk?;
     let limit_seconds = baseline.as_secs_f64().max(disk_baseline_seconds);
@@ -232,6 +246,7 @@ pub fn run(
         join: Join {
             peer_timeout_ms: peer_timeout_ms.unwrap_or(INTERVAL_MS / 2),
             default_peer_timeout: peer_timeout_ms.is_none(),
+            key_order: order.name().into(),
             keys,
             dataset_bytes,
             seconds,

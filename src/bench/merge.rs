@@ -9,6 +9,7 @@ use ::redb::{Database, TableDefinition};
 use serde::Serialize;
 
 use super::data::{self, open_node, pump, Wire};
+use crate::core::entry::Entry;
 use crate::core::Schedule;
 use crate::store::{MemoryStore, RedbStore, Store, WriteBatch};
 
@@ -165,14 +166,22 @@ fn run_once(dir: &Path, keys: u64, base_ms: u64, now: u64) -> Result<Merge, Stri
 /// (key to the record bytes the store writes), one transaction per batch
 /// of `batches` sizes, in a new file at `path`: the disk's own rate.
 pub fn bare_inserts(path: &Path, batches: &[u64], base_ms: u64) -> Result<f64, String> {
+    bare_inserts_of(path, batches, |i| data::entry(i, 0, base_ms))
+}
+
+/// [`bare_inserts`] of `entry(0)`, `entry(1)`, ... in that order: the
+/// entries are made outside the timed transactions.
+pub fn bare_inserts_of(
+    path: &Path,
+    batches: &[u64],
+    entry: impl Fn(u64) -> Entry,
+) -> Result<f64, String> {
     let db = Database::create(path).map_err(|e| e.to_string())?;
     let mut seconds = 0.0;
     let mut next = 0u64;
     let mut record = Vec::new();
     for &n in batches {
-        let batch: Vec<_> = (next..next + n)
-            .map(|i| data::entry(i, 0, base_ms))
-            .collect();
+        let batch: Vec<_> = (next..next + n).map(&entry).collect();
         next += n;
         let started = Instant::now();
         let txn = db.begin_write().map_err(|e| e.to_string())?;

@@ -12,7 +12,8 @@
 //! The sections, one module each: [`convergence`] (simulator and real
 //! processes), [`digest`] (idle and repair cost, in-process: payload),
 //! [`join`] (join throughput and peak memory, real processes, with the
-//! default peer_timeout and a longer one), [`wire`] (idle cost on the wire,
+//! default peer_timeout and a longer one, and with the default on keys
+//! written in random key order), [`wire`] (idle cost on the wire,
 //! on the join's processes), [`merge`] (merge throughput), [`latency`]
 //! (write visibility with eager relay, real processes) and [`put`] (client
 //! write throughput against a plain server, kept-alive `/livez`) and
@@ -136,6 +137,9 @@ pub struct Results {
     pub join: Option<join::Join>,
     /// The same with [`join::LONG_PEER_TIMEOUT_MS`].
     pub join_long_timeout: Option<join::Join>,
+    /// The join with the default peer_timeout of the same number of
+    /// entries written in random key order ([`data::KeyOrder::Shuffled`]).
+    pub join_shuffled: Option<join::Join>,
     /// Peak memory.
     pub memory: Option<join::Memory>,
     /// Seconds from starting the node holding the dataset to its
@@ -173,6 +177,7 @@ impl Results {
             load_seconds: None,
             join: None,
             join_long_timeout: None,
+            join_shuffled: None,
             memory: None,
             open_seconds: None,
             merge: None,
@@ -425,7 +430,8 @@ fn join_sections(
     say: &mut impl FnMut(&str),
 ) {
     say("join throughput, memory and idle cost on the wire (real processes, defaults)");
-    match join::run(base, scale.keys, base_ms, None, say) {
+    let sorted = data::KeyOrder::Sorted;
+    match join::run(base, scale.keys, base_ms, None, sorted, say) {
         Ok(o) => {
             r.join = Some(o.join);
             r.memory = Some(o.memory);
@@ -446,10 +452,18 @@ fn join_sections(
         join::LONG_PEER_TIMEOUT_MS
     ));
     let long = Some(join::LONG_PEER_TIMEOUT_MS);
-    match join::run(base, scale.keys, base_ms, long, say) {
+    match join::run(base, scale.keys, base_ms, long, sorted, say) {
         Ok(o) => r.join_long_timeout = Some(o.join),
         Err(e) => {
             r.errors.insert("join-long-timeout".into(), e);
+        }
+    }
+    say("join throughput, keys written in random key order (real processes, defaults)");
+    let shuffled = data::KeyOrder::Shuffled;
+    match join::run(None, scale.keys, base_ms, None, shuffled, say) {
+        Ok(o) => r.join_shuffled = Some(o.join),
+        Err(e) => {
+            r.errors.insert("join-shuffled".into(), e);
         }
     }
 }

@@ -2,14 +2,15 @@
 
 mod format;
 mod idle;
+mod join;
 mod staleness;
 mod writes;
 
 use std::fmt::Write as _;
 
-use super::{convergence, digest, join, latency, merge, put, wire, Results};
+use super::{convergence, digest, latency, merge, put, wire, Results};
 use crate::core::schedule::log2_ceil;
-use format::{bytes, duration, int, join_settings, pct, unfinished, verdict};
+use format::{bytes, duration, int, pct, unfinished, verdict};
 
 /// The convergence chart of the run's simulator sweep.
 pub fn chart(r: &Results) -> String {
@@ -136,19 +137,7 @@ pub fn markdown(r: &Results) -> String {
             );
         }
     }
-    for j in [&r.join, &r.join_long_timeout].into_iter().flatten() {
-        let _ = writeln!(
-            s,
-            "| join of {} keys, {} | ≤ {} × the pipelined limit | {:.2} × ({:.2} s / {:.2} s) | {} |",
-            int(j.keys),
-            join_settings(j),
-            join::TARGET_LIMITS,
-            j.seconds / j.limit_seconds.max(1e-9),
-            j.seconds,
-            j.limit_seconds,
-            verdict(j.meets_target)
-        );
-    }
+    join::targets(&mut s, r);
     if let Some(mg) = &r.merge {
         let _ = writeln!(
             s,
@@ -329,7 +318,7 @@ pub fn markdown(r: &Results) -> String {
          the wire is the same requests and answers as they crossed the \
          listeners' sockets, heads and bodies \
          (`ringsync_peer_wire_bytes_total`), without TCP/IP framing.\n",
-        join::INTERVAL_MS,
+        super::join::INTERVAL_MS,
         wire::CYCLES
     );
     match &r.join_idle_wire {
@@ -417,89 +406,7 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(s);
 
     // ----- 4. join
-    let _ = writeln!(s, "## 4. Join throughput\n");
-    let _ = writeln!(
-        s,
-        "Two `ringsync node` processes on 127.0.0.1 (successor, {} ms cycles, \
-         relay on, a cluster secret: every peer request signed): one holds \
-         {keys} entries of 100-byte values, the other starts empty and \
-         catches up (its start-up push-pull with its predecessor, and the \
-         holder's cycle pushes of what it lacks). It runs twice: with the \
-         default peer_timeout (half the interval), as a user gets it, and with \
-         {} ms, which leaves a loaded disk time to commit a batch of 4096 \
-         entries before the push times out. Time runs from starting the new \
-         process (whose catch-up pull starts as it binds its listener) until \
-         its digest root equals the holder's, polled every 20 ms. MB are 10^6 \
-         bytes of the entries' encoding; payload is the protocol's messages, \
-         on the wire the same with their HTTP heads. Beside it, in the same \
-         run: a tide server answering a surf client's POSTs with one protocol \
-         batch's worth of bytes each, until the same bytes have moved \
-         (`src/http/bench_baseline.rs`), and bare redb inserts of the same \
-         entries in transactions of 65,536. Target (issue 15): at most 2.0 x \
-         the pipelined limit, the larger of those two.\n",
-        join::INTERVAL_MS,
-        join::LONG_PEER_TIMEOUT_MS
-    );
-    let joins: Vec<&join::Join> = [&r.join, &r.join_long_timeout]
-        .into_iter()
-        .flatten()
-        .collect();
-    if let Some(first) = joins.first() {
-        let _ = writeln!(
-            s,
-            "| | keys | bytes | seconds | MB/s |\n|---|---:|---:|---:|---:|"
-        );
-        for j in &joins {
-            let _ = writeln!(
-                s,
-                "| join, {} (payload {}, {:.2} × the data; on the wire {}){} | {} | {} | {:.2} | {:.1} |",
-                join_settings(j),
-                int(j.payload_bytes),
-                j.payload_bytes as f64 / j.dataset_bytes.max(1) as f64,
-                int(j.wire_bytes),
-                if j.finished { "" } else { ", **unfinished**" },
-                int(j.keys),
-                int(j.dataset_bytes),
-                j.seconds,
-                j.mb_per_s
-            );
-        }
-        let _ = writeln!(
-            s,
-            "| plain HTTP, tide + surf, {} per answer | | {} | {:.2} | {:.1} |",
-            bytes(first.baseline_chunk as f64),
-            int(first.dataset_bytes),
-            first.baseline_seconds,
-            first.baseline_mb_per_s
-        );
-        let _ = writeln!(
-            s,
-            "| bare redb inserts of the same entries, {} per transaction | | | {:.2} | |",
-            int(join::DISK_BATCH),
-            first.disk_baseline_seconds
-        );
-        let _ = writeln!(s);
-        for j in &joins {
-            let _ = writeln!(
-                s,
-                "Join seconds / the pipelined limit (the larger of the two baselines), {}: **{:.2} ×** (join rate / plain rate {}), target ≤ {} ×: {}.{}",
-                join_settings(j),
-                j.seconds / j.limit_seconds.max(1e-9),
-                pct(j.ratio),
-                join::TARGET_LIMITS,
-                verdict(j.meets_target),
-                if j.finished {
-                    ""
-                } else {
-                    " The new node had not caught up when the benchmark stopped waiting."
-                }
-            );
-        }
-    }
-    if r.errors.keys().any(|k| k.starts_with("join")) {
-        let _ = writeln!(s, "\n{}", error(r, "join"));
-    }
-    let _ = writeln!(s);
+    join::section(&mut s, r);
 
     // ----- 5. merge
     let _ = writeln!(s, "## 5. Merge throughput\n");
