@@ -101,6 +101,8 @@ impl<S: Store> Node<S> {
         self.probes.clear();
         self.unreachable.clear();
         self.peers.clear();
+        // Kept by position, which names another node in the new ring.
+        self.key_walks.clear();
         self.eager.clear();
         self.relay = Held::default();
         self.agree = Agreement::default();

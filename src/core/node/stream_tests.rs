@@ -423,3 +423,24 @@ fn a_key_order_stream_given_up_near_its_end_is_finished_by_tree_repair() {
     let cycles = run_slow(&mut nodes, 2, 100, 0, |n| n[1].root() == n[0].root());
     assert!(cycles < 100, "never level: {:?}", nodes[1].counts());
 }
+
+/// A walk kept for a position is dropped when the ring changes: the
+/// position then names another node, which the walk's cursor says nothing
+/// of.
+#[test]
+fn a_kept_walk_goes_with_a_ring_change() {
+    let mut nodes = shuffled_holder_and_joiner(2000, 50);
+    let mut sent = opened(&mut nodes);
+    while !sent.is_empty() {
+        for t in std::mem::take(&mut sent) {
+            nodes[0].handle_failure(t.id);
+        }
+        sent = transmits(&mut nodes[0]);
+    }
+    assert!(nodes[0].key_walks.contains_key(&1), "the walk was kept");
+    let c = nodes[0].config().cluster;
+    nodes[0]
+        .change_ring(c + 1, 1, vec![0, 1], 0)
+        .expect("a new ring");
+    assert!(nodes[0].key_walks.is_empty());
+}
