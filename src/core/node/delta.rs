@@ -10,6 +10,11 @@ use crate::core::message::{Digest, PushKind};
 use crate::core::schedule::ring_bound;
 use crate::core::store::{Store, StoreError};
 
+/// Cycles a node that holds little waits for the next batch of a stream
+/// to it before it compares trees (`Node::follow_up`): longer than a
+/// batch's answer takes on a loaded joiner.
+const SPARSE_WAIT: u64 = 4;
+
 impl<S: Store> Node<S> {
     /// Entries the holder of `digest` lacks by its hints, oldest first per
     /// origin, within the byte budget. With `window_at` = Some(cycle), those
@@ -105,16 +110,19 @@ impl<S: Store> Node<S> {
                 .hints
                 .iter()
                 .any(|(o, v)| self.hints.get(o).is_none_or(|mine| mine < v));
-        // Nor while we hold less than half of what the peer holds: it
-        // sends us its keys in order (`stream_keys.rs`), and our hints,
-        // leapt to the top at its first batch, say nothing of how far it
-        // has come.
+        // Nor while we hold less than half of what the peer holds and a
+        // stream came in lately: it sends us its keys in order
+        // (`stream_keys.rs`), and our hints, leapt to the top at its first
+        // batch, say nothing of how far it has come. A stream that has
+        // not come for `SPARSE_WAIT` cycles (the peer cannot reach us)
+        // leaves it to the trees again.
         let sparse = by_key(
             self.keys + self.tombstones,
             theirs.keys.saturating_add(theirs.tombstones),
             self.cfg.batch_entries,
         );
-        let streaming_in = self.streamed_at.is_some_and(|at| cycle <= at + 1) || sparse;
+        let lately = |wait: u64| self.streamed_at.is_some_and(|at| cycle <= at + wait);
+        let streaming_in = lately(1) || (sparse && lately(SPARSE_WAIT));
         let due = self
             .compared_at
             .is_none_or(|at| cycle >= at + self.window().max(1))

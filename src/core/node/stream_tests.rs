@@ -444,3 +444,51 @@ fn a_kept_walk_goes_with_a_ring_change() {
         .expect("a new ring");
     assert!(nodes[0].key_walks.is_empty());
 }
+
+/// Fails every request `node` has to send, and those that follows from
+/// it, until it has none: its peer cannot be reached.
+fn drop_all(node: &mut Node<TestStore>) {
+    let mut out = transmits(node);
+    while !out.is_empty() {
+        for t in out {
+            node.handle_failure(t.id);
+        }
+        out = transmits(node);
+    }
+}
+
+/// A node fed one batch in key order that its peer then cannot reach (a
+/// one-way cut): its hints leapt with that batch, so its pulls bring
+/// nothing, and once no batch has come for a few cycles its own
+/// exchanges fill the rest by comparing trees.
+#[test]
+fn a_sparse_node_its_peer_cannot_reach_fills_in_by_its_own_exchanges() {
+    let keys = 2000;
+    let mut nodes = shuffled_holder_and_joiner(keys, 50);
+    let first = opened(&mut nodes);
+    let reply = nodes[1].handle_request(1000, &first[0].payload);
+    nodes[0].handle_reply(1000, first[0].id, &reply);
+    for t in &first[1..] {
+        nodes[0].handle_failure(t.id);
+    }
+    drop_all(&mut nodes[0]);
+    let mut level = false;
+    for c in 2..80 {
+        let now = c * INTERVAL;
+        nodes[0].handle_timeout(now);
+        drop_all(&mut nodes[0]);
+        nodes[1].handle_timeout(now);
+        let mut queue = transmits(&mut nodes[1]);
+        while let Some(t) = queue.pop() {
+            let reply = nodes[0].handle_request(now, &t.payload);
+            nodes[1].handle_reply(now, t.id, &reply);
+            queue.extend(transmits(&mut nodes[1]));
+            drop_all(&mut nodes[0]);
+        }
+        if nodes[1].root() == nodes[0].root() {
+            level = true;
+            break;
+        }
+    }
+    assert!(level, "never filled: {:?}", nodes[1].counts());
+}
