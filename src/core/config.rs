@@ -93,6 +93,12 @@ impl Config {
         }
     }
 
+    /// Whether `entries` entries of `bytes` bytes (`Entry::wire_len`)
+    /// fill a batch: no more is added to it.
+    pub fn batch_full(&self, entries: usize, bytes: usize) -> bool {
+        entries >= self.batch_entries || bytes >= self.batch_bytes
+    }
+
     /// Puts a ring in force: the members' origins in ring order, this
     /// node's position in it, the epoch and the topology's fingerprint.
     pub fn set_ring(&mut self, cluster: u64, epoch: u64, ring: Vec<Origin>, me: u32) {

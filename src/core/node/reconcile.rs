@@ -345,7 +345,7 @@ impl<S: Store> Node<S> {
         let mut batch: Vec<Entry> = Vec::new();
         let mut bytes = 0usize;
         for e in entries {
-            if batch.len() >= self.cfg.batch_entries || bytes >= self.cfg.batch_bytes {
+            if self.cfg.batch_full(batch.len(), bytes) {
                 self.send_push(
                     ex,
                     peer,
@@ -474,7 +474,7 @@ impl<S: Store> Node<S> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         for e in self.entries_of(&keys, true)? {
-            if out.len() >= self.cfg.batch_entries || bytes >= self.cfg.batch_bytes {
+            if self.cfg.batch_full(out.len(), bytes) {
                 break;
             }
             bytes += e.wire_len();

@@ -425,7 +425,7 @@ impl<S: Store> Node<S> {
         let mut bytes = 0usize;
         let mut taken = 0usize;
         for item in items {
-            if out.len() >= self.cfg.batch_entries || bytes >= self.cfg.batch_bytes {
+            if self.cfg.batch_full(out.len(), bytes) {
                 break;
             }
             taken += 1;

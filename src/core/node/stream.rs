@@ -247,11 +247,10 @@ impl<S: Store> Node<S> {
         let mut read = Read::default();
         let mut bytes = 0usize;
         let w = self.window();
-        let full = |n: usize, b: usize| n >= self.cfg.batch_entries || b >= self.cfg.batch_bytes;
         for run in runs {
             let (mut after, mut last, mut done) = (run.after, None, false);
             'run: while !done {
-                if full(read.entries.len(), bytes) {
+                if self.cfg.batch_full(read.entries.len(), bytes) {
                     read.cut = true;
                     break;
                 }
@@ -263,7 +262,7 @@ impl<S: Store> Node<S> {
                         done = true;
                         break 'run;
                     }
-                    if full(read.entries.len(), bytes) {
+                    if self.cfg.batch_full(read.entries.len(), bytes) {
                         read.cut = true;
                         break 'run;
                     }
@@ -299,15 +298,15 @@ impl<S: Store> Node<S> {
         window_at: Option<u64>,
     ) -> Result<Flow, StoreError> {
         let (theirs, resyncing) = (&digest.hints, digest.resyncing);
-        let sparse = by_key(
-            digest.keys.saturating_add(digest.tombstones),
-            self.keys + self.tombstones,
-            self.cfg.batch_entries,
-        );
         let Some(x) = self.exchanges.get_mut(&ex) else {
             return Ok(Flow::Done);
         };
         if x.stream.is_none() {
+            let sparse = by_key(
+                digest.keys.saturating_add(digest.tombstones),
+                self.keys + self.tombstones,
+                self.cfg.batch_entries,
+            );
             // A key-order walk to this peer that stopped short resumes
             // where it stopped, unless the peer has since lost all (no
             // hints: wiped) or no longer holds little.

@@ -127,10 +127,9 @@ impl<S: Store> Node<S> {
     pub(super) fn read_keys(&self, walk: &mut KeyWalk) -> Result<KeyRead, StoreError> {
         let mut read = KeyRead::default();
         let mut bytes = 0usize;
-        let full = |n: usize, b: usize| n >= self.cfg.batch_entries || b >= self.cfg.batch_bytes;
         let mut redo = std::mem::take(&mut walk.redo).into_iter();
         while let Some(range) = redo.next() {
-            if full(read.entries.len(), bytes) {
+            if self.cfg.batch_full(read.entries.len(), bytes) {
                 read.cut = true;
                 walk.redo.push(range);
                 walk.redo.extend(redo);
@@ -182,10 +181,9 @@ impl<S: Store> Node<S> {
         read: &mut KeyRead,
         bytes: &mut usize,
     ) -> Result<(Option<String>, bool), StoreError> {
-        let full = |n: usize, b: usize| n >= self.cfg.batch_entries || b >= self.cfg.batch_bytes;
         let mut last: Option<String> = None;
         loop {
-            if full(read.entries.len(), *bytes) {
+            if self.cfg.batch_full(read.entries.len(), *bytes) {
                 return Ok((last, false));
             }
             let want = (self.cfg.batch_entries - read.entries.len()).clamp(1, 1024);
@@ -196,7 +194,7 @@ impl<S: Store> Node<S> {
                 if upto.is_some_and(|u| e.key.as_str() > u.as_str()) {
                     return Ok((last, true));
                 }
-                if full(read.entries.len(), *bytes) {
+                if self.cfg.batch_full(read.entries.len(), *bytes) {
                     return Ok((last, false));
                 }
                 last = Some(e.key.clone());
