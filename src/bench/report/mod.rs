@@ -525,7 +525,9 @@ pub fn markdown(r: &Results) -> String {
          a watcher waiting there for each key in turn (`GET ?wait=` on one \
          kept-alive connection), and the last of them to be answered ends it \
          (polling 31 nodes from outside took about 24 ms a round). With relay on under a ring \
-         schedule, writes go one at a time; otherwise one every 250 ms. \
+         schedule, writes go one at a time, each once every watcher waits at its node \
+         (`ringsync_waiting_reads`), so that their requests are not made while the write \
+         travels; otherwise one every 250 ms. \
          Percentiles are nearest-rank over the writes measured, so below 100 \
          writes p99 is the largest. Bytes per write are the payload all \
          nodes sent during the writes (without HTTP heads), less what the same \

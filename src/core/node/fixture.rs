@@ -25,6 +25,8 @@ pub(super) struct TestStore {
     pub(super) fail_next_commit: bool,
     /// Commits made.
     pub(super) commits: u64,
+    /// Reads by origin made.
+    pub(super) by_origin_reads: std::cell::Cell<u64>,
 }
 
 impl TestStore {
@@ -98,6 +100,7 @@ impl Store for TestStore {
         after: Version,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
+        self.by_origin_reads.set(self.by_origin_reads.get() + 1);
         let mut out: Vec<Entry> = self
             .entries
             .values()

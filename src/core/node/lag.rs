@@ -1,7 +1,7 @@
 //! Per-peer staleness: at each digest a peer shows us, the age of the
 //! oldest entry we hold that its hints show it lacks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::Node;
 use crate::core::entry::{Origin, Version};
@@ -35,7 +35,11 @@ impl<S: Store> Node<S> {
     /// those within the dissemination window (`Node::follow_up`), so the
     /// figure is short of the truth by at most that. A store that fails to
     /// read shows nothing lacking there: the figure is a report.
-    pub(super) fn staleness_of(&self, peer: u32) -> u64 {
+    ///
+    /// `firsts` keeps each store read, the first entry of an origin above a
+    /// version, for the next peer's: peers mostly stand at the same hints,
+    /// so reckoning them all reads the store once per origin that moved.
+    pub(super) fn staleness_of(&self, peer: u32, firsts: &mut Firsts) -> u64 {
         let Some((hints, at)) = self.peer_hints.get(&peer) else {
             return 0;
         };
@@ -43,22 +47,30 @@ impl<S: Store> Node<S> {
         if !failing && self.now_ms.saturating_sub(*at) > self.hints_kept_ms() {
             return 0;
         }
-        self.oldest_lacking(hints)
+        self.oldest_lacking(hints, firsts)
             .map_or(0, |v| self.now_ms.saturating_sub(v.ms))
     }
 
-    fn oldest_lacking(&self, hints: &BTreeMap<Origin, Version>) -> Option<Version> {
+    fn oldest_lacking(
+        &self,
+        hints: &BTreeMap<Origin, Version>,
+        firsts: &mut Firsts,
+    ) -> Option<Version> {
         let mut oldest: Option<Version> = None;
         for (&origin, &mine) in &self.hints {
             let theirs = hints.get(&origin).copied().unwrap_or(Version::zero(origin));
             if mine <= theirs {
                 continue;
             }
-            if let Ok(first) = self.store.by_origin(origin, theirs, 1) {
-                if let Some(e) = first.first() {
-                    if oldest.is_none_or(|o| e.version.ms < o.ms) {
-                        oldest = Some(e.version);
-                    }
+            let first = *firsts.entry(theirs).or_insert_with(|| {
+                self.store
+                    .by_origin(origin, theirs, 1)
+                    .ok()
+                    .and_then(|first| first.first().map(|e| e.version))
+            });
+            if let Some(v) = first {
+                if oldest.is_none_or(|o| v.ms < o.ms) {
+                    oldest = Some(v);
                 }
             }
         }
@@ -67,13 +79,19 @@ impl<S: Store> Node<S> {
 
     /// The largest staleness among the peers, ms (see `staleness_of`).
     pub fn worst_staleness_ms(&self) -> u64 {
+        let mut firsts = Firsts::new();
         self.peer_hints
             .keys()
-            .map(|&p| self.staleness_of(p))
+            .map(|&p| self.staleness_of(p, &mut firsts))
             .max()
             .unwrap_or(0)
     }
 }
+
+/// The first entry held above a version of its origin (the version names
+/// the origin), as read while reckoning staleness: `None`, none, or the
+/// read failed.
+pub(super) type Firsts = HashMap<Version, Option<Version>>;
 
 #[cfg(test)]
 mod tests {
@@ -113,5 +131,36 @@ mod tests {
         n0.note_lag(1, &all);
         assert_eq!(n0.peers()[1].staleness_ms, 0);
         assert_eq!(n0.worst_staleness_ms(), 0);
+    }
+
+    #[test]
+    fn peers_at_the_same_hints_cost_one_read_of_the_store() {
+        let mut n0 = node(config(6, 0, Schedule::Successor));
+        let empty = n0.digest();
+        n0.write(1_000, "a", Some(b"1".to_vec())).expect("write");
+        n0.write(1_500, "b", Some(b"2".to_vec())).expect("write");
+        n0.now_ms = 2_000;
+        for p in 1..6 {
+            n0.note_lag(p, &empty);
+        }
+        let before = n0.store.by_origin_reads.get();
+        let peers = n0.peers();
+        assert!(peers[1..].iter().all(|p| p.staleness_ms == 1_000));
+        assert_eq!(
+            n0.store.by_origin_reads.get() - before,
+            1,
+            "one origin moved"
+        );
+        // A peer at other hints is read for on its own.
+        let mut d = empty.clone();
+        let a = n0.get("a").expect("read").expect("held");
+        d.hints.insert(a.version.origin, a.version);
+        n0.note_lag(3, &d);
+        let before = n0.store.by_origin_reads.get();
+        let peers = n0.peers();
+        assert_eq!(peers[3].staleness_ms, 500, "b is the oldest it lacks");
+        assert_eq!(peers[4].staleness_ms, 1_000);
+        assert_eq!(n0.store.by_origin_reads.get() - before, 2);
+        assert_eq!(n0.worst_staleness_ms(), 1_000);
     }
 }

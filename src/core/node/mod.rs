@@ -378,10 +378,11 @@ impl<S: Store> Node<S> {
 
     /// What we know of each peer, by ring position (built on each call).
     pub fn peers(&self) -> Vec<PeerSeen> {
+        let mut firsts = lag::Firsts::new();
         (0..self.cfg.n)
             .map(|p| {
                 let mut seen = self.peers.get(&p).copied().unwrap_or_default();
-                seen.staleness_ms = self.staleness_of(p);
+                seen.staleness_ms = self.staleness_of(p, &mut firsts);
                 seen
             })
             .collect()
