@@ -209,6 +209,7 @@ fn metrics_count_what_the_cores_did_and_pass_promtool() {
         "ringsync_probes_unanswered_total",
         "ringsync_exchanges_skipped_busy_total",
         "ringsync_stream_batches_lost_total",
+        "ringsync_stream_key_order_batches_total",
     ] {
         assert!(
             a.contains(&format!("# TYPE {family} ")),

@@ -262,6 +262,9 @@ fn added_nodes_fed_in_key_order_under_faults_converge_with_nothing_lost() {
                 assert!(out.converged, "{what}: {out:?}");
                 assert_eq!(out.lost_writes, 0, "{what}: {out:?}");
                 assert_eq!(out.resurrected_deletes, 0, "{what}: {out:?}");
+                // The new nodes were fed in key order, not only by the
+                // version-order stream or by repair.
+                assert!(out.key_order_batches > 0, "{what}: {out:?}");
             }
         }
     }

@@ -33,6 +33,9 @@ pub struct Stats {
     /// Batches of a streamed delta that got no answer (failed, timed out
     /// or refused): their entries were sent again.
     pub batches_lost: u64,
+    /// Batches of a streamed delta sent in key order, to a peer that held
+    /// much less than this node (`stream_keys.rs`): a join or a resync.
+    pub key_order_batches: u64,
     /// Tree repairs started.
     pub repairs: u64,
     /// Tombstones collected.

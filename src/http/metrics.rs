@@ -128,6 +128,11 @@ pub fn render_snapshot(
         st.batches_lost,
     );
     m.counter(
+        "ringsync_stream_key_order_batches_total",
+        "Batches of a streamed delta this node sent in key order, to a peer that held much less than it: a join or a resync under way.",
+        st.key_order_batches,
+    );
+    m.counter(
         "ringsync_bytes_sent_total",
         "Bytes of the protocol's messages this node sent (its payload, without HTTP heads; see ringsync_peer_wire_bytes_total for those): its requests, and its replies to requests it answered.",
         st.bytes_sent,

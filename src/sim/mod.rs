@@ -618,6 +618,7 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
         staleness_unfinished,
         wipes: 0,
         tombstones_collected: 0,
+        key_order_batches: 0,
         refutations: refutations_retired,
         failed_judgements: failed_retired,
         syncs: std::mem::take(&mut w.syncs),
@@ -626,6 +627,7 @@ pub fn run(sc: &Scenario, seed: u64) -> Outcome {
         out.entries_sent += node.stats().entries_sent;
         out.wipes += node.stats().wipes;
         out.tombstones_collected += node.stats().tombstones_collected;
+        out.key_order_batches += node.stats().key_order_batches;
         out.refutations += node.stats().refutations;
         out.failed_judgements += node.stats().members_failed;
     }

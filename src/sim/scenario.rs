@@ -430,6 +430,8 @@ pub struct Outcome {
     pub wipes: u64,
     /// Tombstones collected, summed over the nodes.
     pub tombstones_collected: u64,
+    /// Batches streamed in key order (a join's), summed over the nodes.
+    pub key_order_batches: u64,
     /// Times some node raised its incarnation to refute a rumour of its
     /// own failure, summed over the nodes (restarts not counted): each
     /// costs a synced commit, and many of them mean a member flaps.

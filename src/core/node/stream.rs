@@ -374,6 +374,7 @@ impl<S: Store> Node<S> {
                 return Ok(());
             }
             let kind = s.kind;
+            let by_key = s.keys.is_some();
             let (entries, runs, ranges, rest) = if let Some(mut walk) = s.keys.clone() {
                 // In key order (`stream_keys.rs`), filtered by the
                 // receiver's hints as the stream began, not windowed.
@@ -411,6 +412,9 @@ impl<S: Store> Node<S> {
                 bytes: entries.iter().map(Entry::wire_len).sum(),
                 round: s.rounds,
             };
+            if by_key {
+                self.stats.key_order_batches += 1;
+            }
             let id = self.send_push(ex, peer, kind, entries, complete);
             if let Some(s) = self.exchanges.get_mut(&ex).and_then(|x| x.stream.as_mut()) {
                 s.batches.insert(id, sent);
