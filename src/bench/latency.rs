@@ -250,6 +250,9 @@ fn parked(c: &ProcCluster, nodes: &BTreeSet<usize>) -> Result<(), String> {
             }
         }
         left = still;
+        if !left.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
     Ok(())
 }
