@@ -374,7 +374,7 @@ impl<S: Store> Node<S> {
                 return Ok(());
             }
             let kind = s.kind;
-            let by_key = s.keys.is_some();
+            let in_key_order = s.keys.is_some();
             let (entries, runs, ranges, rest) = if let Some(mut walk) = s.keys.clone() {
                 // In key order (`stream_keys.rs`), filtered by the
                 // receiver's hints as the stream began, not windowed.
@@ -412,7 +412,7 @@ impl<S: Store> Node<S> {
                 bytes: entries.iter().map(Entry::wire_len).sum(),
                 round: s.rounds,
             };
-            if by_key {
+            if in_key_order {
                 self.stats.key_order_batches += 1;
             }
             let id = self.send_push(ex, peer, kind, entries, complete);
